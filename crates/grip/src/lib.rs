@@ -1,0 +1,30 @@
+//! Pure GRIP protocol support for Holdfast: the wire formats Pushpin speaks,
+//! with no I/O, no tokio and no sockets.
+//!
+//! Everything here turns bytes into types (`parse_*`) or types into bytes, and
+//! reports bad input with an error that names the header or field and the
+//! offending value. Published content is kept in [`bytes::Bytes`] so the server
+//! can share one copy among every recipient.
+//!
+//! # Layout
+//!
+//! - [`instruct`]: GRIP instructions in an origin response (`Grip-*` headers
+//!   and `application/grip-instruct` bodies) → [`instruct::Instruction`].
+//! - [`publish`]: publish API bodies and items with their `http-response`,
+//!   `http-stream` and `ws-message` formats → [`publish::PublishItem`].
+//! - [`sig`]: `Grip-Sig` tokens (HS256 JWT) and the `Grip-Feature` list.
+//! - [`wsevents`]: the `application/websocket-events` codec of
+//!   WebSocket-over-HTTP → [`wsevents::Event`].
+//! - [`control`]: WebSocket control messages (`c:{...}`) →
+//!   [`control::ControlMessage`].
+//!
+//! A private `fields` module gives every JSON parser the same typed field
+//! access and the same error wording.
+#![deny(missing_docs)]
+
+pub mod control;
+mod fields;
+pub mod instruct;
+pub mod publish;
+pub mod sig;
+pub mod wsevents;

@@ -1,0 +1,162 @@
+//! The state every connection shares: configuration, the live route table, origin clients, the
+//! hub and the shutdown signal.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderMap, HeaderValue};
+use tokio::sync::watch;
+
+use crate::config::routes::{Route, RouteTable, RoutesError};
+use crate::config::{Config, XffRule};
+use crate::hub::Hub;
+use crate::proxy::origin::OriginClients;
+
+/// Shared server state. Cheap to reach from every task through an `Arc`.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// Parsed `forwarding.x_forwarded_for` rules.
+    pub xff: Vec<XffRule>,
+    /// The route table in force.
+    pub routes: Routes,
+    /// Pooled origin clients.
+    pub origins: OriginClients,
+    /// Channel registry and fan-out.
+    pub hub: Hub,
+    signatures: Mutex<Vec<CachedSig>>,
+    shutdown: watch::Sender<bool>,
+}
+
+struct CachedSig {
+    iss: String,
+    key: String,
+    token: HeaderValue,
+    made: Instant,
+}
+
+/// A `Grip-Sig` is valid for an hour; a cached one is reused for a minute.
+const SIG_TTL_SECS: u64 = 3600;
+const SIG_REUSE: Duration = Duration::from_secs(60);
+
+impl App {
+    /// Builds the state from a validated config and its route table.
+    pub fn new(config: Config, routes: RouteTable) -> Arc<App> {
+        let xff = config.xff_rules().expect("config was validated");
+        let origins = OriginClients::new(&config.timeouts);
+        let hub = Hub::new(&config);
+        Arc::new(App {
+            xff,
+            routes: Routes::new(routes, config.server.routes.clone()),
+            origins,
+            hub,
+            config,
+            signatures: Mutex::new(Vec::new()),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// Adds `Grip-Sig` and `Grip-Feature` to a request for the origin.
+    pub fn grip_headers(&self, route: &Route, headers: &mut HeaderMap) {
+        let iss = route
+            .options
+            .sig_iss
+            .as_deref()
+            .unwrap_or(&self.config.grip.sig_iss);
+        let key = route
+            .options
+            .sig_key
+            .as_deref()
+            .unwrap_or(&self.config.grip.sig_key);
+        if let Some(token) = self.signature(iss, key) {
+            headers.insert("grip-sig", token);
+        }
+        headers.insert(
+            "grip-feature",
+            HeaderValue::from_static(grip::sig::GRIP_FEATURES),
+        );
+    }
+
+    fn signature(&self, iss: &str, key: &str) -> Option<HeaderValue> {
+        let mut cache = self.signatures.lock().expect("signature cache poisoned");
+        if let Some(c) = cache.iter().find(|c| c.iss == iss && c.key == key) {
+            if c.made.elapsed() < SIG_REUSE {
+                return Some(c.token.clone());
+            }
+        }
+        let parsed = match grip::sig::SigKey::parse(key) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "route sig_key is invalid; no Grip-Sig sent");
+                return None;
+            }
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let token = grip::sig::sign(iss, &parsed, now, SIG_TTL_SECS).ok()?;
+        let token = HeaderValue::from_str(&token).ok()?;
+        cache.retain(|c| !(c.iss == iss && c.key == key));
+        if cache.len() >= 64 {
+            cache.remove(0);
+        }
+        cache.push(CachedSig {
+            iss: iss.to_string(),
+            key: key.to_string(),
+            token: token.clone(),
+            made: Instant::now(),
+        });
+        Some(token)
+    }
+
+    /// A receiver that turns true when the server begins shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every hold that the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.hub.close_all();
+    }
+}
+
+/// The route table in force, swapped whole on reload so a request sees one consistent table.
+pub struct Routes {
+    current: RwLock<Arc<RouteTable>>,
+    path: Option<PathBuf>,
+}
+
+impl Routes {
+    fn new(table: RouteTable, path: Option<PathBuf>) -> Routes {
+        Routes {
+            current: RwLock::new(Arc::new(table)),
+            path,
+        }
+    }
+
+    /// The table in force.
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.current.read().expect("routes lock poisoned").clone()
+    }
+
+    /// The routes file, if one is configured.
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    /// Re-reads the routes file. On error the old table stays in force.
+    pub fn reload(&self) -> Result<usize, RoutesError> {
+        let Some(path) = &self.path else {
+            return Ok(self.current().routes.len());
+        };
+        let table = RouteTable::load(path)?;
+        for w in &table.warnings {
+            tracing::warn!("{w}");
+        }
+        let n = table.routes.len();
+        *self.current.write().expect("routes lock poisoned") = Arc::new(table);
+        Ok(n)
+    }
+}

@@ -1,0 +1,440 @@
+//! Configuration: the TOML file, command-line overrides, and validation.
+//!
+//! Loading happens in three steps, each owned here: parse the file into [`Config`] (every section
+//! `deny_unknown_fields`, so a typo is an error with its line), apply command-line flags on top
+//! ([`Overrides`]), then [`Config::validate`] returns the first problem. Defaults follow Pushpin's
+//! where the reference gives one. The routes file has its own parser in [`routes`].
+
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything Holdfast reads from its configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, routes file and shutdown.
+    pub server: ServerConfig,
+    /// Size and count limits.
+    pub limits: LimitsConfig,
+    /// Timeouts towards origins.
+    pub timeouts: TimeoutsConfig,
+    /// X-Forwarded-For / X-Forwarded-Proto policy.
+    pub forwarding: ForwardingConfig,
+    /// GRIP settings: request signing and hold behaviour.
+    pub grip: GripConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: where Holdfast listens and what it routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Client listeners (HTTP and WebSocket). Pushpin's `http_port`, default `0.0.0.0:7999`.
+    pub listen: Vec<SocketAddr>,
+    /// The private publish/control API. Pushpin's `push_in_http_addr:push_in_http_port`,
+    /// default `127.0.0.1:5561`.
+    pub publish_listen: SocketAddr,
+    /// Routes file in Pushpin's syntax, relative to the config file's folder. Unset: the built-in
+    /// routes `* test`.
+    pub routes: Option<PathBuf>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT. Default 10.
+    pub shutdown_grace_secs: u64,
+    /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
+    pub debug: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 7999))],
+            publish_listen: SocketAddr::from(([127, 0, 0, 1], 5561)),
+            routes: None,
+            shutdown_grace_secs: 10,
+            debug: false,
+        }
+    }
+}
+
+/// `[limits]`: every bound Holdfast enforces on clients, origins and publishers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent client connections; further connections wait in the kernel's accept backlog.
+    /// Pushpin's `client_maxconn`, default 50000.
+    pub max_connections: usize,
+    /// Bytes of request line plus headers a client may send (Pushpin's `client_buffer_size`,
+    /// default 8192; hyper needs at least 8192). Over it the client gets `431`.
+    pub max_header_size: usize,
+    /// Bytes of an origin response Holdfast buffers to read GRIP instructions, and of a request
+    /// body kept for retries. Pushpin's `MAX_ACCEPT_RESPONSE_BODY`, default 100000.
+    pub max_accept_body: usize,
+    /// Bytes of a publish request body. Pushpin's `push_in_http_max_body_size`, default 1000000.
+    pub max_publish_body: usize,
+    /// Channels one held connection may subscribe to; extra channels are ignored with a debug log.
+    /// Pushpin's `connection_subscription_max`, default 20.
+    pub max_channels_per_connection: usize,
+    /// Published items queued per held connection while it is slow to read; when full the newest
+    /// item is dropped and counted. Pushpin's per-session queue, default 100.
+    pub connection_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_header_size: 8192,
+            max_accept_body: 100_000,
+            max_publish_body: 1_000_000,
+            max_channels_per_connection: 20,
+            connection_queue: 100,
+        }
+    }
+}
+
+/// `[timeouts]`: how long Holdfast waits for origins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Seconds to open a TCP (and TLS) connection to one target before trying the next. Default 5.
+    pub origin_connect_secs: u64,
+    /// Seconds to wait for an origin's response headers; over it the client gets `504`. Default 60.
+    pub origin_response_secs: u64,
+    /// Seconds an idle pooled origin connection is kept. Default 90.
+    pub origin_idle_secs: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            origin_connect_secs: 5,
+            origin_response_secs: 60,
+            origin_idle_secs: 90,
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    /// The connect timeout as a duration.
+    pub fn origin_connect(&self) -> Duration {
+        Duration::from_secs(self.origin_connect_secs)
+    }
+    /// The response timeout as a duration.
+    pub fn origin_response(&self) -> Duration {
+        Duration::from_secs(self.origin_response_secs)
+    }
+}
+
+/// `[forwarding]`: what Holdfast tells origins about the client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardingConfig {
+    /// Rules applied to `X-Forwarded-For`, in order: `"truncate:N"` keeps only the last N existing
+    /// values, `"append"` appends the client's address. Default `["append"]` (Pushpin's default is
+    /// empty, which passes the header through unchanged: set `[]` for that).
+    pub x_forwarded_for: Vec<String>,
+    /// `X-Forwarded-Proto` on requests that arrived over TLS: `"proto-only"` (default, as Pushpin)
+    /// sets `X-Forwarded-Proto`, `"both"` also sets the legacy `X-Forwarded-Protocol`, `"none"`
+    /// sets neither. Values a client sent are always removed.
+    pub set_x_forwarded_proto: ForwardedProto,
+    /// Treat a request as TLS when the client says `X-Forwarded-Proto: https` (for a TLS
+    /// terminator in front of Holdfast). Pushpin's `accept_x_forwarded_protocol`, default false.
+    pub accept_x_forwarded_proto: bool,
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        Self {
+            x_forwarded_for: vec!["append".to_string()],
+            set_x_forwarded_proto: ForwardedProto::ProtoOnly,
+            accept_x_forwarded_proto: false,
+        }
+    }
+}
+
+/// Which `X-Forwarded-Proto` headers Holdfast sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedProto {
+    /// `X-Forwarded-Proto` only.
+    ProtoOnly,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Protocol`.
+    Both,
+    /// Neither.
+    None,
+}
+
+/// One parsed `x_forwarded_for` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XffRule {
+    /// Keep only the last N values the client sent.
+    Truncate(usize),
+    /// Append the client's address.
+    Append,
+}
+
+/// `[grip]`: request signing and hold behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GripConfig {
+    /// `iss` claim of the `Grip-Sig` JWT sent to origins. Pushpin's `sig_iss`, default `pushpin`
+    /// (GRIP libraries check it).
+    pub sig_iss: String,
+    /// HS256 key of the `Grip-Sig` JWT: a plain string or `base64:<data>`. Pushpin's `sig_key`,
+    /// default `changeme`.
+    pub sig_key: String,
+    /// Seconds a duplicate item id on a channel is remembered and dropped. Pushpin's
+    /// `id_cache_ttl`, default 60; 0 turns duplicate detection off.
+    pub id_cache_ttl_secs: u64,
+}
+
+impl Default for GripConfig {
+    fn default() -> Self {
+        Self {
+            sig_iss: "pushpin".to_string(),
+            sig_key: "changeme".to_string(),
+            id_cache_ttl_secs: 60,
+        }
+    }
+}
+
+/// `[log]`: what Holdfast logs and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info` (default), `debug`, `trace`, or any `tracing` filter directive.
+    pub level: String,
+    /// `text` (default) or `json`, one object per line.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration problem, naming the file and, where known, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or has an unknown or mistyped field.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file (or `<command line>`).
+        path: PathBuf,
+        /// What is wrong, naming the field and value.
+        message: String,
+    },
+    /// The routes file has a problem.
+    #[error(transparent)]
+    Routes(#[from] routes::RoutesError),
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`, repeatable; replaces `server.listen` when given.
+    pub listen: Vec<SocketAddr>,
+    /// `--publish-listen`.
+    pub publish_listen: Option<SocketAddr>,
+    /// `--routes`.
+    pub routes: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Reads and parses a TOML file. Relative paths inside it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        if let Some(routes) = &config.server.routes {
+            if routes.is_relative() {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                config.server.routes = Some(dir.join(routes));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses TOML text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().to_string(),
+            }
+        })
+    }
+
+    /// Applies command-line flags on top of the file's values.
+    pub fn apply(&mut self, overrides: Overrides) {
+        if !overrides.listen.is_empty() {
+            self.server.listen = overrides.listen;
+        }
+        if let Some(addr) = overrides.publish_listen {
+            self.server.publish_listen = addr;
+        }
+        if let Some(routes) = overrides.routes {
+            self.server.routes = Some(routes);
+        }
+        if let Some(level) = overrides.log_level {
+            self.log.level = level;
+        }
+        if let Some(format) = overrides.log_format {
+            self.log.format = format;
+        }
+    }
+
+    /// Returns the first problem with the values, naming the field. `origin` labels the error.
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            message,
+        };
+        if self.server.listen.is_empty() {
+            return Err(invalid("server.listen: at least one address is needed".into()));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections: must be at least 1".into()));
+        }
+        if self.limits.max_header_size < 8192 {
+            return Err(invalid(format!(
+                "limits.max_header_size: {} is below the minimum of 8192",
+                self.limits.max_header_size
+            )));
+        }
+        if self.limits.connection_queue == 0 {
+            return Err(invalid("limits.connection_queue: must be at least 1".into()));
+        }
+        if self.timeouts.origin_connect_secs == 0 || self.timeouts.origin_response_secs == 0 {
+            return Err(invalid("timeouts: origin timeouts must be at least 1 second".into()));
+        }
+        self.xff_rules().map_err(invalid)?;
+        grip::sig::SigKey::parse(&self.grip.sig_key)
+            .map_err(|e| invalid(format!("grip.sig_key: {e}")))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid(format!("log.level: {:?}: {e}", self.log.level)))?;
+        Ok(())
+    }
+
+    /// The `forwarding.x_forwarded_for` rules, parsed.
+    pub fn xff_rules(&self) -> Result<Vec<XffRule>, String> {
+        self.forwarding
+            .x_forwarded_for
+            .iter()
+            .map(|rule| match rule.split_once(':') {
+                None if rule == "append" => Ok(XffRule::Append),
+                Some(("truncate", n)) => n.parse().map(XffRule::Truncate).map_err(|_| {
+                    format!("forwarding.x_forwarded_for: {rule:?}: truncate needs a number")
+                }),
+                _ => Err(format!(
+                    "forwarding.x_forwarded_for: unknown rule {rule:?} (expected \"append\" or \"truncate:N\")"
+                )),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_pushpin() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.server.listen, vec!["0.0.0.0:7999".parse().unwrap()]);
+        assert_eq!(c.server.publish_listen, "127.0.0.1:5561".parse().unwrap());
+        assert_eq!(c.limits.max_connections, 50_000);
+        assert_eq!(c.grip.sig_iss, "pushpin");
+        assert_eq!(c.xff_rules().unwrap(), vec![XffRule::Append]);
+        c.validate(Path::new("x.toml")).unwrap();
+    }
+
+    #[test]
+    fn unknown_field_names_its_line() {
+        let err = Config::parse("[server]\nlisten = []\nlisten_typo = 1\n", Path::new("h.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("h.toml:3:"), "{err}");
+        assert!(err.contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[limits]\nmax_header_size = 100\n", "limits.max_header_size"),
+            ("[forwarding]\nx_forwarded_for = [\"prepend\"]\n", "prepend"),
+            ("[forwarding]\nx_forwarded_for = [\"truncate:x\"]\n", "truncate:x"),
+            ("[log]\nlevel = \"=bad=\"\n", "log.level"),
+            ("[server]\nlisten = []\n", "server.listen"),
+        ];
+        for (text, needle) in cases {
+            let c = Config::parse(text, Path::new("c.toml")).unwrap();
+            let err = c.validate(Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let mut c = Config::parse(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[log]\nlevel = \"warn\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        c.apply(Overrides {
+            listen: vec!["127.0.0.1:2".parse().unwrap()],
+            log_level: Some("debug".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.server.listen, vec!["127.0.0.1:2".parse().unwrap()]);
+        assert_eq!(c.log.level, "debug");
+    }
+}

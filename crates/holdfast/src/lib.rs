@@ -1,0 +1,34 @@
+//! Holdfast: a realtime reverse proxy that speaks GRIP, drop-in compatible with Pushpin.
+//!
+//! A client connection is accepted ([`server`]), its request is proxied to an origin
+//! ([`proxy`]), the origin's answer is either relayed or turned into a hold ([`hold`]), the hold
+//! subscribes to channels in the [`hub`], and a publish travels from the publish API
+//! ([`publish`]) through the hub into every held connection.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
+//!   the Pushpin-syntax routes file and matches requests to routes.
+//! - [`app`]: the state every connection shares (config, live routes, origin clients, hub).
+//! - [`server`]: listeners, the accept loop with its connection cap, and the graceful drain.
+//! - [`reload`]: reloading the routes file on change and on SIGHUP.
+//! - [`proxy`]: forwarding to origins — header rewriting, failover, errors, the access log.
+//! - [`testhandler`]: the built-in `test` target.
+//! - [`hold`]: response holds (long-polling) and stream holds (HTTP streaming, SSE).
+//! - [`hub`]: channels, subscriptions, duplicate removal and fan-out.
+//! - [`publish`]: the publish/control API.
+
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod hold;
+pub mod hub;
+pub mod proxy;
+pub mod publish;
+pub mod reload;
+pub mod server;
+pub mod testhandler;
+
+pub use config::Config;
+pub use server::Server;

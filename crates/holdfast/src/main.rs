@@ -1,0 +1,124 @@
+//! The `holdfast` command: parse flags, load and validate configuration, run the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use holdfast::config::routes::RouteTable;
+use holdfast::config::{Config, LogFormat, Overrides};
+use holdfast::Server;
+
+/// A realtime reverse proxy speaking GRIP, drop-in compatible with Pushpin.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version)]
+struct Cli {
+    /// Client listen address (repeatable). Default 0.0.0.0:7999.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Publish/control API listen address. Default 127.0.0.1:5561.
+    #[arg(long, value_name = "ADDR")]
+    publish_listen: Option<SocketAddr>,
+    /// Routes file in Pushpin's syntax. Default: the built-in `* test`.
+    #[arg(long, value_name = "FILE")]
+    routes: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log level or tracing filter (error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Validate the configuration and routes, then exit: 0 if valid, 2 with the first problem.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, routes) = match load(&cli) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("holdfast: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("configuration ok ({} routes)", routes.routes.len());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&config);
+    for w in &routes.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("holdfast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, routes)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("holdfast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
+    let (mut config, origin) = match &cli.config {
+        Some(path) => (Config::load(path)?, path.clone()),
+        None => (Config::default(), PathBuf::from("<defaults>")),
+    };
+    config.apply(Overrides {
+        listen: cli.listen.clone(),
+        publish_listen: cli.publish_listen,
+        routes: cli.routes.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format,
+    });
+    config.validate(&origin)?;
+    let routes = match &config.server.routes {
+        Some(path) => RouteTable::load(path)?,
+        None => RouteTable::builtin(),
+    };
+    Ok((config, routes))
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Config, routes: RouteTable) -> anyhow::Result<()> {
+    let server = Server::bind(config, routes)
+        .await
+        .context("binding listeners")?;
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,218 @@
+//! Forwarding a client request to its route's origin and relaying — or accepting as GRIP — the
+//! answer.
+//!
+//! The flow for one request: pick the route ([`crate::config::routes::RouteTable::find`]), rewrite
+//! path and headers, try each target in order (a target that cannot be connected to hands the
+//! untouched body on to the next, see [`body::Reclaimable`]), then either stream the origin's
+//! response back unchanged but for hop-by-hop headers, or hand a GRIP response to
+//! [`crate::hold`]. Errors become responses only in [`error::ProxyError::to_response`]. Every
+//! response is wrapped in [`body::Logged`], which writes the access-log line when it ends.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod origin;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::config::routes::{Proto, Route, Target, TargetKind};
+use body::{boxed, AccessRecord, Body, Logged, Reclaimable};
+use error::ProxyError;
+
+/// Handles one client request end to end; never fails (errors become responses).
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let mut record = AccessRecord {
+        method: req.method().clone(),
+        uri: req.uri().to_string(),
+        peer: peer.ip(),
+        route: None,
+        target: None,
+        status: 0,
+        hold: None,
+        started: Instant::now(),
+    };
+    let mut debug = app.config.server.debug;
+    let resp = match forward(&app, req, peer, &mut record, &mut debug).await {
+        Ok(resp) => resp,
+        Err(e) => e.to_response(debug),
+    };
+    record.status = resp.status().as_u16();
+    resp.map(|b| boxed(Logged::new(b, record)))
+}
+
+/// The facts about a request that routing needs.
+pub struct RequestInfo {
+    /// Host as the client named it (with port, if any).
+    pub host: String,
+    /// Arrived over TLS, or accepted as such via `X-Forwarded-Proto`.
+    pub tls: bool,
+    /// A WebSocket upgrade.
+    pub websocket: bool,
+}
+
+impl RequestInfo {
+    /// Reads the routing facts off a request.
+    pub fn of<B>(req: &Request<B>, accept_xfp: bool) -> RequestInfo {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let tls = accept_xfp
+            && req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("wss"));
+        let websocket = req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        RequestInfo {
+            host,
+            tls,
+            websocket,
+        }
+    }
+}
+
+async fn forward(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    record: &mut AccessRecord,
+    debug: &mut bool,
+) -> Result<Response<Body>, ProxyError> {
+    let info = RequestInfo::of(&req, app.config.forwarding.accept_x_forwarded_proto);
+    let routes = app.routes.current();
+    let proto = if info.websocket { Proto::Ws } else { Proto::Http };
+    let route = routes
+        .find(&info.host, proto, info.tls, req.uri().path())
+        .ok_or_else(|| ProxyError::NoRoute(info.host.clone()))?;
+    record.route = Some(route.id.clone());
+    *debug |= route.options.debug;
+    if route.targets[0].kind == TargetKind::Test {
+        record.target = Some("test".to_string());
+        return crate::testhandler::serve(app, route, req, record).await;
+    }
+
+    let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    if !headers.contains_key(header::HOST) {
+        if let Ok(h) = HeaderValue::from_str(&info.host) {
+            headers.insert(header::HOST, h);
+        }
+    }
+    headers::to_origin(
+        &mut headers,
+        &headers::Forwarding {
+            peer: peer.ip(),
+            tls: info.tls,
+            websocket: info.websocket,
+            xff: &app.xff,
+            xfp: app.config.forwarding.set_x_forwarded_proto,
+            host: route.options.as_host.as_deref(),
+            route_headers: &route.options.headers,
+        },
+    );
+    if !route.options.no_grip {
+        app.grip_headers(route, &mut headers);
+    }
+
+    let (mut lent, mut slot) = Reclaimable::new(body);
+    let mut tried = Vec::new();
+    for target in route.targets.iter().filter(|t| t.kind != TargetKind::Test) {
+        let label = target.label();
+        let mut req = Request::new(lent);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = origin_uri(target, &path)?;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers.clone();
+        if let Some(h) = target.host_header.as_deref() {
+            if let Ok(h) = HeaderValue::from_str(h) {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        }
+        let client = app.origins.get(target.insecure);
+        let sent = tokio::time::timeout(
+            app.config.timeouts.origin_response(),
+            client.request(req),
+        )
+        .await;
+        match sent {
+            Err(_) => return Err(ProxyError::OriginTimeout(label)),
+            Ok(Ok(resp)) => {
+                record.target = Some(label);
+                return respond(app, route, target, resp, record).await;
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                tracing::debug!(target = %label, error = %error_chain(&e), "origin connect failed");
+                tried.push((label, error_chain(&e)));
+                match Reclaimable::reclaim(&slot) {
+                    Some(body) => (lent, slot) = Reclaimable::new(body),
+                    None => break,
+                }
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::Origin {
+                    target: label,
+                    reason: error_chain(&e),
+                })
+            }
+        }
+    }
+    Err(ProxyError::Unreachable(tried))
+}
+
+async fn respond(
+    app: &Arc<App>,
+    route: &Route,
+    target: &Target,
+    resp: Response<Incoming>,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError> {
+    if !route.options.no_grip && grip::instruct::is_grip_response(resp.headers()) {
+        return crate::hold::accept(app, route, target, resp, record).await;
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::to_client(&mut parts.headers);
+    Ok(Response::from_parts(parts, boxed(body)))
+}
+
+fn origin_uri(target: &Target, path: &str) -> Result<Uri, ProxyError> {
+    let scheme = if target.ssl { "https" } else { "http" };
+    let authority = match &target.kind {
+        TargetKind::Origin { .. } => target.label(),
+        TargetKind::Test => unreachable!("test targets are served locally"),
+    };
+    format!("{scheme}://{authority}{path}")
+        .parse()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build origin URI for {path:?}: {e}")))
+}
+
+/// An error and its sources, joined: hyper's top-level messages alone say little.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,185 @@
+//! Body types of the proxy: the one boxed body every response uses, a request body that can be
+//! taken back when a target could not be reached, and the access-log wrapper.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+/// Error type carried by response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response Holdfast sends to a client.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes` (possibly empty).
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Boxes any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+/// A client request body lent to one origin attempt.
+///
+/// hyper only polls a request body once the origin connection is up, so when an attempt fails to
+/// connect the body is still in its slot and [`Reclaimable::reclaim`] hands it back for the next
+/// target: failover never needs the body buffered.
+pub struct Reclaimable {
+    slot: Arc<Mutex<Option<Incoming>>>,
+    taken: Option<Incoming>,
+    end_stream: bool,
+    hint: SizeHint,
+}
+
+impl Reclaimable {
+    /// Wraps a body; keep the returned slot to reclaim it.
+    pub fn new(body: Incoming) -> (Reclaimable, Arc<Mutex<Option<Incoming>>>) {
+        let end_stream = body.is_end_stream();
+        let hint = body.size_hint();
+        let slot = Arc::new(Mutex::new(Some(body)));
+        (
+            Reclaimable {
+                slot: slot.clone(),
+                taken: None,
+                end_stream,
+                hint,
+            },
+            slot,
+        )
+    }
+
+    /// Takes the body back if no attempt has started sending it.
+    pub fn reclaim(slot: &Mutex<Option<Incoming>>) -> Option<Incoming> {
+        slot.lock().expect("body slot poisoned").take()
+    }
+}
+
+impl HttpBody for Reclaimable {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.taken.is_none() {
+            let body = self.slot.lock().expect("body slot poisoned").take();
+            self.taken = body;
+        }
+        match self.taken.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.taken
+            .as_ref()
+            .map_or(self.end_stream, HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.taken
+            .as_ref()
+            .map_or_else(|| self.hint.clone(), HttpBody::size_hint)
+    }
+}
+
+/// What the access log line says about a request, filled in as the request is handled.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    /// Request method.
+    pub method: http::Method,
+    /// Request URI as received.
+    pub uri: String,
+    /// Client address.
+    pub peer: std::net::IpAddr,
+    /// Route id, if one matched.
+    pub route: Option<String>,
+    /// Target label (`host:port`, `test`), if one answered.
+    pub target: Option<String>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// `hold=response` / `hold=stream` when the response became a GRIP hold.
+    pub hold: Option<&'static str>,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// Wraps a response body and writes the access-log line when it is finished or dropped, so the
+/// line carries the bytes actually sent and the whole duration, also for streams and holds.
+pub struct Logged<B> {
+    inner: B,
+    bytes: u64,
+    record: AccessRecord,
+}
+
+impl<B> Logged<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, record: AccessRecord) -> Self {
+        Logged {
+            inner,
+            bytes: 0,
+            record,
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Logged<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.len() as u64;
+            }
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Logged<B> {
+    fn drop(&mut self) {
+        let r = &self.record;
+        tracing::info!(
+            target: "holdfast::access",
+            method = %r.method,
+            uri = %r.uri,
+            from = %r.peer,
+            route = r.route.as_deref().unwrap_or("-"),
+            target = r.target.as_deref().unwrap_or("-"),
+            status = r.status,
+            hold = r.hold.unwrap_or("-"),
+            bytes = self.bytes,
+            duration_ms = r.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! Proxy errors, tagged by who caused them, and the one place they become HTTP responses.
+
+use http::{header, Response, StatusCode};
+
+use super::body::{full, Body};
+
+/// Who caused an error: decides the status code family and the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client sent something Holdfast cannot serve.
+    Client,
+    /// The origin failed or misbehaved.
+    Origin,
+    /// Holdfast itself.
+    Internal,
+}
+
+/// Everything that can stop a request from being proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the request.
+    #[error("No route for host: {0}")]
+    NoRoute(String),
+    /// No target could be connected to; each entry is `label` and why.
+    #[error("Unable to connect to any targets. Tried: {}", .0.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(", "))]
+    Unreachable(Vec<(String, String)>),
+    /// The origin did not answer within the response timeout.
+    #[error("Timed out waiting for the origin ({0}) to respond.")]
+    OriginTimeout(String),
+    /// The origin connection failed after the request was sent.
+    #[error("Error while proxying to origin {target}: {reason}")]
+    Origin {
+        /// The target label.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The origin's GRIP instructions are invalid.
+    #[error("Failed to parse accept instructions from {target}: {reason}")]
+    BadInstructions {
+        /// The target label.
+        target: String,
+        /// The parse error, naming the header or field.
+        reason: String,
+    },
+    /// The client's request cannot be served as sent.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    /// Who is to blame.
+    pub fn source_of(&self) -> Source {
+        match self {
+            ProxyError::NoRoute(_) | ProxyError::BadRequest(_) => Source::Client,
+            ProxyError::Unreachable(_)
+            | ProxyError::OriginTimeout(_)
+            | ProxyError::Origin { .. }
+            | ProxyError::BadInstructions { .. } => Source::Origin,
+        }
+    }
+
+    /// The status code the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute(_)
+            | ProxyError::Unreachable(_)
+            | ProxyError::Origin { .. }
+            | ProxyError::BadInstructions { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The response for the client: a short text, with details only when `debug` is on.
+    pub fn to_response(&self, debug: bool) -> Response<Body> {
+        let text = match (self, debug) {
+            (ProxyError::Unreachable(tried), true) => format!(
+                "Unable to connect to any targets. Tried: {}",
+                tried
+                    .iter()
+                    .map(|(t, why)| format!("{t} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (ProxyError::Origin { .. } | ProxyError::BadInstructions { .. }, false) => {
+                "Error while proxying to origin.".to_string()
+            }
+            (ProxyError::OriginTimeout(_), false) => {
+                "Timed out waiting for the origin to respond.".to_string()
+            }
+            _ => self.to_string(),
+        };
+        match self.source_of() {
+            Source::Client => tracing::debug!(error = %self, "request refused"),
+            Source::Origin => tracing::warn!(error = %self, "origin error"),
+            Source::Internal => tracing::error!(error = %self, "internal error"),
+        }
+        text_response(self.status(), format!("{text}\n"))
+    }
+}
+
+/// A `text/plain` response.
+pub fn text_response(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_names_targets_and_details_only_in_debug() {
+        let e = ProxyError::Unreachable(vec![
+            ("a:1".into(), "connection refused".into()),
+            ("b:2".into(), "timed out".into()),
+        ]);
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            e.to_string(),
+            "Unable to connect to any targets. Tried: a:1, b:2"
+        );
+        let _ = e.to_response(false);
+        let e2 = ProxyError::OriginTimeout("a:1".into());
+        assert_eq!(e2.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+}

@@ -1,0 +1,154 @@
+//! The publish/control HTTP API on `--publish-listen`, as Pushpin's (reference §4.1), plus
+//! `GET /metrics`.
+//!
+//! Errors are plain text and name what was wrong; a bad publish never reaches the hub, and an
+//! accepted one is handed to the hub before the response is sent.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::proxy::body::{full, Body};
+use crate::proxy::error::text_response;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// Handles one request to the publish API.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    match (path.as_str(), req.method()) {
+        ("", &Method::GET) => text_response(StatusCode::OK, "Holdfast API\n"),
+        ("/metrics", &Method::GET) => metrics(&app),
+        ("/publish", &Method::POST) => publish(&app, req).await,
+        ("/publish", _) => {
+            let mut resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            resp
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "Not Found\n"),
+    }
+}
+
+fn negotiate(req: &Request<Incoming>) -> Option<Format> {
+    let Some(accept) = req.headers().get(header::ACCEPT) else {
+        return Some(Format::Text);
+    };
+    let accept = accept.to_str().ok()?;
+    accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .find_map(|t| match t.as_str() {
+            "text/plain" | "text/*" | "*/*" => Some(Format::Text),
+            "application/json" | "application/*" => Some(Format::Json),
+            _ => None,
+        })
+}
+
+async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let Some(format) = negotiate(&req) else {
+        return text_response(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable. Supported formats are text/plain and application/json.\n",
+        );
+    };
+    let limit = app.config.limits.max_publish_body;
+    match req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        None => {
+            return text_response(
+                StatusCode::LENGTH_REQUIRED,
+                "Request requires Content-Length.\n",
+            )
+        }
+        Some(n) if n > limit as u64 => return too_large(limit),
+        Some(_) => {}
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+        Err(e) => {
+            tracing::debug!(error = %e, "publish body could not be read");
+            return text_response(StatusCode::BAD_REQUEST, "Request body could not be read.\n");
+        }
+    };
+    let items = match grip::publish::parse_publish_body(&body) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::info!(error = %e, "publish rejected");
+            return text_response(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+    };
+    let count = items.len();
+    for item in items {
+        let channel = item.channel.clone();
+        let receivers = app.hub.publish(item);
+        tracing::info!(%channel, receivers, "publish");
+    }
+    tracing::debug!(items = count, "control: POST /publish/ code=200");
+    message(format, "Published")
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    text_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request body exceeds the limit of {limit} bytes.\n"),
+    )
+}
+
+fn message(format: Format, text: &str) -> Response<Body> {
+    match format {
+        Format::Text => text_response(StatusCode::OK, format!("{text}\n")),
+        Format::Json => {
+            let mut resp = Response::new(full(
+                serde_json::json!({ "message": text }).to_string(),
+            ));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+    }
+}
+
+/// Prometheus text exposition of the hub's counters.
+fn metrics(app: &App) -> Response<Body> {
+    let s = app.hub.stats();
+    let text = format!(
+        "# HELP holdfast_channels Channels with at least one subscriber.\n\
+         # TYPE holdfast_channels gauge\n\
+         holdfast_channels {}\n\
+         # HELP holdfast_subscriptions Channel subscriptions of held connections.\n\
+         # TYPE holdfast_subscriptions gauge\n\
+         holdfast_subscriptions {}\n\
+         # HELP holdfast_items_published_total Items accepted by the hub.\n\
+         # TYPE holdfast_items_published_total counter\n\
+         holdfast_items_published_total {}\n\
+         # HELP holdfast_deliveries_total Items queued to held connections.\n\
+         # TYPE holdfast_deliveries_total counter\n\
+         holdfast_deliveries_total {}\n\
+         # HELP holdfast_deliveries_dropped_total Items dropped because a connection's queue was full.\n\
+         # TYPE holdfast_deliveries_dropped_total counter\n\
+         holdfast_deliveries_dropped_total {}\n",
+        s.channels, s.subscriptions, s.published, s.delivered, s.dropped
+    );
+    let mut resp = Response::new(full(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}

@@ -1,0 +1,207 @@
+//! Listeners, the accept loop, the connection cap and the graceful drain.
+//!
+//! Each listener runs one accept loop. A connection needs a permit from the shared semaphore
+//! (`limits.max_connections`) before it is accepted, so over the cap new clients wait in the
+//! kernel's backlog instead of being accepted and starved. Every connection task holds a clone of
+//! a drain sender; shutdown stops the loops, tells holds to finish, asks hyper to close each
+//! connection after its in-flight response, and waits — at most the grace period — until every
+//! drain sender is gone.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::app::App;
+use crate::config::routes::RouteTable;
+use crate::config::Config;
+use crate::proxy::body::Body;
+
+/// A bound, not yet running, Holdfast server.
+pub struct Server {
+    app: Arc<App>,
+    clients: Vec<TcpListener>,
+    publish: TcpListener,
+}
+
+/// Which service a listener runs.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Client,
+    Publish,
+}
+
+impl Server {
+    /// Binds every listener of `config` (port 0 picks a free port).
+    pub async fn bind(config: Config, routes: RouteTable) -> std::io::Result<Server> {
+        let mut clients = Vec::new();
+        for addr in &config.server.listen {
+            clients.push(bind(*addr).await?);
+        }
+        let publish = bind(config.server.publish_listen).await?;
+        Ok(Server {
+            app: App::new(config, routes),
+            clients,
+            publish,
+        })
+    }
+
+    /// The bound client addresses, in configuration order.
+    pub fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.clients
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound publish API address.
+    pub fn publish_addr(&self) -> SocketAddr {
+        self.publish.local_addr().expect("bound listener has an address")
+    }
+
+    /// The shared state, for tests and embedding.
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains within the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let app = self.app;
+        let _watcher = crate::reload::spawn(app.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+        let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size(app.config.limits.max_header_size);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(app.config.limits.max_header_size as u32);
+        let listeners = self
+            .clients
+            .into_iter()
+            .map(|l| (l, Kind::Client))
+            .chain(std::iter::once((self.publish, Kind::Publish)));
+        let mut loops = Vec::new();
+        for (listener, kind) in listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, ?kind, "listening");
+            }
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                kind,
+                app.clone(),
+                builder.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+                drain_tx.clone(),
+            )));
+        }
+        drop(drain_tx);
+        shutdown.await;
+        let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        stop_tx.send_replace(true);
+        app.begin_shutdown();
+        for l in loops {
+            let _ = l.await;
+        }
+        if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
+            tracing::warn!("grace period over, closing remaining connections");
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+    })?;
+    socket.listen(4096)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    loop {
+        let permit = match kind {
+            Kind::Client => tokio::select! {
+                p = permits.clone().acquire_owned() => Some(p.expect("semaphore never closed")),
+                _ = stopped(&mut stop) => return,
+            },
+            Kind::Publish => None,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let mut stop = stop.clone();
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move {
+                    let resp: hyper::Response<Body> = match kind {
+                        Kind::Client => crate::proxy::handle(app, req, peer).await,
+                        Kind::Publish => crate::publish::handle(app, req).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            tokio::pin!(conn);
+            let stopping = stopped(&mut stop);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %crate::proxy::error_chain(&*e), "connection ended with error");
+            }
+            drop(permit);
+            drop(drain);
+        });
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

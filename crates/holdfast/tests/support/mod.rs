@@ -1,0 +1,214 @@
+//! Test harness: a real Holdfast server on 127.0.0.1:0, origins written in the test, and a
+//! plain HTTP/1.1 client.
+#![allow(dead_code, missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use holdfast::config::routes::RouteTable;
+use holdfast::{Config, Server};
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|n| match n {}).boxed()
+}
+
+/// A running Holdfast.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub publish: SocketAddr,
+    pub app: Arc<holdfast::app::App>,
+    pub routes_file: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts Holdfast with `routes` (file contents) and a config tweak.
+    pub async fn start(routes: &str, tweak: impl FnOnce(&mut Config)) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let routes_file = dir.path().join("routes");
+        std::fs::write(&routes_file, routes).unwrap();
+        let mut config = Config::default();
+        config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.server.publish_listen = "127.0.0.1:0".parse().unwrap();
+        config.server.routes = Some(routes_file.clone());
+        config.server.shutdown_grace_secs = 5;
+        tweak(&mut config);
+        config.validate(std::path::Path::new("test")).unwrap();
+        let table = RouteTable::load(&routes_file).unwrap();
+        let server = Server::bind(config, table).await.unwrap();
+        let addr = server.client_addrs()[0];
+        let publish = server.publish_addr();
+        let app = server.app();
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Proxy {
+            addr,
+            publish,
+            app,
+            routes_file,
+            stop: Some(tx),
+            done: Some(done),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn publish_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.publish, path)
+    }
+
+    /// Signals shutdown and waits for the server to finish draining.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.unwrap();
+        }
+    }
+
+    /// Publishes a JSON body; returns status and body text.
+    pub async fn publish_json(&self, body: serde_json::Value) -> (u16, String) {
+        let resp = send(
+            Request::post(self.publish_url("/publish/"))
+                .header("content-type", "application/json")
+                .body(full(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+        let status = resp.status().as_u16();
+        (status, text(resp).await)
+    }
+
+    /// Waits until `channel` has `n` subscribers (bounded: fails after 10 s).
+    pub async fn wait_subscribers(&self, channel: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.app.hub.subscribers(channel) != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "channel {channel} has {} subscribers, want {n}",
+                self.app.hub.subscribers(channel)
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// An origin server written in the test.
+pub struct Origin {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    pub async fn start<F, Fut>(handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = Arc::new(handler);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, task }
+    }
+
+    pub fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.addr.port())
+    }
+}
+
+/// A port nothing listens on.
+pub async fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Sends one request on a fresh connection.
+pub async fn send(req: Request<TestBody>) -> Response<Incoming> {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<TestBody>();
+    client.request(req).await.expect("request to proxy")
+}
+
+pub async fn get(url: &str) -> Response<Incoming> {
+    send(Request::get(url).body(full("")).unwrap()).await
+}
+
+pub async fn bytes(resp: Response<Incoming>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+pub async fn text(resp: Response<Incoming>) -> String {
+    String::from_utf8(bytes(resp).await.to_vec()).unwrap()
+}
+
+/// Reads the next data chunk of a streaming response (bounded by 10 s).
+pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("chunk within 10 s")?
+            .expect("body error");
+        if let Ok(data) = frame.into_data() {
+            return Some(data);
+        }
+    }
+}
+
+/// Reads a streaming body until `want` has been seen in full (bounded by 10 s).
+pub async fn read_until(body: &mut Incoming, want: &str) -> String {
+    let mut got = String::new();
+    while !got.contains(want) {
+        match next_chunk(body).await {
+            Some(c) => got.push_str(&String::from_utf8_lossy(&c)),
+            None => panic!("stream ended before {want:?}; got {got:?}"),
+        }
+    }
+    got
+}
