@@ -198,7 +198,19 @@ pub fn parse_publish_body(body: &[u8]) -> Result<Vec<PublishItem>, PublishError>
     items.iter().map(parse_publish_item).collect()
 }
 
-/// Parses one publish item.
+/// Parses one publish item, as carried alone by the ZeroMQ inputs.
+///
+/// ```
+/// use grip::publish::{parse_publish_item, Action};
+///
+/// let item: serde_json::Value = serde_json::from_str(
+///     r#"{"channel": "room", "ws-message": {"action": "close", "code": 4001, "reason": "bye"}}"#,
+/// )
+/// .unwrap();
+/// let item = parse_publish_item(&item).unwrap();
+/// let ws = item.formats.ws_message.unwrap();
+/// assert_eq!((ws.action, ws.close_code), (Action::Close, Some(4001)));
+/// ```
 pub fn parse_publish_item(item: &Value) -> Result<PublishItem, PublishError> {
     let obj = Obj::new(item, "publish item object").map_err(PublishError::InvalidFormat)?;
     let field = PublishError::InvalidFormat;

@@ -339,7 +339,9 @@ impl Config {
             message,
         };
         if self.server.listen.is_empty() {
-            return Err(invalid("server.listen: at least one address is needed".into()));
+            return Err(invalid(
+                "server.listen: at least one address is needed".into(),
+            ));
         }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections: must be at least 1".into()));
@@ -351,10 +353,14 @@ impl Config {
             )));
         }
         if self.limits.connection_queue == 0 {
-            return Err(invalid("limits.connection_queue: must be at least 1".into()));
+            return Err(invalid(
+                "limits.connection_queue: must be at least 1".into(),
+            ));
         }
         if self.timeouts.origin_connect_secs == 0 || self.timeouts.origin_response_secs == 0 {
-            return Err(invalid("timeouts: origin timeouts must be at least 1 second".into()));
+            return Err(invalid(
+                "timeouts: origin timeouts must be at least 1 second".into(),
+            ));
         }
         self.xff_rules().map_err(invalid)?;
         grip::sig::SigKey::parse(&self.grip.sig_key)
@@ -399,9 +405,12 @@ mod tests {
 
     #[test]
     fn unknown_field_names_its_line() {
-        let err = Config::parse("[server]\nlisten = []\nlisten_typo = 1\n", Path::new("h.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "[server]\nlisten = []\nlisten_typo = 1\n",
+            Path::new("h.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("h.toml:3:"), "{err}");
         assert!(err.contains("listen_typo"), "{err}");
     }
@@ -409,9 +418,15 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let cases = [
-            ("[limits]\nmax_header_size = 100\n", "limits.max_header_size"),
+            (
+                "[limits]\nmax_header_size = 100\n",
+                "limits.max_header_size",
+            ),
             ("[forwarding]\nx_forwarded_for = [\"prepend\"]\n", "prepend"),
-            ("[forwarding]\nx_forwarded_for = [\"truncate:x\"]\n", "truncate:x"),
+            (
+                "[forwarding]\nx_forwarded_for = [\"truncate:x\"]\n",
+                "truncate:x",
+            ),
             ("[log]\nlevel = \"=bad=\"\n", "log.level"),
             ("[server]\nlisten = []\n", "server.listen"),
         ];

@@ -74,8 +74,9 @@ pub async fn accept(
     let instruction = if rest.is_some() {
         // Only a stream hold (or a bare response) may have an unbounded body, and then its
         // instructions must be in headers.
-        let instruction = grip::instruct::parse_instruction(parts.status.as_u16(), &parts.headers, b"")
-            .map_err(|e| bad(e.to_string()))?;
+        let instruction =
+            grip::instruct::parse_instruction(parts.status.as_u16(), &parts.headers, b"")
+                .map_err(|e| bad(e.to_string()))?;
         if instruction.hold == Some(HoldMode::Response) || is_instruct_body(&parts.headers) {
             return Err(bad(format!("GRIP response body larger than {limit} bytes")));
         }

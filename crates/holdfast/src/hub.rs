@@ -14,7 +14,7 @@
 //! [`HubStats::dropped`].
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,9 +127,7 @@ impl Drop for Subscription {
 
 impl Inner {
     fn shard(&self, channel: &str) -> &Mutex<HashMap<String, Channel>> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 }
 
@@ -197,7 +195,11 @@ impl Hub {
         }
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         let item = Arc::new(item);
-        let shard = self.inner.shard(&item.channel).lock().expect("hub shard poisoned");
+        let shard = self
+            .inner
+            .shard(&item.channel)
+            .lock()
+            .expect("hub shard poisoned");
         let Some(channel) = shard.get(&item.channel) else {
             return 0;
         };
@@ -217,7 +219,9 @@ impl Hub {
             }
         }
         drop(shard);
-        self.inner.delivered.fetch_add(sent as u64, Ordering::Relaxed);
+        self.inner
+            .delivered
+            .fetch_add(sent as u64, Ordering::Relaxed);
         self.inner.dropped.fetch_add(dropped, Ordering::Relaxed);
         tracing::debug!(channel = %item.channel, receivers = sent, "publish");
         sent
@@ -225,7 +229,11 @@ impl Hub {
 
     /// Subscribers currently on `channel`.
     pub fn subscribers(&self, channel: &str) -> usize {
-        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+        let shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
         shard.get(channel).map_or(0, |c| c.subscribers.len())
     }
 

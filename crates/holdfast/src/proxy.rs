@@ -99,7 +99,11 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let info = RequestInfo::of(&req, app.config.forwarding.accept_x_forwarded_proto);
     let routes = app.routes.current();
-    let proto = if info.websocket { Proto::Ws } else { Proto::Http };
+    let proto = if info.websocket {
+        Proto::Ws
+    } else {
+        Proto::Http
+    };
     let route = routes
         .find(&info.host, proto, info.tls, req.uri().path())
         .ok_or_else(|| ProxyError::NoRoute(info.host.clone()))?;
@@ -149,11 +153,8 @@ async fn forward(
             }
         }
         let client = app.origins.get(target.insecure);
-        let sent = tokio::time::timeout(
-            app.config.timeouts.origin_response(),
-            client.request(req),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(app.config.timeouts.origin_response(), client.request(req)).await;
         match sent {
             Err(_) => return Err(ProxyError::OriginTimeout(label)),
             Ok(Ok(resp)) => {

@@ -45,7 +45,13 @@ fn negotiate(req: &Request<Incoming>) -> Option<Format> {
     let accept = accept.to_str().ok()?;
     accept
         .split(',')
-        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .find_map(|t| match t.as_str() {
             "text/plain" | "text/*" | "*/*" => Some(Format::Text),
             "application/json" | "application/*" => Some(Format::Json),
@@ -112,9 +118,7 @@ fn message(format: Format, text: &str) -> Response<Body> {
     match format {
         Format::Text => text_response(StatusCode::OK, format!("{text}\n")),
         Format::Json => {
-            let mut resp = Response::new(full(
-                serde_json::json!({ "message": text }).to_string(),
-            ));
+            let mut resp = Response::new(full(serde_json::json!({ "message": text }).to_string()));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

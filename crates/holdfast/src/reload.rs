@@ -43,7 +43,9 @@ pub fn spawn(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
             while rx.try_recv().is_ok() {}
             match app.routes.reload() {
                 Ok(n) => tracing::info!(routes = n, "routes reloaded"),
-                Err(e) => tracing::error!("routes file rejected, previous routes stay in force: {e}"),
+                Err(e) => {
+                    tracing::error!("routes file rejected, previous routes stay in force: {e}")
+                }
             }
         }
     });
@@ -70,7 +72,9 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher
     .ok()?;
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the routes folder"))
+        .map_err(
+            |e| tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the routes folder"),
+        )
         .ok()?;
     Some(watcher)
 }

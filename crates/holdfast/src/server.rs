@@ -65,7 +65,9 @@ impl Server {
 
     /// The bound publish API address.
     pub fn publish_addr(&self) -> SocketAddr {
-        self.publish.local_addr().expect("bound listener has an address")
+        self.publish
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The shared state, for tests and embedding.
@@ -130,9 +132,9 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(addr).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })?;
+    socket
+        .bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     socket.listen(4096)
 }
 

@@ -72,14 +72,23 @@ async fn chunked_request_and_response_stream_through() {
 #[tokio::test]
 async fn status_and_custom_headers_survive_and_hop_headers_do_not() {
     let origin = Origin::start(|req: Request<hyper::body::Incoming>| async move {
-        let status = req.uri().path().trim_start_matches('/').parse::<u16>().unwrap();
+        let status = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .parse::<u16>()
+            .unwrap();
         Response::builder()
             .status(status)
             .header("x-custom", "kept")
             .header("keep-alive", "timeout=99")
             .header("set-cookie", "a=1")
             .header("set-cookie", "b=2")
-            .body(full(if status == 204 || status == 304 { "" } else { "body" }))
+            .body(full(if status == 204 || status == 304 {
+                ""
+            } else {
+                "body"
+            }))
             .unwrap()
     })
     .await;
@@ -92,7 +101,11 @@ async fn status_and_custom_headers_survive_and_hop_headers_do_not() {
         let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
         let body = text(resp).await;
-        let want = if status == 204 || status == 304 { "" } else { "body" };
+        let want = if status == 204 || status == 304 {
+            ""
+        } else {
+            "body"
+        };
         assert_eq!(body, want, "status {status}");
     }
     let head = send(Request::head(proxy.url("/200")).body(full("")).unwrap()).await;
@@ -174,7 +187,10 @@ async fn client_grip_headers_never_reach_the_origin_but_holdfasts_sig_does() {
         .as_secs();
     let claims = grip::sig::verify(sig, &key, now).expect("Grip-Sig verifies with sig_key");
     assert_eq!(claims.iss.as_deref(), Some("pushpin"));
-    assert!(h["x-seen-grip-feature"].to_str().unwrap().contains("link:next"));
+    assert!(h["x-seen-grip-feature"]
+        .to_str()
+        .unwrap()
+        .contains("link:next"));
     assert_eq!(h["x-seen-x-forwarded-for"], "127.0.0.1");
 }
 
@@ -222,7 +238,11 @@ async fn routes_reload_on_change_and_bad_files_keep_the_old_routes() {
     assert_eq!(text(get(&proxy.url("/")).await).await, "from-a");
 
     // A broken file is rejected with its line, and routing is unchanged.
-    std::fs::write(&proxy.routes_file, format!("* {}\n*,bogus x:1\n", b.target())).unwrap();
+    std::fs::write(
+        &proxy.routes_file,
+        format!("* {}\n*,bogus x:1\n", b.target()),
+    )
+    .unwrap();
     let err = proxy.app.routes.reload().unwrap_err();
     assert_eq!(err.line, 2);
     assert_eq!(text(get(&proxy.url("/")).await).await, "from-a");
@@ -234,7 +254,10 @@ async fn routes_reload_on_change_and_bad_files_keep_the_old_routes() {
         if text(get(&proxy.url("/")).await).await == "from-b" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "routes file change not picked up");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "routes file change not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -325,7 +348,10 @@ async fn shutdown_lets_in_flight_requests_finish() {
     // New connections are refused once the listeners close.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "listener still open");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener still open"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     release_tx.send(()).unwrap();

@@ -162,7 +162,9 @@ impl Route {
         let c = &self.condition;
         c.proto.is_none_or(|p| p == proto)
             && c.ssl.is_none_or(|s| s == ssl)
-            && c.path_beg.as_ref().is_none_or(|p| path.starts_with(p.as_str()))
+            && c.path_beg
+                .as_ref()
+                .is_none_or(|p| path.starts_with(p.as_str()))
     }
 }
 
@@ -431,9 +433,9 @@ fn parse_route(
             }
             "no_grip" => options.no_grip = true,
             "debug" => options.debug = true,
-            k if IGNORED_ROUTE_OPTIONS.contains(&k) => {
-                warnings.push(format!("line {line}: route option '{k}' is not supported, ignored"))
-            }
+            k if IGNORED_ROUTE_OPTIONS.contains(&k) => warnings.push(format!(
+                "line {line}: route option '{k}' is not supported, ignored"
+            )),
             k => return Err(format!("unknown route option '{k}'")),
         }
     }
@@ -476,7 +478,11 @@ fn default_id(c: &Condition) -> String {
     )
 }
 
-fn parse_target(props: &[Prop], _line: usize, warnings: &mut Vec<String>) -> Result<Target, String> {
+fn parse_target(
+    props: &[Prop],
+    _line: usize,
+    warnings: &mut Vec<String>,
+) -> Result<Target, String> {
     let first = &props[0];
     if first.value.is_some() {
         return Err(format!(

@@ -93,9 +93,7 @@ impl HttpBody for Reclaimable {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.taken
-            .as_ref()
-            .map_or_else(|| self.hint.clone(), HttpBody::size_hint)
+        self.taken.as_ref().map_or(self.hint, HttpBody::size_hint)
     }
 }
 

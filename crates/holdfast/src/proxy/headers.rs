@@ -179,8 +179,16 @@ mod tests {
     fn xff_rules() {
         let cases: &[(&[XffRule], Option<&str>, Option<&str>)] = &[
             (&[XffRule::Append], None, Some("10.0.0.9")),
-            (&[XffRule::Append], Some("1.1.1.1, 2.2.2.2"), Some("1.1.1.1, 2.2.2.2, 10.0.0.9")),
-            (&[XffRule::Truncate(1), XffRule::Append], Some("1.1.1.1, 2.2.2.2"), Some("2.2.2.2, 10.0.0.9")),
+            (
+                &[XffRule::Append],
+                Some("1.1.1.1, 2.2.2.2"),
+                Some("1.1.1.1, 2.2.2.2, 10.0.0.9"),
+            ),
+            (
+                &[XffRule::Truncate(1), XffRule::Append],
+                Some("1.1.1.1, 2.2.2.2"),
+                Some("2.2.2.2, 10.0.0.9"),
+            ),
             (&[XffRule::Truncate(0)], Some("1.1.1.1"), None),
             (&[], Some("1.1.1.1"), Some("1.1.1.1")),
         ];
@@ -210,7 +218,11 @@ mod tests {
 
     #[test]
     fn host_and_route_headers() {
-        let mut h = map(&[("host", "client.example"), ("x-drop", "1"), ("x-set", "old")]);
+        let mut h = map(&[
+            ("host", "client.example"),
+            ("x-drop", "1"),
+            ("x-set", "old"),
+        ]);
         let rules = vec![
             ("X-Drop".to_string(), String::new()),
             ("X-Set".to_string(), "new".to_string()),

@@ -171,8 +171,8 @@ pub async fn dead_port() -> u16 {
 
 /// Sends one request on a fresh connection.
 pub async fn send(req: Request<TestBody>) -> Response<Incoming> {
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<TestBody>();
+    let client =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<TestBody>();
     client.request(req).await.expect("request to proxy")
 }
 

@@ -1,0 +1,499 @@
+//! GRIP over HTTP through the real server: response holds, stream holds, keep-alives, the hub's
+//! bookkeeping, the publish API and its errors.
+
+mod support;
+
+use std::time::Duration;
+
+use hyper::{Request, Response};
+use serde_json::json;
+use support::*;
+
+/// An origin that answers every request with the given status, headers and body.
+async fn grip_origin(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) -> Origin {
+    Origin::start(move |_req| async move {
+        let mut resp = Response::builder().status(status);
+        for (k, v) in headers {
+            resp = resp.header(*k, *v);
+        }
+        resp.body(full(body)).unwrap()
+    })
+    .await
+}
+
+async fn proxy_to(origin: &Origin) -> Proxy {
+    Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await
+}
+
+#[tokio::test]
+async fn long_poll_gets_the_published_response_over_the_original_headers() {
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "response"),
+            ("grip-channel", "lp"),
+            ("x-orig", "kept"),
+            ("x-over", "old"),
+        ],
+        "original",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let url = proxy.url("/poll");
+    let client = tokio::spawn(async move { get(&url).await });
+    proxy.wait_subscribers("lp", 1).await;
+    let (status, body) = proxy
+        .publish_json(json!({"items": [{"channel": "lp", "formats": {"http-response": {
+            "code": 201, "reason": "Made", "headers": {"X-Over": "new", "X-Pub": "1"}, "body": "published\n"}}}]}))
+        .await;
+    assert_eq!((status, body.as_str()), (200, "Published\n"));
+    let resp = client.await.unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["x-orig"], "kept");
+    assert_eq!(resp.headers()["x-over"], "new");
+    assert_eq!(resp.headers()["x-pub"], "1");
+    assert!(resp.headers().get("grip-hold").is_none());
+    assert_eq!(text(resp).await, "published\n");
+    proxy.wait_subscribers("lp", 0).await;
+}
+
+#[tokio::test]
+async fn long_poll_timeout_returns_the_origin_response() {
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "response"),
+            ("grip-channel", "t"),
+            ("grip-timeout", "1"),
+            ("x-foo", "bar"),
+        ],
+        "timeout-body",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    // Grip-Timeout below the minimum of 5 s is raised to 5 s, as in Pushpin.
+    let started = std::time::Instant::now();
+    let resp = get(&proxy.url("/")).await;
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-foo"], "bar");
+    assert!(resp
+        .headers()
+        .keys()
+        .all(|k| !k.as_str().starts_with("grip-")));
+    assert_eq!(text(resp).await, "timeout-body");
+}
+
+#[tokio::test]
+async fn a_thousand_long_polls_each_get_one_delivery() {
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "response"), ("grip-channel", "many")],
+        "",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        let url = proxy.url("/many");
+        clients.push(tokio::spawn(async move { text(get(&url).await).await }));
+    }
+    proxy.wait_subscribers("many", 1000).await;
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "many", "formats": {"http-response": {"body": "one"}}}]}),
+        )
+        .await;
+    for c in clients {
+        assert_eq!(c.await.unwrap(), "one");
+    }
+    assert_eq!(proxy.app.hub.stats().delivered, 1000);
+    proxy.wait_subscribers("many", 0).await;
+}
+
+#[tokio::test]
+async fn stream_hold_sends_initial_body_then_ordered_chunks_then_closes() {
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "stream"),
+            ("grip-channel", "s"),
+            ("content-type", "text/plain"),
+            ("content-length", "8"),
+        ],
+        "initial\n",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let resp = get(&proxy.url("/s")).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("content-length").is_none());
+    assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+    let mut body = resp.into_body();
+    assert_eq!(read_until(&mut body, "initial\n").await, "initial\n");
+    // The subscription is live before the first byte reached the client.
+    assert_eq!(proxy.app.hub.subscribers("s"), 1);
+    let items: Vec<_> = (0..20)
+        .map(|i| json!({"channel": "s", "formats": {"http-stream": {"content": format!("m{i};")}}}))
+        .collect();
+    proxy.publish_json(json!({ "items": items })).await;
+    let want: String = (0..20).map(|i| format!("m{i};")).collect();
+    assert_eq!(read_until(&mut body, &want).await, want);
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "s", "formats": {"http-stream": {"action": "close"}}}]}),
+        )
+        .await;
+    assert_eq!(next_chunk(&mut body).await, None);
+    proxy.wait_subscribers("s", 0).await;
+}
+
+#[tokio::test]
+async fn keep_alives_arrive_on_idle_streams() {
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "stream"),
+            ("grip-channel", "ka"),
+            ("grip-keep-alive", "ka\\n; format=cstring; timeout=1"),
+        ],
+        "open\n",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    read_until(&mut body, "open\n").await;
+    let got = read_until(&mut body, "ka\nka\n").await;
+    assert_eq!(got, "ka\nka\n");
+}
+
+#[tokio::test]
+async fn one_hold_on_two_channels_gets_both() {
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "a, b")],
+        "",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    proxy.wait_subscribers("a", 1).await;
+    proxy.wait_subscribers("b", 1).await;
+    proxy
+        .publish_json(json!({"items": [
+            {"channel": "a", "formats": {"http-stream": {"content": "from-a;"}}},
+            {"channel": "b", "formats": {"http-stream": {"content": "from-b;"}}},
+            {"channel": "c", "formats": {"http-stream": {"content": "from-c;"}}}]}))
+        .await;
+    assert_eq!(read_until(&mut body, "from-b;").await, "from-a;from-b;");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_is_removed_from_the_hub() {
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "gone")],
+        "hi",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let resp = get(&proxy.url("/")).await;
+    proxy.wait_subscribers("gone", 1).await;
+    drop(resp);
+    proxy.wait_subscribers("gone", 0).await;
+    assert_eq!(proxy.app.hub.stats().channels, 0);
+
+    let lp = grip_origin(
+        200,
+        &[("grip-hold", "response"), ("grip-channel", "lp-gone")],
+        "",
+    )
+    .await;
+    let proxy = proxy_to(&lp).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    proxy.wait_subscribers("lp-gone", 1).await;
+    drop(stream);
+    proxy.wait_subscribers("lp-gone", 0).await;
+}
+
+#[tokio::test]
+async fn malformed_grip_instructions_are_502_and_the_server_keeps_serving() {
+    let bad = grip_origin(200, &[("grip-hold", "bogus"), ("grip-channel", "x")], "").await;
+    let good = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "fine")],
+        "ok",
+    )
+    .await;
+    let routes = format!(
+        "*,path_beg=/bad {}\n*,path_beg=/dbg,debug {}\n* {}\n",
+        bad.target(),
+        bad.target(),
+        good.target()
+    );
+    let proxy = Proxy::start(&routes, |_| {}).await;
+    let stream = get(&proxy.url("/")).await;
+    proxy.wait_subscribers("fine", 1).await;
+    let resp = get(&proxy.url("/bad")).await;
+    assert_eq!(resp.status(), 502);
+    assert!(!text(resp).await.contains("Grip-Hold"));
+    let resp = get(&proxy.url("/dbg")).await;
+    assert_eq!(resp.status(), 502);
+    assert!(text(resp)
+        .await
+        .contains("Grip-Hold must be set to either 'response' or 'stream'"));
+    proxy
+        .publish_json(json!({"items": [{"channel": "fine", "formats": {"http-stream": {"content": "still"}}}]}))
+        .await;
+    let mut body = stream.into_body();
+    assert_eq!(read_until(&mut body, "okstill").await, "okstill");
+}
+
+#[tokio::test]
+async fn publish_api_errors_match_pushpin() {
+    let proxy = Proxy::start("* test\n", |c| c.limits.max_publish_body = 1000).await;
+    let post = |body: &'static str, accept: Option<&'static str>| {
+        let mut r = Request::post(proxy.publish_url("/publish/"));
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        send(r.body(full(body)).unwrap())
+    };
+    let resp = post("{nope", None).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(text(resp).await, "Body is not valid JSON.\n");
+    let resp = post(
+        r#"{"items":[{"channel":"c","formats":{"http-stream":{}}}]}"#,
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        text(resp).await,
+        "Invalid format: 'http-stream' does not contain 'content' or 'content-bin'\n"
+    );
+    let resp = post(r#"{"items":[]}"#, Some("image/png")).await;
+    assert_eq!(resp.status(), 406);
+    let resp = post(r#"{"items":[]}"#, Some("application/json")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(text(resp).await, r#"{"message":"Published"}"#);
+    let big: &'static str =
+        Box::leak(format!(r#"{{"items":[],"pad":"{}"}}"#, "x".repeat(2000)).into_boxed_str());
+    assert_eq!(post(big, None).await.status(), 413);
+    let resp = get(&proxy.publish_url("/publish/")).await;
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(get(&proxy.publish_url("/nope")).await.status(), 404);
+    assert_eq!(
+        text(get(&proxy.publish_url("/")).await).await,
+        "Holdfast API\n"
+    );
+
+    // Without Content-Length (chunked), 411 as Pushpin.
+    let chunks =
+        futures_util::stream::iter(vec![Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            hyper::body::Frame::data(bytes::Bytes::from_static(b"{\"items\":[]}")),
+        )]);
+    use http_body_util::BodyExt;
+    let resp = send(
+        Request::post(proxy.publish_url("/publish"))
+            .body(http_body_util::StreamBody::new(chunks).boxed())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 411);
+}
+
+#[tokio::test]
+async fn grip_instruct_json_body_holds_and_times_out_with_its_response() {
+    let origin = grip_origin(
+        200,
+        &[("content-type", "application/grip-instruct")],
+        r#"{"hold":{"mode":"stream","channels":[{"name":"j"}]},"response":{"code":202,"headers":{"X-A":"1"},"body":"json-initial\n"}}"#,
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let resp = get(&proxy.url("/")).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["x-a"], "1");
+    let mut body = resp.into_body();
+    read_until(&mut body, "json-initial\n").await;
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "j", "formats": {"http-stream": {"content": "more"}}}]}),
+        )
+        .await;
+    read_until(&mut body, "more").await;
+}
+
+#[tokio::test]
+async fn grip_status_and_expose_headers_shape_the_response() {
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "stream"),
+            ("grip-channel", "st"),
+            ("grip-status", "404 Nope"),
+            ("grip-expose-headers", "X-Shown"),
+            ("x-shown", "1"),
+            ("x-hidden", "1"),
+        ],
+        "",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 404 nope\r\n"), "{head}");
+    assert!(head.contains("x-shown: 1"));
+    assert!(!head.contains("x-hidden"));
+}
+
+#[tokio::test]
+async fn duplicate_item_ids_are_dropped() {
+    let origin = grip_origin(200, &[("grip-hold", "stream"), ("grip-channel", "d")], "").await;
+    let proxy = proxy_to(&origin).await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    proxy.wait_subscribers("d", 1).await;
+    for content in ["first;", "again;"] {
+        proxy
+            .publish_json(json!({"items": [{"channel": "d", "id": "1", "formats": {"http-stream": {"content": content}}}]}))
+            .await;
+    }
+    proxy
+        .publish_json(json!({"items": [{"channel": "d", "id": "2", "formats": {"http-stream": {"content": "second;"}}}]}))
+        .await;
+    assert_eq!(read_until(&mut body, "second;").await, "first;second;");
+}
+
+#[tokio::test]
+async fn body_patch_applies_to_the_original_json_body() {
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "response"),
+            ("grip-channel", "p"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"count":1,"name":"x"}"#,
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let url = proxy.url("/");
+    let client = tokio::spawn(async move { text(get(&url).await).await });
+    proxy.wait_subscribers("p", 1).await;
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "p", "formats": {"http-response": {
+            "body-patch": [{"op": "replace", "path": "/count", "value": 2}]}}}]}),
+        )
+        .await;
+    let got: serde_json::Value = serde_json::from_str(&client.await.unwrap()).unwrap();
+    assert_eq!(got, json!({"count": 2, "name": "x"}));
+}
+
+#[tokio::test]
+async fn large_initial_stream_body_streams_through() {
+    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let big = BIG.get_or_init(|| "y".repeat(300_000));
+    let origin = Origin::start(move |_req| async move {
+        Response::builder()
+            .header("grip-hold", "stream")
+            .header("grip-channel", "big")
+            .body(full(big.as_str()))
+            .unwrap()
+    })
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    let mut got = 0usize;
+    while got < 300_000 {
+        got += next_chunk(&mut body).await.unwrap().len();
+    }
+    assert_eq!(got, 300_000);
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "big", "formats": {"http-stream": {"content": "tail"}}}]}),
+        )
+        .await;
+    assert_eq!(read_until(&mut body, "tail").await, "tail");
+
+    // A response hold may not exceed the buffer: 502.
+    let origin = Origin::start(move |_req| async move {
+        Response::builder()
+            .header("grip-hold", "response")
+            .header("grip-channel", "big")
+            .body(full(big.as_str()))
+            .unwrap()
+    })
+    .await;
+    let proxy = proxy_to(&origin).await;
+    assert_eq!(get(&proxy.url("/")).await.status(), 502);
+}
+
+#[tokio::test]
+async fn test_target_response_and_stream_hold_on_channel_test() {
+    let proxy = Proxy::start("* test\n", |_| {}).await;
+    let url = proxy.url("/response");
+    let lp = tokio::spawn(async move { text(get(&url).await).await });
+    let mut stream = get(&proxy.url("/stream?channel=other")).await.into_body();
+    read_until(&mut stream, "[stream opened]\n").await;
+    proxy.wait_subscribers("test", 1).await;
+    proxy
+        .publish_json(json!({"items": [
+            {"channel": "test", "formats": {"http-response": {"body": "lp-got\n"}}},
+            {"channel": "other", "formats": {"http-stream": {"content": "stream-got\n"}}}]}))
+        .await;
+    assert_eq!(lp.await.unwrap(), "lp-got\n");
+    read_until(&mut stream, "stream-got\n").await;
+}
+
+#[tokio::test]
+async fn shutdown_answers_long_polls_and_closes_streams() {
+    let origin = Origin::start(|req: Request<hyper::body::Incoming>| async move {
+        let mode = if req.uri().path() == "/s" {
+            "stream"
+        } else {
+            "response"
+        };
+        Response::builder()
+            .header("grip-hold", mode)
+            .header("grip-channel", "sd")
+            .body(full(format!("{mode}-original")))
+            .unwrap()
+    })
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let url = proxy.url("/r");
+    let lp = tokio::spawn(async move { text(get(&url).await).await });
+    let mut stream = get(&proxy.url("/s")).await.into_body();
+    read_until(&mut stream, "stream-original").await;
+    proxy.wait_subscribers("sd", 2).await;
+    proxy.shutdown().await;
+    assert_eq!(lp.await.unwrap(), "response-original");
+    assert_eq!(next_chunk(&mut stream).await, None);
+}
