@@ -85,7 +85,7 @@ impl App {
                 return Some(c.token.clone());
             }
         }
-        let parsed = match grip::sig::SigKey::parse(key) {
+        let parsed = match grip::sig::SigKey::parse(key).and_then(load_key_file) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(error = %e, "route sig_key is invalid; no Grip-Sig sent");
@@ -119,6 +119,20 @@ impl App {
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
         self.hub.close_all();
+    }
+}
+
+/// Reads a `file:` key (hex-encoded secret), as Pushpin 1.38+ does.
+fn load_key_file(key: grip::sig::SigKey) -> Result<grip::sig::SigKey, grip::sig::SigError> {
+    match &key {
+        grip::sig::SigKey::File(path) => match std::fs::read(path) {
+            Ok(contents) => grip::sig::SigKey::from_file_contents(&contents),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read sig_key file");
+                Ok(key)
+            }
+        },
+        _ => Ok(key),
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Config {
     pub grip: GripConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The file's text, kept to point validation errors at a line.
+    #[serde(skip)]
+    source: Option<String>,
 }
 
 /// `[server]`: where Holdfast listens and what it routes.
@@ -254,10 +257,12 @@ pub enum ConfigError {
         message: String,
     },
     /// A value parsed but is not acceptable.
-    #[error("{path}: {message}")]
+    #[error("{path}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
-        /// The file (or `<command line>`).
+        /// The file (or `<defaults>`).
         path: PathBuf,
+        /// 1-based line of the field, when it came from the file.
+        line: Option<usize>,
         /// What is wrong, naming the field and value.
         message: String,
     },
@@ -289,6 +294,7 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, path)?;
+        config.source = Some(text);
         if let Some(routes) = &config.server.routes {
             if routes.is_relative() {
                 let dir = path.parent().unwrap_or(Path::new("."));
@@ -332,41 +338,54 @@ impl Config {
         }
     }
 
-    /// Returns the first problem with the values, naming the field. `origin` labels the error.
+    /// Returns the first problem with the values, naming the field (and its line, when the value
+    /// came from a file). `origin` labels the error.
     pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: origin.to_path_buf(),
-            message,
-        };
+        self.check().map_err(|(field, message)| {
+            let line = self.source.as_deref().and_then(|text| line_of(text, field));
+            ConfigError::Invalid {
+                path: origin.to_path_buf(),
+                line,
+                message: format!("{field}: {message}"),
+            }
+        })
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let fail = |field, message: &str| Err((field, message.to_string()));
         if self.server.listen.is_empty() {
-            return Err(invalid(
-                "server.listen: at least one address is needed".into(),
-            ));
+            return fail("server.listen", "at least one address is needed");
         }
         if self.limits.max_connections == 0 {
-            return Err(invalid("limits.max_connections: must be at least 1".into()));
+            return fail("limits.max_connections", "must be at least 1");
         }
         if self.limits.max_header_size < 8192 {
-            return Err(invalid(format!(
-                "limits.max_header_size: {} is below the minimum of 8192",
-                self.limits.max_header_size
-            )));
+            return Err((
+                "limits.max_header_size",
+                format!(
+                    "{} is below the minimum of 8192",
+                    self.limits.max_header_size
+                ),
+            ));
         }
         if self.limits.connection_queue == 0 {
-            return Err(invalid(
-                "limits.connection_queue: must be at least 1".into(),
-            ));
+            return fail("limits.connection_queue", "must be at least 1");
         }
-        if self.timeouts.origin_connect_secs == 0 || self.timeouts.origin_response_secs == 0 {
-            return Err(invalid(
-                "timeouts: origin timeouts must be at least 1 second".into(),
-            ));
+        if self.limits.max_channels_per_connection == 0 {
+            return fail("limits.max_channels_per_connection", "must be at least 1");
         }
-        self.xff_rules().map_err(invalid)?;
+        if self.timeouts.origin_connect_secs == 0 {
+            return fail("timeouts.origin_connect_secs", "must be at least 1");
+        }
+        if self.timeouts.origin_response_secs == 0 {
+            return fail("timeouts.origin_response_secs", "must be at least 1");
+        }
+        self.xff_rules()
+            .map_err(|e| ("forwarding.x_forwarded_for", e))?;
         grip::sig::SigKey::parse(&self.grip.sig_key)
-            .map_err(|e| invalid(format!("grip.sig_key: {e}")))?;
+            .map_err(|e| ("grip.sig_key", e.to_string()))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid(format!("log.level: {:?}: {e}", self.log.level)))?;
+            .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())
     }
 
@@ -377,15 +396,36 @@ impl Config {
             .iter()
             .map(|rule| match rule.split_once(':') {
                 None if rule == "append" => Ok(XffRule::Append),
-                Some(("truncate", n)) => n.parse().map(XffRule::Truncate).map_err(|_| {
-                    format!("forwarding.x_forwarded_for: {rule:?}: truncate needs a number")
-                }),
+                Some(("truncate", n)) => n
+                    .parse()
+                    .map(XffRule::Truncate)
+                    .map_err(|_| format!("{rule:?}: truncate needs a number")),
                 _ => Err(format!(
-                    "forwarding.x_forwarded_for: unknown rule {rule:?} (expected \"append\" or \"truncate:N\")"
+                    "unknown rule {rule:?} (expected \"append\" or \"truncate:N\")"
                 )),
             })
             .collect()
     }
+}
+
+/// The line of `section.key` in TOML text, found by scanning section headers and keys.
+fn line_of(text: &str, field: &str) -> Option<usize> {
+    let (section, key) = field.split_once('.')?;
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim();
+        } else if current == section {
+            let Some(rest) = line.strip_prefix(key) else {
+                continue;
+            };
+            if rest.trim_start().starts_with('=') {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -431,7 +471,8 @@ mod tests {
             ("[server]\nlisten = []\n", "server.listen"),
         ];
         for (text, needle) in cases {
-            let c = Config::parse(text, Path::new("c.toml")).unwrap();
+            let mut c = Config::parse(text, Path::new("c.toml")).unwrap();
+            c.source = Some(text.to_string());
             let err = c.validate(Path::new("c.toml")).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }

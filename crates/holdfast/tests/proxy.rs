@@ -358,3 +358,24 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(request.await.unwrap(), "finished");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let origin = echo_origin().await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<TestBody>();
+    let resp = client
+        .request(
+            Request::post(proxy.url("/h2"))
+                .body(full("over h2"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-seen-host"], proxy.addr.to_string());
+    assert_eq!(text(resp).await, "over h2");
+}
