@@ -93,13 +93,42 @@ pub struct HubStats {
 }
 
 /// A connection's membership in its channels; dropping it leaves them all.
+///
+/// It keeps only a weak handle on the connection's queue: once the hub drops its senders
+/// (the last channel left, or [`Hub::close_all`] at shutdown) the receiver sees the end.
 pub struct Subscription {
     inner: Arc<Inner>,
     id: u64,
+    want: Want,
+    tx: mpsc::WeakSender<Delivery>,
     channels: Vec<String>,
 }
 
 impl Subscription {
+    /// Adds a channel to this connection's subscriptions (WebSocket `subscribe`). Returns false
+    /// when it was already subscribed, or the connection's queue is gone.
+    pub fn add(&mut self, channel: String) -> bool {
+        if self.channels.contains(&channel) {
+            return false;
+        }
+        let Some(tx) = self.tx.upgrade() else {
+            return false;
+        };
+        self.inner.insert(&channel, self.id, self.want, tx);
+        self.channels.push(channel);
+        true
+    }
+
+    /// Leaves one channel. Returns false when it was not subscribed.
+    pub fn remove(&mut self, channel: &str) -> bool {
+        let Some(pos) = self.channels.iter().position(|c| c == channel) else {
+            return false;
+        };
+        self.channels.remove(pos);
+        self.inner.leave(channel, self.id);
+        true
+    }
+
     /// The connection's id in the hub.
     pub fn id(&self) -> u64 {
         self.id
@@ -114,18 +143,31 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         for name in &self.channels {
-            let mut shard = self.inner.shard(name).lock().expect("hub shard poisoned");
-            if let Some(ch) = shard.get_mut(name) {
-                ch.subscribers.remove(&self.id);
-                if ch.subscribers.is_empty() {
-                    shard.remove(name);
-                }
-            }
+            self.inner.leave(name, self.id);
         }
     }
 }
 
 impl Inner {
+    fn insert(&self, channel: &str, id: u64, want: Want, tx: mpsc::Sender<Delivery>) {
+        let mut shard = self.shard(channel).lock().expect("hub shard poisoned");
+        shard
+            .entry(channel.to_string())
+            .or_default()
+            .subscribers
+            .insert(id, Subscriber { want, tx });
+    }
+
+    fn leave(&self, channel: &str, id: u64) {
+        let mut shard = self.shard(channel).lock().expect("hub shard poisoned");
+        if let Some(ch) = shard.get_mut(channel) {
+            ch.subscribers.remove(&id);
+            if ch.subscribers.is_empty() {
+                shard.remove(channel);
+            }
+        }
+    }
+
     fn shard(&self, channel: &str) -> &Mutex<HashMap<String, Channel>> {
         &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
@@ -159,27 +201,19 @@ impl Hub {
     ) -> (Subscription, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(self.inner.queue_len);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut unique: Vec<String> = Vec::with_capacity(channels.len());
-        for name in channels {
-            if unique.contains(&name) {
-                continue;
-            }
-            let mut shard = self.inner.shard(&name).lock().expect("hub shard poisoned");
-            shard.entry(name.clone()).or_default().subscribers.insert(
-                id,
-                Subscriber {
-                    want,
-                    tx: tx.clone(),
-                },
-            );
-            drop(shard);
-            unique.push(name);
-        }
-        let sub = Subscription {
+        let mut sub = Subscription {
             inner: self.inner.clone(),
             id,
-            channels: unique,
+            want,
+            tx: tx.downgrade(),
+            channels: Vec::with_capacity(channels.len()),
         };
+        for name in channels {
+            if !sub.channels.contains(&name) {
+                self.inner.insert(&name, id, want, tx.clone());
+                sub.channels.push(name);
+            }
+        }
         (sub, rx)
     }
 
@@ -303,5 +337,93 @@ impl SeenIds {
         self.set.insert(key.clone(), now);
         self.order.push_back((key, now));
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(channel: &str, id: Option<&str>) -> PublishItem {
+        let body = serde_json::json!({"items": [{"channel": channel, "id": id,
+            "formats": {"http-stream": {"content": "x"}}}]});
+        let mut items = grip::publish::parse_publish_body(body.to_string().as_bytes()).unwrap();
+        items.remove(0)
+    }
+
+    fn hub(queue: usize) -> Hub {
+        let mut config = Config::default();
+        config.limits.connection_queue = queue;
+        Hub::new(&config)
+    }
+
+    #[test]
+    fn channels_come_and_go_with_their_subscribers() {
+        let hub = hub(10);
+        let (mut a, mut rx_a) =
+            hub.subscribe(vec!["x".into(), "y".into(), "x".into()], Want::HttpStream);
+        assert_eq!(a.channels(), ["x", "y"]);
+        let (b, _rx_b) = hub.subscribe(vec!["x".into()], Want::HttpStream);
+        assert_eq!(hub.stats().channels, 2);
+        assert_eq!(hub.stats().subscriptions, 3);
+        assert_eq!(hub.publish(item("x", None)), 2);
+        assert!(rx_a.try_recv().is_ok());
+        assert!(a.remove("y"));
+        assert!(!a.remove("y"));
+        assert_eq!(hub.subscribers("y"), 0);
+        assert!(a.add("z".into()));
+        assert_eq!(hub.publish(item("z", None)), 1);
+        drop(b);
+        drop(a);
+        assert_eq!(hub.stats().channels, 0);
+        // With every channel left, the queue ends.
+        assert!(rx_a.try_recv().is_ok());
+        assert!(matches!(
+            rx_a.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn full_queues_drop_the_newest_item_and_count_it() {
+        let hub = hub(2);
+        let (_sub, mut rx) = hub.subscribe(vec!["q".into()], Want::HttpStream);
+        for _ in 0..5 {
+            hub.publish(item("q", None));
+        }
+        let stats = hub.stats();
+        assert_eq!((stats.delivered, stats.dropped), (2, 3));
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn only_subscribers_wanting_the_format_receive_it() {
+        let hub = hub(10);
+        let (_s, _r) = hub.subscribe(vec!["f".into()], Want::HttpResponse);
+        let (_w, mut ws) = hub.subscribe(vec!["f".into()], Want::WsMessage);
+        assert_eq!(hub.publish(item("f", None)), 0);
+        assert!(ws.try_recv().is_err());
+    }
+
+    #[test]
+    fn duplicate_ids_are_dropped_per_channel() {
+        let hub = hub(10);
+        let (_s, mut rx) = hub.subscribe(vec!["d".into(), "e".into()], Want::HttpStream);
+        assert_eq!(hub.publish(item("d", Some("1"))), 1);
+        assert_eq!(hub.publish(item("d", Some("1"))), 0);
+        assert_eq!(hub.publish(item("e", Some("1"))), 1);
+        assert_eq!(hub.publish(item("d", None)), 1);
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3);
+    }
+
+    #[test]
+    fn close_all_ends_every_queue() {
+        let hub = hub(10);
+        let (_s, mut rx) = hub.subscribe(vec!["c".into()], Want::HttpStream);
+        hub.close_all();
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 }
