@@ -27,6 +27,10 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     /// GRIP settings: request signing and hold behaviour.
     pub grip: GripConfig,
+    /// WebSocket limits: message sizes, close handshakes, WebSocket-over-HTTP buffers.
+    pub websocket: WebSocketConfig,
+    /// Sequencing, history and origin updates of held sessions.
+    pub reliability: ReliabilityConfig,
     /// Logging.
     pub log: LogConfig,
     /// The file's text, kept to point validation errors at a line.
@@ -206,6 +210,88 @@ impl Default for GripConfig {
     }
 }
 
+/// `[reliability]`: ordering of published items, per-channel history, and the origin requests
+/// Holdfast makes on a held session's behalf.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReliabilityConfig {
+    /// Milliseconds an item whose `prev-id` is not the channel's last id waits for its
+    /// predecessor before it is delivered anyway. Pushpin's `message_wait`, default 5000.
+    pub message_wait_ms: u64,
+    /// Items per channel waiting for a predecessor; when full, the oldest is delivered at once.
+    /// Pushpin's limit, default 100.
+    pub max_pending_per_channel: usize,
+    /// Published items with an `id` kept per channel, so a client that resumes from a `prev-id`
+    /// is caught up without an origin request. 0 turns history off. Default 64.
+    pub history_items: usize,
+    /// Seconds an item stays in a channel's history. Default 300.
+    pub history_max_age_secs: u64,
+    /// Bytes of content all histories together may hold; past it the oldest items of the
+    /// channel being published to, then of its shard, are evicted first. Default 64 MiB.
+    pub history_max_bytes: usize,
+    /// About a second after a channel's first subscription, update its sessions once from the
+    /// origin (closes the race between an origin rendering and the hold subscribing). Pushpin's
+    /// `update_on_first_subscription`, default true.
+    pub update_on_first_subscription: bool,
+    /// Origin requests per second all held sessions together may make (retries, next links,
+    /// hints, recover); further requests wait their turn. Default 500.
+    pub session_requests_per_sec: u32,
+}
+
+impl Default for ReliabilityConfig {
+    fn default() -> Self {
+        Self {
+            message_wait_ms: 5000,
+            max_pending_per_channel: 100,
+            history_items: 64,
+            history_max_age_secs: 300,
+            history_max_bytes: 64 * 1024 * 1024,
+            update_on_first_subscription: true,
+            session_requests_per_sec: 500,
+        }
+    }
+}
+
+/// `[websocket]`: limits of WebSocket connections (pass-through, GRIP WebSocket and
+/// WebSocket-over-HTTP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Bytes of one WebSocket message (all its fragments together) from a client or an origin.
+    /// A longer message closes that connection with 1009. Default 1048576 (1 MiB).
+    pub max_message_size: usize,
+    /// Bytes each WebSocket reads from its socket at a time; the buffer is allocated per side of
+    /// every connection, so it trades memory for read throughput. Default 4096.
+    pub read_buffer_size: usize,
+    /// Seconds a close handshake may take before the connection is dropped. Default 5.
+    pub close_timeout_secs: u64,
+    /// WebSocket-over-HTTP: bytes of client messages waiting for the origin to accept them; over
+    /// it the connection is closed with 1011. Pushpin's 200000.
+    pub over_http_max_pending: usize,
+    /// WebSocket-over-HTTP: bytes of an origin's response body; a longer one closes the
+    /// connection with 1011. Pushpin's 1000000.
+    pub over_http_max_response_body: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 1_048_576,
+            read_buffer_size: 4096,
+            close_timeout_secs: 5,
+            over_http_max_pending: 200_000,
+            over_http_max_response_body: 1_000_000,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// The close handshake timeout as a duration.
+    pub fn close_timeout(&self) -> Duration {
+        Duration::from_secs(self.close_timeout_secs)
+    }
+}
+
 /// `[log]`: what Holdfast logs and how.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -373,6 +459,21 @@ impl Config {
         }
         if self.limits.max_channels_per_connection == 0 {
             return fail("limits.max_channels_per_connection", "must be at least 1");
+        }
+        if self.reliability.session_requests_per_sec == 0 {
+            return fail("reliability.session_requests_per_sec", "must be at least 1");
+        }
+        if self.reliability.max_pending_per_channel == 0 {
+            return fail("reliability.max_pending_per_channel", "must be at least 1");
+        }
+        if self.websocket.max_message_size == 0 {
+            return fail("websocket.max_message_size", "must be at least 1");
+        }
+        if self.websocket.read_buffer_size < 512 {
+            return fail("websocket.read_buffer_size", "must be at least 512");
+        }
+        if self.websocket.over_http_max_pending == 0 {
+            return fail("websocket.over_http_max_pending", "must be at least 1");
         }
         if self.timeouts.origin_connect_secs == 0 {
             return fail("timeouts.origin_connect_secs", "must be at least 1");

@@ -1,28 +1,47 @@
-//! The hub: which held connections listen on which channel, and fan-out of published items.
+//! The hub: which held connections listen on which channel, the per-channel sequencer and
+//! history, and fan-out of published items.
 //!
 //! Channels live in `SHARDS` independently locked maps (a `std::sync::Mutex` each: critical
 //! sections are a map lookup plus non-blocking sends, never an `.await`). A publish takes one
-//! shard lock and `try_send`s an `Arc` of the item — serialized once, shared by every recipient —
+//! shard lock and `try_send`s an `Arc` of the item — parsed once, shared by every recipient —
 //! into each subscriber's bounded queue; the connection tasks that own the queues do the writes,
 //! on whichever core the runtime gives them, so fan-out uses every core.
 //!
-//! Invariants: a channel exists only while it has a subscriber (the last [`Subscription`] to
-//! leave removes it); a [`Subscription`] removes itself from every channel when dropped, which
-//! happens whichever side closes the connection; per channel, items reach each subscriber in
-//! publish order. Overflow policy: when a subscriber's queue (`limits.connection_queue`, default
-//! 100) is full the new item is dropped for that subscriber and counted in
-//! [`HubStats::dropped`].
+//! Invariants:
+//! - per channel, items reach each subscriber in publish order, and an item whose `prev-id` is
+//!   not the channel's last id waits (at most `reliability.message_wait_ms`, at most
+//!   `max_pending_per_channel` items) for its predecessor;
+//! - subscribing and reading history happen under the same lock ([`Hub::subscribe_resuming`]),
+//!   so an item is either replayed from history or queued live, never both and never neither;
+//! - a [`Subscription`] removes itself from every channel when dropped, whichever side closed the
+//!   connection; a channel with no subscribers, nothing pending, no history and no subscriber in
+//!   the last minute is removed by the next [`Hub::sweep`].
+//!
+//! Overflow policy: when a subscriber's queue (`limits.connection_queue`, default 100) is full the
+//! new item is dropped for that subscriber and counted in [`HubStats::dropped`]; the session sees
+//! the gap through `prev-id` and catches up from history or the origin.
 
-use std::collections::{HashMap, VecDeque};
+mod channel;
+mod seen;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use grip::publish::PublishItem;
+use bytes::Bytes;
+use grip::publish::{
+    Action, Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseBody,
+};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use channel::{Channel, Limits, Pending, Subscriber};
+pub use channel::Resume;
+use seen::SeenIds;
 
 const SHARDS: usize = 64;
 
@@ -48,23 +67,23 @@ impl Want {
             Want::WsMessage => item.formats.ws_message.is_some(),
         }
     }
+
+    fn is_http(self) -> bool {
+        self != Want::WsMessage
+    }
 }
 
-struct Subscriber {
-    want: Want,
-    tx: mpsc::Sender<Delivery>,
-}
-
-#[derive(Default)]
-struct Channel {
-    subscribers: HashMap<u64, Subscriber>,
-}
+type Shard = Mutex<HashMap<String, Channel>>;
 
 struct Inner {
-    shards: Box<[Mutex<HashMap<String, Channel>>]>,
+    shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
     queue_len: usize,
+    limits: Limits,
+    first_subscription_update: Option<Duration>,
+    history_max_bytes: usize,
+    history_bytes: AtomicUsize,
     dropped: AtomicU64,
     delivered: AtomicU64,
     published: AtomicU64,
@@ -82,6 +101,9 @@ pub struct Hub {
 pub struct HubStats {
     /// Channels with at least one subscriber.
     pub channels: usize,
+    /// Channels the hub keeps state for (subscribers, history, pending items, or a recent
+    /// subscriber).
+    pub channel_states: usize,
     /// Channel subscriptions (a connection on two channels counts twice).
     pub subscriptions: usize,
     /// Items accepted for publishing (after duplicate removal).
@@ -90,6 +112,8 @@ pub struct HubStats {
     pub delivered: u64,
     /// Items dropped because a subscriber's queue was full.
     pub dropped: u64,
+    /// Bytes held by channel histories.
+    pub history_bytes: usize,
 }
 
 /// A connection's membership in its channels; dropping it leaves them all.
@@ -114,7 +138,10 @@ impl Subscription {
         let Some(tx) = self.tx.upgrade() else {
             return false;
         };
-        self.inner.insert(&channel, self.id, self.want, tx);
+        let mut shard = self.inner.shard(&channel).lock().expect("hub shard poisoned");
+        self.inner
+            .join(&mut shard, &channel, self.id, self.want, tx);
+        drop(shard);
         self.channels.push(channel);
         true
     }
@@ -138,6 +165,13 @@ impl Subscription {
     pub fn channels(&self) -> &[String] {
         &self.channels
     }
+
+    /// History items on `channel` after id `after` up to and including `upto`; `None` when the
+    /// history no longer has `after`. Used to fill a gap a session noticed.
+    pub fn history_between(&self, channel: &str, after: &str, upto: Option<&str>) -> Option<Vec<Delivery>> {
+        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+        shard.get(channel)?.after(after, upto)
+    }
 }
 
 impl Drop for Subscription {
@@ -149,13 +183,32 @@ impl Drop for Subscription {
 }
 
 impl Inner {
-    fn insert(&self, channel: &str, id: u64, want: Want, tx: mpsc::Sender<Delivery>) {
-        let mut shard = self.shard(channel).lock().expect("hub shard poisoned");
-        shard
-            .entry(channel.to_string())
-            .or_default()
-            .subscribers
-            .insert(id, Subscriber { want, tx });
+    fn shard(&self, channel: &str) -> &Shard {
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
+    }
+
+    /// Adds a subscriber under the shard lock; schedules the first-subscriber update when the
+    /// channel had no recent subscriber.
+    fn join(
+        self: &Arc<Self>,
+        shard: &mut HashMap<String, Channel>,
+        channel: &str,
+        id: u64,
+        want: Want,
+        tx: mpsc::Sender<Delivery>,
+    ) {
+        let now = Instant::now();
+        let ch = shard.entry(channel.to_string()).or_default();
+        let first = ch.subscribers.is_empty() && ch.linger_until.is_none_or(|t| t <= now);
+        ch.subscribers.insert(id, Subscriber { want, tx });
+        ch.linger_until = None;
+        if first && want.is_http() {
+            if let Some(delay) = self.first_subscription_update {
+                self.schedule(delay, channel.to_string(), |hub, channel| {
+                    hub.hint_channel(&channel);
+                });
+            }
+        }
     }
 
     fn leave(&self, channel: &str, id: u64) {
@@ -163,25 +216,132 @@ impl Inner {
         if let Some(ch) = shard.get_mut(channel) {
             ch.subscribers.remove(&id);
             if ch.subscribers.is_empty() {
-                shard.remove(channel);
+                // Long-polls re-poll at once: a quick return is not a first subscription. The
+                // entry stays (history, last id, linger) until a sweep finds it idle.
+                ch.linger_until = Some(Instant::now() + self.limits.linger);
             }
         }
     }
 
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<String, Channel>> {
-        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
+    /// Runs `f` on the hub after `delay`, if the hub still exists and a runtime is running.
+    fn schedule(self: &Arc<Self>, delay: Duration, channel: String, f: fn(&Hub, String)) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        rt.spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(inner) = weak.upgrade() {
+                f(&Hub { inner }, channel);
+            }
+        });
+    }
+
+    /// Records and fans out one item on a channel whose lock is held.
+    fn deliver(&self, shard: &mut HashMap<String, Channel>, name: &str, item: &Delivery) -> usize {
+        let now = Instant::now();
+        let Some(ch) = shard.get_mut(name) else {
+            return 0;
+        };
+        let added = ch.record(item, &self.limits, now);
+        let sent = self.fan_out(ch, item);
+        if added > 0 {
+            let total = self.history_bytes.fetch_add(added, Ordering::Relaxed) + added;
+            if total > self.history_max_bytes {
+                self.trim_history(shard, name);
+            }
+        }
+        sent
+    }
+
+    fn fan_out(&self, ch: &Channel, item: &Delivery) -> usize {
+        let mut sent = 0usize;
+        let mut dropped = 0u64;
+        for (id, sub) in &ch.subscribers {
+            if !sub.want.accepts(item) {
+                continue;
+            }
+            match sub.tx.try_send(item.clone()) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped += 1;
+                    tracing::debug!(channel = %item.channel, subscriber = id, "publish queue at max, dropping");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        self.delivered.fetch_add(sent as u64, Ordering::Relaxed);
+        self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        sent
+    }
+
+    /// Over the history budget: evict the oldest items of this channel, then of the shard.
+    fn trim_history(&self, shard: &mut HashMap<String, Channel>, name: &str) {
+        let over = |inner: &Inner| {
+            inner.history_bytes.load(Ordering::Relaxed) > inner.history_max_bytes
+        };
+        while over(self) {
+            let freed = match shard.get_mut(name) {
+                Some(ch) if ch.history_bytes > 0 => ch.evict_oldest(),
+                _ => {
+                    let oldest = shard
+                        .iter()
+                        .filter_map(|(k, c)| c.oldest_at().map(|t| (t, k.clone())))
+                        .min();
+                    match oldest.and_then(|(_, k)| shard.get_mut(&k)) {
+                        Some(ch) => ch.evict_oldest(),
+                        None => break,
+                    }
+                }
+            };
+            if freed == 0 {
+                break;
+            }
+            self.history_bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
+    /// Delivers pending items whose predecessor is now the last id, repeatedly.
+    fn release_ready(&self, shard: &mut HashMap<String, Channel>, name: &str) -> usize {
+        let mut sent = 0;
+        loop {
+            let next = shard.get_mut(name).and_then(|ch| {
+                let pos = ch
+                    .pending
+                    .iter()
+                    .position(|p| p.item.prev_id.is_some() && p.item.prev_id == ch.last_id)?;
+                ch.pending.remove(pos)
+            });
+            match next {
+                Some(p) => sent += self.deliver(shard, name, &p.item),
+                None => return sent,
+            }
+        }
     }
 }
 
 impl Hub {
     /// An empty hub sized by the configuration.
     pub fn new(config: &Config) -> Hub {
+        let r = &config.reliability;
         Hub {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 hasher: Default::default(),
                 next_id: AtomicU64::new(1),
                 queue_len: config.limits.connection_queue,
+                limits: Limits {
+                    history_items: r.history_items,
+                    history_age: Duration::from_secs(r.history_max_age_secs),
+                    max_pending: r.max_pending_per_channel,
+                    message_wait: Duration::from_millis(r.message_wait_ms),
+                    linger: Duration::from_secs(60),
+                },
+                first_subscription_update: r
+                    .update_on_first_subscription
+                    .then_some(Duration::from_secs(1)),
+                history_max_bytes: r.history_max_bytes,
+                history_bytes: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 published: AtomicU64::new(0),
@@ -199,6 +359,19 @@ impl Hub {
         channels: Vec<String>,
         want: Want,
     ) -> (Subscription, mpsc::Receiver<Delivery>) {
+        let (sub, rx, _) =
+            self.subscribe_resuming(channels.into_iter().map(|c| (c, None)).collect(), want);
+        (sub, rx)
+    }
+
+    /// Subscribes to channels, each with the `prev-id` the client has seen, and tells for each
+    /// whether anything was missed ([`Resume`], in the order of the unique channels). History is
+    /// read under the same lock that registers the subscriber.
+    pub fn subscribe_resuming(
+        &self,
+        channels: Vec<(String, Option<String>)>,
+        want: Want,
+    ) -> (Subscription, mpsc::Receiver<Delivery>, Vec<Resume>) {
         let (tx, rx) = mpsc::channel(self.inner.queue_len);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut sub = Subscription {
@@ -208,17 +381,26 @@ impl Hub {
             tx: tx.downgrade(),
             channels: Vec::with_capacity(channels.len()),
         };
-        for name in channels {
-            if !sub.channels.contains(&name) {
-                self.inner.insert(&name, id, want, tx.clone());
-                sub.channels.push(name);
+        let mut resumes = Vec::with_capacity(channels.len());
+        for (name, prev_id) in channels {
+            if sub.channels.contains(&name) {
+                continue;
             }
+            let mut shard = self.inner.shard(&name).lock().expect("hub shard poisoned");
+            let resume = shard
+                .get(&name)
+                .map_or(Resume::Live, |ch| ch.resume(prev_id.as_deref()));
+            self.inner.join(&mut shard, &name, id, want, tx.clone());
+            drop(shard);
+            resumes.push(resume);
+            sub.channels.push(name);
         }
-        (sub, rx)
+        (sub, rx, resumes)
     }
 
-    /// Publishes one item to its channel's subscribers; returns how many received it. An item
-    /// whose id was already published on the channel within the id cache TTL is dropped.
+    /// Publishes one item; returns how many subscribers received it now. An item whose id was
+    /// already published on the channel within the id cache TTL is dropped; one whose `prev-id`
+    /// is not the channel's last id waits for its predecessor (see the module docs).
     pub fn publish(&self, item: PublishItem) -> usize {
         if let Some(id) = &item.id {
             let mut seen = self.inner.seen_ids.lock().expect("id cache poisoned");
@@ -229,45 +411,121 @@ impl Hub {
         }
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         let item = Arc::new(item);
-        let shard = self
-            .inner
-            .shard(&item.channel)
-            .lock()
-            .expect("hub shard poisoned");
-        let Some(channel) = shard.get(&item.channel) else {
+        let name = item.channel.clone();
+        let inner = &self.inner;
+        let mut shard = inner.shard(&name).lock().expect("hub shard poisoned");
+        if !shard.contains_key(&name) {
+            if inner.limits.history_items == 0 {
+                return 0;
+            }
+            shard.insert(name.clone(), Channel::default());
+        }
+        let ch = shard.get_mut(&name).expect("present");
+        if ch.must_wait(&item) {
+            let mut sent = 0;
+            if ch.pending.len() >= inner.limits.max_pending {
+                let oldest = ch.pending.pop_front().expect("pending is full");
+                sent += inner.deliver(&mut shard, &name, &oldest.item);
+                sent += inner.release_ready(&mut shard, &name);
+            }
+            let deadline = tokio::time::Instant::now() + inner.limits.message_wait;
+            if let Some(ch) = shard.get_mut(&name) {
+                ch.pending.push_back(Pending { item, deadline });
+            }
+            drop(shard);
+            inner.schedule(inner.limits.message_wait, name, |hub, channel| {
+                hub.flush_expired(&channel);
+            });
+            return sent;
+        }
+        let mut sent = inner.deliver(&mut shard, &name, &item);
+        sent += inner.release_ready(&mut shard, &name);
+        sent
+    }
+
+    /// Delivers, in arrival order, the items on `channel` that waited past their deadline.
+    fn flush_expired(&self, channel: &str) {
+        let inner = &self.inner;
+        let mut shard = inner.shard(channel).lock().expect("hub shard poisoned");
+        let now = tokio::time::Instant::now();
+        loop {
+            let expired = shard.get_mut(channel).and_then(|ch| {
+                if ch.pending.front().is_some_and(|p| p.deadline <= now) {
+                    ch.pending.pop_front()
+                } else {
+                    None
+                }
+            });
+            let Some(p) = expired else { break };
+            tracing::debug!(channel, id = ?p.item.id, "predecessor did not arrive in time, delivering");
+            inner.deliver(&mut shard, channel, &p.item);
+            inner.release_ready(&mut shard, channel);
+        }
+    }
+
+    /// Sends a `hint` to the HTTP sessions on `channel`: each updates itself from the origin.
+    pub fn hint_channel(&self, channel: &str) -> usize {
+        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+        let Some(ch) = shard.get(channel) else {
             return 0;
         };
-        let mut sent = 0usize;
-        let mut dropped = 0u64;
-        for (id, sub) in &channel.subscribers {
-            if !sub.want.accepts(&item) {
-                continue;
-            }
-            match sub.tx.try_send(item.clone()) {
-                Ok(()) => sent += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    dropped += 1;
-                    tracing::debug!(channel = %item.channel, subscriber = id, "publish queue at max, dropping");
+        let hint = hint_item(channel);
+        let http: Vec<_> = ch
+            .subscribers
+            .values()
+            .filter(|s| s.want.is_http())
+            .map(|s| s.tx.clone())
+            .collect();
+        drop(shard);
+        http.iter().filter(|tx| tx.try_send(hint.clone()).is_ok()).count()
+    }
+
+    /// `POST /recover`: forgets every channel's last id (releasing items that waited for a
+    /// predecessor) and hints every HTTP session to update itself from the origin.
+    pub fn recover(&self) -> usize {
+        let mut names = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let mut shard = shard.lock().expect("hub shard poisoned");
+            let keys: Vec<String> = shard.keys().cloned().collect();
+            for name in keys {
+                if let Some(ch) = shard.get_mut(&name) {
+                    ch.last_id = None;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                while let Some(p) = shard.get_mut(&name).and_then(|c| c.pending.pop_front()) {
+                    self.inner.deliver(&mut shard, &name, &p.item);
+                }
+                if let Some(ch) = shard.get_mut(&name) {
+                    ch.last_id = None;
+                }
+                names.push(name);
             }
         }
-        drop(shard);
-        self.inner
-            .delivered
-            .fetch_add(sent as u64, Ordering::Relaxed);
-        self.inner.dropped.fetch_add(dropped, Ordering::Relaxed);
-        tracing::debug!(channel = %item.channel, receivers = sent, "publish");
-        sent
+        names.iter().map(|n| self.hint_channel(n)).sum()
+    }
+
+    /// Drops expired history and removes idle channels. Run periodically by the server.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for shard in self.inner.shards.iter() {
+            let mut shard = shard.lock().expect("hub shard poisoned");
+            let mut freed = 0;
+            shard.retain(|_, ch| {
+                freed += ch.expire(&self.inner.limits, now);
+                !ch.is_idle(now)
+            });
+            self.inner.history_bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
+    /// The channel's last published id, if known.
+    pub fn last_id(&self, channel: &str) -> Option<String> {
+        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+        shard.get(channel)?.last_id.clone()
     }
 
     /// Subscribers currently on `channel`.
     pub fn subscribers(&self, channel: &str) -> usize {
-        let shard = self
-            .inner
-            .shard(channel)
-            .lock()
-            .expect("hub shard poisoned");
+        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
         shard.get(channel).map_or(0, |c| c.subscribers.len())
     }
 
@@ -277,11 +535,13 @@ impl Hub {
             published: self.inner.published.load(Ordering::Relaxed),
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             dropped: self.inner.dropped.load(Ordering::Relaxed),
+            history_bytes: self.inner.history_bytes.load(Ordering::Relaxed),
             ..HubStats::default()
         };
         for shard in self.inner.shards.iter() {
             let shard = shard.lock().expect("hub shard poisoned");
-            stats.channels += shard.len();
+            stats.channel_states += shard.len();
+            stats.channels += shard.values().filter(|c| !c.subscribers.is_empty()).count();
             stats.subscriptions += shard.values().map(|c| c.subscribers.len()).sum::<usize>();
         }
         stats
@@ -291,139 +551,37 @@ impl Hub {
     /// queue and finish. Subscriptions are still removed by their owners.
     pub fn close_all(&self) {
         for shard in self.inner.shards.iter() {
-            shard.lock().expect("hub shard poisoned").clear();
-        }
-    }
-}
-
-/// Item ids recently published per channel, for duplicate removal. Bounded: past
-/// `MAX_SEEN_IDS` entries the oldest is forgotten early.
-struct SeenIds {
-    ttl: Duration,
-    set: HashMap<(String, String), Instant>,
-    order: VecDeque<((String, String), Instant)>,
-}
-
-const MAX_SEEN_IDS: usize = 100_000;
-
-impl SeenIds {
-    fn new(ttl: Duration) -> SeenIds {
-        SeenIds {
-            ttl,
-            set: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Records the id; false when it was already seen within the TTL.
-    fn insert(&mut self, channel: &str, id: &str) -> bool {
-        if self.ttl.is_zero() {
-            return true;
-        }
-        let now = Instant::now();
-        while let Some((key, at)) = self.order.front() {
-            if now.duration_since(*at) < self.ttl && self.order.len() < MAX_SEEN_IDS {
-                break;
+            for ch in shard.lock().expect("hub shard poisoned").values_mut() {
+                ch.subscribers.clear();
             }
-            if self.set.get(key) == Some(at) {
-                self.set.remove(key);
-            }
-            self.order.pop_front();
         }
-        let key = (channel.to_string(), id.to_string());
-        if self.set.contains_key(&key) {
-            return false;
-        }
-        self.set.insert(key.clone(), now);
-        self.order.push_back((key, now));
-        true
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(channel: &str, id: Option<&str>) -> PublishItem {
-        let body = serde_json::json!({"items": [{"channel": channel, "id": id,
-            "formats": {"http-stream": {"content": "x"}}}]});
-        let mut items = grip::publish::parse_publish_body(body.to_string().as_bytes()).unwrap();
-        items.remove(0)
-    }
-
-    fn hub(queue: usize) -> Hub {
-        let mut config = Config::default();
-        config.limits.connection_queue = queue;
-        Hub::new(&config)
-    }
-
-    #[test]
-    fn channels_come_and_go_with_their_subscribers() {
-        let hub = hub(10);
-        let (mut a, mut rx_a) =
-            hub.subscribe(vec!["x".into(), "y".into(), "x".into()], Want::HttpStream);
-        assert_eq!(a.channels(), ["x", "y"]);
-        let (b, _rx_b) = hub.subscribe(vec!["x".into()], Want::HttpStream);
-        assert_eq!(hub.stats().channels, 2);
-        assert_eq!(hub.stats().subscriptions, 3);
-        assert_eq!(hub.publish(item("x", None)), 2);
-        assert!(rx_a.try_recv().is_ok());
-        assert!(a.remove("y"));
-        assert!(!a.remove("y"));
-        assert_eq!(hub.subscribers("y"), 0);
-        assert!(a.add("z".into()));
-        assert_eq!(hub.publish(item("z", None)), 1);
-        drop(b);
-        drop(a);
-        assert_eq!(hub.stats().channels, 0);
-        // With every channel left, the queue ends.
-        assert!(rx_a.try_recv().is_ok());
-        assert!(matches!(
-            rx_a.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
-        ));
-    }
-
-    #[test]
-    fn full_queues_drop_the_newest_item_and_count_it() {
-        let hub = hub(2);
-        let (_sub, mut rx) = hub.subscribe(vec!["q".into()], Want::HttpStream);
-        for _ in 0..5 {
-            hub.publish(item("q", None));
-        }
-        let stats = hub.stats();
-        assert_eq!((stats.delivered, stats.dropped), (2, 3));
-        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
-    }
-
-    #[test]
-    fn only_subscribers_wanting_the_format_receive_it() {
-        let hub = hub(10);
-        let (_s, _r) = hub.subscribe(vec!["f".into()], Want::HttpResponse);
-        let (_w, mut ws) = hub.subscribe(vec!["f".into()], Want::WsMessage);
-        assert_eq!(hub.publish(item("f", None)), 0);
-        assert!(ws.try_recv().is_err());
-    }
-
-    #[test]
-    fn duplicate_ids_are_dropped_per_channel() {
-        let hub = hub(10);
-        let (_s, mut rx) = hub.subscribe(vec!["d".into(), "e".into()], Want::HttpStream);
-        assert_eq!(hub.publish(item("d", Some("1"))), 1);
-        assert_eq!(hub.publish(item("d", Some("1"))), 0);
-        assert_eq!(hub.publish(item("e", Some("1"))), 1);
-        assert_eq!(hub.publish(item("d", None)), 1);
-        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3);
-    }
-
-    #[test]
-    fn close_all_ends_every_queue() {
-        let hub = hub(10);
-        let (_s, mut rx) = hub.subscribe(vec!["c".into()], Want::HttpStream);
-        hub.close_all();
-        assert!(matches!(
-            rx.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
-        ));
-    }
+/// The item a hint to HTTP sessions carries: no content, `action: hint` in both HTTP formats.
+fn hint_item(channel: &str) -> Delivery {
+    Arc::new(PublishItem {
+        channel: channel.to_string(),
+        id: None,
+        prev_id: None,
+        formats: Formats {
+            http_response: Some(HttpResponseFormat {
+                action: Action::Hint,
+                code: 200,
+                reason: None,
+                headers: Vec::new(),
+                body: ResponseBody::Empty,
+                content_filters: None,
+            }),
+            http_stream: Some(HttpStreamFormat {
+                action: Action::Hint,
+                content: Bytes::new(),
+                content_filters: None,
+            }),
+            ws_message: None,
+        },
+        meta: BTreeMap::new(),
+        size: None,
+        no_seq: true,
+    })
 }

@@ -8,6 +8,7 @@
 //! longer `path_beg`, then `ssl` set. Line order never matters.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A routes-file problem, with the file and 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,8 +172,9 @@ impl Route {
 /// A parsed routes file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTable {
-    /// Routes in file order (duplicates removed).
-    pub routes: Vec<Route>,
+    /// Routes in file order (duplicates removed). Shared so a held session can keep its route
+    /// across reloads.
+    pub routes: Vec<Arc<Route>>,
     /// Non-fatal notes (duplicate conditions, Pushpin options Holdfast ignores), with lines.
     pub warnings: Vec<String>,
 }
@@ -198,7 +200,7 @@ impl RouteTable {
 
     /// Parses routes text; `path` labels errors.
     pub fn parse(text: &str, path: &Path) -> Result<RouteTable, RoutesError> {
-        let mut routes: Vec<Route> = Vec::new();
+        let mut routes: Vec<Arc<Route>> = Vec::new();
         let mut warnings = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -220,13 +222,13 @@ impl RouteTable {
                 ));
                 continue;
             }
-            routes.push(route);
+            routes.push(Arc::new(route));
         }
         Ok(RouteTable { routes, warnings })
     }
 
     /// The route for a request, or `None`.
-    pub fn find(&self, host: &str, proto: Proto, ssl: bool, path: &str) -> Option<&Route> {
+    pub fn find(&self, host: &str, proto: Proto, ssl: bool, path: &str) -> Option<&Arc<Route>> {
         let host = host_without_port(host).to_ascii_lowercase();
         let best = |want_host: Option<&str>| {
             self.routes
@@ -239,7 +241,7 @@ impl RouteTable {
     }
 
     /// The route with this id.
-    pub fn by_id(&self, id: &str) -> Option<&Route> {
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| r.id == id)
     }
 }
