@@ -25,6 +25,8 @@ pub struct App {
     pub origins: OriginClients,
     /// Channel registry and fan-out.
     pub hub: Hub,
+    /// Paces origin requests made on held sessions' behalf.
+    pub session_requests: crate::limiter::RateLimiter,
     signatures: Mutex<Vec<CachedSig>>,
     shutdown: watch::Sender<bool>,
 }
@@ -51,6 +53,9 @@ impl App {
             routes: Routes::new(routes, config.server.routes.clone()),
             origins,
             hub,
+            session_requests: crate::limiter::RateLimiter::new(
+                config.reliability.session_requests_per_sec,
+            ),
             config,
             signatures: Mutex::new(Vec::new()),
             shutdown: watch::channel(false).0,

@@ -1,31 +1,65 @@
-//! Held HTTP sessions: turning an origin's GRIP answer into a response hold (long-poll) or a
-//! stream hold.
+//! Held HTTP sessions: turning an origin's GRIP answer into a response hold (long-poll), a stream
+//! hold, or a relayed response followed by next links — and keeping each session in step with
+//! its channels.
 //!
 //! [`accept`] reads a GRIP response from an origin — buffering at most `limits.max_accept_body`
-//! bytes; a bigger body is allowed only for stream holds, whose initial body then streams through
-//! — and [`hold`] carries out the instruction. Both the proxy and the built-in test handler end
-//! in [`hold`]. A hold subscribes to its channels *before* anything is sent to the client, so any
-//! publish made after the client saw its first byte reaches it.
+//! bytes; a bigger body is allowed only for stream holds and bare responses, whose body then
+//! streams through — and [`hold`] carries out the instruction. The proxy, the built-in test
+//! handler and a session's own retries all end in [`hold`].
+//!
+//! A hold subscribes to its channels *before* anything is sent to the client, so any publish made
+//! after the client saw its first byte reaches it. Each session tracks its position (last item
+//! id) per channel in [`Positions`]; [`Positions::judge`] decides for every item whether it is
+//! delivered, already covered, or reveals a gap, which is filled from the hub's history when it
+//! can be and otherwise by asking the origin again ([`link`]).
 
+pub mod link;
+pub mod response;
 pub mod stream;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use grip::instruct::{HoldMode, Instruction};
-use grip::publish::{Action, HttpResponseFormat, ResponseBody};
+use grip::publish::Action;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::config::routes::{Route, Target, TargetKind};
-use crate::hub::Want;
+use crate::config::routes::{Route, Target};
+use crate::hub::{Delivery, Resume, Subscription};
 use crate::proxy::body::{boxed, full, AccessRecord, Body};
 use crate::proxy::error::ProxyError;
-use crate::proxy::headers;
+use crate::proxy::{headers, OriginRequest};
+
+/// What a session needs to ask its origin again: for retries, next links and gone links.
+pub struct SessionCtx {
+    /// Shared state.
+    pub app: Arc<App>,
+    /// The route the request came in on (kept across route reloads).
+    pub route: Arc<Route>,
+    /// The request as sent to the origin; `None` for the test handler, which has no origin.
+    pub request: Option<OriginRequest>,
+    /// The whole request body, for retries; `None` when it was over `limits.max_accept_body`.
+    pub body: Option<Bytes>,
+    /// The host the client asked for.
+    pub host: String,
+}
+
+impl SessionCtx {
+    /// A context for a session with no origin behind it (the test handler).
+    pub fn without_origin(app: Arc<App>, route: Arc<Route>) -> SessionCtx {
+        SessionCtx {
+            app,
+            route,
+            request: None,
+            body: None,
+            host: String::new(),
+        }
+    }
+}
 
 /// An origin's GRIP answer, ready to be held.
 pub struct Accepted {
@@ -35,7 +69,7 @@ pub struct Accepted {
     pub headers: HeaderMap,
     /// The buffered body (all of it, unless `rest` is set).
     pub body: Bytes,
-    /// The body beyond the buffered prefix; only for stream holds.
+    /// The body beyond the buffered prefix; only for stream holds and bare responses.
     pub rest: Option<Incoming>,
     /// What the origin asked for.
     pub instruction: Instruction,
@@ -43,20 +77,32 @@ pub struct Accepted {
 
 /// Reads an origin's GRIP response and holds it.
 pub async fn accept(
-    app: &Arc<App>,
-    route: &Route,
+    ctx: SessionCtx,
     target: &Target,
     resp: Response<Incoming>,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError> {
-    let label = target.label();
+    let accepted = read_grip(&ctx.app, &target.label(), resp).await?;
+    hold(Arc::new(ctx), Some(target), accepted, record).await
+}
+
+/// Buffers and parses a GRIP response.
+pub async fn read_grip(
+    app: &App,
+    label: &str,
+    resp: Response<Incoming>,
+) -> Result<Accepted, ProxyError> {
     let (parts, mut incoming) = resp.into_parts();
     let limit = app.config.limits.max_accept_body;
+    let bad = |reason: String| ProxyError::BadInstructions {
+        target: label.to_string(),
+        reason,
+    };
     let mut buf = BytesMut::new();
     let mut rest = None;
     while let Some(frame) = incoming.frame().await {
         let frame = frame.map_err(|e| ProxyError::Origin {
-            target: label.clone(),
+            target: label.to_string(),
             reason: crate::proxy::error_chain(&e),
         })?;
         if let Ok(data) = frame.into_data() {
@@ -67,12 +113,8 @@ pub async fn accept(
             break;
         }
     }
-    let bad = |reason: String| ProxyError::BadInstructions {
-        target: label.clone(),
-        reason,
-    };
     let instruction = if rest.is_some() {
-        // Only a stream hold (or a bare response) may have an unbounded body, and then its
+        // Only a stream hold or a bare response may have an unbounded body, and then its
         // instructions must be in headers.
         let instruction =
             grip::instruct::parse_instruction(parts.status.as_u16(), &parts.headers, b"")
@@ -85,14 +127,13 @@ pub async fn accept(
         grip::instruct::parse_instruction(parts.status.as_u16(), &parts.headers, &buf)
             .map_err(|e| bad(e.to_string()))?
     };
-    let accepted = Accepted {
+    Ok(Accepted {
         status: parts.status,
         headers: parts.headers,
         body: buf.freeze(),
         rest,
         instruction,
-    };
-    hold(app, route, Some(target), accepted, record).await
+    })
 }
 
 fn is_instruct_body(headers: &HeaderMap) -> bool {
@@ -104,7 +145,7 @@ fn is_instruct_body(headers: &HeaderMap) -> bool {
 }
 
 /// The response the client gets when no publish arrives: the origin's, rewritten.
-struct BaseResponse {
+pub struct BaseResponse {
     status: StatusCode,
     reason: Option<String>,
     headers: HeaderMap,
@@ -166,147 +207,206 @@ fn set_reason(resp: &mut Response<Body>, reason: Option<&str>) {
     }
 }
 
-/// Carries out an instruction: relay, response hold or stream hold.
+/// Carries out an instruction: relay (with next links), response hold or stream hold.
 pub async fn hold(
-    app: &Arc<App>,
-    route: &Route,
+    ctx: Arc<SessionCtx>,
     target: Option<&Target>,
     accepted: Accepted,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError> {
     let label = target.map_or_else(|| "test".to_string(), Target::label);
-    let base = BaseResponse::of(&accepted).map_err(|reason| ProxyError::BadInstructions {
+    let bad = |reason: String| ProxyError::BadInstructions {
         target: label.clone(),
         reason,
-    })?;
+    };
+    let mut base = BaseResponse::of(&accepted).map_err(bad)?;
     let ins = accepted.instruction;
-    let channels = channel_names(app, route, target, &ins);
+    let subs = target.map(|t| t.subs.as_slice()).unwrap_or_default();
+    let positions = Positions::new(&ctx.app, &ctx.route, subs, &ins);
+    let gone = ins
+        .gone_link
+        .as_deref()
+        .and_then(|url| link::GoneLink::new(&ctx, url));
     match ins.hold {
-        None => {
-            let body = match accepted.rest {
-                Some(rest) => boxed(stream::Prefixed::new(base.body.clone(), rest)),
-                None => full(base.body.clone()),
-            };
-            Ok(base.into_response(body))
-        }
         Some(HoldMode::Response) => {
             record.hold = Some("response");
-            Ok(response_hold(app, base, channels, ins.timeout_secs).await)
+            Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
         }
-        Some(HoldMode::Stream) => {
-            record.hold = Some("stream");
-            let (sub, rx) = app.hub.subscribe(channels, Want::HttpStream);
-            let mut base = base;
+        hold => {
+            if hold == Some(HoldMode::Stream) {
+                record.hold = Some("stream");
+            } else if ins.next_link.is_none() {
+                let body = match accepted.rest {
+                    Some(rest) => boxed(stream::Prefixed::new(base.body.clone(), rest)),
+                    None => full(base.body.clone()),
+                };
+                return Ok(base.into_response(body));
+            }
             base.headers.remove(header::CONTENT_LENGTH);
             let initial = std::mem::take(&mut base.body);
-            let body = stream::StreamHold::new(initial, accepted.rest, rx, ins.keep_alive, sub);
-            Ok(base.into_response(boxed(body)))
-        }
-    }
-}
-
-fn channel_names(
-    app: &App,
-    route: &Route,
-    target: Option<&Target>,
-    ins: &Instruction,
-) -> Vec<String> {
-    let prefix = &route.options.channel_prefix;
-    let max = app.config.limits.max_channels_per_connection;
-    let implicit = target.map(|t| t.subs.as_slice()).unwrap_or_default();
-    let mut names: Vec<String> = Vec::new();
-    for name in ins.channels.iter().map(|c| &c.name).chain(implicit) {
-        let name = format!("{prefix}{name}");
-        if names.contains(&name) {
-            continue;
-        }
-        if names.len() == max {
-            tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
-            continue;
-        }
-        names.push(name);
-    }
-    names
-}
-
-async fn response_hold(
-    app: &Arc<App>,
-    base: BaseResponse,
-    channels: Vec<String>,
-    timeout_secs: u64,
-) -> Response<Body> {
-    let (sub, mut rx) = app.hub.subscribe(channels, Want::HttpResponse);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
-    let delivered = loop {
-        tokio::select! {
-            item = rx.recv() => match item {
-                None => break None,
-                Some(item) => match &item.formats.http_response {
-                    Some(f) if f.action == Action::Send => break Some(item.clone()),
-                    _ => continue,
+            let body = stream::session_body(
+                ctx,
+                stream::Start {
+                    initial,
+                    rest: accepted.rest,
+                    positions,
+                    live: hold == Some(HoldMode::Stream),
+                    keep_alive: ins.keep_alive,
+                    next_link: ins.next_link,
+                    gone,
                 },
-            },
-            _ = tokio::time::sleep_until(deadline) => break None,
-        }
-    };
-    drop(sub);
-    match delivered {
-        None => {
-            let body = full(base.body.clone());
-            base.into_response(body)
-        }
-        Some(item) => {
-            let format = item
-                .formats
-                .http_response
-                .as_ref()
-                .expect("only items with http-response are delivered");
-            published_response(base, format)
+            );
+            Ok(base.into_response(body))
         }
     }
 }
 
-/// A published `http-response`: its status, the original headers overridden by its headers, and
-/// its body (or the original body patched).
-fn published_response(base: BaseResponse, f: &HttpResponseFormat) -> Response<Body> {
-    let body = match &f.body {
-        ResponseBody::Empty => Bytes::new(),
-        ResponseBody::Bytes(b) => b.clone(),
-        ResponseBody::Patch(_) => match f.apply_patch(&base.body) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "body-patch could not be applied");
-                return crate::proxy::error::text_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Published body-patch could not be applied: {e}\n"),
-                );
+/// One channel of a session: its hub name, the name the origin used, and the session's position.
+#[derive(Debug, Clone)]
+pub struct ChannelPos {
+    /// Name in the hub (route prefix applied).
+    pub name: String,
+    /// Name as the origin gave it (for `Grip-Last`).
+    pub origin_name: String,
+    /// Id of the last item the session has, if known.
+    pub position: Option<String>,
+}
+
+/// A session's channels and its position on each.
+#[derive(Debug, Clone, Default)]
+pub struct Positions {
+    /// Channels in subscription order.
+    pub channels: Vec<ChannelPos>,
+}
+
+/// What to do with an item that reached a session.
+pub enum Verdict {
+    /// Deliver these items, in order (a gap filled from history, then the item).
+    Deliver(Vec<Delivery>),
+    /// The session already has it.
+    Skip,
+    /// Ask the origin: a hint, or a gap history cannot fill.
+    Update,
+}
+
+impl Positions {
+    /// The channels of an instruction plus the target's implicit `sub=` channels, prefixed,
+    /// without duplicates, capped at `limits.max_channels_per_connection`.
+    pub fn new(app: &App, route: &Route, subs: &[String], ins: &Instruction) -> Positions {
+        let prefix = &route.options.channel_prefix;
+        let max = app.config.limits.max_channels_per_connection;
+        let mut out = Positions::default();
+        let explicit = ins.channels.iter().map(|c| (&c.name, c.prev_id.clone()));
+        for (origin_name, prev) in explicit.chain(subs.iter().map(|s| (s, None))) {
+            let name = format!("{prefix}{origin_name}");
+            if out.channels.iter().any(|c| c.name == name) {
+                continue;
             }
-        },
-    };
-    let mut headers = base.headers;
-    headers.remove(header::CONTENT_LENGTH);
-    for (k, v) in &f.headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) else {
-            tracing::debug!(header = %k, "published header is invalid, skipped");
-            continue;
-        };
-        if name.as_str().starts_with("grip-") || name == header::CONTENT_LENGTH {
-            continue;
+            if out.channels.len() == max {
+                tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
+                continue;
+            }
+            out.channels.push(ChannelPos {
+                name,
+                origin_name: origin_name.clone(),
+                position: prev,
+            });
         }
-        headers.insert(name, value);
+        out
     }
-    let status = StatusCode::from_u16(f.code).unwrap_or(StatusCode::OK);
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    set_reason(&mut resp, f.reason.as_deref());
-    resp
-}
 
-/// Whether a target is the built-in test handler.
-pub fn is_test(target: &Target) -> bool {
-    target.kind == TargetKind::Test
+    /// What to subscribe to, with each channel's position.
+    pub fn requests(&self) -> Vec<(String, Option<String>)> {
+        self.channels
+            .iter()
+            .map(|c| (c.name.clone(), c.position.clone()))
+            .collect()
+    }
+
+    /// Adds `Grip-Last: <channel>; last-id=<id>` for every channel with a position.
+    pub fn grip_last(&self, headers: &mut HeaderMap) {
+        headers.remove("grip-last");
+        for c in &self.channels {
+            let Some(id) = &c.position else { continue };
+            if let Ok(v) = HeaderValue::from_str(&format!("{}; last-id={id}", c.origin_name)) {
+                headers.append("grip-last", v);
+            }
+        }
+    }
+
+    /// Reads the result of subscribing: items to replay, and whether an update is needed.
+    pub fn resume(&self, resumes: Vec<Resume>) -> (Vec<Delivery>, bool) {
+        let mut replay = Vec::new();
+        let mut stale = false;
+        for (c, r) in self.channels.iter().zip(resumes) {
+            match r {
+                Resume::Live => {}
+                // Positions advance as the replayed items are judged and delivered.
+                Resume::Replay(items) => replay.extend(items),
+                Resume::Stale { last_id } => {
+                    tracing::debug!(channel = %c.name, position = ?c.position, %last_id, "session is behind its channel");
+                    stale = true;
+                }
+            }
+        }
+        (replay, stale)
+    }
+
+    /// Decides what an item means for this session, and advances the position when delivered.
+    pub fn judge(&mut self, sub: &Subscription, item: &Delivery) -> Verdict {
+        let hint = item
+            .formats
+            .http_response
+            .as_ref()
+            .map(|f| f.action)
+            .or(item.formats.http_stream.as_ref().map(|f| f.action))
+            == Some(Action::Hint);
+        if hint {
+            return Verdict::Update;
+        }
+        let Some(c) = self.channels.iter_mut().find(|c| c.name == item.channel) else {
+            return Verdict::Deliver(vec![item.clone()]);
+        };
+        let verdict = match (&c.position, &item.prev_id, &item.id) {
+            (Some(pos), Some(prev), _) if prev != pos && !item.no_seq => {
+                if item
+                    .id
+                    .as_deref()
+                    .is_some_and(|id| sub.is_covered(&c.name, id, pos))
+                {
+                    return Verdict::Skip;
+                }
+                match sub.history_between(&c.name, pos, item.id.as_deref()) {
+                    Some(items) if items.last().is_some_and(|l| l.id == item.id) => {
+                        Verdict::Deliver(items)
+                    }
+                    _ => return Verdict::Update,
+                }
+            }
+            _ => Verdict::Deliver(vec![item.clone()]),
+        };
+        if let Some(id) = &item.id {
+            c.position = Some(id.clone());
+        }
+        verdict
+    }
+
+    /// Takes the positions the origin gave in a new instruction; channels it names keep theirs
+    /// when it gives none.
+    pub fn update_from(&mut self, next: Positions) {
+        let old = std::mem::take(&mut self.channels);
+        self.channels = next
+            .channels
+            .into_iter()
+            .map(|mut c| {
+                if c.position.is_none() {
+                    c.position = old
+                        .iter()
+                        .find(|o| o.name == c.name)
+                        .and_then(|o| o.position.clone());
+                }
+                c
+            })
+            .collect();
+    }
 }

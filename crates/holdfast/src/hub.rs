@@ -39,8 +39,8 @@ use grip::publish::{
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use channel::{Channel, Limits, Pending, Subscriber};
 pub use channel::Resume;
+use channel::{Channel, Limits, Pending, Subscriber};
 use seen::SeenIds;
 
 const SHARDS: usize = 64;
@@ -138,7 +138,11 @@ impl Subscription {
         let Some(tx) = self.tx.upgrade() else {
             return false;
         };
-        let mut shard = self.inner.shard(&channel).lock().expect("hub shard poisoned");
+        let mut shard = self
+            .inner
+            .shard(&channel)
+            .lock()
+            .expect("hub shard poisoned");
         self.inner
             .join(&mut shard, &channel, self.id, self.want, tx);
         drop(shard);
@@ -166,10 +170,32 @@ impl Subscription {
         &self.channels
     }
 
+    /// Whether the item with id `id` was published on `channel` no later than the one with id
+    /// `position` (both still in history): a session at `position` already has it.
+    pub fn is_covered(&self, channel: &str, id: &str, position: &str) -> bool {
+        let shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
+        shard
+            .get(channel)
+            .is_some_and(|ch| ch.is_at_or_before(id, position))
+    }
+
     /// History items on `channel` after id `after` up to and including `upto`; `None` when the
     /// history no longer has `after`. Used to fill a gap a session noticed.
-    pub fn history_between(&self, channel: &str, after: &str, upto: Option<&str>) -> Option<Vec<Delivery>> {
-        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+    pub fn history_between(
+        &self,
+        channel: &str,
+        after: &str,
+        upto: Option<&str>,
+    ) -> Option<Vec<Delivery>> {
+        let shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
         shard.get(channel)?.after(after, upto)
     }
 }
@@ -277,9 +303,8 @@ impl Inner {
 
     /// Over the history budget: evict the oldest items of this channel, then of the shard.
     fn trim_history(&self, shard: &mut HashMap<String, Channel>, name: &str) {
-        let over = |inner: &Inner| {
-            inner.history_bytes.load(Ordering::Relaxed) > inner.history_max_bytes
-        };
+        let over =
+            |inner: &Inner| inner.history_bytes.load(Ordering::Relaxed) > inner.history_max_bytes;
         while over(self) {
             let freed = match shard.get_mut(name) {
                 Some(ch) if ch.history_bytes > 0 => ch.evict_oldest(),
@@ -465,7 +490,11 @@ impl Hub {
 
     /// Sends a `hint` to the HTTP sessions on `channel`: each updates itself from the origin.
     pub fn hint_channel(&self, channel: &str) -> usize {
-        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+        let shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
         let Some(ch) = shard.get(channel) else {
             return 0;
         };
@@ -477,7 +506,9 @@ impl Hub {
             .map(|s| s.tx.clone())
             .collect();
         drop(shard);
-        http.iter().filter(|tx| tx.try_send(hint.clone()).is_ok()).count()
+        http.iter()
+            .filter(|tx| tx.try_send(hint.clone()).is_ok())
+            .count()
     }
 
     /// `POST /recover`: forgets every channel's last id (releasing items that waited for a
@@ -519,13 +550,21 @@ impl Hub {
 
     /// The channel's last published id, if known.
     pub fn last_id(&self, channel: &str) -> Option<String> {
-        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+        let shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
         shard.get(channel)?.last_id.clone()
     }
 
     /// Subscribers currently on `channel`.
     pub fn subscribers(&self, channel: &str) -> usize {
-        let shard = self.inner.shard(channel).lock().expect("hub shard poisoned");
+        let shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
         shard.get(channel).map_or(0, |c| c.subscribers.len())
     }
 

@@ -15,7 +15,9 @@
 //! - [`proxy`]: forwarding to origins — header rewriting, failover, errors, the access log.
 //! - [`testhandler`]: the built-in `test` target.
 //! - [`hold`]: response holds (long-polling) and stream holds (HTTP streaming, SSE).
-//! - [`hub`]: channels, subscriptions, duplicate removal and fan-out.
+//! - [`ws`]: WebSockets — pass-through, GRIP WebSocket and WebSocket-over-HTTP.
+//! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
+//! - [`limiter`]: the rate limit on origin requests made for held sessions.
 //! - [`publish`]: the publish/control API.
 
 #![deny(missing_docs)]
@@ -24,11 +26,13 @@ pub mod app;
 pub mod config;
 pub mod hold;
 pub mod hub;
+pub mod limiter;
 pub mod proxy;
 pub mod publish;
 pub mod reload;
 pub mod server;
 pub mod testhandler;
+pub mod ws;
 
 pub use config::Config;
 pub use server::Server;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::app::App;
@@ -98,6 +98,12 @@ async fn forward(
     debug: &mut bool,
 ) -> Result<Response<Body>, ProxyError> {
     let info = RequestInfo::of(&req, app.config.forwarding.accept_x_forwarded_proto);
+    if is_websocket_events(req.headers()) {
+        return Ok(error::text_response(
+            http::StatusCode::FORBIDDEN,
+            "Client not allowed to send WebSocket events directly.\n",
+        ));
+    }
     let routes = app.routes.current();
     let proto = if info.websocket {
         Proto::Ws
@@ -112,6 +118,9 @@ async fn forward(
     if route.targets[0].kind == TargetKind::Test {
         record.target = Some("test".to_string());
         return crate::testhandler::serve(app, route, req, record).await;
+    }
+    if info.websocket {
+        return crate::ws::serve(app, route, req, peer, &info, record).await;
     }
 
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
@@ -134,17 +143,63 @@ async fn forward(
             route_headers: &route.options.headers,
         },
     );
+    let request = OriginRequest {
+        method: parts.method,
+        path,
+        headers,
+    };
+    if route.options.no_grip {
+        let (resp, target) = send(app, route, &request, boxed(body)).await?;
+        record.target = Some(target.label());
+        return Ok(relay(resp));
+    }
+    let (captured, capture) = body::Captured::new(body, app.config.limits.max_accept_body);
+    let (resp, target) = send(app, route, &request, boxed(captured)).await?;
+    record.target = Some(target.label());
+    if !grip::instruct::is_grip_response(resp.headers()) {
+        return Ok(relay(resp));
+    }
+    let ctx = crate::hold::SessionCtx {
+        app: app.clone(),
+        route: route.clone(),
+        request: Some(request),
+        body: capture.take(),
+        host: info.host,
+    };
+    crate::hold::accept(ctx, target, resp, record).await
+}
+
+/// A request for a route's origins, kept so a held session can send it again (retries) or
+/// derive next-link requests from it.
+#[derive(Debug, Clone)]
+pub struct OriginRequest {
+    /// Method.
+    pub method: Method,
+    /// Path and query as the origin sees them (route rewrites applied).
+    pub path: String,
+    /// Headers for the origin; `Grip-Sig` is added on each send.
+    pub headers: HeaderMap,
+}
+
+/// Sends a request to the route's targets in order, moving on when a target cannot be
+/// connected to. Returns the response and the target that gave it.
+pub async fn send<'r>(
+    app: &App,
+    route: &'r Route,
+    request: &OriginRequest,
+    body: Body,
+) -> Result<(Response<Incoming>, &'r Target), ProxyError> {
+    let mut headers = request.headers.clone();
     if !route.options.no_grip {
         app.grip_headers(route, &mut headers);
     }
-
     let (mut lent, mut slot) = Reclaimable::new(body);
     let mut tried = Vec::new();
     for target in route.targets.iter().filter(|t| t.kind != TargetKind::Test) {
         let label = target.label();
         let mut req = Request::new(lent);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = origin_uri(target, &path)?;
+        *req.method_mut() = request.method.clone();
+        *req.uri_mut() = origin_uri(target, &request.path)?;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers.clone();
         if let Some(h) = target.host_header.as_deref() {
@@ -157,10 +212,7 @@ async fn forward(
             tokio::time::timeout(app.config.timeouts.origin_response(), client.request(req)).await;
         match sent {
             Err(_) => return Err(ProxyError::OriginTimeout(label)),
-            Ok(Ok(resp)) => {
-                record.target = Some(label);
-                return respond(app, route, target, resp, record).await;
-            }
+            Ok(Ok(resp)) => return Ok((resp, target)),
             Ok(Err(e)) if e.is_connect() => {
                 tracing::debug!(target = %label, error = %error_chain(&e), "origin connect failed");
                 tried.push((label, error_chain(&e)));
@@ -180,19 +232,19 @@ async fn forward(
     Err(ProxyError::Unreachable(tried))
 }
 
-async fn respond(
-    app: &Arc<App>,
-    route: &Route,
-    target: &Target,
-    resp: Response<Incoming>,
-    record: &mut AccessRecord,
-) -> Result<Response<Body>, ProxyError> {
-    if !route.options.no_grip && grip::instruct::is_grip_response(resp.headers()) {
-        return crate::hold::accept(app, route, target, resp, record).await;
-    }
+/// An origin's non-GRIP response, relayed with hop-by-hop headers removed.
+pub fn relay(resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::to_client(&mut parts.headers);
-    Ok(Response::from_parts(parts, boxed(body)))
+    Response::from_parts(parts, boxed(body))
+}
+
+/// Whether a request says its body is WebSocket-over-HTTP events, which only Holdfast may send.
+fn is_websocket_events(h: &http::HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(grip::wsevents::CONTENT_TYPE))
 }
 
 fn origin_uri(target: &Target, path: &str) -> Result<Uri, ProxyError> {

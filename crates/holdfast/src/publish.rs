@@ -28,7 +28,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         ("", &Method::GET) => text_response(StatusCode::OK, "Holdfast API\n"),
         ("/metrics", &Method::GET) => metrics(&app),
         ("/publish", &Method::POST) => publish(&app, req).await,
-        ("/publish", _) => {
+        ("/recover", &Method::POST) => recover(&app, &req),
+        ("/publish" | "/recover", _) => {
             let mut resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -107,6 +108,28 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     message(format, "Published")
 }
 
+/// `POST /recover`: forget every channel's last id and update every HTTP session.
+fn recover(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let Some(format) = negotiate(req) else {
+        return text_response(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable. Supported formats are text/plain and application/json.\n",
+        );
+    };
+    if !req.headers().contains_key(header::CONTENT_LENGTH) {
+        return text_response(
+            StatusCode::LENGTH_REQUIRED,
+            "Request requires Content-Length.\n",
+        );
+    }
+    let sessions = app.hub.recover();
+    tracing::info!(
+        sessions,
+        "recover: every channel's last id forgotten, sessions updating"
+    );
+    message(format, "Updated")
+}
+
 fn too_large(limit: usize) -> Response<Body> {
     text_response(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -146,8 +169,11 @@ fn metrics(app: &App) -> Response<Body> {
          holdfast_deliveries_total {}\n\
          # HELP holdfast_deliveries_dropped_total Items dropped because a connection's queue was full.\n\
          # TYPE holdfast_deliveries_dropped_total counter\n\
-         holdfast_deliveries_dropped_total {}\n",
-        s.channels, s.subscriptions, s.published, s.delivered, s.dropped
+         holdfast_deliveries_dropped_total {}\n\
+         # HELP holdfast_history_bytes Bytes held by channel histories.\n\
+         # TYPE holdfast_history_bytes gauge\n\
+         holdfast_history_bytes {}\n",
+        s.channels, s.subscriptions, s.published, s.delivered, s.dropped, s.history_bytes
     );
     let mut resp = Response::new(full(text));
     resp.headers_mut().insert(

@@ -79,6 +79,16 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = self.app;
         let _watcher = crate::reload::spawn(app.clone());
+        let sweeper = {
+            let hub = app.hub.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    hub.sweep();
+                }
+            })
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
@@ -123,6 +133,7 @@ impl Server {
         if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
             tracing::warn!("grace period over, closing remaining connections");
         }
+        sweeper.abort();
     }
 }
 

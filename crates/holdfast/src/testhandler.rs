@@ -1,6 +1,7 @@
 //! The built-in `test` target, as Pushpin's: `GET /` says hello, `/response` holds a long-poll and
 //! `/stream` a stream on channel `test` (or the `channel` query parameters), through the same
-//! hold machinery as a real origin's GRIP answer.
+//! hold machinery as a real origin's GRIP answer; `/ws` is a WebSocket on the same channels that
+//! echoes what the client sends ([`crate::ws::serve_test`]).
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub const HELLO: &str = "Hello from the Holdfast test handler!\n";
 /// Serves a request routed to the test target.
 pub async fn serve(
     app: &Arc<App>,
-    route: &Route,
+    route: &Arc<Route>,
     req: Request<Incoming>,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError> {
@@ -31,33 +32,30 @@ pub async fn serve(
         Some(beg) => path.strip_prefix(beg.trim_end_matches('/')).unwrap_or(path),
         None => path,
     };
+    if path == "/ws" {
+        if !req.headers().contains_key(header::UPGRADE) {
+            return Ok(text_response(
+                StatusCode::BAD_REQUEST,
+                "/ws needs a WebSocket upgrade\n",
+            ));
+        }
+        let channels = query_channels(req.uri().query());
+        return crate::ws::serve_test(app, route, req, channels);
+    }
     let mode = match path {
         "" | "/" => return Ok(text_response(StatusCode::OK, HELLO)),
         "/response" => HoldMode::Response,
         "/stream" => HoldMode::Stream,
         _ => return Ok(text_response(StatusCode::NOT_FOUND, "Not Found\n")),
     };
-    let mut channels: Vec<ChannelSpec> = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("channel="))
-        .map(percent_decode)
-        .filter(|c| !c.is_empty())
+    let channels: Vec<ChannelSpec> = query_channels(req.uri().query())
+        .into_iter()
         .map(|name| ChannelSpec {
             name,
             prev_id: None,
             filters: Vec::new(),
         })
         .collect();
-    if channels.is_empty() {
-        channels.push(ChannelSpec {
-            name: "test".to_string(),
-            prev_id: None,
-            filters: Vec::new(),
-        });
-    }
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     let body = match mode {
@@ -75,7 +73,23 @@ pub async fn serve(
             ..Instruction::default()
         },
     };
-    hold::hold(app, route, None, accepted, record).await
+    let ctx = hold::SessionCtx::without_origin(app.clone(), route.clone());
+    hold::hold(Arc::new(ctx), None, accepted, record).await
+}
+
+/// The `channel` query parameters, or `test` when there are none.
+fn query_channels(query: Option<&str>) -> Vec<String> {
+    let channels: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("channel="))
+        .map(percent_decode)
+        .filter(|c| !c.is_empty())
+        .collect();
+    if channels.is_empty() {
+        return vec!["test".to_string()];
+    }
+    channels
 }
 
 fn percent_decode(s: &str) -> String {

@@ -1,25 +1,32 @@
-//! The body of a stream hold: the initial body, then every published `http-stream` chunk, with
-//! keep-alives in between, until `close`, shutdown or the client leaves.
+//! The body of a stream hold, and of a response followed by next links: the initial body, then
+//! next-link bodies and published `http-stream` chunks, with keep-alives in between, until
+//! `close`, the end of a next-link chain, shutdown, or the client leaving.
 //!
-//! The body is polled by hyper on the connection's own task, so a publish costs the hub one
-//! `try_send` and the write happens here. Dropping the body (client gone, write error) drops the
-//! [`Subscription`], which leaves the hub.
+//! The session is an async state machine ([`StreamSession::next`]) polled by hyper as the
+//! response body, on the connection's own task: a publish costs the hub one `try_send` and the
+//! write happens here. Dropping the body (client gone, write error) drops the [`Subscription`],
+//! which leaves the hub, and the gone link, which tells the origin.
 
-use std::future::Future;
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use grip::instruct::{KeepAlive, KeepAliveMode};
+use futures_util::StreamExt;
+use grip::instruct::{HoldMode, KeepAlive, KeepAliveMode, NextLink};
 use grip::publish::Action;
 use http_body::{Body as HttpBody, Frame};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use crate::hub::{Delivery, Subscription};
-use crate::proxy::body::BoxError;
+use super::link::{self, GoneLink};
+use super::{Positions, SessionCtx, Verdict};
+use crate::hub::{Delivery, Subscription, Want};
+use crate::proxy::body::{boxed, Body, BoxError};
 
 /// A buffered prefix followed by the rest of an origin body.
 pub struct Prefixed {
@@ -70,6 +77,34 @@ impl HttpBody for Prefixed {
     }
 }
 
+/// How a stream session starts.
+pub struct Start {
+    /// The initial body (buffered part).
+    pub initial: Bytes,
+    /// The rest of the initial body, when it was too long to buffer.
+    pub rest: Option<Incoming>,
+    /// Channels and positions.
+    pub positions: Positions,
+    /// A stream hold (subscribe), or only a next-link chain.
+    pub live: bool,
+    /// `Grip-Keep-Alive`.
+    pub keep_alive: Option<KeepAlive>,
+    /// `Grip-Link: rel=next`.
+    pub next_link: Option<NextLink>,
+    /// `Grip-Link: rel=gone`, sent when the session ends.
+    pub gone: Option<GoneLink>,
+}
+
+/// The response body for a stream session.
+pub fn session_body(ctx: Arc<SessionCtx>, start: Start) -> Body {
+    let session = StreamSession::new(ctx, start);
+    let chunks = futures_util::stream::unfold(session, |mut s| async move {
+        let chunk = s.next().await?;
+        Some((chunk, s))
+    });
+    boxed(StreamBody::new(chunks.map(|r| r.map(Frame::data))))
+}
+
 struct KeepAliveTimer {
     content: Bytes,
     every: Duration,
@@ -77,32 +112,80 @@ struct KeepAliveTimer {
     sleep: Pin<Box<Sleep>>,
 }
 
-/// The body of a stream hold.
-pub struct StreamHold {
-    initial: Prefixed,
-    initial_done: bool,
+struct Live {
+    sub: Subscription,
     rx: mpsc::Receiver<Delivery>,
-    keep_alive: Option<KeepAliveTimer>,
-    done: bool,
-    _subscription: Subscription,
 }
 
-impl StreamHold {
-    /// A stream of `initial` (then `rest`, if the origin body was not read whole), then published
-    /// content from `rx`.
-    pub fn new(
-        initial: Bytes,
-        rest: Option<Incoming>,
-        rx: mpsc::Receiver<Delivery>,
-        keep_alive: Option<KeepAlive>,
-        subscription: Subscription,
-    ) -> StreamHold {
+struct StreamSession {
+    ctx: Arc<SessionCtx>,
+    out: VecDeque<Bytes>,
+    body_in: Option<Incoming>,
+    queued: VecDeque<Delivery>,
+    live: Option<Live>,
+    positions: Positions,
+    keep_alive: Option<KeepAliveTimer>,
+    next_link: Option<NextLink>,
+    link_timer: Option<Pin<Box<Sleep>>>,
+    needs_fetch: bool,
+    done: bool,
+    jitter: Duration,
+    _gone: Option<GoneLink>,
+}
+
+impl StreamSession {
+    fn new(ctx: Arc<SessionCtx>, start: Start) -> StreamSession {
+        let mut s = StreamSession {
+            ctx,
+            out: VecDeque::new(),
+            body_in: start.rest,
+            queued: VecDeque::new(),
+            live: None,
+            positions: start.positions,
+            keep_alive: None,
+            next_link: None,
+            link_timer: None,
+            needs_fetch: false,
+            done: false,
+            jitter: Duration::ZERO,
+            _gone: start.gone,
+        };
+        if !start.initial.is_empty() {
+            s.out.push_back(start.initial);
+        }
+        if start.live {
+            s.go_live();
+        } else {
+            s.needs_fetch = start.next_link.is_some();
+        }
+        s.set_instructions(start.keep_alive, start.next_link);
+        s
+    }
+
+    /// Subscribes to the session's channels; history fills what the client is missing.
+    fn go_live(&mut self) {
+        let (sub, rx, resumes) = self
+            .ctx
+            .app
+            .hub
+            .subscribe_resuming(self.positions.requests(), Want::HttpStream);
         // Spread keep-alives of connections opened together over up to a second, as Pushpin
         // does, so they do not all fire in the same instant.
-        let jitter = Duration::from_millis((subscription.id().wrapping_mul(2_654_435_761)) % 1000);
-        let keep_alive = keep_alive.map(|k| {
+        self.jitter = Duration::from_millis(sub.id().wrapping_mul(2_654_435_761) % 1000);
+        let (replay, stale) = self.positions.resume(resumes);
+        self.queued.extend(replay);
+        if stale {
+            self.gap_without_history();
+        }
+        self.live = Some(Live { sub, rx });
+    }
+
+    fn set_instructions(&mut self, keep_alive: Option<KeepAlive>, next_link: Option<NextLink>) {
+        self.keep_alive = keep_alive.map(|k| {
             let every = Duration::from_secs(k.timeout_secs.max(1));
-            let first = every.saturating_sub(jitter).max(Duration::from_millis(500));
+            let first = every
+                .saturating_sub(self.jitter)
+                .max(Duration::from_millis(500));
             KeepAliveTimer {
                 content: k.content,
                 every,
@@ -110,16 +193,22 @@ impl StreamHold {
                 sleep: Box::pin(tokio::time::sleep(first)),
             }
         });
-        StreamHold {
-            initial: Prefixed {
-                prefix: Some(initial).filter(|b| !b.is_empty()),
-                rest,
-            },
-            initial_done: false,
-            rx,
-            keep_alive,
-            done: false,
-            _subscription: subscription,
+        self.link_timer = next_link
+            .as_ref()
+            .filter(|l| l.timeout_secs > 0)
+            .map(|l| Box::pin(tokio::time::sleep(Duration::from_secs(l.timeout_secs))));
+        self.next_link = next_link;
+    }
+
+    /// Behind on a channel with nothing in history to catch up from: the next link if there is
+    /// one; otherwise carry on live (what was missed is lost, and logged).
+    fn gap_without_history(&mut self) {
+        if self.next_link.is_some() && self.ctx.request.is_some() {
+            self.needs_fetch = true;
+            self.queued.clear();
+        } else {
+            tracing::info!(channels = ?self.positions.channels.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                "stream is behind its channel and has no next link; continuing live");
         }
     }
 
@@ -131,76 +220,230 @@ impl StreamHold {
             }
         }
     }
-}
 
-impl HttpBody for StreamHold {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
+    fn delivered(&mut self) {
+        if let (Some(timer), Some(link)) = (self.link_timer.as_mut(), self.next_link.as_ref()) {
+            timer
+                .as_mut()
+                .reset(Instant::now() + Duration::from_secs(link.timeout_secs));
         }
-        if !this.initial_done {
-            match this.initial.poll_next(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    this.wrote();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+    }
+
+    /// The next chunk for the client, or `None` at the end.
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                self.wrote();
+                return Some(Ok(b));
+            }
+            if let Some(body) = self.body_in.as_mut() {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.wrote();
+                            return Some(Ok(data));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        self.done = true;
+                        return Some(Err(e.into()));
+                    }
+                    None => self.body_in = None,
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e)));
+                continue;
+            }
+            if self.done {
+                return None;
+            }
+            if self.needs_fetch {
+                self.needs_fetch = false;
+                self.fetch().await;
+                continue;
+            }
+            // Without a hold, the chain of next links has ended.
+            self.live.as_ref()?;
+            if let Some(item) = self.queued.pop_front() {
+                self.handle(item);
+                continue;
+            }
+            let StreamSession {
+                live,
+                keep_alive,
+                link_timer,
+                ..
+            } = self;
+            let live = live.as_mut().expect("checked above");
+            let keep_alive = async {
+                match keep_alive.as_mut() {
+                    Some(k) => k.sleep.as_mut().await,
+                    None => std::future::pending().await,
                 }
-                Poll::Ready(None) => this.initial_done = true,
-                // Published items wait in the queue until the initial body is out.
-                Poll::Pending => return Poll::Pending,
+            };
+            let link_timer = async {
+                match link_timer.as_mut() {
+                    Some(t) => t.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
+            enum Event {
+                Item(Option<Delivery>),
+                KeepAlive,
+                LinkTimeout,
+            }
+            let event = tokio::select! {
+                item = live.rx.recv() => Event::Item(item),
+                () = keep_alive => Event::KeepAlive,
+                () = link_timer => Event::LinkTimeout,
+            };
+            match event {
+                Event::Item(None) => self.done = true,
+                Event::Item(Some(item)) => self.handle(item),
+                Event::KeepAlive => {
+                    let k = self.keep_alive.as_mut().expect("fired");
+                    let at = Instant::now() + k.every;
+                    k.sleep.as_mut().reset(at);
+                    return Some(Ok(k.content.clone()));
+                }
+                Event::LinkTimeout => {
+                    self.delivered();
+                    self.needs_fetch = true;
+                }
             }
         }
-        loop {
-            match this.rx.poll_recv(cx) {
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(item)) => {
+    }
+
+    fn handle(&mut self, item: Delivery) {
+        let Some(live) = self.live.as_ref() else {
+            return;
+        };
+        match self.positions.judge(&live.sub, &item) {
+            Verdict::Deliver(items) => {
+                for item in items {
                     let Some(f) = item.formats.http_stream.as_ref() else {
                         continue;
                     };
                     match f.action {
-                        Action::Send => {
-                            if f.content.is_empty() {
-                                continue;
-                            }
-                            let data = f.content.clone();
-                            this.wrote();
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        Action::Send if !f.content.is_empty() => {
+                            self.out.push_back(f.content.clone())
                         }
                         Action::Close => {
-                            this.done = true;
-                            return Poll::Ready(None);
+                            self.done = true;
+                            return;
                         }
-                        // Hints ask for an origin round trip, which stream holds do not make
-                        // yet (they need next links); there is no data to send.
-                        Action::Hint | Action::Refresh => continue,
+                        _ => {}
                     }
                 }
-                Poll::Pending => break,
+                self.delivered();
+            }
+            Verdict::Skip => {}
+            Verdict::Update => {
+                let is_hint = item
+                    .formats
+                    .http_stream
+                    .as_ref()
+                    .is_some_and(|f| f.action == Action::Hint);
+                if self.next_link.is_some() && self.ctx.request.is_some() {
+                    self.needs_fetch = true;
+                    self.queued.clear();
+                } else if !is_hint {
+                    // A gap with nothing to recover it from: deliver what arrived.
+                    tracing::debug!(channel = %item.channel, id = ?item.id, "gap with no history or next link; delivering");
+                    if let Some(c) = self
+                        .positions
+                        .channels
+                        .iter_mut()
+                        .find(|c| c.name == item.channel)
+                    {
+                        c.position = item.id.clone().or(c.position.take());
+                    }
+                    if let Some(f) = item.formats.http_stream.as_ref() {
+                        match f.action {
+                            Action::Close => self.done = true,
+                            _ if !f.content.is_empty() => self.out.push_back(f.content.clone()),
+                            _ => {}
+                        }
+                    }
+                }
             }
         }
-        if let Some(k) = this.keep_alive.as_mut() {
-            if k.sleep.as_mut().poll(cx).is_ready() {
-                let at = Instant::now() + k.every;
-                k.sleep.as_mut().reset(at);
-                let data = k.content.clone();
-                // Register the reset timer with this task before returning.
-                let _ = k.sleep.as_mut().poll(cx);
-                return Poll::Ready(Some(Ok(Frame::data(data))));
+    }
+
+    /// Fetches the next link, queues its body and takes its instructions.
+    async fn fetch(&mut self) {
+        let Some(next) = self.next_link.clone() else {
+            return;
+        };
+        let (resp, target) = match link::fetch_next(&self.ctx, &next.uri, &self.positions).await {
+            Ok(r) => r,
+            Err(message) => {
+                self.fail(&message);
+                return;
+            }
+        };
+        let app = self.ctx.app.clone();
+        let grip =
+            !self.ctx.route.options.no_grip && grip::instruct::is_grip_response(resp.headers());
+        if !grip {
+            // A plain response ends the chain: its body is the last part of the stream.
+            self.body_in = Some(resp.into_body());
+            self.next_link = None;
+            self.done = true;
+            return;
+        }
+        let accepted = match super::read_grip(&app, &target.label(), resp).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.fail(&e.to_string());
+                return;
+            }
+        };
+        let ins = accepted.instruction;
+        let body = ins
+            .response
+            .as_ref()
+            .map_or(accepted.body, |r| r.body.clone());
+        if !body.is_empty() {
+            self.out.push_back(body);
+        }
+        self.body_in = accepted.rest;
+        match ins.hold {
+            Some(HoldMode::Response) => self.fail("Next link returned non-stream hold."),
+            Some(HoldMode::Stream) => {
+                let next = Positions::new(&app, &self.ctx.route, &target.subs, &ins);
+                self.positions.update_from(next);
+                self.set_instructions(ins.keep_alive, ins.next_link);
+                match self.live.as_mut() {
+                    Some(live) => {
+                        let want: Vec<String> = self
+                            .positions
+                            .channels
+                            .iter()
+                            .map(|c| c.name.clone())
+                            .collect();
+                        let old: Vec<String> = live.sub.channels().to_vec();
+                        for name in old.iter().filter(|c| !want.contains(c)) {
+                            live.sub.remove(name);
+                        }
+                        for name in want {
+                            live.sub.add(name);
+                        }
+                    }
+                    None => self.go_live(),
+                }
+            }
+            None => {
+                self.needs_fetch = ins.next_link.is_some();
+                self.done = ins.next_link.is_none();
+                self.set_instructions(ins.keep_alive, ins.next_link);
             }
         }
-        Poll::Pending
+    }
+
+    fn fail(&mut self, message: &str) {
+        tracing::info!(error = message, "stream session ended");
+        if self.ctx.route.options.debug || self.ctx.app.config.server.debug {
+            self.out.push_back(Bytes::from(format!("{message}\n")));
+        }
+        self.done = true;
     }
 }

@@ -145,6 +145,16 @@ impl Channel {
         }
     }
 
+    /// Whether `id` comes no later than `position` in history (both present).
+    pub fn is_at_or_before(&self, id: &str, position: &str) -> bool {
+        let index = |want: &str| {
+            self.history
+                .iter()
+                .position(|s| s.item.id.as_deref() == Some(want))
+        };
+        matches!((index(id), index(position)), (Some(a), Some(b)) if a <= b)
+    }
+
     /// Items after the one with id `after`, up to and including the one with id `upto` (or to
     /// the end). `None` when `after` is not in history.
     pub fn after(&self, after: &str, upto: Option<&str>) -> Option<Vec<Delivery>> {

@@ -141,7 +141,10 @@ async fn resuming_replays_history_or_reports_stale() {
         hub.publish(seq_item("h", id, prev));
     }
     let (_s, mut rx, resumes) = hub.subscribe_resuming(
-        vec![("h".into(), Some("a".into())), ("other".into(), Some("x".into()))],
+        vec![
+            ("h".into(), Some("a".into())),
+            ("other".into(), Some("x".into())),
+        ],
         Want::HttpStream,
     );
     let Resume::Replay(items) = &resumes[0] else {
@@ -149,9 +152,16 @@ async fn resuming_replays_history_or_reports_stale() {
     };
     let got: Vec<_> = items.iter().map(|i| i.id.clone().unwrap()).collect();
     assert_eq!(got, ["b", "c"]);
-    assert!(matches!(resumes[1], Resume::Live), "unknown channel: nothing to compare");
+    assert!(
+        matches!(resumes[1], Resume::Live),
+        "unknown channel: nothing to compare"
+    );
     hub.publish(seq_item("h", "d", Some("c")));
-    assert_eq!(ids(&mut rx), ["d"], "live items follow the replay without overlap");
+    assert_eq!(
+        ids(&mut rx),
+        ["d"],
+        "live items follow the replay without overlap"
+    );
 
     let (_s2, _rx2, resumes) =
         hub.subscribe_resuming(vec![("h".into(), Some("zzz".into()))], Want::HttpStream);
@@ -206,7 +216,10 @@ async fn recover_forgets_last_ids_and_hints_http_sessions() {
     assert_eq!(hub.recover(), 1);
     let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
     assert_eq!(got.len(), 3, "1, the released 3, and the hint");
-    assert_eq!(got[2].formats.http_stream.as_ref().unwrap().action, Action::Hint);
+    assert_eq!(
+        got[2].formats.http_stream.as_ref().unwrap().action,
+        Action::Hint
+    );
     assert!(ws.try_recv().is_err());
     assert_eq!(hub.last_id("rc"), None);
 }
@@ -219,7 +232,10 @@ async fn first_subscriber_gets_one_update_hint() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for rx in [&mut rx, &mut rx2] {
         let hint = rx.try_recv().expect("hint after a second");
-        assert_eq!(hint.formats.http_response.as_ref().unwrap().action, Action::Hint);
+        assert_eq!(
+            hint.formats.http_response.as_ref().unwrap().action,
+            Action::Hint
+        );
         assert!(rx.try_recv().is_err(), "only once");
     }
 }
@@ -230,6 +246,10 @@ fn sweep_removes_idle_channels_only_after_linger() {
     let (s, _rx) = hub.subscribe(vec!["sw".into()], Want::HttpStream);
     drop(s);
     hub.sweep();
-    assert_eq!(hub.stats().channel_states, 1, "lingers after its last subscriber");
+    assert_eq!(
+        hub.stats().channel_states,
+        1,
+        "lingers after its last subscriber"
+    );
     assert_eq!(hub.stats().channels, 0);
 }

@@ -39,15 +39,15 @@ where
 /// connect the body is still in its slot and [`Reclaimable::reclaim`] hands it back for the next
 /// target: failover never needs the body buffered.
 pub struct Reclaimable {
-    slot: Arc<Mutex<Option<Incoming>>>,
-    taken: Option<Incoming>,
+    slot: Arc<Mutex<Option<Body>>>,
+    taken: Option<Body>,
     end_stream: bool,
     hint: SizeHint,
 }
 
 impl Reclaimable {
     /// Wraps a body; keep the returned slot to reclaim it.
-    pub fn new(body: Incoming) -> (Reclaimable, Arc<Mutex<Option<Incoming>>>) {
+    pub fn new(body: Body) -> (Reclaimable, Arc<Mutex<Option<Body>>>) {
         let end_stream = body.is_end_stream();
         let hint = body.size_hint();
         let slot = Arc::new(Mutex::new(Some(body)));
@@ -63,19 +63,19 @@ impl Reclaimable {
     }
 
     /// Takes the body back if no attempt has started sending it.
-    pub fn reclaim(slot: &Mutex<Option<Incoming>>) -> Option<Incoming> {
+    pub fn reclaim(slot: &Mutex<Option<Body>>) -> Option<Body> {
         slot.lock().expect("body slot poisoned").take()
     }
 }
 
 impl HttpBody for Reclaimable {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.taken.is_none() {
             let body = self.slot.lock().expect("body slot poisoned").take();
             self.taken = body;
@@ -94,6 +94,88 @@ impl HttpBody for Reclaimable {
 
     fn size_hint(&self) -> SizeHint {
         self.taken.as_ref().map_or(self.hint, HttpBody::size_hint)
+    }
+}
+
+/// A client request body passed through while keeping a copy of its first `limit` bytes, so a
+/// held session can send the request again.
+pub struct Captured {
+    inner: Incoming,
+    state: Arc<Mutex<Capture>>,
+    limit: usize,
+}
+
+/// The copy [`Captured`] keeps.
+#[derive(Default)]
+pub struct Capture {
+    bytes: bytes::BytesMut,
+    overflow: bool,
+    complete: bool,
+}
+
+/// The shared end of a [`Captured`] body.
+pub struct CaptureHandle(Arc<Mutex<Capture>>);
+
+impl CaptureHandle {
+    /// The whole request body, or `None` when it was longer than the limit or not read to the end.
+    pub fn take(&self) -> Option<Bytes> {
+        let mut c = self.0.lock().expect("capture poisoned");
+        (c.complete && !c.overflow).then(|| std::mem::take(&mut c.bytes).freeze())
+    }
+}
+
+impl Captured {
+    /// Wraps `inner`, copying at most `limit` bytes.
+    pub fn new(inner: Incoming, limit: usize) -> (Captured, CaptureHandle) {
+        let state = Arc::new(Mutex::new(Capture {
+            complete: inner.is_end_stream(),
+            ..Capture::default()
+        }));
+        (
+            Captured {
+                inner,
+                state: state.clone(),
+                limit,
+            },
+            CaptureHandle(state),
+        )
+    }
+}
+
+impl HttpBody for Captured {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut c = self.state.lock().expect("capture poisoned");
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if c.bytes.len() + data.len() > self.limit {
+                        c.overflow = true;
+                        c.bytes.clear();
+                    } else if !c.overflow {
+                        c.bytes.extend_from_slice(data);
+                    }
+                }
+            }
+            Poll::Ready(None) => c.complete = true,
+            _ => {}
+        }
+        drop(c);
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -116,6 +198,23 @@ pub struct AccessRecord {
     pub hold: Option<&'static str>,
     /// When the request arrived.
     pub started: Instant,
+}
+
+impl AccessRecord {
+    /// A record for a response produced on a session's behalf (a retry's answer), which is
+    /// logged as part of the client's original request.
+    pub fn internal() -> AccessRecord {
+        AccessRecord {
+            method: http::Method::GET,
+            uri: String::new(),
+            peer: std::net::IpAddr::from([0, 0, 0, 0]),
+            route: None,
+            target: None,
+            status: 0,
+            hold: None,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// Wraps a response body and writes the access-log line when it is finished or dropped, so the

@@ -1,0 +1,328 @@
+//! The fan-out benchmark driver.
+//!
+//! A run has four phases, each with a time cap:
+//!
+//! 1. **Subscribe.** `--subscribers` are spread over `--workers` processes ([`pool`], each one a
+//!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. The driver then waits until
+//!    they are all subscribed, decided by `--ready`:
+//!    - `metrics`: the proxy's `GET /metrics` on the publish address reports
+//!      `holdfast_subscriptions` ≥ N (Holdfast).
+//!    - `settle`: for proxies without such a count (Pushpin). SSE: every subscriber has received
+//!      its response headers and the origin's initial body. Long-poll: every subscriber has
+//!      connected and sent its request, and, with `--origin`, the origin has answered at least
+//!      that many GRIP holds. Then the counters (and the origin's count) must stay unchanged for
+//!      `--settle-ms`; the subscribe time excludes that quiet period.
+//! 2. **Publish.** `--messages` stamped messages ([`stamp`]) `--interval-ms` apart, on a fixed
+//!    schedule that does not drift with the publish round trip.
+//! 3. **Drain.** Wait until every subscriber has every message, or deliveries stop for
+//!    [`DRAIN_IDLE`], or `--drain-ms` passes.
+//! 4. **Report** ([`report`]): per message publish → last delivery, p50/p99, delivered and lost;
+//!    subscribe rate; proxy memory (`--proxy-pid`, summed) before and after subscribing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use tokio::time::Instant;
+
+pub mod control;
+pub mod pool;
+pub mod report;
+pub mod stamp;
+pub mod wire;
+pub mod worker;
+
+use pool::Pool;
+use report::{Context, Publication};
+
+/// Most sockets one worker process opens, under the 20,000 open-file limit per process.
+pub const MAX_PER_WORKER: usize = 19_000;
+/// The drain phase ends once no delivery has arrived for this long.
+const DRAIN_IDLE: Duration = Duration::from_secs(3);
+/// How often readiness is re-checked.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// Subscriber kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// HTTP streaming with `text/event-stream`; messages are `http-stream` content.
+    Sse,
+    /// Long-polling; messages are `http-response` bodies and clients re-poll after each one.
+    Longpoll,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Sse => "sse",
+            Mode::Longpoll => "longpoll",
+        }
+    }
+}
+
+/// How the driver decides that every subscriber is subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ready {
+    /// Poll the proxy's `GET /metrics` for `--metric` ≥ N.
+    Metrics,
+    /// Wait for client-side (and origin-side) signs, then for them to stay still.
+    Settle,
+}
+
+/// Flags of `holdfast-bench fanout`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// Proxy address the subscribers connect to.
+    #[arg(long, value_name = "ADDR")]
+    proxy: SocketAddr,
+    /// Publish API address of the proxy (`POST /publish/`, and `GET /metrics` for Holdfast).
+    #[arg(long, value_name = "ADDR")]
+    publish: SocketAddr,
+    /// Subscriber kind.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Number of subscribers.
+    #[arg(long, value_name = "N")]
+    subscribers: usize,
+    /// Number of messages to publish.
+    #[arg(long, default_value_t = 5, value_name = "M")]
+    messages: usize,
+    /// Pause between publishes, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "I")]
+    interval_ms: u64,
+    /// Worker processes (default: enough for 19,000 sockets each, at least 2).
+    #[arg(long, value_name = "W")]
+    workers: Option<usize>,
+    /// Subscribers being set up at once, over all workers.
+    #[arg(long, default_value_t = 256, value_name = "K")]
+    connect_concurrency: usize,
+    /// Comma-separated source addresses for the subscribers, used round-robin.
+    #[arg(long, default_value = "", value_name = "IPS")]
+    source_ips: String,
+    /// Request path of the subscribers.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Channel to publish to (must match the origin's `Grip-Channel`).
+    #[arg(long, default_value = "bench")]
+    channel: String,
+    /// Proxy process whose resident memory is measured (repeatable; values are summed).
+    #[arg(long = "proxy-pid", value_name = "PID")]
+    proxy_pids: Vec<u32>,
+    /// How readiness is decided.
+    #[arg(long, value_enum, default_value_t = Ready::Metrics)]
+    ready: Ready,
+    /// Metric holding the subscription count, for `--ready metrics`.
+    #[arg(long, default_value = "holdfast_subscriptions")]
+    metric: String,
+    /// The bench origin's address, whose hold count `--ready settle` also waits for.
+    #[arg(long, value_name = "ADDR")]
+    origin: Option<SocketAddr>,
+    /// Quiet period required by `--ready settle`, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    settle_ms: u64,
+    /// Cap on the subscribe phase, in seconds.
+    #[arg(long, default_value_t = 180)]
+    subscribe_timeout_secs: u64,
+    /// Cap on the wait for deliveries after the last publish, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    drain_ms: u64,
+    /// Label copied into the report.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// Runs one fan-out benchmark and prints its report.
+pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    if args.subscribers == 0 || args.messages == 0 {
+        bail!("--subscribers and --messages must be at least 1");
+    }
+    let source_ips = crate::parse_ip_list(&args.source_ips).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let summary = runtime.block_on(drive(&args, &source_ips))?;
+    report::print(&summary);
+    Ok(())
+}
+
+async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<report::Summary> {
+    let n = args.subscribers;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| n.div_ceil(MAX_PER_WORKER).max(2))
+        .clamp(1, n);
+    if n.div_ceil(workers) > MAX_PER_WORKER {
+        bail!("{n} subscribers over {workers} workers is more than {MAX_PER_WORKER} per worker");
+    }
+    let rss = || -> anyhow::Result<Option<u64>> {
+        if args.proxy_pids.is_empty() {
+            return Ok(None);
+        }
+        crate::rss::total_kib(&args.proxy_pids).map(Some)
+    };
+    let rss_before = rss()?;
+    let started = Instant::now();
+    let mut pool = Pool::spawn(worker_args(args, workers, source_ips))?;
+    let (subscribed, subscribe_secs) = subscribe(args, &mut pool, started).await;
+    let rss_subscribed = rss()?;
+
+    let mut published = Vec::with_capacity(args.messages);
+    let first_at = Instant::now();
+    for k in 0..args.messages {
+        let at = first_at + Duration::from_millis(args.interval_ms * k as u64);
+        pool.pump_until(at).await;
+        let stamp = stamp::Stamp::now(k as u64 + 1);
+        let sent = Instant::now();
+        let outcome = control::publish(args.publish, &args.channel, args.mode, stamp).await;
+        published.push(Publication {
+            seq: stamp.seq,
+            publish_ms: sent.elapsed().as_secs_f64() * 1000.0,
+            error: outcome.err().map(|e| format!("{e:#}")),
+        });
+    }
+    drain(args, &mut pool).await;
+    let rss_after = rss()?;
+    let results = pool.finish().await;
+
+    let ctx = Context {
+        label: args.label.clone(),
+        mode: args.mode.name().into(),
+        subscribers: n as u64,
+        workers,
+        interval_ms: args.interval_ms,
+        ready_by: match args.ready {
+            Ready::Metrics => "metrics".into(),
+            Ready::Settle => "settle".into(),
+        },
+        subscribed,
+        subscribe_secs,
+        rss_kib: [rss_before, rss_subscribed, rss_after],
+    };
+    Ok(report::summarize(ctx, &published, results))
+}
+
+/// The `fanout-worker` argument lists, subscribers and connect budget split evenly.
+fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<Vec<String>> {
+    let n = args.subscribers;
+    let deadline = args.subscribe_timeout_secs
+        + (args.interval_ms * args.messages as u64 + args.drain_ms) / 1000
+        + 120;
+    let mut first = 0;
+    (0..workers)
+        .map(|w| {
+            let count = n / workers + usize::from(w < n % workers);
+            let list = vec![
+                format!("--proxy={}", args.proxy),
+                format!("--mode={}", args.mode.name()),
+                format!("--subscribers={count}"),
+                format!("--first-index={first}"),
+                format!("--messages={}", args.messages),
+                format!(
+                    "--connect-concurrency={}",
+                    (args.connect_concurrency / workers).max(1)
+                ),
+                format!("--source-ips={}", crate::to_ip_list(source_ips)),
+                format!("--path={}", args.path),
+                format!("--deadline-secs={deadline}"),
+            ];
+            first += count;
+            list
+        })
+        .collect()
+}
+
+/// Waits until every subscriber is subscribed (or the cap passes) and returns how many are and
+/// how long that took, in seconds.
+async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> (u64, f64) {
+    let n = args.subscribers as u64;
+    let deadline = started + Duration::from_secs(args.subscribe_timeout_secs);
+    let settle = Duration::from_millis(args.settle_ms);
+    let mut reached: Option<Instant> = None;
+    let mut last_key = None;
+    let mut still_since = Instant::now();
+    let mut warned = false;
+    loop {
+        pool.pump_for(POLL_EVERY).await;
+        let now = Instant::now();
+        let totals = pool.totals();
+        let (count, done) = match args.ready {
+            Ready::Metrics => {
+                let count = match control::read_metric(args.publish, "/metrics", &args.metric).await
+                {
+                    Ok(v) => v as u64,
+                    Err(e) => {
+                        if !std::mem::replace(&mut warned, true) {
+                            eprintln!("fanout: cannot read {}: {e:#}", args.metric);
+                        }
+                        0
+                    }
+                };
+                (count, count >= n)
+            }
+            Ready::Settle => {
+                let base = match args.mode {
+                    Mode::Sse => totals.ready,
+                    Mode::Longpoll => totals.connected,
+                };
+                let holds = match args.origin {
+                    Some(origin) => origin_holds(origin, &mut warned).await,
+                    None => None,
+                };
+                let key = (totals.ready, totals.connected, totals.failed, holds);
+                if last_key != Some(key) {
+                    last_key = Some(key);
+                    still_since = now;
+                }
+                let all_seen = base + totals.failed >= n && holds.map_or(true, |h| h >= base);
+                if all_seen && reached.is_none() {
+                    reached = Some(now);
+                }
+                (base, all_seen && now - still_since >= settle)
+            }
+        };
+        if done || now >= deadline {
+            if !done {
+                eprintln!(
+                    "fanout: only {count} of {n} subscribed after {}s; publishing anyway",
+                    args.subscribe_timeout_secs
+                );
+            }
+            let at = reached.unwrap_or(now);
+            return (count.min(n), (at - started).as_secs_f64());
+        }
+    }
+}
+
+async fn origin_holds(origin: SocketAddr, warned: &mut bool) -> Option<u64> {
+    match control::read_metric(origin, "/_bench/stats", "holds").await {
+        Ok(v) => Some(v as u64),
+        Err(e) => {
+            if !std::mem::replace(warned, true) {
+                eprintln!("fanout: cannot read the origin's hold count: {e:#}");
+            }
+            None
+        }
+    }
+}
+
+/// Waits for deliveries to complete or stop after the last publish.
+async fn drain(args: &FanoutArgs, pool: &mut Pool) {
+    let expected = (args.subscribers * args.messages) as u64;
+    let last_publish = Instant::now();
+    let cap = last_publish + Duration::from_millis(args.drain_ms);
+    let mut received = pool.totals().received;
+    let mut changed = last_publish;
+    loop {
+        pool.pump_for(POLL_EVERY).await;
+        let now = Instant::now();
+        let r = pool.totals().received;
+        if r != received {
+            received = r;
+            changed = now;
+        }
+        if r >= expected || now - changed >= DRAIN_IDLE || now >= cap {
+            return;
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The driver's side requests: publishing, and reading subscription counts.
+//!
+//! Each request uses a fresh HTTP/1.1 connection; these are a handful of requests per run, so
+//! connection reuse would only add state.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http::{header, Method, Request};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::stamp::Stamp;
+use super::Mode;
+
+/// Cap on any single control request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one request and returns the status and the whole body.
+pub async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::new(Full::new(Bytes::from(body.unwrap_or_default())));
+        *req.method_mut() = method;
+        *req.uri_mut() = path.parse()?;
+        let headers = req.headers_mut();
+        headers.insert(header::HOST, crate::host_header(addr).parse()?);
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        let response = sender.send_request(req).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => bail!("{addr}{path}: no answer within {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+/// The Pushpin publish body carrying `stamp` to `channel`, in the format `mode` subscribes with.
+pub fn publish_body(channel: &str, mode: Mode, stamp: Stamp) -> String {
+    let formats = match mode {
+        Mode::Sse => serde_json::json!({ "http-stream": { "content": stamp.to_sse_event() } }),
+        Mode::Longpoll => serde_json::json!({ "http-response": { "body": stamp.to_line() } }),
+    };
+    serde_json::json!({ "items": [ { "channel": channel, "formats": formats } ] }).to_string()
+}
+
+/// Publishes `stamp` and fails unless the publish API answers 2xx.
+pub async fn publish(
+    addr: SocketAddr,
+    channel: &str,
+    mode: Mode,
+    stamp: Stamp,
+) -> anyhow::Result<()> {
+    let body = publish_body(channel, mode, stamp);
+    let (status, answer) = send(addr, Method::POST, "/publish/", Some(body)).await?;
+    if !status.is_success() {
+        bail!(
+            "publish answered {status}: {}",
+            String::from_utf8_lossy(&answer).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Reads one unlabelled sample, `name VALUE`, from a Prometheus text page at `addr` `path`.
+pub async fn read_metric(addr: SocketAddr, path: &str, name: &str) -> anyhow::Result<f64> {
+    let (status, body) = send(addr, Method::GET, path, None).await?;
+    if !status.is_success() {
+        bail!("GET {path} answered {status}");
+    }
+    let text = String::from_utf8_lossy(&body);
+    match parse_sample(&text, name) {
+        Some(v) => Ok(v),
+        None => bail!("GET {addr}{path} has no sample named {name}"),
+    }
+}
+
+/// Finds the value of sample `name` in Prometheus text or `name N` lines.
+pub fn parse_sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.split_once(char::is_whitespace)?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_unlabelled_sample() {
+        let text = "# HELP holdfast_subscriptions x\n# TYPE holdfast_subscriptions gauge\n\
+                    holdfast_subscriptions_total 9\nholdfast_subscriptions 1234\n";
+        assert_eq!(parse_sample(text, "holdfast_subscriptions"), Some(1234.0));
+        assert_eq!(parse_sample(text, "missing"), None);
+    }
+
+    #[test]
+    fn reads_origin_stats_lines() {
+        assert_eq!(parse_sample("requests 7\nholds 5\n", "holds"), Some(5.0));
+    }
+
+    #[test]
+    fn publish_bodies_use_the_mode_format() {
+        let stamp = Stamp { seq: 1, ts_us: 2 };
+        let sse: serde_json::Value =
+            serde_json::from_str(&publish_body("c", Mode::Sse, stamp)).unwrap();
+        assert_eq!(
+            sse["items"][0]["formats"]["http-stream"]["content"],
+            "data: seq=1 ts=2\n\n"
+        );
+        let lp: serde_json::Value =
+            serde_json::from_str(&publish_body("c", Mode::Longpoll, stamp)).unwrap();
+        assert_eq!(lp["items"][0]["channel"], "c");
+        assert_eq!(
+            lp["items"][0]["formats"]["http-response"]["body"],
+            "seq=1 ts=2\n"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! Turning worker results into the fan-out report: per-message and overall latency, loss,
+//! subscribe rate and memory per connection, printed for people and as one JSON line.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::wire::{Counters, WorkerResult};
+
+/// How one published message fared.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageStats {
+    /// Sequence number.
+    pub seq: u64,
+    /// Round trip of the publish request, in milliseconds.
+    pub publish_ms: f64,
+    /// Publish error, if the publish API refused or failed.
+    pub publish_error: Option<String>,
+    /// Subscribers that received it.
+    pub delivered: u64,
+    /// Subscribers that did not (of the requested number).
+    pub lost: u64,
+    /// Median publish → delivery latency, in milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile publish → delivery latency, in milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Publish → first delivery, in milliseconds.
+    pub first_ms: Option<f64>,
+    /// Publish → last delivery, in milliseconds.
+    pub last_ms: Option<f64>,
+}
+
+/// What the parent measured around the workers.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// Sequence number.
+    pub seq: u64,
+    /// Publish request round trip, in milliseconds.
+    pub publish_ms: f64,
+    /// Why publishing failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The whole run, as printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Free-form label given with `--label`.
+    pub label: String,
+    /// `sse` or `longpoll`.
+    pub mode: String,
+    /// Requested subscribers.
+    pub subscribers: u64,
+    /// Worker processes.
+    pub workers: usize,
+    /// Messages published.
+    pub messages: usize,
+    /// Pause between publishes, in milliseconds.
+    pub interval_ms: u64,
+    /// How readiness was decided (`metrics` or `settle`).
+    pub ready_by: String,
+    /// Subscribers counted as subscribed when publishing started.
+    pub subscribed: u64,
+    /// Seconds from the first connection until all were subscribed.
+    pub subscribe_secs: f64,
+    /// `subscribed / subscribe_secs`.
+    pub subscribe_rate: f64,
+    /// Proxy resident memory before subscribing, in KiB (summed over `--proxy-pid`).
+    pub rss_before_kib: Option<u64>,
+    /// Proxy resident memory once subscribed, in KiB.
+    pub rss_subscribed_kib: Option<u64>,
+    /// Proxy resident memory after the messages were delivered, in KiB.
+    pub rss_after_kib: Option<u64>,
+    /// `(rss_subscribed - rss_before) / subscribed`, in bytes.
+    pub rss_per_connection_bytes: Option<f64>,
+    /// Per-message figures.
+    pub per_message: Vec<MessageStats>,
+    /// Deliveries, all messages together.
+    pub delivered: u64,
+    /// Missing deliveries, all messages together.
+    pub lost: u64,
+    /// Median latency over every delivery, in milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency over every delivery, in milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Worst publish → last delivery over the messages, in milliseconds.
+    pub max_last_ms: Option<f64>,
+    /// Deliveries of a message a subscriber had already received.
+    pub duplicates: u64,
+    /// Workers' final counters, summed.
+    pub counters: Counters,
+    /// Errors seen by subscribers, by description.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Memory and subscription figures gathered by the driver.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// See [`Summary::label`].
+    pub label: String,
+    /// See [`Summary::mode`].
+    pub mode: String,
+    /// See [`Summary::subscribers`].
+    pub subscribers: u64,
+    /// See [`Summary::workers`].
+    pub workers: usize,
+    /// See [`Summary::interval_ms`].
+    pub interval_ms: u64,
+    /// See [`Summary::ready_by`].
+    pub ready_by: String,
+    /// See [`Summary::subscribed`].
+    pub subscribed: u64,
+    /// See [`Summary::subscribe_secs`].
+    pub subscribe_secs: f64,
+    /// Resident memory before subscribing, once subscribed, and at the end, in KiB.
+    pub rss_kib: [Option<u64>; 3],
+}
+
+/// Nearest-rank percentile of an ascending slice.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn ms(us: Option<u64>) -> Option<f64> {
+    us.map(|v| (v as f64 / 100.0).round() / 10.0)
+}
+
+/// Combines the driver's context, its publications and the workers' results.
+pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerResult>) -> Summary {
+    let mut counters = Counters::default();
+    let mut errors = BTreeMap::new();
+    let mut duplicates = 0;
+    let mut per_seq: Vec<Vec<u64>> = vec![Vec::new(); published.len()];
+    for r in results {
+        counters.add(&r.counters);
+        duplicates += r.duplicates;
+        for (k, v) in r.errors {
+            *errors.entry(k).or_default() += v;
+        }
+        for (slot, lat) in r.latencies_us.into_iter().enumerate() {
+            if let Some(all) = per_seq.get_mut(slot) {
+                all.extend(lat);
+            }
+        }
+    }
+    let mut everything = Vec::new();
+    let per_message: Vec<MessageStats> = published
+        .iter()
+        .zip(per_seq.iter_mut())
+        .map(|(p, lat)| {
+            lat.sort_unstable();
+            everything.extend_from_slice(lat);
+            let delivered = lat.len() as u64;
+            MessageStats {
+                seq: p.seq,
+                publish_ms: (p.publish_ms * 10.0).round() / 10.0,
+                publish_error: p.error.clone(),
+                delivered,
+                lost: ctx.subscribers.saturating_sub(delivered),
+                p50_ms: ms(percentile(lat, 50.0)),
+                p99_ms: ms(percentile(lat, 99.0)),
+                first_ms: ms(lat.first().copied()),
+                last_ms: ms(lat.last().copied()),
+            }
+        })
+        .collect();
+    everything.sort_unstable();
+    let [before, subscribed, after] = ctx.rss_kib;
+    let rss_per_connection_bytes = match (before, subscribed) {
+        (Some(b), Some(s)) if ctx.subscribed > 0 => {
+            Some(((s as f64 - b as f64) * 1024.0 / ctx.subscribed as f64).round())
+        }
+        _ => None,
+    };
+    Summary {
+        label: ctx.label,
+        mode: ctx.mode,
+        subscribers: ctx.subscribers,
+        workers: ctx.workers,
+        messages: published.len(),
+        interval_ms: ctx.interval_ms,
+        ready_by: ctx.ready_by,
+        subscribed: ctx.subscribed,
+        subscribe_secs: (ctx.subscribe_secs * 100.0).round() / 100.0,
+        subscribe_rate: if ctx.subscribe_secs > 0.0 {
+            (ctx.subscribed as f64 / ctx.subscribe_secs).round()
+        } else {
+            0.0
+        },
+        rss_before_kib: before,
+        rss_subscribed_kib: subscribed,
+        rss_after_kib: after,
+        rss_per_connection_bytes,
+        delivered: everything.len() as u64,
+        lost: per_message.iter().map(|m| m.lost).sum(),
+        p50_ms: ms(percentile(&everything, 50.0)),
+        p99_ms: ms(percentile(&everything, 99.0)),
+        max_last_ms: per_message
+            .iter()
+            .filter_map(|m| m.last_ms)
+            .reduce(f64::max),
+        per_message,
+        duplicates,
+        counters,
+        errors,
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+/// Prints the human summary, then the JSON line.
+pub fn print(s: &Summary) {
+    println!(
+        "fanout {}: mode={} subscribers={} workers={} messages={} interval={}ms",
+        s.label, s.mode, s.subscribers, s.workers, s.messages, s.interval_ms
+    );
+    println!(
+        "subscribed: {} in {:.2} s ({} subscribers/s), readiness by {}",
+        s.subscribed, s.subscribe_secs, s.subscribe_rate, s.ready_by
+    );
+    if s.rss_before_kib.is_some() {
+        println!(
+            "proxy memory: {} before, {} subscribed, {} after; {} bytes per connection",
+            mib(s.rss_before_kib),
+            mib(s.rss_subscribed_kib),
+            mib(s.rss_after_kib),
+            s.rss_per_connection_bytes
+                .map_or_else(|| "-".into(), |b| format!("{b:.0}"))
+        );
+    }
+    println!(
+        "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "seq", "delivered", "lost", "first ms", "p50 ms", "p99 ms", "last ms", "publish ms"
+    );
+    for m in &s.per_message {
+        println!(
+            "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10.1}{}",
+            m.seq,
+            m.delivered,
+            m.lost,
+            opt(m.first_ms),
+            opt(m.p50_ms),
+            opt(m.p99_ms),
+            opt(m.last_ms),
+            m.publish_ms,
+            m.publish_error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "overall: delivered {} lost {} duplicates {}; p50 {} ms, p99 {} ms, worst last {} ms",
+        s.delivered,
+        s.lost,
+        s.duplicates,
+        opt(s.p50_ms),
+        opt(s.p99_ms),
+        opt(s.max_last_ms)
+    );
+    let c = &s.counters;
+    println!(
+        "subscribers: connected {} ready {} failed {} closed {} reconnects {} polls {}",
+        c.connected, c.ready, c.failed, c.closed, c.reconnects, c.polls
+    );
+    for (e, n) in &s.errors {
+        println!("error x{n}: {e}");
+    }
+    match serde_json::to_string(s) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("cannot encode the summary: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 99.0), Some(99));
+        assert_eq!(percentile(&v, 100.0), Some(100));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn counts_losses_against_requested_subscribers() {
+        let ctx = Context {
+            label: "t".into(),
+            mode: "sse".into(),
+            subscribers: 3,
+            workers: 1,
+            interval_ms: 1000,
+            ready_by: "metrics".into(),
+            subscribed: 3,
+            subscribe_secs: 1.5,
+            rss_kib: [Some(1000), Some(1003), Some(1003)],
+        };
+        let published = [
+            Publication {
+                seq: 1,
+                publish_ms: 1.0,
+                error: None,
+            },
+            Publication {
+                seq: 2,
+                publish_ms: 1.0,
+                error: None,
+            },
+        ];
+        let result = WorkerResult {
+            latencies_us: vec![vec![3000, 1000, 2000], vec![5000]],
+            ..WorkerResult::default()
+        };
+        let s = summarize(ctx, &published, vec![result]);
+        assert_eq!(s.per_message[0].delivered, 3);
+        assert_eq!(s.per_message[0].lost, 0);
+        assert_eq!(s.per_message[0].last_ms, Some(3.0));
+        assert_eq!(s.per_message[1].lost, 2);
+        assert_eq!(s.lost, 2);
+        assert_eq!(s.delivered, 4);
+        assert_eq!(s.subscribe_rate, 2.0);
+        assert_eq!(s.rss_per_connection_bytes, Some(1024.0));
+    }
+}

@@ -1,0 +1,94 @@
+//! What a worker process tells the parent, one JSON object per line on its stdout.
+//!
+//! A worker prints a [`Report::Progress`] whenever its counters change (at most every
+//! [`PROGRESS_EVERY`]), and a single [`Report::Result`] once the parent writes `finish` to its
+//! stdin (or closes it, or the worker's deadline passes). Nothing else goes to stdout; diagnostics
+//! go to stderr.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How often a worker reports changed counters.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// The line the parent writes to a worker's stdin to ask for its result.
+pub const FINISH: &str = "finish";
+
+/// One line of a worker's stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    /// The worker's counters so far.
+    Progress(Counters),
+    /// The final counters and every latency sample.
+    Result(WorkerResult),
+}
+
+/// Monotonic per-worker counters, summed over its subscribers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Subscribers whose first connection is established.
+    pub connected: u64,
+    /// Subscribers that received response headers at least once.
+    pub headers: u64,
+    /// SSE: subscribers that received the first body bytes; long-poll: first request sent.
+    pub ready: u64,
+    /// Subscribers that gave up (connect failure, bad status, error before being ready).
+    pub failed: u64,
+    /// SSE streams that ended or broke after being ready.
+    pub closed: u64,
+    /// Long-poll: new connections opened after the first one closed.
+    pub reconnects: u64,
+    /// Long-poll: completed responses.
+    pub polls: u64,
+    /// Stamped messages received, all sequence numbers together.
+    pub received: u64,
+}
+
+impl Counters {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counters) {
+        self.connected += other.connected;
+        self.headers += other.headers;
+        self.ready += other.ready;
+        self.failed += other.failed;
+        self.closed += other.closed;
+        self.reconnects += other.reconnects;
+        self.polls += other.polls;
+        self.received += other.received;
+    }
+}
+
+/// A worker's final report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerResult {
+    /// Final counters.
+    pub counters: Counters,
+    /// `latencies_us[seq - 1]`: publish → delivery latency of each delivery of message `seq`.
+    pub latencies_us: Vec<Vec<u64>>,
+    /// Deliveries of a sequence number a subscriber had already received.
+    pub duplicates: u64,
+    /// Error descriptions and how often each happened.
+    pub errors: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_is_one_json_line() {
+        let line = serde_json::to_string(&Report::Progress(Counters {
+            ready: 5,
+            ..Counters::default()
+        }))
+        .unwrap();
+        assert!(!line.contains('\n'));
+        match serde_json::from_str::<Report>(&line).unwrap() {
+            Report::Progress(c) => assert_eq!(c.ready, 5),
+            Report::Result(_) => panic!("decoded the wrong variant"),
+        }
+    }
+}

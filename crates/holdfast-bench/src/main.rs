@@ -1,0 +1,79 @@
+//! `holdfast-bench`: the load tools behind Holdfast's benchmarks.
+//!
+//! # Layout
+//!
+//! - [`origin`]: a minimal keep-alive HTTP/1.1 origin, plain or answering GRIP holds.
+//! - [`fanout`]: the fan-out driver. The parent process spreads subscribers over worker
+//!   processes (this binary re-executed with the hidden `fanout-worker` subcommand), waits until
+//!   they are all subscribed, publishes timestamped messages and reports delivery latency, loss,
+//!   subscribe rate and the proxy's memory per connection.
+//! - [`rss`]: resident memory of the processes under test, from `/proc/PID/status`.
+//!
+//! Every loop here is bounded in time: the origin exits after `--exit-after`, workers after
+//! `--deadline-secs`, and the driver's waits all have caps.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod fanout;
+mod origin;
+mod rss;
+
+/// Load tools for benchmarking Holdfast against Pushpin.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a minimal keep-alive HTTP/1.1 origin.
+    Origin(origin::OriginArgs),
+    /// Open many subscribers through a proxy, publish messages and measure their delivery.
+    Fanout(fanout::FanoutArgs),
+    /// One worker process of `fanout` (started by `fanout` itself).
+    #[command(hide = true)]
+    FanoutWorker(fanout::worker::WorkerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Origin(args) => origin::run(args),
+        Command::Fanout(args) => fanout::run(args),
+        Command::FanoutWorker(args) => fanout::worker::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses a comma-separated list of IP addresses, as given to `--source-ips`.
+fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().map_err(|e| format!("{p:?}: {e}")))
+        .collect()
+}
+
+/// Joins addresses back into the `--source-ips` form, to hand them to a worker.
+fn to_ip_list(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The `Host` header value for requests to `addr`.
+fn host_header(addr: SocketAddr) -> String {
+    addr.to_string()
+}

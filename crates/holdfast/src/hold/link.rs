@@ -1,0 +1,143 @@
+//! Requests a session makes to its origin besides the first: next links (`Grip-Link rel=next`)
+//! with retries, and the gone link (`rel=gone`) when the client leaves.
+//!
+//! Links resolve against the URI the origin saw (the route's path rewrite already applied), so a
+//! relative link is the origin's own path and is sent as is — never rewritten a second time.
+//! Identical next-link requests from many sessions are *not* collapsed into one: each session
+//! gets a response rendered for its own `Grip-Last`, and the session rate limit
+//! (`reliability.session_requests_per_sec`) is what keeps a storm of them in check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response};
+use hyper::body::Incoming;
+
+use super::{Positions, SessionCtx};
+use crate::app::App;
+use crate::config::routes::{Route, Target};
+use crate::proxy::body::full;
+use crate::proxy::OriginRequest;
+
+/// Delays before the retries of a failed next-link request (plus up to a second of jitter).
+pub const BACKOFF_SECS: [u64; 5] = [1, 2, 4, 8, 16];
+
+/// Builds a request for `link` from the session's original request: same headers minus the
+/// body's, `Host` from the link when it names another host.
+fn derive(ctx: &SessionCtx, link: &str, method: Method) -> Option<OriginRequest> {
+    let original = ctx.request.as_ref()?;
+    let host = original
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&ctx.host);
+    let base = url::Url::parse(&format!("http://{host}{}", original.path)).ok()?;
+    let resolved = base.join(link).ok()?;
+    let mut path = resolved.path().to_string();
+    if let Some(q) = resolved.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let mut headers: HeaderMap = original.headers.clone();
+    for h in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(h);
+    }
+    let authority = match (resolved.host_str(), resolved.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => host.to_string(),
+    };
+    if authority != host {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    Some(OriginRequest {
+        method,
+        path,
+        headers,
+    })
+}
+
+/// Pseudo-random jitter of up to a second; spreading retries is all it is for.
+fn jitter() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Duration::from_millis(u64::from(nanos) % 1000)
+}
+
+/// GETs a next link, retrying with backoff while the origin cannot be reached or answers
+/// other than 2xx. Returns the response and the target that gave it.
+pub async fn fetch_next(
+    ctx: &SessionCtx,
+    link: &str,
+    positions: &Positions,
+) -> Result<(Response<Incoming>, Target), String> {
+    let mut request = derive(ctx, link, Method::GET)
+        .ok_or_else(|| format!("next link {link:?} cannot be resolved"))?;
+    positions.grip_last(&mut request.headers);
+    let mut last_error = String::new();
+    for attempt in 0..=BACKOFF_SECS.len() {
+        if attempt > 0 {
+            let delay = Duration::from_secs(BACKOFF_SECS[attempt - 1]) + jitter();
+            tracing::debug!(link, attempt, ?delay, error = %last_error, "retrying next link");
+            tokio::time::sleep(delay).await;
+        }
+        ctx.app.session_requests.acquire().await;
+        match crate::proxy::send(&ctx.app, &ctx.route, &request, full("")).await {
+            Ok((resp, target)) if resp.status().is_success() => return Ok((resp, target.clone())),
+            Ok((resp, target)) => {
+                last_error = format!("{} answered {}", target.label(), resp.status());
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    tracing::warn!(link, error = %last_error, "Failed to retrieve next link.");
+    Err(format!("Failed to retrieve next link: {last_error}"))
+}
+
+/// The `Grip-Link: <url>; rel=gone` of a session: POSTed, best effort, when the session ends.
+pub struct GoneLink {
+    app: Arc<App>,
+    route: Arc<Route>,
+    request: OriginRequest,
+}
+
+impl GoneLink {
+    /// The gone link of a session, if its URL resolves.
+    pub fn new(ctx: &SessionCtx, url: &str) -> Option<GoneLink> {
+        Some(GoneLink {
+            app: ctx.app.clone(),
+            route: ctx.route.clone(),
+            request: derive(ctx, url, Method::POST)?,
+        })
+    }
+}
+
+impl Drop for GoneLink {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (app, route) = (self.app.clone(), self.route.clone());
+        let mut request = self.request.clone();
+        request
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        rt.spawn(async move {
+            app.session_requests.acquire().await;
+            match crate::proxy::send(&app, &route, &request, full("")).await {
+                Ok((resp, _)) => {
+                    tracing::debug!(path = %request.path, status = %resp.status(), "gone link")
+                }
+                Err(e) => tracing::debug!(path = %request.path, error = %e, "gone link failed"),
+            }
+        });
+    }
+}

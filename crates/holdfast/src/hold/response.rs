@@ -1,0 +1,200 @@
+//! Response holds (long-polling): wait for the first published `http-response`, or answer the
+//! origin's response at the timeout; on a hint, a stale `prev-id` or a gap history cannot fill,
+//! ask the origin again with `Grip-Last` and carry on with whatever it answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use grip::instruct::HoldMode;
+use grip::publish::{Action, HttpResponseFormat, ResponseBody};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::link::GoneLink;
+use super::{BaseResponse, Positions, SessionCtx, Verdict};
+use crate::hub::{Delivery, Subscription, Want};
+use crate::proxy::body::{full, AccessRecord, Body};
+use tokio::sync::mpsc;
+
+/// What a retry of the original request led to.
+enum Next {
+    /// Still a response hold, with new instructions.
+    Hold(BaseResponse, Positions, u64),
+    /// Anything else: send this to the client.
+    Done(Response<Body>),
+}
+
+/// Holds a long-poll until a publish, the timeout, or shutdown.
+pub async fn hold(
+    ctx: Arc<SessionCtx>,
+    mut base: BaseResponse,
+    mut positions: Positions,
+    mut timeout_secs: u64,
+    _gone: Option<GoneLink>,
+) -> Response<Body> {
+    // The previous round's subscription, kept across a retry so nothing published while the
+    // origin was being asked is lost.
+    let mut carried: Option<(Subscription, mpsc::Receiver<Delivery>)> = None;
+    loop {
+        let (sub, mut rx, resumes) = ctx
+            .app
+            .hub
+            .subscribe_resuming(positions.requests(), Want::HttpResponse);
+        let (mut pending, stale) = positions.resume(resumes);
+        if let Some((_old, mut old_rx)) = carried.take() {
+            pending.extend(std::iter::from_fn(|| old_rx.try_recv().ok()));
+        }
+        let mut update = stale && can_update(&ctx);
+        for item in pending {
+            match positions.judge(&sub, &item) {
+                Verdict::Deliver(items) => {
+                    if let Some(item) = items.iter().find(|i| is_send(i)) {
+                        return published_response(base, item);
+                    }
+                }
+                Verdict::Update => update |= can_update(&ctx),
+                Verdict::Skip => {}
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+        while !update {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some(item) = item else {
+                let body = full(base.body.clone());
+                return base.into_response(body);
+            };
+            match positions.judge(&sub, &item) {
+                Verdict::Deliver(items) => {
+                    if let Some(item) = items.iter().find(|i| is_send(i)) {
+                        return published_response(base, item);
+                    }
+                }
+                Verdict::Skip => {}
+                Verdict::Update if can_update(&ctx) => update = true,
+                Verdict::Update => {}
+            }
+        }
+        match retry(&ctx, &positions).await {
+            Next::Hold(b, p, t) => {
+                (base, positions, timeout_secs) = (b, p, t);
+                carried = Some((sub, rx));
+            }
+            Next::Done(resp) => return resp,
+        }
+    }
+}
+
+fn can_update(ctx: &SessionCtx) -> bool {
+    ctx.request.is_some() && ctx.body.is_some()
+}
+
+fn is_send(item: &Delivery) -> bool {
+    item.formats
+        .http_response
+        .as_ref()
+        .is_some_and(|f| f.action == Action::Send)
+}
+
+/// Sends the original request again, with the session's positions as `Grip-Last`.
+async fn retry(ctx: &Arc<SessionCtx>, positions: &Positions) -> Next {
+    let (Some(request), Some(body)) = (&ctx.request, &ctx.body) else {
+        unreachable!("retries need an origin request");
+    };
+    let mut request = request.clone();
+    positions.grip_last(&mut request.headers);
+    ctx.app.session_requests.acquire().await;
+    tracing::debug!(path = %request.path, "retrying held request");
+    let answer = match crate::proxy::send(&ctx.app, &ctx.route, &request, full(body.clone())).await
+    {
+        Ok(answer) => answer,
+        Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
+    };
+    let (resp, target) = answer;
+    if ctx.route.options.no_grip || !grip::instruct::is_grip_response(resp.headers()) {
+        return Next::Done(crate::proxy::relay(resp));
+    }
+    let accepted = match super::read_grip(&ctx.app, &target.label(), resp).await {
+        Ok(a) => a,
+        Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
+    };
+    if accepted.instruction.hold == Some(HoldMode::Response) {
+        let base = match BaseResponse::of(&accepted) {
+            Ok(b) => b,
+            Err(reason) => {
+                return Next::Done(
+                    crate::proxy::error::ProxyError::BadInstructions {
+                        target: target.label(),
+                        reason,
+                    }
+                    .to_response(ctx.route.options.debug),
+                )
+            }
+        };
+        let mut next = Positions::new(&ctx.app, &ctx.route, &target.subs, &accepted.instruction);
+        let mut merged = positions.clone();
+        merged.update_from(std::mem::take(&mut next));
+        return Next::Hold(base, merged, accepted.instruction.timeout_secs);
+    }
+    // The origin changed its mind: a stream or a plain response now.
+    let mut record = AccessRecord::internal();
+    match Box::pin(super::hold(
+        ctx.clone(),
+        Some(target),
+        accepted,
+        &mut record,
+    ))
+    .await
+    {
+        Ok(resp) => Next::Done(resp),
+        Err(e) => Next::Done(e.to_response(ctx.route.options.debug)),
+    }
+}
+
+/// A published `http-response`: its status, the original headers overridden by its headers, and
+/// its body (or the original body patched).
+fn published_response(base: BaseResponse, item: &Delivery) -> Response<Body> {
+    let f: &HttpResponseFormat = item
+        .formats
+        .http_response
+        .as_ref()
+        .expect("only items with http-response reach response holds");
+    let body = match &f.body {
+        ResponseBody::Empty => Bytes::new(),
+        ResponseBody::Bytes(b) => b.clone(),
+        ResponseBody::Patch(_) => match f.apply_patch(&base.body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "body-patch could not be applied");
+                return crate::proxy::error::text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Published body-patch could not be applied: {e}\n"),
+                );
+            }
+        },
+    };
+    let mut headers = base.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    for (k, v) in &f.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) else {
+            tracing::debug!(header = %k, "published header is invalid, skipped");
+            continue;
+        };
+        if name.as_str().starts_with("grip-") || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        headers.insert(name, value);
+    }
+    let status = StatusCode::from_u16(f.code).unwrap_or(StatusCode::OK);
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    super::set_reason(&mut resp, f.reason.as_deref());
+    resp
+}

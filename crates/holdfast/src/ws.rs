@@ -1,0 +1,258 @@
+//! WebSockets: pass-through, GRIP WebSocket and WebSocket-over-HTTP (reference §3).
+//!
+//! A client upgrade reaches [`serve`] after routing. For each target in order, Holdfast opens
+//! the origin side first — a WebSocket handshake through the pooled origin clients
+//! ([`relay`]), or the `OPEN` request of WebSocket-over-HTTP ([`over_http`]) — so an origin
+//! that refuses can have its answer passed to the client, and a target that cannot be reached
+//! hands over to the next. Only then does the client get its `101`; one task per connection then
+//! runs the session, selecting over the client socket, the origin, the hub queue and the
+//! connection's timers.
+//!
+//! Framing is `tokio-tungstenite`: reading is a cancel-safe `Stream`, so one task serves both
+//! directions. Limits: a message (all fragments) is at most `websocket.max_message_size`
+//! bytes; published items wait in the hub's bounded queue (newest dropped when full); writes to
+//! a slow client apply backpressure to its origin instead of queueing. Bad input closes only
+//! the connection it arrived on: 1002 for a protocol violation, 1007 for invalid UTF-8, 1009
+//! for an oversized message, 1011 when the origin misbehaved — each with a log line that
+//! names the reason.
+
+mod handshake;
+mod over_http;
+mod relay;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as FrameConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::app::App;
+use crate::config::routes::{Route, Target, TargetKind};
+use crate::config::WebSocketConfig;
+use crate::proxy::body::{boxed, AccessRecord, Body, Reclaimable};
+use crate::proxy::error::ProxyError;
+use crate::proxy::{headers, RequestInfo};
+use handshake::ClientHandshake;
+use session::{Session, SessionSpec};
+
+/// One side of a WebSocket connection, after its HTTP upgrade.
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How opening the origin side of a connection went.
+enum Opened<T> {
+    /// The target could not be connected to; try the next. Carries why.
+    Unreachable(String),
+    /// The origin refused the WebSocket: its answer goes to the client.
+    Refused(Response<Body>),
+    /// The origin accepted: the `101` for the client, and what runs the connection.
+    Accepted(Response<Body>, T),
+}
+
+/// Serves a client WebSocket upgrade on `route`.
+pub async fn serve(
+    app: &Arc<App>,
+    route: &Route,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    info: &RequestInfo,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError> {
+    let client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let (parts, body) = req.into_parts();
+    let headers = origin_headers(app, route, peer, info, parts.headers);
+    let mut body = Some(boxed(body));
+    let mut tried = Vec::new();
+    for target in route.targets.iter().filter(|t| t.kind != TargetKind::Test) {
+        let label = target.label();
+        let why = if target.over_http {
+            match over_http::open(app, route, target, &path, &headers, &client).await? {
+                Opened::Unreachable(why) => why,
+                Opened::Refused(resp) => {
+                    record.target = Some(label);
+                    return Ok(resp);
+                }
+                Opened::Accepted(resp, conn) => {
+                    record.target = Some(label);
+                    tokio::spawn(conn.run(upgrade));
+                    return Ok(resp);
+                }
+            }
+        } else {
+            let Some(b) = body.take() else { break };
+            let (lent, slot) = Reclaimable::new(b);
+            let opened = relay::open(app, route, target, &path, &headers, lent, &client).await?;
+            match opened {
+                Opened::Unreachable(why) => {
+                    body = Reclaimable::reclaim(&slot);
+                    why
+                }
+                Opened::Refused(resp) => {
+                    record.target = Some(label);
+                    return Ok(resp);
+                }
+                Opened::Accepted(resp, conn) => {
+                    record.target = Some(label);
+                    tokio::spawn(conn.run(app.clone(), upgrade));
+                    return Ok(resp);
+                }
+            }
+        };
+        tracing::debug!(target = %label, error = %why, "origin connect failed");
+        tried.push((label, why));
+    }
+    Err(ProxyError::Unreachable(tried))
+}
+
+/// The test handler's `/ws`: a WebSocket that echoes what the client sends and receives what is
+/// published to `channels` (route prefix added).
+pub fn serve_test(
+    app: &Arc<App>,
+    route: &Route,
+    mut req: Request<Incoming>,
+    channels: Vec<String>,
+) -> Result<Response<Body>, ProxyError> {
+    let client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    let spec = SessionSpec {
+        channel_prefix: route.options.channel_prefix.clone(),
+        implicit: channels,
+        message_prefix: None,
+        label: "test".to_string(),
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        let Some(socket) = upgrade_client(&app, upgrade).await else {
+            return;
+        };
+        let session = Session::new(app.clone(), spec);
+        relay::run(app, session, socket, relay::Peer::Echo).await;
+    });
+    Ok(client.accept(HeaderMap::new()))
+}
+
+/// The client's request headers as every origin request of this connection starts from: the
+/// proxy's rewrite (hop-by-hop, `Grip-*`, `X-Forwarded-*`, `Host`, route `header=`), the
+/// client's extensions replaced by `grip`, and `Grip-Sig`.
+fn origin_headers(
+    app: &App,
+    route: &Route,
+    peer: SocketAddr,
+    info: &RequestInfo,
+    mut h: HeaderMap,
+) -> HeaderMap {
+    if !h.contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(&info.host) {
+            h.insert(header::HOST, host);
+        }
+    }
+    headers::to_origin(
+        &mut h,
+        &headers::Forwarding {
+            peer: peer.ip(),
+            tls: info.tls,
+            websocket: true,
+            xff: &app.xff,
+            xfp: app.config.forwarding.set_x_forwarded_proto,
+            host: route.options.as_host.as_deref(),
+            route_headers: &route.options.headers,
+        },
+    );
+    h.remove(handshake::EXTENSIONS);
+    if !route.options.no_grip {
+        h.insert(handshake::EXTENSIONS, HeaderValue::from_static("grip"));
+        app.grip_headers(route, &mut h);
+    }
+    h
+}
+
+/// The URI of `path` on `target` (`https` with `ssl`; hyper's client speaks HTTP schemes, the
+/// WebSocket upgrade happens on that connection).
+fn origin_uri(target: &Target, path: &str) -> Result<Uri, ProxyError> {
+    let scheme = if target.ssl { "https" } else { "http" };
+    format!("{scheme}://{}{path}", target.label())
+        .parse()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build origin URI for {path:?}: {e}")))
+}
+
+/// The framing limits of every WebSocket.
+fn frame_config(c: &WebSocketConfig) -> FrameConfig {
+    FrameConfig::default()
+        .read_buffer_size(c.read_buffer_size)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(Some(c.max_message_size))
+        .max_frame_size(Some(c.max_message_size))
+}
+
+/// Waits for the client's side of the upgrade; `None` (logged) when the client left first.
+async fn upgrade_client(app: &App, upgrade: OnUpgrade) -> Option<Socket> {
+    match upgrade.await {
+        Ok(io) => Some(socket(app, io, Role::Server).await),
+        Err(e) => {
+            tracing::debug!(error = %e, "client left before the WebSocket upgrade completed");
+            None
+        }
+    }
+}
+
+async fn socket(app: &App, io: Upgraded, role: Role) -> Socket {
+    let config = frame_config(&app.config.websocket);
+    WebSocketStream::from_raw_socket(TokioIo::new(io), role, Some(config)).await
+}
+
+/// A close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: &str) -> Option<CloseFrame> {
+    Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from(reason),
+    })
+}
+
+/// The close code and reason for a read error that is the peer's fault; `None` when the peer
+/// simply went away.
+fn close_for(e: &WsError) -> Option<(u16, &'static str)> {
+    match e {
+        WsError::Capacity(_) => Some((1009, "message too big")),
+        WsError::Protocol(_) | WsError::AttackAttempt => Some((1002, "protocol error")),
+        WsError::Utf8(_) => Some((1007, "invalid UTF-8")),
+        _ => None,
+    }
+}
+
+/// Closes a socket with `frame` (or completes a close the peer began), then waits for the
+/// peer's close, at most `within`.
+async fn finish(socket: &mut Socket, frame: Option<CloseFrame>, within: Duration) {
+    let _ = tokio::time::timeout(within, async {
+        // After the peer's close, sending another fails; the flush still writes the reply
+        // tungstenite queued for it.
+        let _ = socket.close(frame).await;
+        if socket.flush().await.is_ok() {
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+    })
+    .await;
+}
+
+/// Sends `messages` in one write. Returns false when the socket failed.
+async fn send_all(
+    socket: &mut Socket,
+    messages: Vec<tokio_tungstenite::tungstenite::Message>,
+) -> bool {
+    for m in messages {
+        if socket.feed(m).await.is_err() {
+            return false;
+        }
+    }
+    socket.flush().await.is_ok()
+}

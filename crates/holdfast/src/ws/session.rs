@@ -1,0 +1,328 @@
+//! What a WebSocket connection holds besides its sockets: its channels in the hub, the meta the
+//! origin set, the keep-alive and the delayed message, and the `grip` message prefix. GRIP
+//! WebSocket and WebSocket-over-HTTP share it, so an origin's control messages mean the same in
+//! both.
+//!
+//! Invariants: the connection is in at most `limits.max_channels_per_connection` channels, all
+//! with the route's prefix; implicit (`sub=`) channels cannot be left; the hub queue is the only
+//! queue of published items (bounded, newest dropped when full, see [`crate::hub`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use grip::control::{parse_control_message, ControlError, ControlMessage, CONTROL_PREFIX};
+use grip::instruct::KeepAliveMode;
+use grip::publish::{Action, MessageType};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::app::App;
+use crate::hub::{Delivery, Subscription, Want};
+
+/// How a connection was set up by its route and origin.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// The route's `prefix=`.
+    pub channel_prefix: String,
+    /// The target's `sub=` channels, without prefix.
+    pub implicit: Vec<String>,
+    /// The message prefix when the origin speaks `grip`; `None` relays origin messages as they
+    /// are.
+    pub message_prefix: Option<String>,
+    /// The target, for log lines.
+    pub label: String,
+}
+
+/// What a published `ws-message` asks of a connection.
+pub enum Published {
+    /// Send this message to the client.
+    Send(Message),
+    /// Close the client with this frame.
+    Close(Option<CloseFrame>),
+    /// Ask a WebSocket-over-HTTP origin for a request.
+    Refresh,
+    /// Nothing this connection can do (`hint`, or content that cannot be sent).
+    Ignore,
+}
+
+struct KeepAlive {
+    message: Message,
+    every: Duration,
+    mode: KeepAliveMode,
+    next: Instant,
+}
+
+/// The GRIP state of one WebSocket connection.
+pub struct Session {
+    app: Arc<App>,
+    spec: SessionSpec,
+    implicit: Vec<String>,
+    sub: Option<(Subscription, mpsc::Receiver<Delivery>)>,
+    meta: BTreeMap<String, String>,
+    keep_alive: Option<KeepAlive>,
+    delayed: Option<(Message, Instant)>,
+    detached: bool,
+}
+
+impl Session {
+    /// A session subscribed to the target's implicit channels.
+    pub fn new(app: Arc<App>, spec: SessionSpec) -> Session {
+        let implicit: Vec<String> = spec
+            .implicit
+            .iter()
+            .map(|c| format!("{}{c}", spec.channel_prefix))
+            .collect();
+        let mut session = Session {
+            app,
+            spec,
+            implicit: implicit.clone(),
+            sub: None,
+            meta: BTreeMap::new(),
+            keep_alive: None,
+            delayed: None,
+            detached: false,
+        };
+        for name in implicit {
+            session.subscribe_prefixed(name);
+        }
+        session
+    }
+
+    /// How long a close handshake may take.
+    pub fn close_timeout(&self) -> Duration {
+        self.app.config.websocket.close_timeout()
+    }
+
+    /// The target label, for log lines.
+    pub fn label(&self) -> &str {
+        &self.spec.label
+    }
+
+    /// Whether the origin sent `detach`.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// The meta the origin set (`set-meta`, `Set-Meta-*`).
+    pub fn meta(&self) -> &BTreeMap<String, String> {
+        &self.meta
+    }
+
+    /// Sets (`Some`) or deletes (`None`) one meta value.
+    pub fn set_meta(&mut self, name: String, value: Option<String>) {
+        match value {
+            Some(v) => self.meta.insert(name, v),
+            None => self.meta.remove(&name),
+        };
+    }
+
+    /// Subscribes to `channel` (route prefix added).
+    pub fn subscribe(&mut self, channel: &str) {
+        let name = format!("{}{channel}", self.spec.channel_prefix);
+        self.subscribe_prefixed(name);
+    }
+
+    fn subscribe_prefixed(&mut self, name: String) {
+        let current = self.sub.as_ref().map_or(0, |(s, _)| s.channels().len());
+        if self
+            .sub
+            .as_ref()
+            .is_some_and(|(s, _)| s.channels().contains(&name))
+        {
+            return;
+        }
+        let max = self.app.config.limits.max_channels_per_connection;
+        if current >= max {
+            tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
+            return;
+        }
+        if let Some((sub, _)) = &mut self.sub {
+            if sub.add(name.clone()) {
+                return;
+            }
+        }
+        // No subscription yet, or its queue ended with its last channel: start a new one.
+        let mut channels = self
+            .sub
+            .take()
+            .map(|(s, _)| s.channels().to_vec())
+            .unwrap_or_default();
+        channels.push(name);
+        self.sub = Some(self.app.hub.subscribe(channels, Want::WsMessage));
+    }
+
+    /// Leaves `channel` (route prefix added); implicit channels stay.
+    pub fn unsubscribe(&mut self, channel: &str) {
+        let name = format!("{}{channel}", self.spec.channel_prefix);
+        if self.implicit.contains(&name) {
+            tracing::debug!(channel = %name, "cannot unsubscribe from an implicit channel");
+            return;
+        }
+        if let Some((sub, _)) = &mut self.sub {
+            sub.remove(&name);
+            if sub.channels().is_empty() {
+                self.sub = None;
+            }
+        }
+    }
+
+    /// The next published item. Pending while the connection has no channels; cancel-safe.
+    pub async fn next_delivery(&mut self) -> Delivery {
+        loop {
+            match &mut self.sub {
+                None => std::future::pending::<()>().await,
+                Some((_, rx)) => match rx.recv().await {
+                    Some(item) => return item,
+                    // The hub let go of the queue (shutdown); the connection finishes on the
+                    // shutdown signal.
+                    None => self.sub = None,
+                },
+            }
+        }
+    }
+
+    /// A published item already queued, without waiting.
+    pub fn try_delivery(&mut self) -> Option<Delivery> {
+        self.sub.as_mut()?.1.try_recv().ok()
+    }
+
+    /// What a published item asks for.
+    pub fn published(&self, item: &Delivery) -> Published {
+        let Some(f) = &item.formats.ws_message else {
+            return Published::Ignore;
+        };
+        match f.action {
+            Action::Send => match to_message(f.message_type, f.content.clone()) {
+                Some(m) => Published::Send(m),
+                None => {
+                    tracing::debug!(channel = %item.channel, "published ws-message cannot be sent as its type, dropped");
+                    Published::Ignore
+                }
+            },
+            Action::Close => Published::Close(f.close_code.map(|code| CloseFrame {
+                code: CloseCode::from(code),
+                reason: Utf8Bytes::from(f.close_reason.clone().unwrap_or_default()),
+            })),
+            Action::Refresh => Published::Refresh,
+            Action::Hint => Published::Ignore,
+        }
+    }
+
+    /// Handles one message from the origin: a control message changes the session, a prefixed
+    /// message is returned without its prefix for the client, an unprefixed one is dropped.
+    /// Without `grip` the message is returned as it is.
+    pub fn on_origin_message(&mut self, msg: Message) -> Result<Option<Message>, ControlError> {
+        let Some(prefix) = &self.spec.message_prefix else {
+            return Ok(Some(msg));
+        };
+        let payload = match &msg {
+            Message::Text(t) => {
+                if let Some(json) = t.as_str().strip_prefix(CONTROL_PREFIX) {
+                    let control = parse_control_message(json.as_bytes())?;
+                    return Ok(self.control(control));
+                }
+                Bytes::from(t.clone())
+            }
+            Message::Binary(b) => b.clone(),
+            _ => return Ok(Some(msg)),
+        };
+        let Some(rest) = payload.strip_prefix(prefix.as_bytes()) else {
+            tracing::debug!(target = %self.spec.label, "dropping unprefixed message from origin");
+            return Ok(None);
+        };
+        let rest = payload.slice(payload.len() - rest.len()..);
+        Ok(match msg {
+            Message::Text(_) => Some(Message::Text(
+                Utf8Bytes::try_from(rest).expect("a suffix of UTF-8 after an ASCII-safe prefix"),
+            )),
+            _ => Some(Message::Binary(rest)),
+        })
+    }
+
+    fn control(&mut self, control: ControlMessage) -> Option<Message> {
+        match control {
+            ControlMessage::Subscribe { channel, .. } => self.subscribe(&channel),
+            ControlMessage::Unsubscribe { channel } => self.unsubscribe(&channel),
+            ControlMessage::Detach => self.detached = true,
+            ControlMessage::Session { .. } => {}
+            ControlMessage::SetMeta { name, value } => self.set_meta(name, value),
+            ControlMessage::KeepAlive(None) => self.keep_alive = None,
+            ControlMessage::KeepAlive(Some(ka)) => {
+                let every = Duration::from_secs(ka.timeout_secs);
+                match to_message(ka.message_type, ka.content) {
+                    Some(message) => {
+                        self.keep_alive = Some(KeepAlive {
+                            message,
+                            every,
+                            mode: ka.mode,
+                            next: Instant::now() + every,
+                        })
+                    }
+                    None => {
+                        tracing::debug!("keep-alive content cannot be sent as its type, ignored")
+                    }
+                }
+            }
+            ControlMessage::SendDelayed(d) => match to_message(d.message_type, d.content) {
+                Some(m) => {
+                    let at = Instant::now() + Duration::from_secs(d.timeout_secs);
+                    self.delayed = Some((m, at));
+                }
+                None => tracing::debug!("send-delayed content cannot be sent as its type, ignored"),
+            },
+            ControlMessage::FlushDelayed => return self.delayed.take().map(|(m, _)| m),
+        }
+        None
+    }
+
+    /// When a keep-alive or the delayed message is next due.
+    pub fn deadline(&self) -> Option<Instant> {
+        let ka = self.keep_alive.as_ref().map(|k| k.next);
+        let delayed = self.delayed.as_ref().map(|(_, at)| *at);
+        match (ka, delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The messages due at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<Message> {
+        let mut out = Vec::new();
+        if self.delayed.as_ref().is_some_and(|(_, at)| *at <= now) {
+            out.extend(self.delayed.take().map(|(m, _)| m));
+        }
+        if let Some(ka) = &mut self.keep_alive {
+            if ka.next <= now {
+                out.push(ka.message.clone());
+                ka.next = now + ka.every;
+            }
+        }
+        out
+    }
+
+    /// Notes that something was written to the client: an idle keep-alive starts over.
+    pub fn sent(&mut self) {
+        if let Some(ka) = &mut self.keep_alive {
+            if ka.mode == KeepAliveMode::Idle {
+                ka.next = Instant::now() + ka.every;
+            }
+        }
+    }
+}
+
+/// A message of `kind` with `content`; `None` when the content cannot be sent as that kind
+/// (text that is not UTF-8, a ping or pong over 125 bytes).
+pub fn to_message(kind: MessageType, content: Bytes) -> Option<Message> {
+    match kind {
+        MessageType::Text => Utf8Bytes::try_from(content).ok().map(Message::Text),
+        MessageType::Binary => Some(Message::Binary(content)),
+        MessageType::Ping if content.len() <= 125 => Some(Message::Ping(content)),
+        MessageType::Pong if content.len() <= 125 => Some(Message::Pong(content)),
+        MessageType::Ping | MessageType::Pong => None,
+    }
+}

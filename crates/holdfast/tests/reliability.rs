@@ -1,0 +1,459 @@
+//! Reliable delivery through the real server: sequencing, stale holds, gaps, next links, hints,
+//! recover, gone links and history, with origins that count their requests.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::{Request, Response};
+use serde_json::json;
+use support::*;
+
+/// One request an origin saw: method, URI and its `Grip-Last` headers.
+type SeenRequest = (String, String, Vec<String>);
+
+/// What an origin saw, in order.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<SeenRequest>>>);
+
+impl Seen {
+    fn record(&self, req: &Request<hyper::body::Incoming>) {
+        let last = req
+            .headers()
+            .get_all("grip-last")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push((req.method().to_string(), req.uri().to_string(), last));
+    }
+    fn all(&self) -> Vec<SeenRequest> {
+        self.0.lock().unwrap().clone()
+    }
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    async fn wait_count(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "origin saw {:?}, want {n} requests",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn quiet(c: &mut holdfast::Config) {
+    c.reliability.update_on_first_subscription = false;
+}
+
+async fn publish_stream(proxy: &Proxy, channel: &str, id: &str, prev: Option<&str>, content: &str) {
+    let (status, _) = proxy
+        .publish_json(
+            json!({"items": [{"channel": channel, "id": id, "prev-id": prev,
+            "formats": {"http-stream": {"content": content}}}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn reordered_publishes_are_delivered_in_order() {
+    let origin = Origin::start(|_| async {
+        Response::builder()
+            .header("grip-hold", "stream")
+            .header("grip-channel", "ord")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    proxy.wait_subscribers("ord", 1).await;
+    publish_stream(&proxy, "ord", "1", None, "one;").await;
+    publish_stream(&proxy, "ord", "3", Some("2"), "three;").await;
+    publish_stream(&proxy, "ord", "2", Some("1"), "two;").await;
+    assert_eq!(read_until(&mut body, "three;").await, "one;two;three;");
+}
+
+#[tokio::test]
+async fn a_missing_predecessor_is_delivered_after_the_wait() {
+    let origin = Origin::start(|_| async {
+        Response::builder()
+            .header("grip-hold", "stream")
+            .header("grip-channel", "wait")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        quiet(c);
+        c.reliability.message_wait_ms = 300;
+    })
+    .await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    proxy.wait_subscribers("wait", 1).await;
+    publish_stream(&proxy, "wait", "1", None, "one;").await;
+    publish_stream(&proxy, "wait", "3", Some("2"), "three;").await;
+    assert_eq!(read_until(&mut body, "one;three;").await, "one;three;");
+}
+
+#[tokio::test]
+async fn a_stale_long_poll_is_retried_with_grip_last() {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let origin = Origin::start(move |req| {
+        let s = s.clone();
+        async move {
+            s.record(&req);
+            let resp = Response::builder().header("grip-hold", "response");
+            if req.headers().contains_key("grip-last") {
+                // Rendered fresh: the origin now knows about item b.
+                resp.header("grip-channel", "lp; prev-id=b")
+                    .body(full("fresh"))
+                    .unwrap()
+            } else {
+                resp.header("grip-channel", "lp; prev-id=a")
+                    .body(full("stale"))
+                    .unwrap()
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        quiet(c);
+        c.reliability.history_items = 0;
+    })
+    .await;
+    // The channel is at b, but no history: a hold at a must be rendered again.
+    let (_hold_sub, _hold_rx) = proxy
+        .app
+        .hub
+        .subscribe(vec!["lp".into()], holdfast::hub::Want::HttpStream);
+    publish_stream(&proxy, "lp", "a", None, "").await;
+    publish_stream(&proxy, "lp", "b", Some("a"), "").await;
+    let url = proxy.url("/poll");
+    let client = tokio::spawn(async move { text(get(&url).await).await });
+    seen.wait_count(2).await;
+    let all = seen.all();
+    assert_eq!(all[1].2, vec!["lp; last-id=a".to_string()]);
+    proxy.wait_subscribers("lp", 2).await;
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "lp", "id": "c", "prev-id": "b",
+            "formats": {"http-response": {"body": "c-body"}}}]}),
+        )
+        .await;
+    assert_eq!(client.await.unwrap(), "c-body");
+}
+
+#[tokio::test]
+async fn history_fills_a_resuming_stream_with_no_origin_request() {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let origin = Origin::start(move |req| {
+        let s = s.clone();
+        async move {
+            s.record(&req);
+            let last = req
+                .headers()
+                .get("last-event-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            let mut resp = Response::builder()
+                .header("grip-hold", "stream")
+                .header("content-type", "text/event-stream");
+            resp = match last {
+                Some(id) => resp.header("grip-channel", format!("ev; prev-id={id}")),
+                None => resp.header("grip-channel", "ev"),
+            };
+            resp.body(full(": open\n\n")).unwrap()
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let mut first = get(&proxy.url("/events")).await.into_body();
+    proxy.wait_subscribers("ev", 1).await;
+    let mut prev: Option<String> = None;
+    for i in 1..=3 {
+        let id = i.to_string();
+        publish_stream(
+            &proxy,
+            "ev",
+            &id,
+            prev.as_deref(),
+            &format!("id: {i}\ndata: e{i}\n\n"),
+        )
+        .await;
+        prev = Some(id);
+    }
+    read_until(&mut first, "data: e3").await;
+    drop(first);
+    proxy.wait_subscribers("ev", 0).await;
+    // Published while the client is away.
+    for i in 4..=6 {
+        let id = i.to_string();
+        publish_stream(
+            &proxy,
+            "ev",
+            &id,
+            prev.as_deref(),
+            &format!("id: {i}\ndata: e{i}\n\n"),
+        )
+        .await;
+        prev = Some(id);
+    }
+    let resp = send(
+        Request::get(proxy.url("/events"))
+            .header("last-event-id", "3")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    let mut body = resp.into_body();
+    let got = read_until(&mut body, "data: e6").await;
+    assert!(got.starts_with(": open\n\n"), "{got}");
+    assert!(
+        got.contains("data: e4\n\nid: 5\ndata: e5\n\nid: 6\ndata: e6"),
+        "{got}"
+    );
+    assert!(!got.contains("data: e3"), "{got}");
+    publish_stream(&proxy, "ev", "7", Some("6"), "id: 7\ndata: e7\n\n").await;
+    read_until(&mut body, "data: e7").await;
+    assert_eq!(
+        seen.count(),
+        2,
+        "one origin request per connection, none to fill the gap"
+    );
+}
+
+/// An origin serving a reliable stream: `/stream` holds at `s; prev-id=<after>` with next link
+/// `/next?after=<id>`; `/next` renders the items after `Grip-Last` from its own log.
+async fn reliable_origin(
+    seen: Seen,
+    log: Arc<Mutex<Vec<String>>>,
+    fail_next: Arc<AtomicUsize>,
+) -> Origin {
+    Origin::start(move |req| {
+        let (seen, log, fail_next) = (seen.clone(), log.clone(), fail_next.clone());
+        async move {
+            seen.record(&req);
+            let path = req.uri().path().to_string();
+            if path == "/next" && fail_next.load(Ordering::SeqCst) > 0 {
+                fail_next.fetch_sub(1, Ordering::SeqCst);
+                return Response::builder().status(500).body(full("down")).unwrap();
+            }
+            let after = req
+                .headers()
+                .get("grip-last")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split("last-id=").nth(1))
+                .map(str::to_string);
+            let items = log.lock().unwrap().clone();
+            let start = after
+                .as_ref()
+                .and_then(|a| items.iter().position(|i| i == a).map(|p| p + 1))
+                .unwrap_or(if path == "/next" { items.len() } else { 0 });
+            let body: String = items[start..].iter().map(|i| format!("{i};")).collect();
+            let last = items.last().cloned().unwrap_or_else(|| "none".into());
+            Response::builder()
+                .header("grip-hold", "stream")
+                .header("grip-channel", format!("s; prev-id={last}"))
+                .header("grip-link", "</next>; rel=next")
+                .body(full(body))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_gap_at_publish_time_fetches_the_next_link() {
+    let seen = Seen::default();
+    let log = Arc::new(Mutex::new(vec!["a".to_string()]));
+    let origin = reliable_origin(seen.clone(), log.clone(), Arc::default()).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        quiet(c);
+        c.reliability.history_items = 0;
+    })
+    .await;
+    let mut body = get(&proxy.url("/stream")).await.into_body();
+    read_until(&mut body, "a;").await;
+    proxy.wait_subscribers("s", 1).await;
+    // The origin has b and c, but only c (prev b) is published: a gap for a session at a.
+    log.lock()
+        .unwrap()
+        .extend(["b".to_string(), "c".to_string()]);
+    publish_stream(&proxy, "s", "c", Some("b"), "c;").await;
+    // The channel has no last id yet, so the hub delivers c at once; the session, at a, sees
+    // the gap and, with no history to fill it, asks its next link.
+    seen.wait_count(2).await;
+    assert_eq!(seen.all()[1].1, "/next");
+    assert_eq!(seen.all()[1].2, vec!["s; last-id=a".to_string()]);
+    let got = read_until(&mut body, "c;").await;
+    assert_eq!(got, "b;c;");
+}
+
+#[tokio::test]
+async fn hint_refetches_and_next_link_retries_after_500() {
+    let seen = Seen::default();
+    let log = Arc::new(Mutex::new(vec!["a".to_string()]));
+    let fail = Arc::new(AtomicUsize::new(1));
+    let origin = reliable_origin(seen.clone(), log.clone(), fail.clone()).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let mut body = get(&proxy.url("/stream")).await.into_body();
+    read_until(&mut body, "a;").await;
+    proxy.wait_subscribers("s", 1).await;
+    log.lock().unwrap().push("b".to_string());
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "s", "formats": {"http-stream": {"action": "hint"}}}]}),
+        )
+        .await;
+    // First /next answers 500, the retry (after ~1 s) succeeds.
+    assert_eq!(read_until(&mut body, "b;").await, "b;");
+    let nexts: Vec<_> = seen.all().into_iter().filter(|r| r.1 == "/next").collect();
+    assert_eq!(nexts.len(), 2, "{nexts:?}");
+    assert!(nexts
+        .iter()
+        .all(|r| r.2 == vec!["s; last-id=a".to_string()]));
+}
+
+#[tokio::test]
+async fn recover_updates_every_session() {
+    let seen = Seen::default();
+    let log = Arc::new(Mutex::new(vec!["a".to_string()]));
+    let origin = reliable_origin(seen.clone(), log.clone(), Arc::default()).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let mut one = get(&proxy.url("/stream")).await.into_body();
+    let mut two = get(&proxy.url("/stream")).await.into_body();
+    read_until(&mut one, "a;").await;
+    read_until(&mut two, "a;").await;
+    proxy.wait_subscribers("s", 2).await;
+    log.lock().unwrap().push("b".to_string());
+    let resp = send(
+        Request::post(proxy.publish_url("/recover"))
+            .header("accept", "application/json")
+            .header("content-length", "0")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text(resp).await, r#"{"message":"Updated"}"#);
+    read_until(&mut one, "b;").await;
+    read_until(&mut two, "b;").await;
+}
+
+#[tokio::test]
+async fn next_link_chains_stream_history_and_end_in_a_hold() {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let origin = Origin::start(move |req| {
+        let s = s.clone();
+        async move {
+            s.record(&req);
+            let page: u32 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("page="))
+                .map_or(0, |p| p.parse().unwrap());
+            let resp = Response::builder();
+            if page < 3 {
+                resp.header("grip-link", format!("<?page={}>; rel=next", page + 1))
+                    .body(full(format!("page{page};")))
+                    .unwrap()
+            } else {
+                resp.header("grip-hold", "stream")
+                    .header("grip-channel", "chain")
+                    .body(full("live;"))
+                    .unwrap()
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(
+        &format!("*,path_beg=/rw/,replace_beg=/hist/ {}\n", origin.target()),
+        quiet,
+    )
+    .await;
+    let mut body = get(&proxy.url("/rw/feed")).await.into_body();
+    assert_eq!(
+        read_until(&mut body, "live;").await,
+        "page0;page1;page2;live;"
+    );
+    let paths: Vec<_> = seen.all().into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        paths,
+        [
+            "/hist/feed",
+            "/hist/feed?page=1",
+            "/hist/feed?page=2",
+            "/hist/feed?page=3"
+        ]
+    );
+    proxy.wait_subscribers("chain", 1).await;
+    publish_stream(&proxy, "chain", "x", None, "pushed;").await;
+    read_until(&mut body, "pushed;").await;
+}
+
+#[tokio::test]
+async fn gone_link_is_posted_when_the_client_leaves() {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let origin = Origin::start(move |req| {
+        let s = s.clone();
+        async move {
+            s.record(&req);
+            Response::builder()
+                .header("grip-hold", "stream")
+                .header("grip-channel", "presence")
+                .header("grip-link", "</gone/42>; rel=gone")
+                .body(full("hi"))
+                .unwrap()
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let resp = get(&proxy.url("/room")).await;
+    proxy.wait_subscribers("presence", 1).await;
+    drop(resp);
+    seen.wait_count(2).await;
+    let gone = &seen.all()[1];
+    assert_eq!((gone.0.as_str(), gone.1.as_str()), ("POST", "/gone/42"));
+}
+
+#[tokio::test]
+async fn first_subscriber_update_asks_the_origin_once() {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let origin = Origin::start(move |req| {
+        let s = s.clone();
+        async move {
+            s.record(&req);
+            Response::builder()
+                .header("grip-hold", "response")
+                .header("grip-channel", "fsu")
+                .body(full("t"))
+                .unwrap()
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
+    let url = proxy.url("/lp");
+    let client = tokio::spawn(async move { text(get(&url).await).await });
+    seen.wait_count(2).await;
+    proxy.wait_subscribers("fsu", 1).await;
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "fsu", "formats": {"http-response": {"body": "pub"}}}]}),
+        )
+        .await;
+    assert_eq!(client.await.unwrap(), "pub");
+    assert_eq!(seen.count(), 2, "exactly one update");
+}
