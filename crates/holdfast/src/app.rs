@@ -25,6 +25,8 @@ pub struct App {
     pub origins: OriginClients,
     /// Channel registry and fan-out.
     pub hub: Hub,
+    /// How publishes reach the hub (local, or through the cluster engine).
+    pub bus: crate::bus::Bus,
     /// Paces origin requests made on held sessions' behalf.
     pub session_requests: crate::limiter::RateLimiter,
     signatures: Mutex<Vec<CachedSig>>,
@@ -52,6 +54,7 @@ impl App {
             xff,
             routes: Routes::new(routes, config.server.routes.clone()),
             origins,
+            bus: crate::bus::Bus::local(hub.clone()),
             hub,
             session_requests: crate::limiter::RateLimiter::new(
                 config.reliability.session_requests_per_sec,

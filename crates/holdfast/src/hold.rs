@@ -261,6 +261,16 @@ pub async fn hold(
     }
 }
 
+/// Asks the cluster's shared history for what `stale` channels missed. Returns the items to
+/// replay, or `None` when any channel cannot be caught up that way.
+pub async fn fill_from_bus(app: &App, stale: &[(String, String)]) -> Option<Vec<Delivery>> {
+    let mut out = Vec::new();
+    for (channel, after) in stale {
+        out.extend(app.bus.history_after(channel, after).await?);
+    }
+    Some(out)
+}
+
 /// One channel of a session: its hub name, the name the origin used, and the session's position.
 #[derive(Debug, Clone)]
 pub struct ChannelPos {
@@ -334,10 +344,11 @@ impl Positions {
         }
     }
 
-    /// Reads the result of subscribing: items to replay, and whether an update is needed.
-    pub fn resume(&self, resumes: Vec<Resume>) -> (Vec<Delivery>, bool) {
+    /// Reads the result of subscribing: items to replay, and the channels (with positions) that
+    /// are behind with nothing in local history to catch up from.
+    pub fn resume(&self, resumes: Vec<Resume>) -> (Vec<Delivery>, Vec<(String, String)>) {
         let mut replay = Vec::new();
-        let mut stale = false;
+        let mut stale = Vec::new();
         for (c, r) in self.channels.iter().zip(resumes) {
             match r {
                 Resume::Live => {}
@@ -345,7 +356,9 @@ impl Positions {
                 Resume::Replay(items) => replay.extend(items),
                 Resume::Stale { last_id } => {
                     tracing::debug!(channel = %c.name, position = ?c.position, %last_id, "session is behind its channel");
-                    stale = true;
+                    if let Some(pos) = &c.position {
+                        stale.push((c.name.clone(), pos.clone()));
+                    }
                 }
             }
         }

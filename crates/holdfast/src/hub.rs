@@ -75,6 +75,10 @@ impl Want {
 
 type Shard = Mutex<HashMap<String, Channel>>;
 
+/// Told when a channel gains its first local subscriber (`true`) or loses its last (`false`).
+/// Called under the channel's shard lock: it must return at once and must not call the hub.
+pub type InterestFn = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
 struct Inner {
     shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
@@ -88,6 +92,7 @@ struct Inner {
     delivered: AtomicU64,
     published: AtomicU64,
     seen_ids: Mutex<SeenIds>,
+    interest: std::sync::OnceLock<InterestFn>,
 }
 
 /// The channel registry. Cloning shares it.
@@ -225,8 +230,14 @@ impl Inner {
     ) {
         let now = Instant::now();
         let ch = shard.entry(channel.to_string()).or_default();
-        let first = ch.subscribers.is_empty() && ch.linger_until.is_none_or(|t| t <= now);
+        let was_empty = ch.subscribers.is_empty();
+        let first = was_empty && ch.linger_until.is_none_or(|t| t <= now);
         ch.subscribers.insert(id, Subscriber { want, tx });
+        if was_empty {
+            if let Some(f) = self.interest.get() {
+                f(channel, true);
+            }
+        }
         ch.linger_until = None;
         if first && want.is_http() {
             if let Some(delay) = self.first_subscription_update {
@@ -242,6 +253,9 @@ impl Inner {
         if let Some(ch) = shard.get_mut(channel) {
             ch.subscribers.remove(&id);
             if ch.subscribers.is_empty() {
+                if let Some(f) = self.interest.get() {
+                    f(channel, false);
+                }
                 // Long-polls re-poll at once: a quick return is not a first subscription. The
                 // entry stays (history, last id, linger) until a sweep finds it idle.
                 ch.linger_until = Some(Instant::now() + self.limits.linger);
@@ -373,6 +387,7 @@ impl Hub {
                 seen_ids: Mutex::new(SeenIds::new(Duration::from_secs(
                     config.grip.id_cache_ttl_secs,
                 ))),
+                interest: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -546,6 +561,27 @@ impl Hub {
             });
             self.inner.history_bytes.fetch_sub(freed, Ordering::Relaxed);
         }
+    }
+
+    /// Registers the one listener for channel interest changes (the cluster bus). Returns false
+    /// if one was already registered.
+    pub fn on_interest(&self, f: InterestFn) -> bool {
+        self.inner.interest.set(f).is_ok()
+    }
+
+    /// Channels that have at least one local subscriber now (to resubscribe after a reconnect).
+    pub fn subscribed_channels(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let shard = shard.lock().expect("hub shard poisoned");
+            out.extend(
+                shard
+                    .iter()
+                    .filter(|(_, c)| !c.subscribers.is_empty())
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        out
     }
 
     /// The channel's last published id, if known.

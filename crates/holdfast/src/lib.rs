@@ -19,10 +19,12 @@
 //! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
 //! - [`limiter`]: the rate limit on origin requests made for held sessions.
 //! - [`publish`]: the publish/control API.
+//! - [`bus`]: how publishes reach the hub — locally, or through the cluster engine.
 
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod bus;
 pub mod config;
 pub mod hold;
 pub mod hub;

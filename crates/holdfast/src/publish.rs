@@ -99,10 +99,9 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
     };
     let count = items.len();
-    for item in items {
-        let channel = item.channel.clone();
-        let receivers = app.hub.publish(item);
-        tracing::info!(%channel, receivers, "publish");
+    if let Err(e) = app.bus.publish(items).await {
+        tracing::warn!(error = %e, items = count, "publish refused");
+        return text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
     }
     tracing::debug!(items = count, "control: POST /publish/ code=200");
     message(format, "Published")

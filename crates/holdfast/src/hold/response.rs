@@ -42,10 +42,16 @@ pub async fn hold(
             .hub
             .subscribe_resuming(positions.requests(), Want::HttpResponse);
         let (mut pending, stale) = positions.resume(resumes);
+        let mut update = false;
+        if !stale.is_empty() {
+            match super::fill_from_bus(&ctx.app, &stale).await {
+                Some(items) => pending.extend(items),
+                None => update = can_update(&ctx),
+            }
+        }
         if let Some((_old, mut old_rx)) = carried.take() {
             pending.extend(std::iter::from_fn(|| old_rx.try_recv().ok()));
         }
-        let mut update = stale && can_update(&ctx);
         for item in pending {
             match positions.judge(&sub, &item) {
                 Verdict::Deliver(items) => {

@@ -128,6 +128,8 @@ struct StreamSession {
     next_link: Option<NextLink>,
     link_timer: Option<Pin<Box<Sleep>>>,
     needs_fetch: bool,
+    /// Channels found behind at subscription, not yet caught up.
+    stale: Vec<(String, String)>,
     done: bool,
     jitter: Duration,
     _gone: Option<GoneLink>,
@@ -146,6 +148,7 @@ impl StreamSession {
             next_link: None,
             link_timer: None,
             needs_fetch: false,
+            stale: Vec::new(),
             done: false,
             jitter: Duration::ZERO,
             _gone: start.gone,
@@ -174,9 +177,7 @@ impl StreamSession {
         self.jitter = Duration::from_millis(sub.id().wrapping_mul(2_654_435_761) % 1000);
         let (replay, stale) = self.positions.resume(resumes);
         self.queued.extend(replay);
-        if stale {
-            self.gap_without_history();
-        }
+        self.stale = stale;
         self.live = Some(Live { sub, rx });
     }
 
@@ -254,6 +255,14 @@ impl StreamSession {
             }
             if self.done {
                 return None;
+            }
+            if !self.stale.is_empty() {
+                let stale = std::mem::take(&mut self.stale);
+                match super::fill_from_bus(&self.ctx.app, &stale).await {
+                    Some(items) => self.queued.extend(items),
+                    None => self.gap_without_history(),
+                }
+                continue;
             }
             if self.needs_fetch {
                 self.needs_fetch = false;
