@@ -17,6 +17,8 @@
 //!   WebSocket-over-HTTP → [`wsevents::Event`].
 //! - [`control`]: WebSocket control messages (`c:{...}`) →
 //!   [`control::ControlMessage`].
+//! - [`filter`]: subscription filters (`skip-self`, `skip-users`,
+//!   `require-sub`, `build-id`, `var-subst`) and the `%` template syntax.
 //!
 //! A private `fields` module gives every JSON parser the same typed field
 //! access and the same error wording.
@@ -24,6 +26,7 @@
 
 pub mod control;
 mod fields;
+pub mod filter;
 pub mod instruct;
 pub mod publish;
 pub mod sig;

@@ -10,6 +10,7 @@
 //! contain 'content' or 'content-bin'`) and add the offending value where
 //! Pushpin gives none.
 
+mod encode;
 mod format;
 
 use std::collections::BTreeMap;

@@ -6,12 +6,14 @@
 //!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. The driver then waits until
 //!    they are all subscribed, decided by `--ready`:
 //!    - `metrics`: the proxy's `GET /metrics` on the publish address reports
-//!      `holdfast_subscriptions` ≥ N (Holdfast).
+//!      `holdfast_subscriptions` ≥ N (Holdfast), without a break for `--settle-ms`.
 //!    - `settle`: for proxies without such a count (Pushpin). SSE: every subscriber has received
 //!      its response headers and the origin's initial body. Long-poll: every subscriber has
 //!      connected and sent its request, and, with `--origin`, the origin has answered at least
 //!      that many GRIP holds. Then the counters (and the origin's count) must stay unchanged for
-//!      `--settle-ms`; the subscribe time excludes that quiet period.
+//!      `--settle-ms`.
+//!
+//!    Either way the subscribe time runs until the start of that quiet period.
 //! 2. **Publish.** `--messages` stamped messages ([`stamp`]) `--interval-ms` apart, on a fixed
 //!    schedule that does not drift with the publish round trip.
 //! 3. **Drain.** Wait until every subscriber has every message, or deliveries stop for
@@ -115,7 +117,8 @@ pub struct FanoutArgs {
     /// Metric holding the subscription count, for `--ready metrics`.
     #[arg(long, default_value = "holdfast_subscriptions")]
     metric: String,
-    /// The bench origin's address, whose hold count `--ready settle` also waits for.
+    /// The bench origin's address: `--ready settle` also waits for its hold count, and the
+    /// report gives its request count while subscribing and in total.
     #[arg(long, value_name = "ADDR")]
     origin: Option<SocketAddr>,
     /// Quiet period required by `--ready settle`, in milliseconds.
@@ -161,11 +164,22 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
         }
         crate::rss::total_kib(&args.proxy_pids).map(Some)
     };
+    let origin_requests = || async {
+        match args.origin {
+            Some(origin) => control::read_metric(origin, "/_bench/stats", "requests")
+                .await
+                .ok()
+                .map(|v| v as u64),
+            None => None,
+        }
+    };
     let rss_before = rss()?;
+    let requests_before = origin_requests().await;
     let started = Instant::now();
     let mut pool = Pool::spawn(worker_args(args, workers, source_ips))?;
     let (subscribed, subscribe_secs) = subscribe(args, &mut pool, started).await;
     let rss_subscribed = rss()?;
+    let requests_subscribed = origin_requests().await;
 
     let mut published = Vec::with_capacity(args.messages);
     let first_at = Instant::now();
@@ -183,6 +197,7 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
     }
     drain(args, &mut pool).await;
     let rss_after = rss()?;
+    let requests_after = origin_requests().await;
     let results = pool.finish().await;
 
     let ctx = Context {
@@ -198,6 +213,7 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
         subscribed,
         subscribe_secs,
         rss_kib: [rss_before, rss_subscribed, rss_after],
+        origin_requests: [requests_before, requests_subscribed, requests_after],
     };
     Ok(report::summarize(ctx, &published, results))
 }
@@ -232,24 +248,26 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
         .collect()
 }
 
-/// Waits until every subscriber is subscribed (or the cap passes) and returns how many are and
-/// how long that took, in seconds.
+/// Waits until every subscriber is subscribed and has stayed so for `--settle-ms` (or the cap
+/// passes), and returns how many are and how long it took, in seconds, until the start of that
+/// quiet period.
 async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> (u64, f64) {
     let n = args.subscribers as u64;
     let deadline = started + Duration::from_secs(args.subscribe_timeout_secs);
     let settle = Duration::from_millis(args.settle_ms);
+    // Start of the current run of polls in which the condition held.
     let mut reached: Option<Instant> = None;
     let mut last_key = None;
     let mut still_since = Instant::now();
     let mut warned = false;
+    let mut count;
     loop {
         pool.pump_for(POLL_EVERY).await;
         let now = Instant::now();
         let totals = pool.totals();
-        let (count, done) = match args.ready {
+        let (holds, metric) = match args.ready {
             Ready::Metrics => {
-                let count = match control::read_metric(args.publish, "/metrics", &args.metric).await
-                {
+                let v = match control::read_metric(args.publish, "/metrics", &args.metric).await {
                     Ok(v) => v as u64,
                     Err(e) => {
                         if !std::mem::replace(&mut warned, true) {
@@ -258,33 +276,47 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> (u64
                         0
                     }
                 };
-                (count, count >= n)
+                (None, Some(v))
             }
-            Ready::Settle => {
-                let base = match args.mode {
+            Ready::Settle => match args.origin {
+                Some(origin) => (origin_holds(origin, &mut warned).await, None),
+                None => (None, None),
+            },
+        };
+        let all_seen = match metric {
+            // A count can touch N and fall back while the proxy re-asks the origin for held
+            // requests (Holdfast and Pushpin do so one second after a channel's first
+            // subscriber), hence the quiet period in this mode too.
+            Some(v) => {
+                count = v;
+                v >= n
+            }
+            None => {
+                count = match args.mode {
                     Mode::Sse => totals.ready,
                     Mode::Longpoll => totals.connected,
                 };
-                let holds = match args.origin {
-                    Some(origin) => origin_holds(origin, &mut warned).await,
-                    None => None,
-                };
-                let key = (totals.ready, totals.connected, totals.failed, holds);
-                if last_key != Some(key) {
-                    last_key = Some(key);
-                    still_since = now;
-                }
-                let all_seen = base + totals.failed >= n && holds.map_or(true, |h| h >= base);
-                if all_seen && reached.is_none() {
-                    reached = Some(now);
-                }
-                (base, all_seen && now - still_since >= settle)
+                count + totals.failed >= n && holds.map_or(true, |h| h >= count)
             }
         };
-        if done || now >= deadline {
-            if !done {
+        let key = (totals.ready, totals.connected, totals.failed, holds);
+        if last_key != Some(key) {
+            last_key = Some(key);
+            still_since = now;
+        }
+        if !all_seen {
+            reached = None;
+        } else if reached.is_none() {
+            reached = Some(now);
+        }
+        let quiet = match metric {
+            Some(_) => reached.is_some_and(|r| now - r >= settle),
+            None => all_seen && now - still_since >= settle,
+        };
+        if quiet || now >= deadline {
+            if !quiet {
                 eprintln!(
-                    "fanout: only {count} of {n} subscribed after {}s; publishing anyway",
+                    "fanout: subscriptions not settled after {}s ({count} of {n}); publishing anyway",
                     args.subscribe_timeout_secs
                 );
             }

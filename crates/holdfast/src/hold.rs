@@ -261,6 +261,86 @@ pub async fn hold(
     }
 }
 
+impl Positions {
+    fn filter_input<'a>(
+        &'a self,
+        pub_meta: &'a std::collections::BTreeMap<String, String>,
+        positions: &'a std::collections::BTreeMap<String, String>,
+        subscribed: &'a dyn Fn(&str) -> bool,
+    ) -> grip::filter::Input<'a> {
+        grip::filter::Input {
+            sub_meta: &self.meta,
+            pub_meta,
+            positions,
+            subscribed,
+        }
+    }
+
+    fn position_map(&self) -> std::collections::BTreeMap<String, String> {
+        self.channels
+            .iter()
+            .filter_map(|c| Some((c.origin_name.clone(), c.position.clone()?)))
+            .collect()
+    }
+
+    /// Runs the filters of `item`'s channel over `content`: `None` when this subscription does
+    /// not get it; the content itself (shared, not copied) when no filter rewrote it.
+    pub fn filter(
+        &self,
+        item: &Delivery,
+        content: &Bytes,
+        content_filters: Option<&[String]>,
+    ) -> Option<Bytes> {
+        let filters = self
+            .channels
+            .iter()
+            .find(|c| c.name == item.channel)
+            .map_or(&[][..], |c| c.filters.as_slice());
+        if filters.is_empty() && content_filters.is_none_or(|cf| cf.is_empty()) {
+            return Some(content.clone());
+        }
+        let positions = self.position_map();
+        let subscribed = |name: &str| {
+            self.channels
+                .iter()
+                .any(|c| c.origin_name == name || c.name == name)
+        };
+        let input = self.filter_input(&item.meta, &positions, &subscribed);
+        match grip::filter::apply(filters, &input, content_filters, content) {
+            Ok(grip::filter::Outcome::Drop) => None,
+            Ok(grip::filter::Outcome::Unchanged) => Some(content.clone()),
+            Ok(grip::filter::Outcome::Rewritten(v)) => Some(Bytes::from(v)),
+            Err(e) => {
+                tracing::debug!(channel = %item.channel, error = %e, "filter failed, not delivered");
+                None
+            }
+        }
+    }
+
+    /// Applies `build-id` to a body that is not a delivery (the initial body, a next-link
+    /// body), when any channel has that filter.
+    pub fn build_id_body(&self, body: Bytes) -> Bytes {
+        if !self
+            .channels
+            .iter()
+            .any(|c| c.filters.iter().any(|f| f == "build-id"))
+        {
+            return body;
+        }
+        let positions = self.position_map();
+        let empty = std::collections::BTreeMap::new();
+        let subscribed = |_: &str| true;
+        let input = self.filter_input(&empty, &positions, &subscribed);
+        match grip::filter::build_id(&input, &body) {
+            Ok(v) => Bytes::from(v),
+            Err(e) => {
+                tracing::debug!(error = %e, "build-id could not render the body; sent as is");
+                body
+            }
+        }
+    }
+}
+
 /// Asks the cluster's shared history for what `stale` channels missed. Returns the items to
 /// replay, or `None` when any channel cannot be caught up that way.
 pub async fn fill_from_bus(app: &App, stale: &[(String, String)]) -> Option<Vec<Delivery>> {
@@ -280,13 +360,17 @@ pub struct ChannelPos {
     pub origin_name: String,
     /// Id of the last item the session has, if known.
     pub position: Option<String>,
+    /// Filters of this subscription, in order.
+    pub filters: Vec<String>,
 }
 
-/// A session's channels and its position on each.
+/// A session's channels, its position on each, and its subscription meta.
 #[derive(Debug, Clone, Default)]
 pub struct Positions {
     /// Channels in subscription order.
     pub channels: Vec<ChannelPos>,
+    /// Subscription meta (`Grip-Set-Meta`), read by filters.
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 /// What to do with an item that reached a session.
@@ -305,9 +389,16 @@ impl Positions {
     pub fn new(app: &App, route: &Route, subs: &[String], ins: &Instruction) -> Positions {
         let prefix = &route.options.channel_prefix;
         let max = app.config.limits.max_channels_per_connection;
-        let mut out = Positions::default();
-        let explicit = ins.channels.iter().map(|c| (&c.name, c.prev_id.clone()));
-        for (origin_name, prev) in explicit.chain(subs.iter().map(|s| (s, None))) {
+        let mut out = Positions {
+            meta: ins.meta.clone(),
+            ..Positions::default()
+        };
+        let explicit = ins
+            .channels
+            .iter()
+            .map(|c| (&c.name, c.prev_id.clone(), c.filters.clone()));
+        let implicit = subs.iter().map(|s| (s, None, Vec::new()));
+        for (origin_name, prev, filters) in explicit.chain(implicit) {
             let name = format!("{prefix}{origin_name}");
             if out.channels.iter().any(|c| c.name == name) {
                 continue;
@@ -320,6 +411,7 @@ impl Positions {
                 name,
                 origin_name: origin_name.clone(),
                 position: prev,
+                filters,
             });
         }
         out
@@ -407,6 +499,7 @@ impl Positions {
     /// Takes the positions the origin gave in a new instruction; channels it names keep theirs
     /// when it gives none.
     pub fn update_from(&mut self, next: Positions) {
+        self.meta.extend(next.meta);
         let old = std::mem::take(&mut self.channels);
         self.channels = next
             .channels

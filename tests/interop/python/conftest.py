@@ -40,6 +40,25 @@ def holdfast(holdfast_bin, origin, tmp_path):
 
 
 @pytest.fixture
+def start_holdfast(holdfast_bin, tmp_path):
+    """Starts a Holdfast with a given configuration (TOML text) and origin port; every one started
+    is stopped when the test ends."""
+    started = []
+
+    def start(origin_port, config=None):
+        workdir = tmp_path / f"holdfast-{len(started)}"
+        workdir.mkdir()
+        hf = Holdfast(holdfast_bin, workdir, origin_port, config=config)
+        started.append(hf)
+        return hf
+
+    yield start
+    for hf in started:
+        hf.stop()
+        print(f"--- holdfast log ({hf.log_path}) ---\n{hf.log()}")
+
+
+@pytest.fixture
 def publisher(holdfast):
     pub = GripPubControl({"control_uri": holdfast.control_uri})
     yield pub

@@ -103,13 +103,20 @@ class Origin:
 
 
 class Holdfast:
-    """The holdfast binary as a subprocess on free ports, routing everything to one origin."""
+    """The holdfast binary as a subprocess on free ports, routing everything to one origin.
 
-    def __init__(self, binary, workdir, origin_port):
+    `config`, when given, is the text of a TOML configuration file passed with `--config`.
+    """
+
+    def __init__(self, binary, workdir, origin_port, config=None):
         self.binary = binary
         self.workdir = workdir
         self.routes = workdir / "routes"
         self.routes.write_text(f"* 127.0.0.1:{origin_port}\n")
+        self.config_path = None
+        if config is not None:
+            self.config_path = workdir / "holdfast.toml"
+            self.config_path.write_text(config)
         self.log_path = workdir / "holdfast.log"
         self.proc = None
         self._start()
@@ -118,15 +125,18 @@ class Holdfast:
         # A port found free can be taken before Holdfast binds it: retry with new ports.
         for _ in range(3):
             self.port, self.pub_port = free_port(), free_port()
+            args = [
+                str(self.binary),
+                "--listen", f"127.0.0.1:{self.port}",
+                "--publish-listen", f"127.0.0.1:{self.pub_port}",
+                "--routes", str(self.routes),
+                "--log-level", "info",
+            ]
+            if self.config_path is not None:
+                args += ["--config", str(self.config_path)]
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [
-                    str(self.binary),
-                    "--listen", f"127.0.0.1:{self.port}",
-                    "--publish-listen", f"127.0.0.1:{self.pub_port}",
-                    "--routes", str(self.routes),
-                    "--log-level", "info",
-                ],
+                args,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -72,6 +72,10 @@ pub struct Summary {
     pub rss_after_kib: Option<u64>,
     /// `(rss_subscribed - rss_before) / subscribed`, in bytes.
     pub rss_per_connection_bytes: Option<f64>,
+    /// Requests the origin received while the subscribers subscribed (`--origin` only).
+    pub origin_requests_subscribing: Option<u64>,
+    /// Requests the origin received during the whole run (`--origin` only).
+    pub origin_requests_total: Option<u64>,
     /// Per-message figures.
     pub per_message: Vec<MessageStats>,
     /// Deliveries, all messages together.
@@ -113,6 +117,8 @@ pub struct Context {
     pub subscribe_secs: f64,
     /// Resident memory before subscribing, once subscribed, and at the end, in KiB.
     pub rss_kib: [Option<u64>; 3],
+    /// The origin's request counter at the same three moments.
+    pub origin_requests: [Option<u64>; 3],
 }
 
 /// Nearest-rank percentile of an ascending slice.
@@ -169,6 +175,8 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         .collect();
     everything.sort_unstable();
     let [before, subscribed, after] = ctx.rss_kib;
+    let [req_before, req_subscribed, req_after] = ctx.origin_requests;
+    let since_start = |at: Option<u64>| Some(at?.saturating_sub(req_before?));
     let rss_per_connection_bytes = match (before, subscribed) {
         (Some(b), Some(s)) if ctx.subscribed > 0 => {
             Some(((s as f64 - b as f64) * 1024.0 / ctx.subscribed as f64).round())
@@ -194,6 +202,8 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         rss_subscribed_kib: subscribed,
         rss_after_kib: after,
         rss_per_connection_bytes,
+        origin_requests_subscribing: since_start(req_subscribed),
+        origin_requests_total: since_start(req_after),
         delivered: everything.len() as u64,
         lost: per_message.iter().map(|m| m.lost).sum(),
         p50_ms: ms(percentile(&everything, 50.0)),
@@ -235,6 +245,12 @@ pub fn print(s: &Summary) {
             mib(s.rss_after_kib),
             s.rss_per_connection_bytes
                 .map_or_else(|| "-".into(), |b| format!("{b:.0}"))
+        );
+    }
+    if let (Some(sub), Some(total)) = (s.origin_requests_subscribing, s.origin_requests_total) {
+        println!(
+            "origin requests: {sub} while subscribing ({:.2} per subscriber), {total} in all",
+            sub as f64 / s.subscribers.max(1) as f64
         );
     }
     println!(
@@ -307,6 +323,7 @@ mod tests {
             subscribed: 3,
             subscribe_secs: 1.5,
             rss_kib: [Some(1000), Some(1003), Some(1003)],
+            origin_requests: [Some(10), Some(16), Some(19)],
         };
         let published = [
             Publication {
@@ -333,5 +350,7 @@ mod tests {
         assert_eq!(s.delivered, 4);
         assert_eq!(s.subscribe_rate, 2.0);
         assert_eq!(s.rss_per_connection_bytes, Some(1024.0));
+        assert_eq!(s.origin_requests_subscribing, Some(6));
+        assert_eq!(s.origin_requests_total, Some(9));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The worker opens its subscribers through the proxy, at most `--connect-concurrency` of them
 //! being set up at once, and records the latency of every stamped message they receive. An SSE
-//! subscriber retries (up to [`MAX_CONNECT_ATTEMPTS`] times, [`RECONNECT_PAUSE`] apart) until its
+//! subscriber retries (up to [`MAX_CONNECT_ATTEMPTS`] times, with a [`Backoff`]) until its
 //! stream delivers its first bytes, then holds that stream and never reconnects (a stream that
 //! breaks afterwards is counted as closed). A long-poll subscriber re-polls on the same
 //! keep-alive connection as soon as a response completes, and opens a new connection if the old
@@ -35,8 +35,29 @@ use super::Mode;
 
 /// Connection attempts a long-poll subscriber makes before giving up.
 const MAX_CONNECT_ATTEMPTS: u32 = 20;
-/// Pause between failed connection attempts.
+/// Pause after the first failed attempt; it doubles with each further failure.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// Longest pause between attempts.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_millis(3200);
+
+/// Exponential pacing of a subscriber's retries, so a proxy that is failing requests is not
+/// also flooded with immediate retries.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(RECONNECT_PAUSE)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_RECONNECT_PAUSE);
+    }
+
+    fn reset(&mut self) {
+        self.0 = RECONNECT_PAUSE;
+    }
+}
 
 /// Flags of the hidden `fanout-worker` subcommand, set by the parent.
 #[derive(Debug, Args)]
@@ -267,6 +288,7 @@ fn request(shared: &Shared, accept: &'static str) -> Request<Empty<Bytes>> {
 async fn sse_subscriber(shared: Arc<Shared>, index: usize) {
     let mut seen = vec![false; shared.messages];
     let mut connected = false;
+    let mut backoff = Backoff::new();
     for _ in 0..MAX_CONNECT_ATTEMPTS {
         let outcome = {
             let Ok(permit) = shared.permits.acquire().await else {
@@ -280,7 +302,7 @@ async fn sse_subscriber(shared: Arc<Shared>, index: usize) {
                 shared.closed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            StreamEnd::BeforeData => tokio::time::sleep(RECONNECT_PAUSE).await,
+            StreamEnd::BeforeData => backoff.wait().await,
         }
     }
     shared.error("gave up subscribing");
@@ -375,6 +397,7 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
     let mut connected_once = false;
     let mut answered_once = false;
     let mut attempts = 0;
+    let mut backoff = Backoff::new();
     while attempts < MAX_CONNECT_ATTEMPTS {
         let sender = {
             let Ok(_permit) = shared.permits.acquire().await else {
@@ -387,7 +410,7 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
             Err(e) => {
                 shared.error(format!("connect: {e}"));
                 attempts += 1;
-                tokio::time::sleep(RECONNECT_PAUSE).await;
+                backoff.wait().await;
                 continue;
             }
         };
@@ -403,6 +426,7 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
                 Ok(r) => r,
                 Err(e) => {
                     shared.error(format!("poll: {e}"));
+                    backoff.wait().await;
                     break;
                 }
             };
@@ -414,16 +438,17 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
                     shared.error(format!("poll body: {e}"));
+                    backoff.wait().await;
                     break;
                 }
             };
             shared.polls.fetch_add(1, Ordering::Relaxed);
             if status != StatusCode::OK {
                 shared.error(format!("status {status}: {}", body_excerpt(&body)));
-                // Do not hammer a proxy that is refusing: pace the re-poll.
-                tokio::time::sleep(RECONNECT_PAUSE).await;
+                backoff.wait().await;
                 continue;
             }
+            backoff.reset();
             shared.record(&String::from_utf8_lossy(&body), &mut seen);
         }
     }

@@ -56,7 +56,7 @@ pub async fn hold(
             match positions.judge(&sub, &item) {
                 Verdict::Deliver(items) => {
                     if let Some(item) = items.iter().find(|i| is_send(i)) {
-                        return published_response(base, item);
+                        return published_response(base, item, &positions);
                     }
                 }
                 Verdict::Update => update |= can_update(&ctx),
@@ -76,7 +76,7 @@ pub async fn hold(
             match positions.judge(&sub, &item) {
                 Verdict::Deliver(items) => {
                     if let Some(item) = items.iter().find(|i| is_send(i)) {
-                        return published_response(base, item);
+                        return published_response(base, item, &positions);
                     }
                 }
                 Verdict::Skip => {}
@@ -162,7 +162,11 @@ async fn retry(ctx: &Arc<SessionCtx>, positions: &Positions) -> Next {
 
 /// A published `http-response`: its status, the original headers overridden by its headers, and
 /// its body (or the original body patched).
-fn published_response(base: BaseResponse, item: &Delivery) -> Response<Body> {
+fn published_response(
+    base: BaseResponse,
+    item: &Delivery,
+    positions: &Positions,
+) -> Response<Body> {
     let f: &HttpResponseFormat = item
         .formats
         .http_response
@@ -181,6 +185,11 @@ fn published_response(base: BaseResponse, item: &Delivery) -> Response<Body> {
                 );
             }
         },
+    };
+    let Some(body) = positions.filter(item, &body, f.content_filters.as_deref()) else {
+        // Filtered out for this subscriber: answer as at the timeout.
+        let original = full(base.body.clone());
+        return base.into_response(original);
     };
     let mut headers = base.headers;
     headers.remove(header::CONTENT_LENGTH);

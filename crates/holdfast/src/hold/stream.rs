@@ -154,7 +154,12 @@ impl StreamSession {
             _gone: start.gone,
         };
         if !start.initial.is_empty() {
-            s.out.push_back(start.initial);
+            let initial = if s.body_in.is_none() {
+                s.positions.build_id_body(start.initial)
+            } else {
+                start.initial
+            };
+            s.out.push_back(initial);
         }
         if start.live {
             s.go_live();
@@ -333,7 +338,14 @@ impl StreamSession {
                     };
                     match f.action {
                         Action::Send if !f.content.is_empty() => {
-                            self.out.push_back(f.content.clone())
+                            let filtered = self.positions.filter(
+                                &item,
+                                &f.content,
+                                f.content_filters.as_deref(),
+                            );
+                            if let Some(content) = filtered.filter(|c| !c.is_empty()) {
+                                self.out.push_back(content);
+                            }
                         }
                         Action::Close => {
                             self.done = true;
@@ -411,15 +423,23 @@ impl StreamSession {
             .response
             .as_ref()
             .map_or(accepted.body, |r| r.body.clone());
+        self.body_in = accepted.rest;
+        if ins.hold == Some(HoldMode::Stream) {
+            let next = Positions::new(&app, &self.ctx.route, &target.subs, &ins);
+            self.positions.update_from(next);
+        }
+        // A body streamed past the buffer is sent as is; a buffered one gets build-id.
+        let body = if self.body_in.is_none() {
+            self.positions.build_id_body(body)
+        } else {
+            body
+        };
         if !body.is_empty() {
             self.out.push_back(body);
         }
-        self.body_in = accepted.rest;
         match ins.hold {
             Some(HoldMode::Response) => self.fail("Next link returned non-stream hold."),
             Some(HoldMode::Stream) => {
-                let next = Positions::new(&app, &self.ctx.route, &target.subs, &ins);
-                self.positions.update_from(next);
                 self.set_instructions(ins.keep_alive, ins.next_link);
                 match self.live.as_mut() {
                     Some(live) => {

@@ -484,6 +484,15 @@ impl Conn {
         client_open: bool,
     ) -> Option<End> {
         let label = self.origin.label.clone();
+        if !client_open {
+            // Only the client's CLOSE or DISCONNECT was waiting for this; the answer no longer
+            // matters.
+            self.outbox.settle(None);
+            if let Err(e) = reply {
+                tracing::debug!(target = %label, error = %e, "last WebSocket-over-HTTP request failed");
+            }
+            return None;
+        }
         let reply = match reply {
             Ok(r) if r.is_events() => r,
             Ok(r) => {
@@ -510,9 +519,6 @@ impl Conn {
                 return Some(End::Close(close_frame(1011, "origin error"), true));
             }
         };
-        if !client_open {
-            return None;
-        }
         self.on_origin(client, events).await
     }
 

@@ -238,7 +238,7 @@ impl Session {
         let rest = payload.slice(payload.len() - rest.len()..);
         Ok(match msg {
             Message::Text(_) => Some(Message::Text(
-                Utf8Bytes::try_from(rest).expect("a suffix of UTF-8 after an ASCII-safe prefix"),
+                Utf8Bytes::try_from(rest).expect("UTF-8 without a UTF-8 prefix is UTF-8"),
             )),
             _ => Some(Message::Binary(rest)),
         })

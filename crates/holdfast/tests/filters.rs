@@ -1,0 +1,208 @@
+//! Subscription meta and filters through the real server.
+
+mod support;
+
+use hyper::{Request, Response};
+use serde_json::json;
+use support::*;
+
+fn quiet(c: &mut holdfast::Config) {
+    c.reliability.update_on_first_subscription = false;
+}
+
+/// An origin holding a stream on channel `room` with the filters and meta in the query:
+/// `?user=<u>&filters=a,b&extra=<channel>`.
+async fn filtering_origin() -> Origin {
+    Origin::start(|req: Request<hyper::body::Incoming>| async move {
+        let q = req.uri().query().unwrap_or("").to_string();
+        let param = |k: &str| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .map(str::to_string)
+        };
+        let mut channel = "room; prev-id=0".to_string();
+        for f in param("filters")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|f| !f.is_empty())
+        {
+            channel.push_str(&format!("; filter={f}"));
+        }
+        let mut resp = Response::builder()
+            .header("grip-hold", "stream")
+            .header("grip-channel", channel)
+            .header(
+                "grip-set-meta",
+                format!(
+                    "user=\"{}\", id_format=\"room:%(room)s\"",
+                    param("user").unwrap_or_default()
+                ),
+            );
+        if let Some(extra) = param("extra") {
+            resp = resp.header("grip-channel", extra);
+        }
+        resp.body(full("open id=%I;")).unwrap()
+    })
+    .await
+}
+
+async fn publish(proxy: &Proxy, item: serde_json::Value) {
+    let (status, body) = proxy.publish_json(json!({ "items": [item] })).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn skip_self_and_skip_users() {
+    let origin = filtering_origin().await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let mut alice = get(&proxy.url("/?user=alice&filters=skip-self,skip-users"))
+        .await
+        .into_body();
+    let mut bob = get(&proxy.url("/?user=bob&filters=skip-self,skip-users"))
+        .await
+        .into_body();
+    proxy.wait_subscribers("room", 2).await;
+    publish(
+        &proxy,
+        json!({"channel": "room", "meta": {"sender": "alice"},
+        "formats": {"http-stream": {"content": "from-alice;"}}}),
+    )
+    .await;
+    publish(
+        &proxy,
+        json!({"channel": "room", "meta": {"skip_users": "bob,carol"},
+        "formats": {"http-stream": {"content": "not-bob;"}}}),
+    )
+    .await;
+    publish(
+        &proxy,
+        json!({"channel": "room", "formats": {"http-stream": {"content": "all;"}}}),
+    )
+    .await;
+    assert_eq!(
+        read_until(&mut alice, "all;").await,
+        "open id=%I;not-bob;all;"
+    );
+    assert_eq!(
+        read_until(&mut bob, "all;").await,
+        "open id=%I;from-alice;all;"
+    );
+}
+
+#[tokio::test]
+async fn require_sub_needs_the_other_channel() {
+    let origin = filtering_origin().await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let mut member = get(&proxy.url("/?user=m&filters=require-sub&extra=vip"))
+        .await
+        .into_body();
+    let mut guest = get(&proxy.url("/?user=g&filters=require-sub"))
+        .await
+        .into_body();
+    proxy.wait_subscribers("room", 2).await;
+    publish(
+        &proxy,
+        json!({"channel": "room", "meta": {"require_sub": "vip"},
+        "formats": {"http-stream": {"content": "vip-only;"}}}),
+    )
+    .await;
+    publish(
+        &proxy,
+        json!({"channel": "room", "formats": {"http-stream": {"content": "all;"}}}),
+    )
+    .await;
+    assert_eq!(
+        read_until(&mut member, "all;").await,
+        "open id=%I;vip-only;all;"
+    );
+    assert_eq!(read_until(&mut guest, "all;").await, "open id=%I;all;");
+}
+
+#[tokio::test]
+async fn build_id_in_initial_live_and_next_link_bodies() {
+    let origin = Origin::start(|req: Request<hyper::body::Incoming>| async move {
+        let next = req.uri().path() == "/next";
+        let prev = if next { "5" } else { "3" };
+        Response::builder()
+            .header("grip-hold", "stream")
+            .header(
+                "grip-channel",
+                format!("ids; prev-id={prev}; filter=build-id"),
+            )
+            .header("grip-set-meta", "id_format=\"ids:%(ids)s\"")
+            .header("grip-link", "</next>; rel=next")
+            .body(full(if next {
+                "next id: %I, 100%%;"
+            } else {
+                "initial id: %I;"
+            }))
+            .unwrap()
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        quiet(c);
+        c.reliability.history_items = 0;
+        c.reliability.message_wait_ms = 100;
+    })
+    .await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    assert_eq!(read_until(&mut body, ";").await, "initial id: ids:3;");
+    proxy.wait_subscribers("ids", 1).await;
+    publish(
+        &proxy,
+        json!({"channel": "ids", "id": "4", "prev-id": "3",
+        "formats": {"http-stream": {"content": "event id: %I;"}}}),
+    )
+    .await;
+    assert_eq!(read_until(&mut body, ";").await, "event id: ids:4;");
+    // A gap (prev 9, session at 4) fetches the next link, whose body is rendered too.
+    publish(
+        &proxy,
+        json!({"channel": "ids", "id": "10", "prev-id": "9",
+        "formats": {"http-stream": {"content": "never;"}}}),
+    )
+    .await;
+    assert_eq!(
+        read_until(&mut body, "100%;").await,
+        "next id: ids:5, 100%;"
+    );
+}
+
+#[tokio::test]
+async fn content_filters_pick_the_variant_for_each_subscriber() {
+    let origin = filtering_origin().await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let mut plain = get(&proxy.url("/?user=p")).await.into_body();
+    let mut subst = get(&proxy.url("/?user=s&filters=var-subst"))
+        .await
+        .into_body();
+    proxy.wait_subscribers("room", 2).await;
+    publish(
+        &proxy,
+        json!({"channel": "room", "formats": {"http-stream": {
+        "content": "hello %(user)s;", "content-filters": ["var-subst"]}}}),
+    )
+    .await;
+    publish(
+        &proxy,
+        json!({"channel": "room", "formats": {"http-stream": {
+        "content": "hello everyone;", "content-filters": []}}}),
+    )
+    .await;
+    assert_eq!(
+        read_until(&mut plain, "everyone;").await,
+        "open id=%I;hello everyone;"
+    );
+    assert_eq!(read_until(&mut subst, "s;").await, "open id=%I;hello s;");
+}
+
+#[tokio::test]
+async fn non_string_meta_is_a_400_naming_the_key() {
+    let proxy = Proxy::start("* test\n", quiet).await;
+    let (status, body) = proxy
+        .publish_json(json!({"items": [{"channel": "c", "meta": {"sender": 5},
+            "formats": {"http-stream": {"content": "x"}}}]}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("sender"), "{body}");
+}
