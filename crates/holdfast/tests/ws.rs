@@ -936,3 +936,24 @@ async fn woh_an_origin_outage_is_retried_until_it_recovers() {
     assert_eq!(origin.next().await.events, [text_event("during outage")]);
     assert_eq!(recv_text(&mut client).await, "you said during outage");
 }
+
+#[tokio::test]
+async fn grip_websocket_filters_use_set_meta() {
+    let mut origin = WsOrigin::start(Some("grip")).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
+    let (mut client, mut ws) = grip_pair(&proxy, &mut origin).await;
+    for control in [
+        r#"c:{"type":"set-meta","name":"user","value":"alice"}"#,
+        r#"c:{"type":"subscribe","channel":"chat","filters":["skip-self","var-subst"]}"#,
+    ] {
+        ws.send(Message::text(control)).await.unwrap();
+    }
+    proxy.wait_subscribers("chat", 1).await;
+    let publish = |content: &'static str, sender: &'static str| {
+        proxy.publish_json(json!({"items": [{"channel": "chat", "meta": {"sender": sender},
+            "formats": {"ws-message": {"content": content}}}]}))
+    };
+    assert_eq!(publish("own message", "alice").await.0, 200);
+    assert_eq!(publish("hi %(user)s", "bob").await.0, 200);
+    assert_eq!(recv_text(&mut client).await, "hi alice", "own message skipped, meta substituted");
+}

@@ -64,6 +64,8 @@ pub struct Session {
     implicit: Vec<String>,
     sub: Option<(Subscription, mpsc::Receiver<Delivery>)>,
     meta: BTreeMap<String, String>,
+    /// Filters of each channel subscribed with `subscribe` (prefixed name).
+    filters: BTreeMap<String, Vec<String>>,
     keep_alive: Option<KeepAlive>,
     delayed: Option<(Message, Instant)>,
     detached: bool,
@@ -83,6 +85,7 @@ impl Session {
             implicit: implicit.clone(),
             sub: None,
             meta: BTreeMap::new(),
+            filters: BTreeMap::new(),
             keep_alive: None,
             delayed: None,
             detached: false,
@@ -163,6 +166,7 @@ impl Session {
             tracing::debug!(channel = %name, "cannot unsubscribe from an implicit channel");
             return;
         }
+        self.filters.remove(&name);
         if let Some((sub, _)) = &mut self.sub {
             sub.remove(&name);
             if sub.channels().is_empty() {
@@ -197,10 +201,13 @@ impl Session {
             return Published::Ignore;
         };
         match f.action {
-            Action::Send => match to_message(f.message_type, f.content.clone()) {
+            Action::Send => match self
+                .filtered(item, &f.content, f.content_filters.as_deref())
+                .and_then(|content| to_message(f.message_type, content))
+            {
                 Some(m) => Published::Send(m),
                 None => {
-                    tracing::debug!(channel = %item.channel, "published ws-message cannot be sent as its type, dropped");
+                    tracing::debug!(channel = %item.channel, "published ws-message filtered out or not sendable as its type, dropped");
                     Published::Ignore
                 }
             },
@@ -210,6 +217,47 @@ impl Session {
             })),
             Action::Refresh => Published::Refresh,
             Action::Hint => Published::Ignore,
+        }
+    }
+
+    /// Runs the channel's filters over published content: `None` when this connection does not
+    /// get it. Content is shared, not copied, unless a filter rewrites it.
+    fn filtered(
+        &self,
+        item: &Delivery,
+        content: &Bytes,
+        content_filters: Option<&[String]>,
+    ) -> Option<Bytes> {
+        let filters = self
+            .filters
+            .get(&item.channel)
+            .map_or(&[][..], Vec::as_slice);
+        if filters.is_empty() && content_filters.is_none_or(|c| c.is_empty()) {
+            return Some(content.clone());
+        }
+        let prefix = &self.spec.channel_prefix;
+        let subscribed = |name: &str| {
+            self.sub.as_ref().is_some_and(|(s, _)| {
+                s.channels()
+                    .iter()
+                    .any(|c| c == name || c.strip_prefix(prefix.as_str()) == Some(name))
+            })
+        };
+        let positions = BTreeMap::new();
+        let input = grip::filter::Input {
+            sub_meta: &self.meta,
+            pub_meta: &item.meta,
+            positions: &positions,
+            subscribed: &subscribed,
+        };
+        match grip::filter::apply(filters, &input, content_filters, content) {
+            Ok(grip::filter::Outcome::Drop) => None,
+            Ok(grip::filter::Outcome::Unchanged) => Some(content.clone()),
+            Ok(grip::filter::Outcome::Rewritten(v)) => Some(Bytes::from(v)),
+            Err(e) => {
+                tracing::debug!(channel = %item.channel, error = %e, "filter failed, not delivered");
+                None
+            }
         }
     }
 
@@ -246,7 +294,11 @@ impl Session {
 
     fn control(&mut self, control: ControlMessage) -> Option<Message> {
         match control {
-            ControlMessage::Subscribe { channel, .. } => self.subscribe(&channel),
+            ControlMessage::Subscribe { channel, filters } => {
+                let name = format!("{}{channel}", self.spec.channel_prefix);
+                self.filters.insert(name, filters);
+                self.subscribe(&channel)
+            }
             ControlMessage::Unsubscribe { channel } => self.unsubscribe(&channel),
             ControlMessage::Detach => self.detached = true,
             ControlMessage::Session { .. } => {}
