@@ -177,24 +177,11 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
     let requests_before = origin_requests().await;
     let started = Instant::now();
     let mut pool = Pool::spawn(worker_args(args, workers, source_ips))?;
-    let (subscribed, subscribe_secs) = subscribe(args, &mut pool, started).await;
+    let subscribed = subscribe(args, &mut pool, started).await;
     let rss_subscribed = rss()?;
     let requests_subscribed = origin_requests().await;
 
-    let mut published = Vec::with_capacity(args.messages);
-    let first_at = Instant::now();
-    for k in 0..args.messages {
-        let at = first_at + Duration::from_millis(args.interval_ms * k as u64);
-        pool.pump_until(at).await;
-        let stamp = stamp::Stamp::now(k as u64 + 1);
-        let sent = Instant::now();
-        let outcome = control::publish(args.publish, &args.channel, args.mode, stamp).await;
-        published.push(Publication {
-            seq: stamp.seq,
-            publish_ms: sent.elapsed().as_secs_f64() * 1000.0,
-            error: outcome.err().map(|e| format!("{e:#}")),
-        });
-    }
+    let published = publish_all(args, &mut pool).await;
     drain(args, &mut pool).await;
     let rss_after = rss()?;
     let requests_after = origin_requests().await;
@@ -210,12 +197,32 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
             Ready::Metrics => "metrics".into(),
             Ready::Settle => "settle".into(),
         },
-        subscribed,
-        subscribe_secs,
+        subscribed: subscribed.count,
+        subscribe_secs: subscribed.secs,
+        settled: subscribed.settled,
         rss_kib: [rss_before, rss_subscribed, rss_after],
         origin_requests: [requests_before, requests_subscribed, requests_after],
     };
     Ok(report::summarize(ctx, &published, results))
+}
+
+/// Publishes the stamped messages on a fixed schedule, listening to the workers in between.
+async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
+    let mut published = Vec::with_capacity(args.messages);
+    let first_at = Instant::now();
+    for k in 0..args.messages {
+        let at = first_at + Duration::from_millis(args.interval_ms * k as u64);
+        pool.pump_until(at).await;
+        let stamp = stamp::Stamp::now(k as u64 + 1);
+        let sent = Instant::now();
+        let outcome = control::publish(args.publish, &args.channel, args.mode, stamp).await;
+        published.push(Publication {
+            seq: stamp.seq,
+            publish_ms: sent.elapsed().as_secs_f64() * 1000.0,
+            error: outcome.err().map(|e| format!("{e:#}")),
+        });
+    }
+    published
 }
 
 /// The `fanout-worker` argument lists, subscribers and connect budget split evenly.
@@ -248,10 +255,19 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
         .collect()
 }
 
-/// Waits until every subscriber is subscribed and has stayed so for `--settle-ms` (or the cap
-/// passes), and returns how many are and how long it took, in seconds, until the start of that
-/// quiet period.
-async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> (u64, f64) {
+/// How the subscribe phase ended.
+struct Subscribed {
+    /// Subscribers counted as subscribed.
+    count: u64,
+    /// Seconds from the start until the quiet period began (or until the cap).
+    secs: f64,
+    /// Whether the quiet period was reached before the cap.
+    settled: bool,
+}
+
+/// Waits until every subscriber is subscribed and has stayed so for `--settle-ms`, or until the
+/// cap passes.
+async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subscribed {
     let n = args.subscribers as u64;
     let deadline = started + Duration::from_secs(args.subscribe_timeout_secs);
     let settle = Duration::from_millis(args.settle_ms);
@@ -321,7 +337,11 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> (u64
                 );
             }
             let at = reached.unwrap_or(now);
-            return (count.min(n), (at - started).as_secs_f64());
+            return Subscribed {
+                count: count.min(n),
+                secs: (at - started).as_secs_f64(),
+                settled: quiet,
+            };
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct App {
     pub session_requests: crate::limiter::RateLimiter,
     signatures: Mutex<Vec<CachedSig>>,
     shutdown: watch::Sender<bool>,
+    drain: std::sync::OnceLock<tokio::sync::mpsc::WeakSender<()>>,
 }
 
 struct CachedSig {
@@ -54,7 +55,7 @@ impl App {
             xff,
             routes: Routes::new(routes, config.server.routes.clone()),
             origins,
-            bus: crate::bus::Bus::local(hub.clone()),
+            bus: crate::bus::Bus::from_config(&config, hub.clone()),
             hub,
             session_requests: crate::limiter::RateLimiter::new(
                 config.reliability.session_requests_per_sec,
@@ -62,6 +63,7 @@ impl App {
             config,
             signatures: Mutex::new(Vec::new()),
             shutdown: watch::channel(false).0,
+            drain: std::sync::OnceLock::new(),
         })
     }
 
@@ -116,6 +118,17 @@ impl App {
             made: Instant::now(),
         });
         Some(token)
+    }
+
+    /// Registers the server's drain queue (once, when it starts serving).
+    pub fn set_drain(&self, drain: &tokio::sync::mpsc::Sender<()>) {
+        let _ = self.drain.set(drain.downgrade());
+    }
+
+    /// A guard that keeps shutdown waiting (up to the grace period) while it lives: held by
+    /// tasks that outlive their HTTP connection, such as upgraded WebSockets.
+    pub fn drain_guard(&self) -> Option<tokio::sync::mpsc::Sender<()>> {
+        self.drain.get()?.upgrade()
     }
 
     /// A receiver that turns true when the server begins shutting down.

@@ -1,14 +1,27 @@
 //! How publishes reach subscribers: straight into this process's hub, or — in cluster mode —
-//! through a shared engine to every instance that has subscribers on the channel.
+//! through Redis to every instance that has subscribers on the channel.
 //!
 //! The publish API hands every accepted item to [`Bus::publish`]; nothing else publishes. In
-//! local mode that is [`Hub::publish`]. A cluster bus must deliver each item exactly once to every
-//! instance's hub (the publishing instance included), in publish order per channel, and fail the
-//! publish — so the API answers 503 — rather than drop it silently.
+//! local mode that is [`Hub::publish`]. The cluster bus ([`cluster`]) delivers each item exactly
+//! once to every instance's hub (the publishing instance included: it gets its own items back
+//! from Redis like everyone else), in publish order per channel, and fails the publish — so the
+//! API answers 503 — rather than drop it silently. Because every hub sees the same ordered stream
+//! of items, duplicate removal and `prev-id` sequencing give the same result on every instance.
+//!
+//! Held sessions that are behind on a channel with nothing in the local hub's history ask
+//! [`Bus::history_after`], which in cluster mode reads the channel's capped history stream in
+//! Redis, so a client that reconnects to another instance is caught up without an origin request.
+
+pub mod cluster;
+mod history;
+mod shard;
 
 use grip::publish::PublishItem;
 
+use crate::config::Config;
 use crate::hub::{Delivery, Hub};
+
+pub use cluster::RedisBus;
 
 /// Why a publish could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +42,8 @@ impl BusError {
 pub enum Bus {
     /// One process: items go straight into the hub.
     Local(Hub),
+    /// Cluster mode: items go through Redis to every instance's hub.
+    Redis(RedisBus),
 }
 
 impl Bus {
@@ -37,9 +52,27 @@ impl Bus {
         Bus::Local(hub)
     }
 
+    /// The bus `config` asks for: Redis when `cluster.redis` lists servers, else local. Nothing
+    /// connects until [`Bus::start`].
+    pub fn from_config(config: &Config, hub: Hub) -> Bus {
+        if config.cluster.redis.is_empty() {
+            Bus::Local(hub)
+        } else {
+            Bus::Redis(RedisBus::new(config, hub))
+        }
+    }
+
+    /// Starts the background work of the bus (connections to Redis, subscriptions). The work
+    /// stops when the returned handle is dropped.
+    pub fn start(&self) -> BusTasks {
+        match self {
+            Bus::Local(_) => BusTasks(Vec::new()),
+            Bus::Redis(bus) => BusTasks(bus.start()),
+        }
+    }
+
     /// Publishes items in order; returns how many local subscribers received them now (in
-    /// cluster mode, deliveries happen as the items come back from the engine, and 0 is
-    /// returned).
+    /// cluster mode, deliveries happen as the items come back from Redis, and 0 is returned).
     pub async fn publish(&self, items: Vec<PublishItem>) -> Result<usize, BusError> {
         match self {
             Bus::Local(hub) => Ok(items
@@ -51,6 +84,7 @@ impl Bus {
                     receivers
                 })
                 .sum()),
+            Bus::Redis(bus) => bus.publish(items).await,
         }
     }
 
@@ -63,6 +97,54 @@ impl Bus {
                 let _ = (channel, after);
                 None
             }
+            Bus::Redis(bus) => bus.history_after(channel, after).await,
         }
     }
+
+    /// Whether items published on `channel` by any instance reach this instance's hub now.
+    /// Always true in local mode; in cluster mode, once Redis confirmed the subscription.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        match self {
+            Bus::Local(_) => true,
+            Bus::Redis(bus) => bus.is_subscribed(channel),
+        }
+    }
+
+    /// Whether publishes can be accepted now: always in local mode; in cluster mode when every
+    /// Redis server is connected.
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Bus::Local(_) => true,
+            Bus::Redis(bus) => bus.is_connected(),
+        }
+    }
+
+    /// The bus's lines for `GET /metrics` (Prometheus text); empty in local mode.
+    pub fn metrics(&self) -> String {
+        match self {
+            Bus::Local(_) => String::new(),
+            Bus::Redis(bus) => bus.metrics(),
+        }
+    }
+}
+
+/// The bus's background tasks; dropping the handle stops them.
+pub struct BusTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BusTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Checks one `cluster.redis` URL; the error names the problem (never the password).
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    cluster::check_url(url)
+}
+
+/// A `cluster.redis` URL with its password replaced by `***`, for messages.
+pub fn redact_redis_url(url: &str) -> String {
+    cluster::redact(url)
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// Sequencing, history and origin updates of held sessions.
     pub reliability: ReliabilityConfig,
+    /// Sharing publishes between several Holdfast instances through Redis.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
     /// The file's text, kept to point validation errors at a line.
@@ -252,6 +254,36 @@ impl Default for ReliabilityConfig {
     }
 }
 
+/// `[cluster]`: several Holdfast instances sharing publishes through Redis. Off (one process, no
+/// dependencies) unless `redis` lists a server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis servers, as `redis://[[user]:password@]host[:port][/db]` or `unix:///path/to/socket`
+    /// URLs. Empty (default): cluster mode is off. With several, channels are spread over them by
+    /// a stable hash of the channel name, so every instance must list the same servers in the
+    /// same order. `--redis` (repeatable) replaces this list.
+    pub redis: Vec<String>,
+    /// Prefix of every Redis key and pubsub channel Holdfast uses (`<prefix>ch:<channel>`,
+    /// `<prefix>history:<channel>`), so several deployments can share one Redis. Default
+    /// `holdfast:`.
+    pub prefix: String,
+    /// Seconds an instance stays subscribed to a channel in Redis after its last local
+    /// subscriber left, so clients that come straight back (long-polls re-polling) find it
+    /// subscribed. 0 unsubscribes at once. Default 60.
+    pub unsubscribe_delay_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis: Vec::new(),
+            prefix: "holdfast:".to_string(),
+            unsubscribe_delay_secs: 60,
+        }
+    }
+}
+
 /// `[websocket]`: limits of WebSocket connections (pass-through, GRIP WebSocket and
 /// WebSocket-over-HTTP).
 #[derive(Debug, Clone, Deserialize)]
@@ -370,6 +402,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--redis`, repeatable; replaces `cluster.redis` when given.
+    pub redis: Vec<String>,
 }
 
 impl Config {
@@ -421,6 +455,9 @@ impl Config {
         }
         if let Some(format) = overrides.log_format {
             self.log.format = format;
+        }
+        if !overrides.redis.is_empty() {
+            self.cluster.redis = overrides.redis;
         }
     }
 
@@ -480,6 +517,15 @@ impl Config {
         }
         if self.timeouts.origin_response_secs == 0 {
             return fail("timeouts.origin_response_secs", "must be at least 1");
+        }
+        for (i, url) in self.cluster.redis.iter().enumerate() {
+            crate::bus::check_redis_url(url).map_err(|e| ("cluster.redis", e))?;
+            if self.cluster.redis[..i].contains(url) {
+                return Err((
+                    "cluster.redis",
+                    format!("{:?} is listed twice", crate::bus::redact_redis_url(url)),
+                ));
+            }
         }
         self.xff_rules()
             .map_err(|e| ("forwarding.x_forwarded_for", e))?;
@@ -570,6 +616,11 @@ mod tests {
             ),
             ("[log]\nlevel = \"=bad=\"\n", "log.level"),
             ("[server]\nlisten = []\n", "server.listen"),
+            ("[cluster]\nredis = [\"http://r:1\"]\n", "cluster.redis"),
+            (
+                "[cluster]\nredis = [\"redis://a:1\", \"redis://a:1\"]\n",
+                "listed twice",
+            ),
         ];
         for (text, needle) in cases {
             let mut c = Config::parse(text, Path::new("c.toml")).unwrap();

@@ -32,6 +32,10 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Redis server for cluster mode, as `redis://host:port` (repeatable: channels are spread
+    /// over several by a stable hash). Replaces `cluster.redis`. Default: one process, no Redis.
+    #[arg(long, value_name = "URL")]
+    redis: Vec<String>,
     /// Validate the configuration and routes, then exit: 0 if valid, 2 with the first problem.
     #[arg(long)]
     check_config: bool,
@@ -85,6 +89,7 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
         routes: cli.routes.clone(),
         log_level: cli.log_level.clone(),
         log_format: cli.log_format,
+        redis: cli.redis.clone(),
     });
     config.validate(&origin)?;
     let routes = match &config.server.routes {

@@ -173,7 +173,7 @@ fn metrics(app: &App) -> Response<Body> {
          # TYPE holdfast_history_bytes gauge\n\
          holdfast_history_bytes {}\n",
         s.channels, s.subscriptions, s.published, s.delivered, s.dropped, s.history_bytes
-    );
+    ) + &app.bus.metrics();
     let mut resp = Response::new(full(text));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -79,6 +79,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = self.app;
         let _watcher = crate::reload::spawn(app.clone());
+        let _bus = app.bus.start();
         let sweeper = {
             let hub = app.hub.clone();
             tokio::spawn(async move {
@@ -91,6 +92,7 @@ impl Server {
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+        app.set_drain(&drain_tx);
         let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

@@ -85,7 +85,11 @@ pub async fn serve(
                 }
                 Opened::Accepted(resp, conn) => {
                     record.target = Some(label);
-                    tokio::spawn(conn.run(upgrade));
+                    let guard = app.drain_guard();
+                    tokio::spawn(async move {
+                        conn.run(upgrade).await;
+                        drop(guard);
+                    });
                     return Ok(resp);
                 }
             }
@@ -104,7 +108,12 @@ pub async fn serve(
                 }
                 Opened::Accepted(resp, conn) => {
                     record.target = Some(label);
-                    tokio::spawn(conn.run(app.clone(), upgrade));
+                    let guard = app.drain_guard();
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        conn.run(app, upgrade).await;
+                        drop(guard);
+                    });
                     return Ok(resp);
                 }
             }
@@ -132,7 +141,9 @@ pub fn serve_test(
         label: "test".to_string(),
     };
     let app = app.clone();
+    let guard = app.drain_guard();
     tokio::spawn(async move {
+        let _guard = guard;
         let Some(socket) = upgrade_client(&app, upgrade).await else {
             return;
         };

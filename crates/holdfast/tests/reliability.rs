@@ -457,3 +457,47 @@ async fn first_subscriber_update_asks_the_origin_once() {
     assert_eq!(client.await.unwrap(), "pub");
     assert_eq!(seen.count(), 2, "exactly one update");
 }
+
+/// Regression: next-link requests carried the client's `Last-Event-ID`, and origins that read it
+/// before their link's query (django-eventstream) rendered the first page again, forever.
+#[tokio::test]
+async fn next_link_requests_do_not_carry_the_clients_headers() {
+    let seen: Arc<Mutex<Vec<(String, bool, bool)>>> = Arc::default();
+    let s = seen.clone();
+    let origin = Origin::start(move |req: Request<hyper::body::Incoming>| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push((
+                req.uri().to_string(),
+                req.headers().contains_key("last-event-id"),
+                req.headers().contains_key("host"),
+            ));
+            let resp = Response::builder();
+            if req.uri().query() == Some("page=2") {
+                resp.body(full("end;")).unwrap()
+            } else {
+                resp.header("grip-link", "</feed?page=2>; rel=next")
+                    .body(full("first;"))
+                    .unwrap()
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let resp = send(
+        Request::get(proxy.url("/feed"))
+            .header("last-event-id", "7")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text(resp).await, "first;end;");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            ("/feed".to_string(), true, true),
+            ("/feed?page=2".to_string(), false, true)
+        ]
+    );
+}

@@ -950,10 +950,16 @@ async fn grip_websocket_filters_use_set_meta() {
     }
     proxy.wait_subscribers("chat", 1).await;
     let publish = |content: &'static str, sender: &'static str| {
-        proxy.publish_json(json!({"items": [{"channel": "chat", "meta": {"sender": sender},
-            "formats": {"ws-message": {"content": content}}}]}))
+        proxy.publish_json(
+            json!({"items": [{"channel": "chat", "meta": {"sender": sender},
+            "formats": {"ws-message": {"content": content}}}]}),
+        )
     };
     assert_eq!(publish("own message", "alice").await.0, 200);
     assert_eq!(publish("hi %(user)s", "bob").await.0, 200);
-    assert_eq!(recv_text(&mut client).await, "hi alice", "own message skipped, meta substituted");
+    assert_eq!(
+        recv_text(&mut client).await,
+        "hi alice",
+        "own message skipped, meta substituted"
+    );
 }

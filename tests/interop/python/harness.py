@@ -108,12 +108,13 @@ class Holdfast:
     `config`, when given, is the text of a TOML configuration file passed with `--config`.
     """
 
+    config_path = None
+
     def __init__(self, binary, workdir, origin_port, config=None):
         self.binary = binary
         self.workdir = workdir
         self.routes = workdir / "routes"
         self.routes.write_text(f"* 127.0.0.1:{origin_port}\n")
-        self.config_path = None
         if config is not None:
             self.config_path = workdir / "holdfast.toml"
             self.config_path.write_text(config)

@@ -139,6 +139,8 @@ def test_sse_client_resuming_with_last_event_id_gets_every_event_once_in_order(
                     else:
                         raise AssertionError(f"stream ended after event {last_id}")
                 except requests.RequestException as e:
+                    if publishing.done():
+                        publishing.result(timeout=0)
                     raise AssertionError(
                         f"no further event within 10 s after id {last_id} "
                         f"({len(received)} received, {publisher.published} published): {e}"
@@ -156,14 +158,7 @@ def test_sse_client_resuming_with_last_event_id_gets_every_event_once_in_order(
         publishing.result(timeout=15)
         assert publisher.published == EVENTS
 
-        got_ids = [int(i) for i, _ in received]
-        duplicates = sorted({i for i in got_ids if got_ids.count(i) > 1})
-        missing = sorted(set(range(1, EVENTS + 1)) - set(got_ids))
-        assert not duplicates and not missing, (
-            f"duplicates {duplicates[:20]}, missing {missing[:20]} "
-            f"({len(missing)} missing in all)"
-        )
-        assert got_ids == list(range(1, EVENTS + 1)), "events out of order"
+        # Each id was checked on arrival; this checks the data too.
         assert received == [(str(n), event_data(n)) for n in range(1, EVENTS + 1)]
         assert len(resumed_from) == len(cuts)
 

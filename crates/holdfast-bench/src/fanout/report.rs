@@ -64,6 +64,10 @@ pub struct Summary {
     pub subscribe_secs: f64,
     /// `subscribed / subscribe_secs`.
     pub subscribe_rate: f64,
+    /// False when the readiness signals never stayed still before the subscribe cap (the proxy
+    /// kept failing or re-asking): `subscribe_rate` then only says when every subscriber had been
+    /// answered once, not that all were subscribed.
+    pub settled: bool,
     /// Proxy resident memory before subscribing, in KiB (summed over `--proxy-pid`).
     pub rss_before_kib: Option<u64>,
     /// Proxy resident memory once subscribed, in KiB.
@@ -115,6 +119,8 @@ pub struct Context {
     pub subscribed: u64,
     /// See [`Summary::subscribe_secs`].
     pub subscribe_secs: f64,
+    /// See [`Summary::settled`].
+    pub settled: bool,
     /// Resident memory before subscribing, once subscribed, and at the end, in KiB.
     pub rss_kib: [Option<u64>; 3],
     /// The origin's request counter at the same three moments.
@@ -193,6 +199,7 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         ready_by: ctx.ready_by,
         subscribed: ctx.subscribed,
         subscribe_secs: (ctx.subscribe_secs * 100.0).round() / 100.0,
+        settled: ctx.settled,
         subscribe_rate: if ctx.subscribe_secs > 0.0 {
             (ctx.subscribed as f64 / ctx.subscribe_secs).round()
         } else {
@@ -234,8 +241,12 @@ pub fn print(s: &Summary) {
         s.label, s.mode, s.subscribers, s.workers, s.messages, s.interval_ms
     );
     println!(
-        "subscribed: {} in {:.2} s ({} subscribers/s), readiness by {}",
-        s.subscribed, s.subscribe_secs, s.subscribe_rate, s.ready_by
+        "subscribed: {} in {:.2} s ({} subscribers/s), readiness by {}{}",
+        s.subscribed,
+        s.subscribe_secs,
+        s.subscribe_rate,
+        s.ready_by,
+        if s.settled { "" } else { ", never settled" }
     );
     if s.rss_before_kib.is_some() {
         println!(
@@ -322,6 +333,7 @@ mod tests {
             ready_by: "metrics".into(),
             subscribed: 3,
             subscribe_secs: 1.5,
+            settled: true,
             rss_kib: [Some(1000), Some(1003), Some(1003)],
             origin_requests: [Some(10), Some(16), Some(19)],
         };

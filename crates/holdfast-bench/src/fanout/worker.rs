@@ -268,6 +268,9 @@ async fn connect(shared: &Shared, index: usize) -> anyhow::Result<SendRequest<Em
         }
     };
     stream.set_nodelay(true)?;
+    // Close with a reset: thousands of client-side TIME_WAIT sockets left by one run would
+    // slow the kernel's ephemeral port search for every connect() of the next.
+    stream.set_zero_linger()?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         // The connection ends when either side closes it; the subscriber sees that itself.

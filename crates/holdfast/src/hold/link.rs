@@ -23,8 +23,8 @@ use crate::proxy::OriginRequest;
 /// Delays before the retries of a failed next-link request (plus up to a second of jitter).
 pub const BACKOFF_SECS: [u64; 5] = [1, 2, 4, 8, 16];
 
-/// Builds a request for `link` from the session's original request: same headers minus the
-/// body's, `Host` from the link when it names another host.
+/// Builds a request for `link` from the session's original request: its `Host` (or the link's,
+/// when it names another host) and forwarding headers, nothing else of the client's.
 fn derive(ctx: &SessionCtx, link: &str, method: Method) -> Option<OriginRequest> {
     let original = ctx.request.as_ref()?;
     let host = original
@@ -39,13 +39,19 @@ fn derive(ctx: &SessionCtx, link: &str, method: Method) -> Option<OriginRequest>
         path.push('?');
         path.push_str(q);
     }
-    let mut headers: HeaderMap = original.headers.clone();
-    for h in [
-        header::CONTENT_LENGTH,
-        header::CONTENT_TYPE,
-        header::TRANSFER_ENCODING,
+    // A fresh set of headers, as Pushpin sends: the client's own headers (Last-Event-ID,
+    // cookies, ...) described the first request, not this one — an origin that reads
+    // Last-Event-ID before its link's query would render the same page again.
+    let mut headers = HeaderMap::new();
+    for name in [
+        header::HOST,
+        header::HeaderName::from_static("x-forwarded-for"),
+        header::HeaderName::from_static("x-forwarded-proto"),
+        header::HeaderName::from_static("x-forwarded-protocol"),
     ] {
-        headers.remove(h);
+        for v in original.headers.get_all(&name) {
+            headers.append(name.clone(), v.clone());
+        }
     }
     let authority = match (resolved.host_str(), resolved.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),

@@ -424,7 +424,7 @@ impl StreamSession {
             .as_ref()
             .map_or(accepted.body, |r| r.body.clone());
         self.body_in = accepted.rest;
-        if ins.hold == Some(HoldMode::Stream) {
+        if ins.hold == Some(HoldMode::Stream) || !ins.channels.is_empty() {
             let next = Positions::new(&app, &self.ctx.route, &target.subs, &ins);
             self.positions.update_from(next);
         }

@@ -1,0 +1,384 @@
+//! The cluster bus: instances share publishes through one or more Redis servers.
+//!
+//! A publish is written, per Redis server, as one `MULTI`/`EXEC` transaction that for each item
+//! appends it to the channel's history stream (items with an `id`) and `PUBLISH`es it, so the
+//! history's order is the publish order. Every instance — the publishing one included —
+//! `SUBSCRIBE`s only to the channels it has local subscribers for (see [`super::shard`]), and
+//! hands what arrives to its hub in the order Redis sends it. The publishing instance does not
+//! deliver locally, so nobody gets an item twice.
+//!
+//! With several servers, a channel lives on the server picked by a stable hash of its name
+//! ([`shard_of`]); every instance must list the same servers in the same order. A publish whose
+//! channels live on a disconnected server is refused whole, before anything is sent.
+//!
+//! On the wire an item is Pushpin's publish item JSON ([`PublishItem::to_json`]), so other tools
+//! can read the channels, and publish into them with `PUBLISH holdfast:ch:<channel> <item>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use grip::publish::PublishItem;
+
+use super::history::{self, HistoryLimits};
+use super::shard::Shard;
+use super::BusError;
+use crate::config::Config;
+use crate::hub::{Delivery, Hub};
+
+/// How long a history read waits for this instance's subscription to the channel.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// Names of the Redis keys and pubsub channels of one deployment.
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// The pubsub channel carrying a hub channel's items.
+    pub fn pubsub(&self, channel: &str) -> String {
+        format!("{}ch:{channel}", self.prefix)
+    }
+
+    /// The stream holding a hub channel's recent items.
+    pub fn history(&self, channel: &str) -> String {
+        format!("{}history:{channel}", self.prefix)
+    }
+
+    /// The hub channel a pubsub channel carries, if it is one of ours.
+    pub fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
+        pubsub
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("ch:")
+    }
+}
+
+/// What the shard tasks share: the hub they deliver into and the cluster settings.
+pub(super) struct Ctx {
+    pub hub: Hub,
+    pub keys: Keys,
+    pub history: HistoryLimits,
+    /// How long a channel stays subscribed after its last local subscriber left.
+    pub unsubscribe_delay: Duration,
+    /// How many Redis servers channels are spread over.
+    pub shards: usize,
+}
+
+/// The publish path through Redis.
+pub struct RedisBus {
+    ctx: Arc<Ctx>,
+    shards: Arc<[Arc<Shard>]>,
+}
+
+impl RedisBus {
+    /// A bus over the servers of `config.cluster.redis` (validated), delivering into `hub`.
+    /// Nothing connects until [`RedisBus::start`].
+    pub fn new(config: &Config, hub: Hub) -> RedisBus {
+        let c = &config.cluster;
+        let shards: Arc<[Arc<Shard>]> = c
+            .redis
+            .iter()
+            .enumerate()
+            .map(|(i, url)| Arc::new(Shard::new(i, url).expect("config was validated")))
+            .collect();
+        let ctx = Arc::new(Ctx {
+            hub: hub.clone(),
+            keys: Keys {
+                prefix: c.prefix.clone(),
+            },
+            history: HistoryLimits {
+                items: config.reliability.history_items,
+                max_age: Duration::from_secs(config.reliability.history_max_age_secs),
+            },
+            unsubscribe_delay: Duration::from_secs(c.unsubscribe_delay_secs),
+            shards: shards.len(),
+        });
+        let dispatch = shards.clone();
+        let registered = hub.on_interest(Arc::new(move |channel: &str, on: bool| {
+            dispatch[shard_of(channel, dispatch.len())].notice(channel, on);
+        }));
+        if !registered {
+            tracing::error!("the hub already reports channel interest elsewhere; the cluster bus will not follow subscriptions");
+        }
+        RedisBus { ctx, shards }
+    }
+
+    /// Spawns one task per Redis server that connects, subscribes, delivers and reconnects.
+    pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.shards
+            .iter()
+            .map(|s| tokio::spawn(s.clone().run(self.ctx.clone())))
+            .collect()
+    }
+
+    fn shard(&self, channel: &str) -> &Arc<Shard> {
+        &self.shards[shard_of(channel, self.shards.len())]
+    }
+
+    /// Sends items to Redis in order: one transaction per server, all servers at once. Fails
+    /// without sending anything when a server the items need is disconnected.
+    pub async fn publish(&self, items: Vec<PublishItem>) -> Result<usize, BusError> {
+        let mut batches: Vec<Option<::redis::Pipeline>> =
+            (0..self.shards.len()).map(|_| None).collect();
+        for item in &items {
+            let json = serde_json::to_vec(&item.to_json()).expect("JSON values always serialize");
+            let pipe =
+                batches[shard_of(&item.channel, self.shards.len())].get_or_insert_with(|| {
+                    let mut pipe = ::redis::pipe();
+                    pipe.atomic();
+                    pipe
+                });
+            history::add_publish(pipe, &self.ctx.keys, &self.ctx.history, item, &json);
+        }
+        let mut sends = Vec::new();
+        for (shard, pipe) in self.shards.iter().zip(batches) {
+            let Some(pipe) = pipe else { continue };
+            let Some((generation, conn)) = shard.connection() else {
+                return Err(BusError::Unavailable(format!(
+                    "{} is not connected; nothing was published",
+                    shard.label
+                )));
+            };
+            sends.push(async move {
+                let mut conn = conn;
+                let result = pipe.exec_async(&mut conn).await;
+                (shard, generation, result)
+            });
+        }
+        let several = sends.len() > 1;
+        let mut failure = None;
+        for (shard, generation, result) in join_all(sends).await {
+            if let Err(e) = result {
+                shard.command_failed(generation, &e);
+                failure.get_or_insert(format!("{}: {e}", shard.label));
+            }
+        }
+        if let Some(mut message) = failure {
+            if several {
+                message.push_str("; items for the other Redis servers may have been published");
+            }
+            return Err(BusError::Unavailable(message));
+        }
+        for item in &items {
+            tracing::info!(channel = %item.channel, via = "redis", "publish");
+        }
+        Ok(0)
+    }
+
+    /// The items after `after` in the channel's history stream in Redis.
+    pub async fn history_after(&self, channel: &str, after: &str) -> Option<Vec<Delivery>> {
+        if !self.ctx.history.is_on() {
+            return None;
+        }
+        let shard = self.shard(channel);
+        let (generation, mut conn) = shard.connection()?;
+        // An item published before Redis confirmed this instance's subscription would reach it
+        // neither live nor, if the history were read earlier, from history.
+        shard.wait_subscribed(channel, SUBSCRIBE_WAIT).await;
+        let keys = [self.ctx.keys.history(channel)];
+        let limits = self.ctx.history;
+        // On its own task: a held stream's body must be `Sync`, and the client's futures are not.
+        let read = tokio::spawn(async move { history::read(&mut conn, &keys, &limits).await });
+        let Ok(result) = read.await else {
+            return None;
+        };
+        match result {
+            Ok(streams) => {
+                let items = streams
+                    .first()
+                    .and_then(|entries| history::after(entries, after));
+                tracing::debug!(channel, after, found = ?items.as_ref().map(Vec::len), "cluster: history read");
+                items
+            }
+            Err(e) => {
+                shard.command_failed(generation, &e);
+                tracing::info!(channel, shard = %shard.label, error = %e, "cluster: history could not be read");
+                None
+            }
+        }
+    }
+
+    /// Whether Redis confirmed this instance's subscription to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.shard(channel).is_subscribed(channel)
+    }
+
+    /// Whether every Redis server is connected.
+    pub fn is_connected(&self) -> bool {
+        self.shards.iter().all(|s| s.is_connected())
+    }
+
+    /// Prometheus lines: connection state, subscriptions, reconnects, items received.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "# HELP holdfast_cluster_connected Whether every Redis server of the cluster bus is connected.\n\
+             # TYPE holdfast_cluster_connected gauge\n\
+             holdfast_cluster_connected {}\n\
+             # HELP holdfast_cluster_redis_connected Whether one Redis server of the cluster bus is connected.\n\
+             # TYPE holdfast_cluster_redis_connected gauge\n",
+            u8::from(self.is_connected())
+        );
+        for s in self.shards.iter() {
+            let _ = writeln!(
+                out,
+                "holdfast_cluster_redis_connected{{shard=\"{}\",addr=\"{}\"}} {}",
+                s.index,
+                label_value(&s.addr),
+                u8::from(s.is_connected())
+            );
+        }
+        let (subs, reconnects, received) = self.shards.iter().fold((0, 0, 0), |acc, s| {
+            let (subs, reconnects, received) = s.counts();
+            (acc.0 + subs, acc.1 + reconnects, acc.2 + received)
+        });
+        let _ = write!(
+            out,
+            "# HELP holdfast_cluster_subscriptions Channels this instance is subscribed to in Redis.\n\
+             # TYPE holdfast_cluster_subscriptions gauge\n\
+             holdfast_cluster_subscriptions {subs}\n\
+             # HELP holdfast_cluster_reconnects_total Connections to Redis made again after one was lost.\n\
+             # TYPE holdfast_cluster_reconnects_total counter\n\
+             holdfast_cluster_reconnects_total {reconnects}\n\
+             # HELP holdfast_cluster_items_received_total Items received from Redis and handed to the hub.\n\
+             # TYPE holdfast_cluster_items_received_total counter\n\
+             holdfast_cluster_items_received_total {received}\n"
+        );
+        out
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Redis server (of `n`) a channel lives on: jump consistent hash (Lamping and Veach) of
+/// the FNV-1a hash of its name. Stable across processes and versions; adding a server moves
+/// only about `1/n` of the channels.
+pub(super) fn shard_of(channel: &str, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let mut key = channel.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let (mut b, mut j) = (-1_i64, 0_i64);
+    while j < n as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1_u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
+/// Checks one `cluster.redis` URL; errors show the URL with its password hidden.
+pub(super) fn check_url(url: &str) -> Result<(), String> {
+    let shown = redact(url);
+    let parsed = url::Url::parse(url).map_err(|e| format!("{shown:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix" => {}
+        "rediss" | "valkeys" => {
+            return Err(format!(
+                "{shown:?}: TLS to Redis is not supported; use redis:// (through a TLS tunnel if the network needs one)"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "{shown:?}: unknown scheme {other:?} (expected redis:// or unix://)"
+            ))
+        }
+    }
+    if let Some((_, v)) = parsed.query_pairs().find(|(k, _)| k == "protocol") {
+        if !matches!(v.to_ascii_lowercase().as_str(), "2" | "resp2") {
+            return Err(format!(
+                "{shown:?}: protocol={v} is not supported; Holdfast speaks RESP2 to Redis"
+            ));
+        }
+    }
+    ::redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| format!("{shown:?}: {e}"))
+}
+
+/// The URL with its password replaced by `***`.
+pub(super) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_of_is_stable_and_spreads() {
+        assert_eq!(shard_of("anything", 1), 0);
+        // Fixed values: every instance, of every version, must agree.
+        let picks: Vec<usize> = ["a", "b", "news", "room-17", ""]
+            .iter()
+            .map(|c| shard_of(c, 3))
+            .collect();
+        assert_eq!(picks, [2, 0, 2, 1, 1]);
+        let mut counts = [0_usize; 4];
+        for i in 0..4000 {
+            counts[shard_of(&format!("channel-{i}"), 4)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+        // Going from 3 to 4 servers moves about a quarter of the channels, all to the new one.
+        let moved: Vec<usize> = (0..4000)
+            .map(|i| format!("channel-{i}"))
+            .filter(|c| shard_of(c, 3) != shard_of(c, 4))
+            .map(|c| shard_of(&c, 4))
+            .collect();
+        assert!((800..1200).contains(&moved.len()), "{}", moved.len());
+        assert!(moved.iter().all(|&s| s == 3));
+    }
+
+    #[test]
+    fn urls_are_checked_and_passwords_hidden() {
+        let cases = [
+            ("redis://127.0.0.1:6379", None),
+            ("redis://:secret@host:6379/2", None),
+            ("unix:///run/redis.sock", None),
+            ("rediss://:secret@host", Some("TLS")),
+            ("http://host", Some("unknown scheme")),
+            ("redis://host?protocol=resp3", Some("RESP2")),
+            ("not a url", Some("is not a URL")),
+        ];
+        for (url, want) in cases {
+            match (check_url(url), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => {
+                    assert!(e.contains(w), "{url}: {e}");
+                    assert!(!e.contains("secret"), "{url}: {e}");
+                }
+                (got, _) => panic!("{url}: {got:?}"),
+            }
+        }
+        assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let keys = Keys {
+            prefix: "hf:".into(),
+        };
+        assert_eq!(keys.pubsub("news"), "hf:ch:news");
+        assert_eq!(keys.history("news"), "hf:history:news");
+        assert_eq!(keys.channel_of("hf:ch:news"), Some("news"));
+        assert_eq!(keys.channel_of("other:ch:news"), None);
+    }
+}

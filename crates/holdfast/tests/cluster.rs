@@ -1,0 +1,663 @@
+//! Cluster mode: three Holdfast instances sharing publishes through a real `redis-server` that
+//! each test starts on a free port, with SSE clients held through real HTTP.
+//!
+//! The tests skip, saying so, when `redis-server` is not on PATH, unless `HOLDFAST_REQUIRE_REDIS`
+//! is set (as `scripts/test` does after installing it), in which case they fail.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+use support::*;
+
+/// Bound of every wait in these tests.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A `redis-server` child process on a port of its own.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one on a free port; `None` (after saying why) when `redis-server` is missing.
+    async fn start() -> Option<Redis> {
+        if !on_path("redis-server") {
+            assert!(
+                std::env::var_os("HOLDFAST_REQUIRE_REDIS").is_none(),
+                "redis-server is not on PATH but HOLDFAST_REQUIRE_REDIS is set"
+            );
+            eprintln!("skipping: redis-server is not on PATH (scripts/test installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis {
+            port,
+            child: None,
+            dir,
+        };
+        redis.restart().await;
+        Some(redis)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(mut conn) = self.connection().await {
+                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not answer on port {}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server at once (SIGKILL) and waits for it to be gone.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// Waits until `n` instances are subscribed to `channel` in Redis.
+    async fn wait_subscribed(&self, channel: &str, n: usize) {
+        let key = format!("holdfast:ch:{channel}");
+        let mut conn = self.connection().await.unwrap();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (_, count): (String, usize) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if count == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{count} instances subscribed to {channel}, want {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
+/// An SSE origin: `/<channel>` holds a stream on that channel, resuming from `Last-Event-ID`
+/// with `prev-id`. Counts its requests.
+async fn sse_origin(requests: Arc<AtomicUsize>) -> Origin {
+    Origin::start(move |req| {
+        let requests = requests.clone();
+        async move {
+            requests.fetch_add(1, Ordering::SeqCst);
+            let channel = req.uri().path().trim_start_matches('/').to_string();
+            let grip_channel = match req.headers().get("last-event-id") {
+                Some(id) => format!("{channel}; prev-id={}", id.to_str().unwrap()),
+                None => channel,
+            };
+            Response::builder()
+                .header("grip-hold", "stream")
+                .header("grip-channel", grip_channel)
+                .header("content-type", "text/event-stream")
+                .body(full(": open\n\n"))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+/// Config of a test instance in cluster mode.
+fn clustered(url: &str, unsubscribe_delay_secs: u64) -> impl FnOnce(&mut holdfast::Config) {
+    let url = url.to_string();
+    move |c| {
+        c.cluster.redis = vec![url];
+        c.cluster.unsubscribe_delay_secs = unsubscribe_delay_secs;
+        c.reliability.update_on_first_subscription = false;
+    }
+}
+
+async fn three(redis: &Redis, origin: &Origin, delay: u64) -> Vec<Proxy> {
+    let routes = format!("* {}\n", origin.target());
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        out.push(Proxy::start(&routes, clustered(&redis.url(), delay)).await);
+    }
+    out
+}
+
+/// A held stream as its client reads it: what arrived is taken up to a marker, the rest kept.
+struct Stream {
+    body: Incoming,
+    pending: String,
+}
+
+impl Stream {
+    /// Everything up to and including the first `marker` not read yet (bounded by 10 s a chunk).
+    async fn until(&mut self, marker: &str) -> String {
+        while !self.pending.contains(marker) {
+            match next_chunk(&mut self.body).await {
+                Some(c) => self.pending.push_str(&String::from_utf8_lossy(&c)),
+                None => panic!("stream ended before {marker:?}; got {:?}", self.pending),
+            }
+        }
+        let end = self.pending.find(marker).expect("present") + marker.len();
+        let rest = self.pending.split_off(end);
+        std::mem::replace(&mut self.pending, rest)
+    }
+}
+
+/// Opens an SSE stream at `url` (optionally resuming) and reads the origin's opening comment.
+async fn listen(url: &str, last_event_id: Option<&str>) -> Stream {
+    let mut req = Request::get(url);
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = send(req.body(full("")).unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = Stream {
+        body: resp.into_body(),
+        pending: String::new(),
+    };
+    assert_eq!(stream.until(": open\n\n").await, ": open\n\n");
+    stream
+}
+
+async fn publish(
+    proxy: &Proxy,
+    channel: &str,
+    id: Option<&str>,
+    prev_id: Option<&str>,
+    content: &str,
+) -> (u16, String) {
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": channel, "id": id, "prev-id": prev_id,
+            "formats": {"http-stream": {"content": content}}}]}),
+        )
+        .await
+}
+
+async fn publish_ok(proxy: &Proxy, channel: &str, content: &str) {
+    let (status, body) = publish(proxy, channel, None, None, content).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `id: <n>\ndata: m<n>\n\n`, published with id `n` after `n - 1`.
+async fn publish_event(proxy: &Proxy, channel: &str, n: u32) {
+    let id = n.to_string();
+    let prev = (n > 1).then(|| (n - 1).to_string());
+    let (status, body) = publish(proxy, channel, Some(&id), prev.as_deref(), &event(n)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+fn event(n: u32) -> String {
+    format!("id: {n}\ndata: m{n}\n\n")
+}
+
+fn events(ns: impl IntoIterator<Item = u32>) -> String {
+    ns.into_iter().map(event).collect()
+}
+
+/// Publishes a last marker and checks it is the next thing every stream reads: nothing was
+/// delivered twice before it.
+async fn nothing_more<'a>(
+    proxy: &Proxy,
+    channel: &str,
+    streams: impl IntoIterator<Item = &'a mut Stream>,
+) {
+    publish_ok(proxy, channel, "end;").await;
+    for s in streams {
+        assert_eq!(s.until("end;").await, "end;");
+    }
+}
+
+async fn metrics(proxy: &Proxy) -> String {
+    text(get(&proxy.publish_url("/metrics")).await).await
+}
+
+/// Polls `f` until it is true, failing after [`DEADLINE`].
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_publish_to_one_instance_reaches_subscribers_on_all_three_once() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let origin = sse_origin(Arc::default()).await;
+    let instances = three(&redis, &origin, 0).await;
+    let mut bodies = Vec::new();
+    for p in &instances {
+        bodies.push(listen(&p.url("/news"), None).await);
+    }
+    // Interest decides subscriptions: only the third instance has a client on "solo".
+    let mut solo = listen(&instances[2].url("/solo"), None).await;
+    redis.wait_subscribed("news", 3).await;
+    redis.wait_subscribed("solo", 1).await;
+
+    publish_ok(&instances[0], "news", "one;").await;
+    publish_ok(&instances[1], "news", "two;").await;
+    publish_ok(&instances[0], "solo", "alone;").await;
+    for body in &mut bodies {
+        assert_eq!(body.until("one;").await, "one;");
+        assert_eq!(body.until("two;").await, "two;");
+    }
+    assert_eq!(solo.until("alone;").await, "alone;");
+
+    let m = metrics(&instances[2]).await;
+    assert!(m.contains("holdfast_cluster_connected 1\n"), "{m}");
+    assert!(m.contains("holdfast_cluster_subscriptions 2\n"), "{m}");
+    assert!(
+        m.contains("holdfast_cluster_items_received_total 3\n"),
+        "{m}"
+    );
+
+    // With no delay configured, the last client leaving unsubscribes its instance.
+    drop(solo);
+    redis.wait_subscribed("solo", 0).await;
+    drop(bodies.remove(0));
+    redis.wait_subscribed("news", 2).await;
+    publish_ok(&instances[0], "news", "three;").await;
+    for body in &mut bodies {
+        assert_eq!(body.until("three;").await, "three;");
+    }
+    nothing_more(&instances[1], "news", &mut bodies).await;
+}
+
+#[tokio::test]
+async fn per_channel_order_holds_across_instances() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let origin = sse_origin(Arc::default()).await;
+    let instances = three(&redis, &origin, 60).await;
+    let mut bodies = Vec::new();
+    for p in &instances {
+        bodies.push(listen(&p.url("/ord"), None).await);
+    }
+    redis.wait_subscribed("ord", 3).await;
+    // No ids: nothing but the shared stream puts these in order.
+    for i in 0..30 {
+        publish_ok(&instances[i % 3], "ord", &format!("{i};")).await;
+    }
+    let want: String = (0..30).map(|i| format!("{i};")).collect();
+    for body in &mut bodies {
+        assert_eq!(body.until("29;").await, want);
+    }
+    nothing_more(&instances[0], "ord", &mut bodies).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_id_sent_to_different_instances_is_delivered_once() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let origin = sse_origin(Arc::default()).await;
+    let instances = three(&redis, &origin, 60).await;
+    let mut bodies = Vec::new();
+    for p in &instances {
+        bodies.push(listen(&p.url("/dup"), None).await);
+    }
+    redis.wait_subscribed("dup", 3).await;
+    for p in &instances {
+        let (status, body) = publish(p, "dup", Some("x"), None, "X;").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = publish(&instances[2], "dup", Some("y"), Some("x"), "Y;").await;
+    assert_eq!(status, 200);
+    for body in &mut bodies {
+        assert_eq!(body.until("Y;").await, "X;Y;");
+    }
+    nothing_more(&instances[0], "dup", &mut bodies).await;
+}
+
+#[tokio::test]
+async fn redis_restart_keeps_held_streams_and_refuses_publishes_meanwhile() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let origin = sse_origin(Arc::default()).await;
+    let instances = three(&redis, &origin, 60).await;
+    let mut bodies = Vec::new();
+    for p in &instances {
+        bodies.push(listen(&p.url("/live"), None).await);
+    }
+    redis.wait_subscribed("live", 3).await;
+    publish_ok(&instances[0], "live", "before;").await;
+    for body in &mut bodies {
+        assert_eq!(body.until("before;").await, "before;");
+    }
+
+    redis.kill();
+    for p in &instances {
+        let (status, body) = publish(p, "live", Some("lost"), None, "lost;").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.starts_with("cluster bus unavailable: "), "{body}");
+    }
+    for p in &instances {
+        eventually("the gauge shows the lost connection", || async {
+            metrics(p).await.contains("holdfast_cluster_connected 0\n")
+        })
+        .await;
+        assert!(!p.app.bus.is_connected());
+    }
+
+    redis.restart().await;
+    redis.wait_subscribed("live", 3).await;
+    for p in &instances {
+        eventually("the instance is connected again", || async {
+            p.app.bus.is_connected()
+        })
+        .await;
+    }
+    publish_ok(&instances[1], "live", "after;").await;
+    // The same connections, still open: nothing from the outage, the new item once.
+    for body in &mut bodies {
+        assert_eq!(body.until("after;").await, "after;");
+    }
+    nothing_more(&instances[2], "live", &mut bodies).await;
+    let m = metrics(&instances[0]).await;
+    assert!(m.contains("holdfast_cluster_connected 1\n"), "{m}");
+    assert!(m.contains("holdfast_cluster_reconnects_total 1\n"), "{m}");
+}
+
+/// A TCP relay in front of Redis that the test can cut — every connection closed, new ones
+/// closed at once — and restore: an instance that loses Redis while the others keep it.
+struct Relay {
+    addr: SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(redis: &Redis) -> Relay {
+        let target: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (open, watch) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*watch.borrow() {
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, open, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn an_instance_cut_off_from_redis_catches_up_on_what_it_missed() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let relay = Relay::start(&redis).await;
+    let origin = sse_origin(Arc::default()).await;
+    let routes = format!("* {}\n", origin.target());
+    let a = Proxy::start(&routes, clustered(&redis.url(), 60)).await;
+    let b = Proxy::start(&routes, clustered(&redis.url(), 60)).await;
+    let cut_off = Proxy::start(&routes, clustered(&relay.url(), 60)).await;
+    let mut streams = Vec::new();
+    for p in [&a, &b, &cut_off] {
+        streams.push(listen(&p.url("/gap"), None).await);
+    }
+    redis.wait_subscribed("gap", 3).await;
+    publish_event(&a, "gap", 1).await;
+    for s in &mut streams {
+        assert_eq!(s.until("data: m1\n\n").await, events([1]));
+    }
+
+    relay.cut();
+    redis.wait_subscribed("gap", 2).await;
+    eventually("the cut-off instance notices", || async {
+        !cut_off.app.bus.is_connected()
+    })
+    .await;
+    let (status, body) = publish(&cut_off, "gap", Some("x"), None, "x;").await;
+    assert_eq!(status, 503, "{body}");
+    for n in 2..=4 {
+        publish_event(&a, "gap", n).await;
+    }
+    for s in &mut streams[..2] {
+        assert_eq!(s.until("data: m4\n\n").await, events(2..=4));
+    }
+
+    relay.restore();
+    redis.wait_subscribed("gap", 3).await;
+    // Its client, connected all along, gets what was published meanwhile, in order, once.
+    assert_eq!(streams[2].until("data: m4\n\n").await, events(2..=4));
+    eventually("the instance takes publishes again", || async {
+        cut_off.app.bus.is_connected()
+    })
+    .await;
+    publish_event(&cut_off, "gap", 5).await;
+    for s in &mut streams {
+        assert_eq!(s.until("data: m5\n\n").await, events([5]));
+    }
+    nothing_more(&b, "gap", &mut streams).await;
+}
+
+/// A Holdfast binary in cluster mode, to be killed with SIGKILL.
+struct Binary {
+    child: Child,
+    client: SocketAddr,
+    _lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Binary {
+    fn start(dir: &Path, origin: &Origin, redis: &Redis) -> Binary {
+        let routes = dir.join("routes");
+        std::fs::write(&routes, format!("* {}\n", origin.target())).unwrap();
+        let config: PathBuf = dir.join("holdfast.toml");
+        std::fs::write(
+            &config,
+            "[server]\nlisten = [\"127.0.0.1:0\"]\npublish_listen = \"127.0.0.1:0\"\n\
+             routes = \"routes\"\n\n[reliability]\nupdate_on_first_subscription = false\n",
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--redis", &redis.url(), "--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let client = loop {
+            let v = rx
+                .recv_timeout(DEADLINE)
+                .expect("the binary logs its listeners");
+            if v["fields"]["message"] == "listening" && v["fields"]["kind"] == "Client" {
+                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        Binary {
+            child,
+            client,
+            _lines: rx,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.client, path)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_instance_resume_elsewhere_with_every_message_once() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let requests = Arc::new(AtomicUsize::new(0));
+    let origin = sse_origin(requests.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut doomed = Binary::start(dir.path(), &origin, &redis);
+    let routes = format!("* {}\n", origin.target());
+    // This instance keeps no history of its own (every item is evicted at once), so clients
+    // resuming there are caught up from the history in Redis.
+    let forgetful = Proxy::start(&routes, |c| {
+        clustered(&redis.url(), 60)(c);
+        c.reliability.history_max_bytes = 1;
+    })
+    .await;
+    let other = Proxy::start(&routes, clustered(&redis.url(), 60)).await;
+
+    let mut doomed_clients = Vec::new();
+    for _ in 0..3 {
+        doomed_clients.push(listen(&doomed.url("/ev"), None).await);
+    }
+    let mut staying = vec![
+        listen(&forgetful.url("/ev"), None).await,
+        listen(&other.url("/ev"), None).await,
+    ];
+    redis.wait_subscribed("ev", 3).await;
+    for n in 1..=3 {
+        publish_event(&forgetful, "ev", n).await;
+    }
+    for body in doomed_clients.iter_mut().chain(staying.iter_mut()) {
+        assert_eq!(body.until("data: m3\n\n").await, events(1..=3));
+    }
+
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    redis.wait_subscribed("ev", 2).await;
+    drop(doomed_clients);
+    for n in 4..=6 {
+        publish_event(&other, "ev", n).await;
+    }
+    for body in &mut staying {
+        assert_eq!(body.until("data: m6\n\n").await, events(4..=6));
+    }
+
+    // The killed instance's clients come back with the last id they saw.
+    let mut resumed = Vec::new();
+    for target in [&forgetful, &forgetful, &other] {
+        let mut body = listen(&target.url("/ev"), Some("3")).await;
+        assert_eq!(body.until("data: m6\n\n").await, events(4..=6));
+        resumed.push(body);
+    }
+    publish_event(&forgetful, "ev", 7).await;
+    for body in resumed.iter_mut().chain(staying.iter_mut()) {
+        assert_eq!(body.until("data: m7\n\n").await, events([7]));
+    }
+    nothing_more(&other, "ev", resumed.iter_mut().chain(staying.iter_mut())).await;
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        8,
+        "one origin request per connection: none to catch up"
+    );
+}
