@@ -77,6 +77,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The content to send as shared bytes: `original` itself (not copied) when unchanged;
+    /// `None` when dropped.
+    pub fn into_shared(self, original: &bytes::Bytes) -> Option<bytes::Bytes> {
+        match self {
+            Outcome::Drop => None,
+            Outcome::Unchanged => Some(original.clone()),
+            Outcome::Rewritten(v) => Some(bytes::Bytes::from(v)),
+        }
+    }
+
     /// The content to send, borrowing the original when unchanged; `None` when dropped.
     pub fn as_deref<'a>(&'a self, original: &'a [u8]) -> Option<&'a [u8]> {
         match self {
@@ -134,19 +144,12 @@ pub fn apply(
             "build-id" => out = Some(build_id(input, current)?),
             "var-subst" => {
                 out = Some(
-                    render(current, |d, arg| match (d, arg) {
-                        (b's', Some(name)) => input
-                            .sub_meta
-                            .get(name)
-                            .map(|v| v.as_bytes().to_vec())
-                            .ok_or_else(|| format!("No such variable '{name}'")),
-                        (b's', None) => Err("Directive 's' requires argument".to_string()),
-                        (d, _) => Err(format!("Unknown directive '{}'", d as char)),
-                    })
-                    .map_err(|message| FilterError::Template {
-                        filter: "var-subst",
-                        message,
-                    })?,
+                    render(current, |d, arg| variable(input.sub_meta, d, arg)).map_err(
+                        |message| FilterError::Template {
+                            filter: "var-subst",
+                            message,
+                        },
+                    )?,
                 )
             }
             _ => {}
@@ -208,19 +211,30 @@ pub fn render_id(
     format: &str,
     positions: &BTreeMap<String, String>,
 ) -> Result<String, FilterError> {
-    let out = render(format.as_bytes(), |d, arg| match (d, arg) {
-        (b's', Some(name)) => positions
+    let out =
+        render(format.as_bytes(), |d, arg| variable(positions, d, arg)).map_err(|message| {
+            FilterError::Template {
+                filter: "build-id",
+                message,
+            }
+        })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The `%(name)s` directive: the value of `name` in `vars`.
+fn variable(
+    vars: &BTreeMap<String, String>,
+    directive: u8,
+    arg: Option<&str>,
+) -> Result<Vec<u8>, String> {
+    match (directive, arg) {
+        (b's', Some(name)) => vars
             .get(name)
             .map(|v| v.as_bytes().to_vec())
             .ok_or_else(|| format!("No such variable '{name}'")),
         (b's', None) => Err("Directive 's' requires argument".to_string()),
         (d, _) => Err(format!("Unknown directive '{}'", d as char)),
-    })
-    .map_err(|message| FilterError::Template {
-        filter: "build-id",
-        message,
-    })?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    }
 }
 
 /// Processes `%` directives in `template`, asking `handle` for each `(directive, arg)`.

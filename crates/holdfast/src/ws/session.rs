@@ -251,9 +251,7 @@ impl Session {
             subscribed: &subscribed,
         };
         match grip::filter::apply(filters, &input, content_filters, content) {
-            Ok(grip::filter::Outcome::Drop) => None,
-            Ok(grip::filter::Outcome::Unchanged) => Some(content.clone()),
-            Ok(grip::filter::Outcome::Rewritten(v)) => Some(Bytes::from(v)),
+            Ok(outcome) => outcome.into_shared(content),
             Err(e) => {
                 tracing::debug!(channel = %item.channel, error = %e, "filter failed, not delivered");
                 None
