@@ -445,7 +445,7 @@ impl Positions {
                 // Positions advance as the replayed items are judged and delivered.
                 Resume::Replay(items) => replay.extend(items),
                 Resume::Stale { last_id } => {
-                    tracing::debug!(channel = %c.name, position = ?c.position, %last_id, "session is behind its channel");
+                    tracing::debug!(channel = %c.name, position = ?c.position, ?last_id, "session may be behind its channel");
                     if let Some(pos) = &c.position {
                         stale.push((c.name.clone(), pos.clone()));
                     }
@@ -470,6 +470,10 @@ impl Positions {
         let Some(c) = self.channels.iter_mut().find(|c| c.name == item.channel) else {
             return Verdict::Deliver(vec![item.clone()]);
         };
+        if item.id.is_some() && item.id == c.position {
+            // Already delivered (replayed from history, then heard live).
+            return Verdict::Skip;
+        }
         let verdict = match (&c.position, &item.prev_id, &item.id) {
             (Some(pos), Some(prev), _) if prev != pos && !item.no_seq => {
                 if item

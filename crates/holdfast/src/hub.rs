@@ -93,6 +93,8 @@ struct Inner {
     published: AtomicU64,
     seen_ids: Mutex<SeenIds>,
     interest: std::sync::OnceLock<InterestFn>,
+    /// A `prev-id` on a channel with no known last id may be behind (cluster mode).
+    unknown_is_stale: bool,
 }
 
 /// The channel registry. Cloning shares it.
@@ -388,6 +390,7 @@ impl Hub {
                     config.grip.id_cache_ttl_secs,
                 ))),
                 interest: std::sync::OnceLock::new(),
+                unknown_is_stale: !config.cluster.redis.is_empty(),
             }),
         }
     }
@@ -427,9 +430,15 @@ impl Hub {
                 continue;
             }
             let mut shard = self.inner.shard(&name).lock().expect("hub shard poisoned");
-            let resume = shard
-                .get(&name)
-                .map_or(Resume::Live, |ch| ch.resume(prev_id.as_deref()));
+            let unknown = || match (&prev_id, self.inner.unknown_is_stale) {
+                // In a cluster another instance may have published what the client missed.
+                (Some(_), true) => Resume::Stale { last_id: None },
+                _ => Resume::Live,
+            };
+            let resume = match shard.get(&name) {
+                Some(ch) if ch.last_id.is_some() => ch.resume(prev_id.as_deref()),
+                _ => unknown(),
+            };
             self.inner.join(&mut shard, &name, id, want, tx.clone());
             drop(shard);
             resumes.push(resume);
@@ -582,6 +591,22 @@ impl Hub {
             );
         }
         out
+    }
+
+    /// Forgets a channel's last id and releases its waiting items (the cluster bus stopped
+    /// hearing it).
+    pub fn forget(&self, channel: &str) {
+        let mut shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
+        while let Some(p) = shard.get_mut(channel).and_then(|c| c.pending.pop_front()) {
+            self.inner.deliver(&mut shard, channel, &p.item);
+        }
+        if let Some(ch) = shard.get_mut(channel) {
+            ch.last_id = None;
+        }
     }
 
     /// The channel's last published id, if known.

@@ -498,6 +498,12 @@ impl Shard {
             for c in batch {
                 subscribed.remove(c);
             }
+            drop(subscribed);
+            // No longer hearing the channel: its last id would go stale and make the first item
+            // after a resubscribe wait for a predecessor this instance will never see.
+            for c in batch {
+                ctx.hub.forget(c);
+            }
         }
         Ok(())
     }

@@ -36,6 +36,10 @@ pub async fn hold(
     // The previous round's subscription, kept across a retry so nothing published while the
     // origin was being asked is lost.
     let mut carried: Option<(Subscription, mpsc::Receiver<Delivery>)> = None;
+    // Retries made only because the hold looked stale. An origin that keeps rendering the same
+    // stale position is not asked forever: after this many the hold simply waits.
+    const MAX_STALE_RETRIES: u32 = 2;
+    let mut stale_retries = 0;
     loop {
         let (sub, mut rx, resumes) = ctx
             .app
@@ -46,8 +50,14 @@ pub async fn hold(
         if !stale.is_empty() {
             match super::fill_from_bus(&ctx.app, &stale).await {
                 Some(items) => pending.extend(items),
-                None => update = can_update(&ctx),
+                None if stale_retries < MAX_STALE_RETRIES => {
+                    update = can_update(&ctx);
+                    stale_retries += u32::from(update);
+                }
+                None => {}
             }
+        } else {
+            stale_retries = 0;
         }
         if let Some((_old, mut old_rx)) = carried.take() {
             pending.extend(std::iter::from_fn(|| old_rx.try_recv().ok()));

@@ -42,10 +42,10 @@ pub enum Resume {
     Live,
     /// These items, from history, were published after `prev-id`, oldest first.
     Replay(Vec<Delivery>),
-    /// Items were missed that history cannot supply; the channel is at `last_id`.
+    /// Items may have been missed that local history cannot supply.
     Stale {
-        /// The channel's last published id.
-        last_id: String,
+        /// The channel's last published id, when known here.
+        last_id: Option<String>,
     },
 }
 
@@ -140,7 +140,7 @@ impl Channel {
         match self.after(prev, None) {
             Some(items) => Resume::Replay(items),
             None => Resume::Stale {
-                last_id: last.to_string(),
+                last_id: Some(last.to_string()),
             },
         }
     }

@@ -165,7 +165,7 @@ async fn resuming_replays_history_or_reports_stale() {
 
     let (_s2, _rx2, resumes) =
         hub.subscribe_resuming(vec![("h".into(), Some("zzz".into()))], Want::HttpStream);
-    assert!(matches!(&resumes[0], Resume::Stale { last_id } if last_id == "d"));
+    assert!(matches!(&resumes[0], Resume::Stale { last_id: Some(l) } if l == "d"));
     let (_s3, _rx3, resumes) =
         hub.subscribe_resuming(vec![("h".into(), Some("d".into()))], Want::HttpStream);
     assert!(matches!(resumes[0], Resume::Live));
