@@ -130,6 +130,22 @@ pub struct FanoutArgs {
     /// Cap on the wait for deliveries after the last publish, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     drain_ms: u64,
+    /// Appended to each message's content after its stamp, e.g. ` id=%I` for `build-id`.
+    #[arg(long, default_value = "", value_name = "S")]
+    content_suffix: String,
+    /// Item `meta` of each message, a JSON object, e.g. `{"sender":"nobody"}`.
+    #[arg(long, value_name = "JSON")]
+    item_meta: Option<String>,
+    /// Give each item `id` `m<seq>` and `prev-id` `m<seq-1>`.
+    #[arg(long)]
+    ids: bool,
+    /// Publish all messages back to back over one keep-alive connection, ignoring
+    /// `--interval-ms`, and print the publish rate as a `{"burst": ...}` line before the report.
+    #[arg(long)]
+    burst: bool,
+    /// With `--burst`, items per publish request.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    items_per_publish: usize,
     /// Label copied into the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -206,8 +222,84 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
     Ok(report::summarize(ctx, &published, results))
 }
 
+fn item_opts(args: &FanoutArgs) -> anyhow::Result<control::ItemOpts> {
+    let meta = match &args.item_meta {
+        Some(m) => Some(serde_json::from_str(m).map_err(|e| anyhow::anyhow!("--item-meta: {e}"))?),
+        None => None,
+    };
+    Ok(control::ItemOpts {
+        suffix: args.content_suffix.clone(),
+        meta,
+        ids: args.ids,
+    })
+}
+
+/// `--burst`: every message back to back, `--items-per-publish` per request, one connection.
+async fn publish_burst(args: &FanoutArgs, pool: &mut Pool) -> anyhow::Result<Vec<Publication>> {
+    let opts = item_opts(args)?;
+    let k = args.items_per_publish.max(1);
+    let total = args.messages as u64;
+    let mut next = 1u64;
+    let requests = total.div_ceil(k as u64);
+    let channel = args.channel.clone();
+    let mode = args.mode;
+    let publisher = control::publish_keepalive(args.publish, || {
+        if next > total {
+            return None;
+        }
+        let stamps: Vec<_> = (next..(next + k as u64).min(total + 1))
+            .map(stamp::Stamp::now)
+            .collect();
+        next += stamps.len() as u64;
+        Some(control::publish_body_with(&channel, mode, &stamps, &opts))
+    });
+    tokio::pin!(publisher);
+    // Keep reading the workers' reports while publishing.
+    let (secs, errors) = loop {
+        tokio::select! {
+            r = &mut publisher => break r?,
+            _ = pool.pump_for(POLL_EVERY) => {}
+        }
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "burst": {
+                "messages": total,
+                "requests": requests,
+                "items_per_publish": k,
+                "secs": secs,
+                "messages_per_sec": total as f64 / secs,
+                "requests_per_sec": requests as f64 / secs,
+                "errors": errors.len(),
+                "first_error": errors.first(),
+            }
+        })
+    );
+    Ok((1..=total)
+        .map(|seq| Publication {
+            seq,
+            publish_ms: 0.0,
+            error: None,
+        })
+        .collect())
+}
+
 /// Publishes the stamped messages on a fixed schedule, listening to the workers in between.
 async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
+    if args.burst {
+        match publish_burst(args, pool).await {
+            Ok(p) => return p,
+            Err(e) => {
+                eprintln!("fanout: burst publish failed: {e:#}");
+                return Vec::new();
+            }
+        }
+    }
+    let opts = item_opts(args).unwrap_or_else(|e| {
+        eprintln!("fanout: {e:#}; publishing without item options");
+        control::ItemOpts::default()
+    });
     let mut published = Vec::with_capacity(args.messages);
     let first_at = Instant::now();
     for k in 0..args.messages {
@@ -215,7 +307,7 @@ async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
         pool.pump_until(at).await;
         let stamp = stamp::Stamp::now(k as u64 + 1);
         let sent = Instant::now();
-        let outcome = control::publish(args.publish, &args.channel, args.mode, stamp).await;
+        let outcome = control::publish(args.publish, &args.channel, args.mode, stamp, &opts).await;
         published.push(Publication {
             seq: stamp.seq,
             publish_ms: sent.elapsed().as_secs_f64() * 1000.0,

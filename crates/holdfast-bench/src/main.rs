@@ -34,7 +34,7 @@ enum Command {
     /// Run a minimal keep-alive HTTP/1.1 origin.
     Origin(origin::OriginArgs),
     /// Open many subscribers through a proxy, publish messages and measure their delivery.
-    Fanout(fanout::FanoutArgs),
+    Fanout(Box<fanout::FanoutArgs>),
     /// One worker process of `fanout` (started by `fanout` itself).
     #[command(hide = true)]
     FanoutWorker(fanout::worker::WorkerArgs),
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Origin(args) => origin::run(args),
-        Command::Fanout(args) => fanout::run(args),
+        Command::Fanout(args) => fanout::run(*args),
         Command::FanoutWorker(args) => fanout::worker::run(args),
     };
     match result {

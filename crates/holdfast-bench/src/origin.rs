@@ -9,6 +9,10 @@
 //! - `--grip response`: `Grip-Hold: response`, `Grip-Channel: C`; the body is what a long-poll
 //!   client gets if its hold times out.
 //!
+//! `--filter F` (stream and response holds) makes the channel header `Grip-Channel: C; filter=F`
+//! and adds `Grip-Set-Meta: user="u<n>", id_format="%(C)s"`, `n` counting holds from 0, so the
+//! `skip-self` and `build-id` filters have something to work on.
+//!
 //! `GET /_bench/stats` is answered by the origin itself with its request counters, so a driver
 //! can tell how many holds a proxy without a metrics endpoint has been handed.
 //! The process exits by itself after `--exit-after` seconds.
@@ -54,6 +58,9 @@ pub struct OriginArgs {
     /// `Grip-Timeout` for response holds, in seconds (omitted when not given).
     #[arg(long, value_name = "SECS")]
     grip_timeout: Option<u32>,
+    /// Filter named on the channel (`skip-self`, `build-id`, ...), with per-hold meta.
+    #[arg(long, value_name = "F")]
+    filter: Option<String>,
     /// Worker threads of the runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -77,6 +84,8 @@ pub enum GripMode {
 struct Answer {
     mode: GripMode,
     channel: HeaderValue,
+    /// Channel name, for the `id_format` meta; set only with `--filter`.
+    meta_channel: Option<String>,
     timeout: Option<HeaderValue>,
     requests: AtomicU64,
     holds: AtomicU64,
@@ -86,7 +95,12 @@ struct Answer {
 pub fn run(args: OriginArgs) -> anyhow::Result<()> {
     let answer = Arc::new(Answer {
         mode: args.grip,
-        channel: HeaderValue::from_str(&args.channel).context("--channel is not a header value")?,
+        channel: HeaderValue::from_str(&match &args.filter {
+            Some(f) => format!("{}; filter={f}", args.channel),
+            None => args.channel.clone(),
+        })
+        .context("--channel/--filter is not a header value")?,
+        meta_channel: args.filter.as_ref().map(|_| args.channel.clone()),
         timeout: args.grip_timeout.map(HeaderValue::from),
         requests: AtomicU64::new(0),
         holds: AtomicU64::new(0),
@@ -148,7 +162,7 @@ async fn respond(
     let response = match answer.mode {
         GripMode::None => plain(Bytes::from_static(HELLO)),
         GripMode::Stream => {
-            answer.holds.fetch_add(1, Ordering::Relaxed);
+            let n = answer.holds.fetch_add(1, Ordering::Relaxed);
             let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
             let h = r.headers_mut();
             h.insert("grip-hold", HeaderValue::from_static("stream"));
@@ -158,10 +172,11 @@ async fn respond(
                 HeaderValue::from_static("text/event-stream"),
             );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            set_meta(&answer, n, &mut r);
             r
         }
         GripMode::Response => {
-            answer.holds.fetch_add(1, Ordering::Relaxed);
+            let n = answer.holds.fetch_add(1, Ordering::Relaxed);
             let mut r = plain(Bytes::from_static(TIMEOUT_BODY));
             let h = r.headers_mut();
             h.insert("grip-hold", HeaderValue::from_static("response"));
@@ -169,10 +184,20 @@ async fn respond(
             if let Some(t) = &answer.timeout {
                 h.insert("grip-timeout", t.clone());
             }
+            set_meta(&answer, n, &mut r);
             r
         }
     };
     Ok(response)
+}
+
+/// With `--filter`, adds `Grip-Set-Meta: user="u<n>", id_format="%(C)s"`.
+fn set_meta<B>(answer: &Answer, n: u64, r: &mut Response<B>) {
+    if let Some(ch) = &answer.meta_channel {
+        if let Ok(v) = HeaderValue::from_str(&format!("user=\"u{n}\", id_format=\"%({ch})s\"")) {
+            r.headers_mut().insert("grip-set-meta", v);
+        }
+    }
 }
 
 fn plain(body: Bytes) -> Response<Full<Bytes>> {

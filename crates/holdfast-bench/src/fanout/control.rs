@@ -56,13 +56,112 @@ pub async fn send(
     }
 }
 
-/// The Pushpin publish body carrying `stamp` to `channel`, in the format `mode` subscribes with.
-pub fn publish_body(channel: &str, mode: Mode, stamp: Stamp) -> String {
+/// What goes into each published item besides its stamp.
+#[derive(Debug, Clone, Default)]
+pub struct ItemOpts {
+    /// Appended to the stamp in the content (before the line end), e.g. ` id=%I`.
+    pub suffix: String,
+    /// Item `meta` (a JSON object), if any.
+    pub meta: Option<serde_json::Value>,
+    /// Give each item `id` = `m<seq>` and `prev-id` = `m<seq-1>` (none for seq 1).
+    pub ids: bool,
+}
+
+/// One publish item carrying `stamp` to `channel`, in the format `mode` subscribes with.
+pub fn publish_item(channel: &str, mode: Mode, stamp: Stamp, opts: &ItemOpts) -> serde_json::Value {
     let formats = match mode {
-        Mode::Sse => serde_json::json!({ "http-stream": { "content": stamp.to_sse_event() } }),
-        Mode::Longpoll => serde_json::json!({ "http-response": { "body": stamp.to_line() } }),
+        Mode::Sse => {
+            let ev = stamp.to_sse_event();
+            let content = format!("{}{}\n\n", ev.trim_end_matches('\n'), opts.suffix);
+            serde_json::json!({ "http-stream": { "content": content } })
+        }
+        Mode::Longpoll => {
+            let body = format!(
+                "{}{}\n",
+                stamp.to_line().trim_end_matches('\n'),
+                opts.suffix
+            );
+            serde_json::json!({ "http-response": { "body": body } })
+        }
     };
-    serde_json::json!({ "items": [ { "channel": channel, "formats": formats } ] }).to_string()
+    let mut item = serde_json::json!({ "channel": channel, "formats": formats });
+    if let Some(meta) = &opts.meta {
+        item["meta"] = meta.clone();
+    }
+    if opts.ids {
+        item["id"] = format!("m{}", stamp.seq).into();
+        if stamp.seq > 1 {
+            item["prev-id"] = format!("m{}", stamp.seq - 1).into();
+        }
+    }
+    item
+}
+
+/// The Pushpin publish body carrying `stamp` to `channel`, in the format `mode` subscribes with.
+#[cfg(test)]
+pub fn publish_body(channel: &str, mode: Mode, stamp: Stamp) -> String {
+    publish_body_with(channel, mode, &[stamp], &ItemOpts::default())
+}
+
+/// A publish body with one item per stamp.
+pub fn publish_body_with(channel: &str, mode: Mode, stamps: &[Stamp], opts: &ItemOpts) -> String {
+    let items: Vec<_> = stamps
+        .iter()
+        .map(|s| publish_item(channel, mode, *s, opts))
+        .collect();
+    serde_json::json!({ "items": items }).to_string()
+}
+
+/// Publishes every body in turn over one keep-alive connection; returns the seconds from the
+/// first request to the last answer and the errors (non-2xx or failed requests).
+pub async fn publish_keepalive(
+    addr: SocketAddr,
+    mut next_body: impl FnMut() -> Option<String>,
+) -> anyhow::Result<(f64, Vec<String>)> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let host: header::HeaderValue = crate::host_header(addr).parse()?;
+    let started = std::time::Instant::now();
+    let mut errors = Vec::new();
+    while let Some(body) = next_body() {
+        let mut req = Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "/publish/".parse()?;
+        req.headers_mut().insert(header::HOST, host.clone());
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        let exchange = async {
+            sender.ready().await?;
+            let response = sender.send_request(req).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok((status, _))) if status.is_success() => {}
+            Ok(Ok((status, body))) => errors.push(format!(
+                "publish answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )),
+            Ok(Err(e)) => {
+                errors.push(format!("{e:#}"));
+                break;
+            }
+            Err(_) => {
+                errors.push(format!("no answer within {REQUEST_TIMEOUT:?}"));
+                break;
+            }
+        }
+    }
+    Ok((started.elapsed().as_secs_f64(), errors))
 }
 
 /// Publishes `stamp` and fails unless the publish API answers 2xx.
@@ -71,8 +170,9 @@ pub async fn publish(
     channel: &str,
     mode: Mode,
     stamp: Stamp,
+    opts: &ItemOpts,
 ) -> anyhow::Result<()> {
-    let body = publish_body(channel, mode, stamp);
+    let body = publish_body_with(channel, mode, &[stamp], opts);
     let (status, answer) = send(addr, Method::POST, "/publish/", Some(body)).await?;
     if !status.is_success() {
         bail!(
@@ -137,5 +237,34 @@ mod tests {
             lp["items"][0]["formats"]["http-response"]["body"],
             "seq=1 ts=2\n"
         );
+    }
+
+    #[test]
+    fn item_options_add_suffix_meta_and_ids() {
+        let opts = ItemOpts {
+            suffix: " id=%I".into(),
+            meta: Some(serde_json::json!({ "sender": "nobody" })),
+            ids: true,
+        };
+        let stamps = [Stamp { seq: 1, ts_us: 2 }, Stamp { seq: 2, ts_us: 3 }];
+        let body: serde_json::Value =
+            serde_json::from_str(&publish_body_with("c", Mode::Sse, &stamps, &opts)).unwrap();
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0]["formats"]["http-stream"]["content"],
+            "data: seq=1 ts=2 id=%I\n\n"
+        );
+        assert_eq!(items[0]["id"], "m1");
+        assert!(items[0].get("prev-id").is_none());
+        assert_eq!(items[1]["prev-id"], "m1");
+        assert_eq!(items[1]["meta"]["sender"], "nobody");
+        let found: Vec<_> = super::super::stamp::parse_stamps(
+            items[1]["formats"]["http-stream"]["content"]
+                .as_str()
+                .unwrap(),
+        )
+        .collect();
+        assert_eq!(found, vec![stamps[1]]);
     }
 }

@@ -33,9 +33,10 @@ pub struct Counters {
     pub connected: u64,
     /// Subscribers that received response headers at least once.
     pub headers: u64,
-    /// SSE: subscribers that received the first body bytes; long-poll: first request sent.
+    /// SSE: subscribers that received the first body bytes; long-poll: subscribers whose first
+    /// connection is established (their first request follows at once).
     pub ready: u64,
-    /// Subscribers that gave up (connect failure, bad status, error before being ready).
+    /// Subscribers that gave up after repeated failed attempts.
     pub failed: u64,
     /// SSE streams that ended or broke after being ready.
     pub closed: u64,
