@@ -116,6 +116,9 @@ pub struct TimeoutsConfig {
     pub origin_response_secs: u64,
     /// Seconds an idle pooled origin connection is kept. Default 90.
     pub origin_idle_secs: u64,
+    /// Idle keep-alive connections kept per origin target; past it a finished connection is
+    /// closed instead of pooled. Default 256.
+    pub origin_idle_per_target: usize,
 }
 
 impl Default for TimeoutsConfig {
@@ -124,6 +127,7 @@ impl Default for TimeoutsConfig {
             origin_connect_secs: 5,
             origin_response_secs: 60,
             origin_idle_secs: 90,
+            origin_idle_per_target: 256,
         }
     }
 }

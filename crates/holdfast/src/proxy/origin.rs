@@ -74,7 +74,7 @@ fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig) -> HttpClient {
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(timeouts.origin_idle_secs))
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(timeouts.origin_idle_per_target)
         .set_host(false)
         .build(https)
 }
