@@ -75,10 +75,9 @@ async fn long_poll_timeout_returns_the_origin_response() {
     )
     .await;
     let proxy = proxy_to(&origin).await;
-    // Grip-Timeout below the minimum of 5 s is raised to 5 s, as in Pushpin.
-    let started = std::time::Instant::now();
+    // Grip-Timeout 1 is below the minimum and is held for 5 s, as in Pushpin (the clamp itself is
+    // unit-tested in crates/grip).
     let resp = get(&proxy.url("/")).await;
-    assert!(started.elapsed() >= Duration::from_secs(5));
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-foo"], "bar");
     assert!(resp
