@@ -7,6 +7,7 @@
 //!   processes (this binary re-executed with the hidden `fanout-worker` subcommand), waits until
 //!   they are all subscribed, publishes timestamped messages and reports delivery latency, loss,
 //!   subscribe rate and the proxy's memory per connection.
+//! - [`storm`]: a reconnect storm of reliable-SSE clients, counting the origin requests it causes.
 //! - [`rss`]: resident memory of the processes under test, from `/proc/PID/status`.
 //!
 //! Every loop here is bounded in time: the origin exits after `--exit-after`, workers after
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 mod fanout;
 mod origin;
 mod rss;
+mod storm;
 
 /// Load tools for benchmarking Holdfast against Pushpin.
 #[derive(Debug, Parser)]
@@ -35,6 +37,8 @@ enum Command {
     Origin(origin::OriginArgs),
     /// Open many subscribers through a proxy, publish messages and measure their delivery.
     Fanout(Box<fanout::FanoutArgs>),
+    /// Reconnect storm of reliable-SSE clients: origin requests per reconnecting client.
+    Storm(storm::StormArgs),
     /// One worker process of `fanout` (started by `fanout` itself).
     #[command(hide = true)]
     FanoutWorker(fanout::worker::WorkerArgs),
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Origin(args) => origin::run(args),
         Command::Fanout(args) => fanout::run(*args),
+        Command::Storm(args) => storm::run(args),
         Command::FanoutWorker(args) => fanout::worker::run(args),
     };
     match result {

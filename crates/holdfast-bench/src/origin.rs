@@ -8,6 +8,8 @@
 //!   and a short SSE comment as the initial body, so a subscriber sees bytes once it is held.
 //! - `--grip response`: `Grip-Hold: response`, `Grip-Channel: C`; the body is what a long-poll
 //!   client gets if its hold times out.
+//! - `--grip reliable`: reliable SSE for the reconnect-storm benchmark (see [`GripMode::Reliable`]);
+//!   `/_bench/stats` then also counts initial and `/next` requests.
 //!
 //! `--filter F` (stream and response holds) makes the channel header `Grip-Channel: C; filter=F`
 //! and adds `Grip-Set-Meta: user="u<n>", id_format="%(C)s"`, `n` counting holds from 0, so the
@@ -42,6 +44,10 @@ const STREAM_PREAMBLE: &[u8] = b":ok\n\n";
 const TIMEOUT_BODY: &[u8] = b"timeout\n";
 /// Path answered with the origin's own counters.
 const STATS_PATH: &str = "/_bench/stats";
+/// Path the driver sets the reliable mode's last published id with (`/_bench/last?N`).
+const LAST_PATH: &str = "/_bench/last";
+/// The reliable mode's next link.
+const NEXT_PATH: &str = "/next";
 
 /// Flags of `holdfast-bench origin`.
 #[derive(Debug, Args)]
@@ -78,6 +84,10 @@ pub enum GripMode {
     Stream,
     /// `Grip-Hold: response` (long-polling).
     Response,
+    /// Reliable SSE: `Grip-Hold: stream`, `Grip-Channel: C; prev-id=P` (P from `Last-Event-ID`,
+    /// or `Grip-Last` on next-link requests, else `0`) and `Grip-Link: </next>; rel=next`.
+    /// `/next` answers the items after P up to the id last set with `POST /_bench/last?N`.
+    Reliable,
 }
 
 /// The fixed answer and the counters every connection shares.
@@ -89,6 +99,11 @@ struct Answer {
     timeout: Option<HeaderValue>,
     requests: AtomicU64,
     holds: AtomicU64,
+    /// Reliable mode: requests other than `/next`, and `/next` requests.
+    initial: AtomicU64,
+    next: AtomicU64,
+    /// Reliable mode: the last id published, as told by the driver (`POST /_bench/last?N`).
+    last: AtomicU64,
 }
 
 /// Runs the origin until `--exit-after` elapses.
@@ -104,6 +119,9 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
         timeout: args.grip_timeout.map(HeaderValue::from),
         requests: AtomicU64::new(0),
         holds: AtomicU64::new(0),
+        initial: AtomicU64::new(0),
+        next: AtomicU64::new(0),
+        last: AtomicU64::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -152,11 +170,28 @@ async fn respond(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == STATS_PATH {
         let body = format!(
-            "requests {}\nholds {}\n",
+            "requests {}\nholds {}\ninitial {}\nnext {}\nlast {}\n",
             answer.requests.load(Ordering::Relaxed),
-            answer.holds.load(Ordering::Relaxed)
+            answer.holds.load(Ordering::Relaxed),
+            answer.initial.load(Ordering::Relaxed),
+            answer.next.load(Ordering::Relaxed),
+            answer.last.load(Ordering::Relaxed),
         );
         return Ok(plain(Bytes::from(body)));
+    }
+    if req.uri().path() == LAST_PATH {
+        let n = req.uri().query().and_then(|q| q.parse::<u64>().ok());
+        return Ok(match n {
+            Some(n) => {
+                answer.last.store(n, Ordering::Relaxed);
+                plain(Bytes::from_static(b"ok\n"))
+            }
+            None => {
+                let mut r = plain(Bytes::from_static(b"want /_bench/last?N\n"));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            }
+        });
     }
     answer.requests.fetch_add(1, Ordering::Relaxed);
     let response = match answer.mode {
@@ -187,8 +222,75 @@ async fn respond(
             set_meta(&answer, n, &mut r);
             r
         }
+        GripMode::Reliable => reliable(&answer, &req),
     };
     Ok(response)
+}
+
+/// The reliable-SSE answer: a stream hold resuming after the client's position, with a next link.
+/// Initial requests get an empty body (just the SSE comment); `/next` gets the items after the
+/// position up to the last published id, each `id: K` / `data: item K`, the same as published.
+fn reliable<B>(answer: &Answer, req: &Request<B>) -> Response<Full<Bytes>> {
+    answer.holds.fetch_add(1, Ordering::Relaxed);
+    let is_next = req.uri().path() == NEXT_PATH;
+    let grip_last = req
+        .headers()
+        .get_all("grip-last")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(grip_last_id);
+    let event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let position = if is_next {
+        answer.next.fetch_add(1, Ordering::Relaxed);
+        grip_last.or(event_id).unwrap_or(0)
+    } else {
+        answer.initial.fetch_add(1, Ordering::Relaxed);
+        event_id.or(grip_last).unwrap_or(0)
+    };
+    let mut body = STREAM_PREAMBLE.to_vec();
+    let mut prev = position;
+    if is_next {
+        let last = answer.last.load(Ordering::Relaxed);
+        while prev < last {
+            prev += 1;
+            body.extend_from_slice(reliable_event(prev).as_bytes());
+        }
+    }
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let h = r.headers_mut();
+    h.insert("grip-hold", HeaderValue::from_static("stream"));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}; prev-id={prev}",
+        answer.channel.to_str().unwrap_or("bench")
+    )) {
+        h.insert("grip-channel", v);
+    }
+    h.insert("grip-link", HeaderValue::from_static("</next>; rel=next"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// The SSE event for item `id` in reliable mode (what the driver publishes, too).
+pub fn reliable_event(id: u64) -> String {
+    format!("id: {id}\ndata: item {id}\n\n")
+}
+
+/// The numeric `last-id` of a `Grip-Last: ch; last-id=N` value.
+fn grip_last_id(v: &str) -> Option<u64> {
+    v.split(';').find_map(|p| {
+        let (k, val) = p.trim().split_once('=')?;
+        (k.trim() == "last-id")
+            .then(|| val.trim().trim_matches('"').parse().ok())
+            .flatten()
+    })
 }
 
 /// With `--filter`, adds `Grip-Set-Meta: user="u<n>", id_format="%(C)s"`.
