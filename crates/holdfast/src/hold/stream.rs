@@ -331,31 +331,7 @@ impl StreamSession {
             return;
         };
         match self.positions.judge(&live.sub, &item) {
-            Verdict::Deliver(items) => {
-                for item in items {
-                    let Some(f) = item.formats.http_stream.as_ref() else {
-                        continue;
-                    };
-                    match f.action {
-                        Action::Send if !f.content.is_empty() => {
-                            let filtered = self.positions.filter(
-                                &item,
-                                &f.content,
-                                f.content_filters.as_deref(),
-                            );
-                            if let Some(content) = filtered.filter(|c| !c.is_empty()) {
-                                self.out.push_back(content);
-                            }
-                        }
-                        Action::Close => {
-                            self.done = true;
-                            return;
-                        }
-                        _ => {}
-                    }
-                }
-                self.delivered();
-            }
+            Verdict::Deliver(items) => self.send(&items),
             Verdict::Skip => {}
             Verdict::Update => {
                 let is_hint = item
@@ -377,16 +353,36 @@ impl StreamSession {
                     {
                         c.position = item.id.clone().or(c.position.take());
                     }
-                    if let Some(f) = item.formats.http_stream.as_ref() {
-                        match f.action {
-                            Action::Close => self.done = true,
-                            _ if !f.content.is_empty() => self.out.push_back(f.content.clone()),
-                            _ => {}
-                        }
-                    }
+                    self.send(&[item]);
                 }
             }
         }
+    }
+
+    /// Queues the `http-stream` content of delivered items, through the channel's filters; a
+    /// `close` ends the stream.
+    fn send(&mut self, items: &[Delivery]) {
+        for item in items {
+            let Some(f) = item.formats.http_stream.as_ref() else {
+                continue;
+            };
+            match f.action {
+                Action::Send if !f.content.is_empty() => {
+                    let filtered =
+                        self.positions
+                            .filter(item, &f.content, f.content_filters.as_deref());
+                    if let Some(content) = filtered.filter(|c| !c.is_empty()) {
+                        self.out.push_back(content);
+                    }
+                }
+                Action::Close => {
+                    self.done = true;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.delivered();
     }
 
     /// Fetches the next link, queues its body and takes its instructions.
