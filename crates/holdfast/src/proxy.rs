@@ -162,7 +162,7 @@ async fn forward(
     let ctx = crate::hold::SessionCtx {
         app: app.clone(),
         route: route.clone(),
-        request: Some(request),
+        request: Some(request.detached()),
         body: capture.take(),
         host: info.host,
     };
@@ -179,6 +179,28 @@ pub struct OriginRequest {
     pub path: String,
     /// Headers for the origin; `Grip-Sig` is added on each send.
     pub headers: HeaderMap,
+}
+
+impl OriginRequest {
+    /// The same request with header values copied out of the connection's read buffer.
+    ///
+    /// Parsed header values are slices of the 8 KiB buffer the request head was read into; a
+    /// session that kept them would pin that buffer for as long as the client stays, and hyper
+    /// would allocate a second one for its next read. A held session keeps this copy instead.
+    pub fn detached(self) -> OriginRequest {
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let mut copy =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), copy);
+        }
+        OriginRequest {
+            method: self.method,
+            path: self.path,
+            headers,
+        }
+    }
 }
 
 /// Sends a request to the route's targets in order, moving on when a target cannot be
@@ -268,4 +290,44 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_request_owns_its_header_values() {
+        // Parsed values share one buffer, as hyper's do.
+        let head = bytes::Bytes::from_static(b"token-1secret-2");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-a",
+            HeaderValue::from_maybe_shared(head.slice(0..7)).unwrap(),
+        );
+        let mut secret = HeaderValue::from_maybe_shared(head.slice(7..15)).unwrap();
+        secret.set_sensitive(true);
+        headers.append(header::AUTHORIZATION, secret);
+        headers.append("x-a", HeaderValue::from_static("again"));
+        let request = OriginRequest {
+            method: Method::POST,
+            path: "/p?q".into(),
+            headers,
+        };
+        let copy = request.detached();
+        assert_eq!(copy.method, Method::POST);
+        assert_eq!(copy.path, "/p?q");
+        let a: Vec<_> = copy.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["token-1", "again"]);
+        let auth = &copy.headers[header::AUTHORIZATION];
+        assert_eq!(auth, "secret-2");
+        assert!(auth.is_sensitive());
+        let range = head.as_ptr_range();
+        for value in copy.headers.values() {
+            assert!(
+                !range.contains(&value.as_bytes().as_ptr()),
+                "{value:?} still shares the buffer"
+            );
+        }
+    }
 }

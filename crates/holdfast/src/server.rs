@@ -188,13 +188,16 @@ async fn accept_loop(
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let app = app.clone();
-                async move {
+                // hyper keeps an allocation the size of this future for the whole life of the
+                // connection; boxed, that is a pointer, and the handler's own state is freed as
+                // soon as the response head is ready (a held connection can last for hours).
+                Box::pin(async move {
                     let resp: hyper::Response<Body> = match kind {
                         Kind::Client => crate::proxy::handle(app, req, peer).await,
                         Kind::Publish => crate::publish::handle(app, req).await,
                     };
                     Ok::<_, Infallible>(resp)
-                }
+                })
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
