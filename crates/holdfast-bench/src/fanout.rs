@@ -9,8 +9,9 @@
 //!      `holdfast_subscriptions` ≥ N (Holdfast), without a break for `--settle-ms`.
 //!    - `settle`: for proxies without such a count (Pushpin). SSE: every subscriber has received
 //!      its response headers and the origin's initial body. Long-poll: every subscriber has
-//!      connected and sent its request, and, with `--origin`, the origin has answered at least
-//!      that many GRIP holds. Then the counters (and the origin's count) must stay unchanged for
+//!      connected and sent its request. WebSocket: every subscriber's handshake has completed.
+//!      With `--origin`, the origin must also have answered at least that many GRIP holds (for
+//!      WebSockets, `OPEN`s). Then the counters (and the origin's count) must stay unchanged for
 //!      `--settle-ms`.
 //!
 //!    Either way the subscribe time runs until the start of that quiet period.
@@ -19,7 +20,9 @@
 //! 3. **Drain.** Wait until every subscriber has every message, or deliveries stop for
 //!    [`DRAIN_IDLE`], or `--drain-ms` passes.
 //! 4. **Report** ([`report`]): per message publish → last delivery, p50/p99, delivered and lost;
-//!    subscribe rate; proxy memory (`--proxy-pid`, summed) before and after subscribing.
+//!    deliveries per second from the first publish to the last delivery (with `--subscribers 1
+//!    --burst`, the rate one client can be sent messages at); subscribe rate; proxy memory
+//!    (`--proxy-pid`, summed) before and after subscribing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -52,6 +55,11 @@ pub enum Mode {
     Sse,
     /// Long-polling; messages are `http-response` bodies and clients re-poll after each one.
     Longpoll,
+    /// WebSockets through a WebSocket-over-HTTP route (`over_http`); messages are `ws-message`
+    /// content. The origin (`holdfast-bench origin --grip woh`) subscribes each connection in
+    /// its `OPEN` answer, so nothing reaches the client before the first publish: a subscriber
+    /// counts as ready once its handshake completes.
+    Woh,
 }
 
 impl Mode {
@@ -59,6 +67,7 @@ impl Mode {
         match self {
             Mode::Sse => "sse",
             Mode::Longpoll => "longpoll",
+            Mode::Woh => "woh",
         }
     }
 }
@@ -139,8 +148,10 @@ pub struct FanoutArgs {
     /// Give each item `id` `m<seq>` and `prev-id` `m<seq-1>`.
     #[arg(long)]
     ids: bool,
-    /// Publish all messages back to back over one keep-alive connection, ignoring
-    /// `--interval-ms`, and print the publish rate as a `{"burst": ...}` line before the report.
+    /// Publish all messages back to back over one keep-alive connection (a new connection per
+    /// request if the server closes it, as Pushpin's does), each request sent when the previous
+    /// one is answered, ignoring `--interval-ms`; print the publish rate as a `{"burst": ...}`
+    /// line before the report.
     #[arg(long)]
     burst: bool,
     /// With `--burst`, items per publish request.
@@ -197,6 +208,7 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
     let rss_subscribed = rss()?;
     let requests_subscribed = origin_requests().await;
 
+    let publish_started_us = stamp::now_us();
     let published = publish_all(args, &mut pool).await;
     drain(args, &mut pool).await;
     let rss_after = rss()?;
@@ -218,6 +230,7 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
         settled: subscribed.settled,
         rss_kib: [rss_before, rss_subscribed, rss_after],
         origin_requests: [requests_before, requests_subscribed, requests_after],
+        publish_started_us,
     };
     Ok(report::summarize(ctx, &published, results))
 }
@@ -401,7 +414,7 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subs
             }
             None => {
                 count = match args.mode {
-                    Mode::Sse => totals.ready,
+                    Mode::Sse | Mode::Woh => totals.ready,
                     Mode::Longpoll => totals.connected,
                 };
                 count + totals.failed >= n && holds.map_or(true, |h| h >= count)

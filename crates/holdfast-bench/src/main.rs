@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`origin`]: a minimal keep-alive HTTP/1.1 origin, plain or answering GRIP holds.
+//! - [`origin`]: a minimal keep-alive HTTP/1.1 origin, plain, answering GRIP holds, or speaking
+//!   WebSocket-over-HTTP.
 //! - [`fanout`]: the fan-out driver. The parent process spreads subscribers over worker
 //!   processes (this binary re-executed with the hidden `fanout-worker` subcommand), waits until
 //!   they are all subscribed, publishes timestamped messages and reports delivery latency, loss,

@@ -10,6 +10,12 @@
 //!   client gets if its hold times out.
 //! - `--grip reliable`: reliable SSE for the reconnect-storm benchmark (see [`GripMode::Reliable`]);
 //!   `/_bench/stats` then also counts initial and `/next` requests.
+//! - `--grip woh`: a WebSocket-over-HTTP origin (reference §3.4). A `POST` whose events start
+//!   with `OPEN` is accepted with `OPEN` and a `c:` control message subscribing the connection
+//!   to C, and `Sec-WebSocket-Extensions: grip`; a `CLOSE` is echoed; anything else (`TEXT`,
+//!   `PING`, `DISCONNECT`, ...) gets an empty event list. Every answer is `200` with
+//!   `Content-Type: application/websocket-events`; `holds` counts the `OPEN`s accepted. Other
+//!   methods get the plain answer (so a proxy can be warmed up with a `GET`).
 //!
 //! `--filter F` (stream and response holds) makes the channel header `Grip-Channel: C; filter=F`
 //! and adds `Grip-Set-Meta: user="u<n>", id_format="%(C)s"`, `n` counting holds from 0, so the
@@ -28,8 +34,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use grip::wsevents::{self, Event, EventKind, WsEventsError};
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -55,10 +62,11 @@ pub struct OriginArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    /// What to answer: a plain body, or GRIP instructions for a stream or response hold.
+    /// What to answer: a plain body, GRIP instructions for a stream or response hold, or
+    /// WebSocket-over-HTTP events.
     #[arg(long, value_enum, default_value_t = GripMode::None)]
     grip: GripMode,
-    /// Channel named in `Grip-Channel`.
+    /// Channel named in `Grip-Channel` (`--grip woh`: subscribed to in the `OPEN` answer).
     #[arg(long, default_value = "bench", value_name = "C")]
     channel: String,
     /// `Grip-Timeout` for response holds, in seconds (omitted when not given).
@@ -88,6 +96,8 @@ pub enum GripMode {
     /// or `Grip-Last` on next-link requests, else `0`) and `Grip-Link: </next>; rel=next`.
     /// `/next` answers the items after P up to the id last set with `POST /_bench/last?N`.
     Reliable,
+    /// WebSocket-over-HTTP: accepts each `OPEN` and subscribes the connection to the channel.
+    Woh,
 }
 
 /// The fixed answer and the counters every connection shares.
@@ -104,6 +114,8 @@ struct Answer {
     next: AtomicU64,
     /// Reliable mode: the last id published, as told by the driver (`POST /_bench/last?N`).
     last: AtomicU64,
+    /// WebSocket-over-HTTP mode: the control message that follows `OPEN` in the accept.
+    subscribe: Event,
 }
 
 /// Runs the origin until `--exit-after` elapses.
@@ -122,6 +134,7 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
         initial: AtomicU64::new(0),
         next: AtomicU64::new(0),
         last: AtomicU64::new(0),
+        subscribe: subscribe_event(&args.channel),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -194,8 +207,11 @@ async fn respond(
         });
     }
     answer.requests.fetch_add(1, Ordering::Relaxed);
+    if answer.mode == GripMode::Woh && req.method() == http::Method::POST {
+        return Ok(woh(&answer, req).await);
+    }
     let response = match answer.mode {
-        GripMode::None => plain(Bytes::from_static(HELLO)),
+        GripMode::None | GripMode::Woh => plain(Bytes::from_static(HELLO)),
         GripMode::Stream => {
             let n = answer.holds.fetch_add(1, Ordering::Relaxed);
             let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
@@ -278,6 +294,60 @@ fn reliable<B>(answer: &Answer, req: &Request<B>) -> Response<Full<Bytes>> {
     r
 }
 
+/// The WebSocket-over-HTTP answer to one `POST`.
+async fn woh(answer: &Answer, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let bad = |why: String| {
+        let mut r = plain(Bytes::from(why + "\n"));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        r
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad(format!("cannot read the body: {e}")),
+    };
+    let (opened, events) = match woh_reply(&body, &answer.subscribe) {
+        Ok(reply) => reply,
+        Err(e) => return bad(e.to_string()),
+    };
+    let mut r = Response::new(Full::new(events));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(wsevents::CONTENT_TYPE),
+    );
+    if opened {
+        answer.holds.fetch_add(1, Ordering::Relaxed);
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static("grip"),
+        );
+    }
+    r
+}
+
+/// The `c:` control message subscribing a WebSocket-over-HTTP connection to `channel`.
+fn subscribe_event(channel: &str) -> Event {
+    // Written out rather than through `json!`, whose key order depends on serde_json's features.
+    let channel = serde_json::Value::from(channel);
+    Event::with_content(
+        EventKind::Text,
+        format!(r#"c:{{"type":"subscribe","channel":{channel}}}"#),
+    )
+}
+
+/// The events answering a request's events, and whether they accept an `OPEN`.
+fn woh_reply(request: &[u8], subscribe: &Event) -> Result<(bool, Bytes), WsEventsError> {
+    let events = wsevents::parse_events(request)?;
+    let opened = events.first().is_some_and(|e| e.kind == EventKind::Open);
+    let mut out = Vec::new();
+    if opened {
+        wsevents::encode_events(&[Event::new(EventKind::Open), subscribe.clone()], &mut out);
+    } else if let Some(close) = events.iter().find(|e| e.kind == EventKind::Close) {
+        wsevents::encode_events(std::slice::from_ref(close), &mut out);
+    }
+    Ok((opened, Bytes::from(out)))
+}
+
 /// The SSE event for item `id` in reliable mode (what the driver publishes, too).
 pub fn reliable_event(id: u64) -> String {
     format!("id: {id}\ndata: item {id}\n\n")
@@ -308,4 +378,41 @@ fn plain(body: Bytes) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn woh_answers() {
+        let sub = subscribe_event("bench");
+        let cases: &[(&[u8], bool, &[u8])] = &[
+            (
+                b"OPEN\r\n",
+                true,
+                b"OPEN\r\nTEXT 28\r\nc:{\"type\":\"subscribe\",\"channel\":\"bench\"}\r\n",
+            ),
+            (b"TEXT 2\r\nhi\r\n", false, b""),
+            (b"PING\r\n", false, b""),
+            (b"DISCONNECT\r\n", false, b""),
+            (b"", false, b""),
+            (
+                b"TEXT 1\r\nx\r\nCLOSE 2\r\n\x03\xe8\r\n",
+                false,
+                b"CLOSE 2\r\n\x03\xe8\r\n",
+            ),
+            (b"CLOSE\r\n", false, b"CLOSE\r\n"),
+        ];
+        for &(request, opened, events) in cases {
+            let (o, e) = woh_reply(request, &sub).unwrap();
+            assert_eq!(
+                (o, &e[..]),
+                (opened, events),
+                "{}",
+                String::from_utf8_lossy(request)
+            );
+        }
+        assert!(woh_reply(b"TEXT 5\r\nhi\r\n", &sub).is_err());
+    }
 }

@@ -83,6 +83,10 @@ pub fn publish_item(channel: &str, mode: Mode, stamp: Stamp, opts: &ItemOpts) ->
             );
             serde_json::json!({ "http-response": { "body": body } })
         }
+        Mode::Woh => {
+            let content = format!("{}{}", stamp.to_line().trim_end_matches('\n'), opts.suffix);
+            serde_json::json!({ "ws-message": { "content": content } })
+        }
     };
     let mut item = serde_json::json!({ "channel": channel, "formats": formats });
     if let Some(meta) = &opts.meta {
@@ -112,20 +116,28 @@ pub fn publish_body_with(channel: &str, mode: Mode, stamps: &[Stamp], opts: &Ite
     serde_json::json!({ "items": items }).to_string()
 }
 
-/// Publishes every body in turn over one keep-alive connection; returns the seconds from the
-/// first request to the last answer and the errors (non-2xx or failed requests).
-pub async fn publish_keepalive(
-    addr: SocketAddr,
-    mut next_body: impl FnMut() -> Option<String>,
-) -> anyhow::Result<(f64, Vec<String>)> {
+/// Opens one HTTP/1.1 connection to `addr` for [`publish_keepalive`].
+async fn publish_connection(addr: SocketAddr) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    Ok(sender)
+}
+
+/// Publishes every body in turn over one keep-alive connection, the next request sent when the
+/// previous one is answered; returns the seconds from the first request to the last answer and
+/// the errors (non-2xx or failed requests). A server that closes the connection after each
+/// answer (Pushpin's publish API does, with `Connection: close`) gets a new one per request.
+pub async fn publish_keepalive(
+    addr: SocketAddr,
+    mut next_body: impl FnMut() -> Option<String>,
+) -> anyhow::Result<(f64, Vec<String>)> {
+    let mut sender = Some(publish_connection(addr).await?);
     let host: header::HeaderValue = crate::host_header(addr).parse()?;
     let started = std::time::Instant::now();
     let mut errors = Vec::new();
@@ -139,10 +151,22 @@ pub async fn publish_keepalive(
             header::HeaderValue::from_static("application/json"),
         );
         let exchange = async {
-            sender.ready().await?;
-            let response = sender.send_request(req).await?;
+            let mut conn = match sender.take().filter(|s| !s.is_closed()) {
+                Some(s) => s,
+                None => publish_connection(addr).await?,
+            };
+            conn.ready().await?;
+            let response = conn.send_request(req).await?;
             let status = response.status();
+            let closing = response
+                .headers()
+                .get(header::CONNECTION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
             let body = response.into_body().collect().await?.to_bytes();
+            if !closing {
+                sender = Some(conn);
+            }
             anyhow::Ok((status, body))
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
@@ -236,6 +260,12 @@ mod tests {
         assert_eq!(
             lp["items"][0]["formats"]["http-response"]["body"],
             "seq=1 ts=2\n"
+        );
+        let ws: serde_json::Value =
+            serde_json::from_str(&publish_body("c", Mode::Woh, stamp)).unwrap();
+        assert_eq!(
+            ws["items"][0]["formats"]["ws-message"]["content"],
+            "seq=1 ts=2"
         );
     }
 

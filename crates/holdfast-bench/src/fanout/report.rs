@@ -46,7 +46,7 @@ pub struct Publication {
 pub struct Summary {
     /// Free-form label given with `--label`.
     pub label: String,
-    /// `sse` or `longpoll`.
+    /// `sse`, `longpoll` or `woh`.
     pub mode: String,
     /// Requested subscribers.
     pub subscribers: u64,
@@ -94,6 +94,11 @@ pub struct Summary {
     pub max_last_ms: Option<f64>,
     /// Deliveries of a message a subscriber had already received.
     pub duplicates: u64,
+    /// Seconds from the start of the first publish to the last delivery (any subscriber).
+    pub delivery_secs: Option<f64>,
+    /// `delivered / delivery_secs`: with one subscriber and `--burst`, the messages per second
+    /// that client received.
+    pub deliveries_per_sec: Option<f64>,
     /// Workers' final counters, summed.
     pub counters: Counters,
     /// Errors seen by subscribers, by description.
@@ -125,6 +130,8 @@ pub struct Context {
     pub rss_kib: [Option<u64>; 3],
     /// The origin's request counter at the same three moments.
     pub origin_requests: [Option<u64>; 3],
+    /// Wall clock when publishing began, in microseconds since the Unix epoch.
+    pub publish_started_us: u64,
 }
 
 /// Nearest-rank percentile of an ascending slice.
@@ -146,8 +153,10 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
     let mut errors = BTreeMap::new();
     let mut duplicates = 0;
     let mut per_seq: Vec<Vec<u64>> = vec![Vec::new(); published.len()];
+    let mut last_delivery_us = 0;
     for r in results {
         counters.add(&r.counters);
+        last_delivery_us = last_delivery_us.max(r.last_delivery_us);
         duplicates += r.duplicates;
         for (k, v) in r.errors {
             *errors.entry(k).or_default() += v;
@@ -189,6 +198,9 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         }
         _ => None,
     };
+    let delivered = everything.len() as u64;
+    let delivery_secs = (delivered > 0 && last_delivery_us > ctx.publish_started_us)
+        .then(|| (last_delivery_us - ctx.publish_started_us) as f64 / 1e6);
     Summary {
         label: ctx.label,
         mode: ctx.mode,
@@ -211,7 +223,7 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         rss_per_connection_bytes,
         origin_requests_subscribing: since_start(req_subscribed),
         origin_requests_total: since_start(req_after),
-        delivered: everything.len() as u64,
+        delivered,
         lost: per_message.iter().map(|m| m.lost).sum(),
         p50_ms: ms(percentile(&everything, 50.0)),
         p99_ms: ms(percentile(&everything, 99.0)),
@@ -221,6 +233,8 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
             .reduce(f64::max),
         per_message,
         duplicates,
+        delivery_secs: delivery_secs.map(|s| (s * 1000.0).round() / 1000.0),
+        deliveries_per_sec: delivery_secs.map(|s| (delivered as f64 / s).round()),
         counters,
         errors,
     }
@@ -229,6 +243,10 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
 }
+
+/// Per-message rows printed (the JSON line has them all); a burst of thousands of messages
+/// would otherwise bury the summary.
+const MESSAGE_ROWS: usize = 20;
 
 fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
@@ -268,7 +286,7 @@ pub fn print(s: &Summary) {
         "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10}",
         "seq", "delivered", "lost", "first ms", "p50 ms", "p99 ms", "last ms", "publish ms"
     );
-    for m in &s.per_message {
+    for m in s.per_message.iter().take(MESSAGE_ROWS) {
         println!(
             "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10.1}{}",
             m.seq,
@@ -285,6 +303,12 @@ pub fn print(s: &Summary) {
                 .unwrap_or_default()
         );
     }
+    if s.per_message.len() > MESSAGE_ROWS {
+        println!(
+            "  ({} more messages in the JSON line)",
+            s.per_message.len() - MESSAGE_ROWS
+        );
+    }
     println!(
         "overall: delivered {} lost {} duplicates {}; p50 {} ms, p99 {} ms, worst last {} ms",
         s.delivered,
@@ -294,6 +318,9 @@ pub fn print(s: &Summary) {
         opt(s.p99_ms),
         opt(s.max_last_ms)
     );
+    if let (Some(secs), Some(rate)) = (s.delivery_secs, s.deliveries_per_sec) {
+        println!("deliveries: {rate} per second ({secs:.3} s from the first publish to the last delivery)");
+    }
     let c = &s.counters;
     println!(
         "subscribers: connected {} ready {} failed {} closed {} reconnects {} polls {}",
@@ -336,6 +363,7 @@ mod tests {
             settled: true,
             rss_kib: [Some(1000), Some(1003), Some(1003)],
             origin_requests: [Some(10), Some(16), Some(19)],
+            publish_started_us: 1_000_000,
         };
         let published = [
             Publication {
@@ -351,6 +379,7 @@ mod tests {
         ];
         let result = WorkerResult {
             latencies_us: vec![vec![3000, 1000, 2000], vec![5000]],
+            last_delivery_us: 3_000_000,
             ..WorkerResult::default()
         };
         let s = summarize(ctx, &published, vec![result]);
@@ -364,5 +393,7 @@ mod tests {
         assert_eq!(s.rss_per_connection_bytes, Some(1024.0));
         assert_eq!(s.origin_requests_subscribing, Some(6));
         assert_eq!(s.origin_requests_total, Some(9));
+        assert_eq!(s.delivery_secs, Some(2.0));
+        assert_eq!(s.deliveries_per_sec, Some(2.0));
     }
 }

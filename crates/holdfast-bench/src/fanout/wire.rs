@@ -34,11 +34,12 @@ pub struct Counters {
     /// Subscribers that received response headers at least once.
     pub headers: u64,
     /// SSE: subscribers that received the first body bytes; long-poll: subscribers whose first
-    /// connection is established (their first request follows at once).
+    /// connection is established (their first request follows at once); WebSocket: subscribers
+    /// whose handshake completed.
     pub ready: u64,
     /// Subscribers that gave up after repeated failed attempts.
     pub failed: u64,
-    /// SSE streams that ended or broke after being ready.
+    /// SSE streams and WebSockets that ended or broke after being ready.
     pub closed: u64,
     /// Long-poll: new connections opened after the first one closed.
     pub reconnects: u64,
@@ -73,6 +74,9 @@ pub struct WorkerResult {
     pub duplicates: u64,
     /// Error descriptions and how often each happened.
     pub errors: BTreeMap<String, u64>,
+    /// Wall clock of the last stamped delivery, in microseconds since the Unix epoch (0: none).
+    #[serde(default)]
+    pub last_delivery_us: u64,
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! stream delivers its first bytes, then holds that stream and never reconnects (a stream that
 //! breaks afterwards is counted as closed). A long-poll subscriber re-polls on the same
 //! keep-alive connection as soon as a response completes, and opens a new connection if the old
-//! one closes. Every failed attempt is tallied by its error text.
+//! one closes. A WebSocket subscriber ([`ws`]) retries like an SSE one until its handshake
+//! completes. Every failed attempt is tallied by its error text.
 //!
 //! The worker runs on a single-threaded runtime; it reports over stdout (see [`super::wire`]) and
 //! exits when asked on stdin, when stdin closes, or at `--deadline-secs`, whichever comes first.
@@ -32,6 +33,8 @@ use tokio::sync::Semaphore;
 use super::stamp::{self, Stamp};
 use super::wire::{self, Counters, Report, WorkerResult};
 use super::Mode;
+
+mod ws;
 
 /// Connection attempts a long-poll subscriber makes before giving up.
 const MAX_CONNECT_ATTEMPTS: u32 = 20;
@@ -108,6 +111,7 @@ struct Shared {
     polls: AtomicU64,
     received: AtomicU64,
     duplicates: AtomicU64,
+    last_delivery_us: AtomicU64,
     latencies_us: Mutex<Vec<Vec<u64>>>,
     errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -144,6 +148,7 @@ impl Shared {
                 continue;
             }
             self.received.fetch_add(1, Ordering::Relaxed);
+            self.last_delivery_us.fetch_max(now, Ordering::Relaxed);
             let mut lat = self.latencies_us.lock().unwrap_or_else(|e| e.into_inner());
             lat[slot].push(now.saturating_sub(ts_us));
         }
@@ -163,6 +168,7 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            last_delivery_us: self.last_delivery_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -189,6 +195,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         polls: AtomicU64::new(0),
         received: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
+        last_delivery_us: AtomicU64::new(0),
         latencies_us: Mutex::new(vec![Vec::new(); args.messages]),
         errors: Mutex::new(BTreeMap::new()),
     });
@@ -203,6 +210,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             match args.mode {
                 Mode::Sse => tokio::spawn(sse_subscriber(shared, index)),
                 Mode::Longpoll => tokio::spawn(longpoll_subscriber(shared, index)),
+                Mode::Woh => tokio::spawn(ws::subscriber(shared, index)),
             };
         }
         tokio::spawn(report_progress(Arc::clone(&shared)));
@@ -251,8 +259,8 @@ fn emit(report: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens one client connection to the proxy, from the source address for `index`.
-async fn connect(shared: &Shared, index: usize) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+/// Opens one TCP connection to the proxy, from the source address for `index`.
+async fn open_tcp(shared: &Shared, index: usize) -> anyhow::Result<TcpStream> {
     let stream = match shared
         .source_ips
         .get(index % shared.source_ips.len().max(1))
@@ -271,6 +279,12 @@ async fn connect(shared: &Shared, index: usize) -> anyhow::Result<SendRequest<Em
     // Close with a reset: thousands of client-side TIME_WAIT sockets left by one run would
     // slow the kernel's ephemeral port search for every connect() of the next.
     stream.set_zero_linger()?;
+    Ok(stream)
+}
+
+/// Opens one HTTP/1.1 client connection to the proxy, from the source address for `index`.
+async fn connect(shared: &Shared, index: usize) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+    let stream = open_tcp(shared, index).await?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         // The connection ends when either side closes it; the subscriber sees that itself.
