@@ -6,7 +6,9 @@
 //!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. The driver then waits until
 //!    they are all subscribed, decided by `--ready`:
 //!    - `metrics`: the proxy's `GET /metrics` on the publish address reports
-//!      `holdfast_subscriptions` ≥ N (Holdfast), without a break for `--settle-ms`.
+//!      `holdfast_subscriptions` ≥ N (Holdfast, the floor server), without a break for
+//!      `--settle-ms`. `--metrics-path` and `--metric` read another page and sample, e.g.
+//!      Nchan's `nchan_stub_status` with its `subscribers: N` line.
 //!    - `settle`: for proxies without such a count (Pushpin). SSE: every subscriber has received
 //!      its response headers and the origin's initial body. Long-poll: every subscriber has
 //!      connected and sent its request. WebSocket: every subscriber's handshake has completed.
@@ -16,7 +18,8 @@
 //!
 //!    Either way the subscribe time runs until the start of that quiet period.
 //! 2. **Publish.** `--messages` stamped messages ([`stamp`]) `--interval-ms` apart, on a fixed
-//!    schedule that does not drift with the publish round trip.
+//!    schedule that does not drift with the publish round trip; `--publish-style` says whether
+//!    as Pushpin's `POST /publish/` JSON or as Nchan's raw `POST /pub/CHANNEL`.
 //! 3. **Drain.** Wait until every subscriber has every message, or deliveries stop for
 //!    [`DRAIN_IDLE`], or `--drain-ms` passes.
 //! 4. **Report** ([`report`]): per message publish → last delivery, p50/p99, delivered and lost;
@@ -72,6 +75,15 @@ impl Mode {
     }
 }
 
+/// How messages are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishStyle {
+    /// Pushpin's `POST /publish/` with a JSON item (Holdfast, Pushpin, the floor server).
+    Grip,
+    /// Nchan's `POST /pub/CHANNEL` with the raw message as the body (SSE only).
+    Nchan,
+}
+
 /// How the driver decides that every subscriber is subscribed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Ready {
@@ -87,9 +99,13 @@ pub struct FanoutArgs {
     /// Proxy address the subscribers connect to.
     #[arg(long, value_name = "ADDR")]
     proxy: SocketAddr,
-    /// Publish API address of the proxy (`POST /publish/`, and `GET /metrics` for Holdfast).
+    /// Publish API address of the proxy (`POST /publish/`, or Nchan's `POST /pub/CHANNEL`;
+    /// the metrics page of `--ready metrics` is read there too).
     #[arg(long, value_name = "ADDR")]
     publish: SocketAddr,
+    /// How messages are published.
+    #[arg(long, value_enum, default_value_t = PublishStyle::Grip)]
+    publish_style: PublishStyle,
     /// Subscriber kind.
     #[arg(long, value_enum)]
     mode: Mode,
@@ -123,9 +139,13 @@ pub struct FanoutArgs {
     /// How readiness is decided.
     #[arg(long, value_enum, default_value_t = Ready::Metrics)]
     ready: Ready,
-    /// Metric holding the subscription count, for `--ready metrics`.
+    /// Metric holding the subscription count, for `--ready metrics`: a line `NAME N` or
+    /// `NAME: N` of the metrics page.
     #[arg(long, default_value = "holdfast_subscriptions")]
     metric: String,
+    /// Path of the metrics page on the publish address, for `--ready metrics`.
+    #[arg(long, default_value = "/metrics", value_name = "PATH")]
+    metrics_path: String,
     /// The bench origin's address: `--ready settle` also waits for its hold count, and the
     /// report gives its request count while subscribing and in total.
     #[arg(long, value_name = "ADDR")]
@@ -166,6 +186,16 @@ pub struct FanoutArgs {
 pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     if args.subscribers == 0 || args.messages == 0 {
         bail!("--subscribers and --messages must be at least 1");
+    }
+    if args.publish_style == PublishStyle::Nchan {
+        // Nchan long-polls resume by Last-Modified/Etag, which the subscribers do not send;
+        // items carry no id, meta or batch there.
+        if args.mode != Mode::Sse {
+            bail!("--publish-style nchan works with --mode sse only");
+        }
+        if args.burst || args.ids || args.item_meta.is_some() {
+            bail!("--publish-style nchan takes none of --burst, --ids, --item-meta");
+        }
     }
     let source_ips = crate::parse_ip_list(&args.source_ips).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -320,7 +350,15 @@ async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
         pool.pump_until(at).await;
         let stamp = stamp::Stamp::now(k as u64 + 1);
         let sent = Instant::now();
-        let outcome = control::publish(args.publish, &args.channel, args.mode, stamp, &opts).await;
+        let outcome = control::publish(
+            args.publish,
+            args.publish_style,
+            &args.channel,
+            args.mode,
+            stamp,
+            &opts,
+        )
+        .await;
         published.push(Publication {
             seq: stamp.seq,
             publish_ms: sent.elapsed().as_secs_f64() * 1000.0,
@@ -388,7 +426,8 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subs
         let totals = pool.totals();
         let (holds, metric) = match args.ready {
             Ready::Metrics => {
-                let v = match control::read_metric(args.publish, "/metrics", &args.metric).await {
+                let page = control::read_metric(args.publish, &args.metrics_path, &args.metric);
+                let v = match page.await {
                     Ok(v) => v as u64,
                     Err(e) => {
                         if !std::mem::replace(&mut warned, true) {

@@ -8,11 +8,13 @@
 //!   processes (this binary re-executed with the hidden `fanout-worker` subcommand), waits until
 //!   they are all subscribed, publishes timestamped messages and reports delivery latency, loss,
 //!   subscribe rate and the proxy's memory per connection.
+//! - [`floor`]: the floor server, a minimal SSE fan-out server with no proxying at all, as the
+//!   fastest this machine can do.
 //! - [`storm`]: a reconnect storm of reliable-SSE clients, counting the origin requests it causes.
 //! - [`rss`]: resident memory of the processes under test, from `/proc/PID/status`.
 //!
-//! Every loop here is bounded in time: the origin exits after `--exit-after`, workers after
-//! `--deadline-secs`, and the driver's waits all have caps.
+//! Every loop here is bounded in time: the origin and the floor server exit after
+//! `--exit-after`, workers after `--deadline-secs`, and the driver's waits all have caps.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -20,11 +22,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod fanout;
+mod floor;
 mod origin;
 mod rss;
 mod storm;
 
-/// Load tools for benchmarking Holdfast against Pushpin.
+/// Load tools for benchmarking Holdfast against Pushpin, Nchan and a floor server.
 #[derive(Debug, Parser)]
 #[command(name = "holdfast-bench", version)]
 struct Cli {
@@ -38,6 +41,8 @@ enum Command {
     Origin(origin::OriginArgs),
     /// Open many subscribers through a proxy, publish messages and measure their delivery.
     Fanout(Box<fanout::FanoutArgs>),
+    /// Run the floor server: hold SSE streams and write each publish to all of them.
+    Floor(floor::FloorArgs),
     /// Reconnect storm of reliable-SSE clients: origin requests per reconnecting client.
     Storm(storm::StormArgs),
     /// One worker process of `fanout` (started by `fanout` itself).
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Origin(args) => origin::run(args),
         Command::Fanout(args) => fanout::run(*args),
+        Command::Floor(args) => floor::run(args),
         Command::Storm(args) => storm::run(args),
         Command::FanoutWorker(args) => fanout::worker::run(args),
     };

@@ -15,17 +15,28 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::stamp::Stamp;
-use super::Mode;
+use super::{Mode, PublishStyle};
 
 /// Cap on any single control request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sends one request and returns the status and the whole body.
+/// Sends one request (a body as JSON) and returns the status and the whole body.
 pub async fn send(
     addr: SocketAddr,
     method: Method,
     path: &str,
     body: Option<String>,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    send_typed(addr, method, path, body, "application/json").await
+}
+
+/// [`send`] with the body's `Content-Type`.
+pub async fn send_typed(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    content_type: &'static str,
 ) -> anyhow::Result<(http::StatusCode, Bytes)> {
     let exchange = async {
         let stream = TcpStream::connect(addr)
@@ -43,7 +54,7 @@ pub async fn send(
         headers.insert(header::HOST, crate::host_header(addr).parse()?);
         headers.insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
+            header::HeaderValue::from_static(content_type),
         );
         let response = sender.send_request(req).await?;
         let status = response.status();
@@ -188,16 +199,33 @@ pub async fn publish_keepalive(
     Ok((started.elapsed().as_secs_f64(), errors))
 }
 
-/// Publishes `stamp` and fails unless the publish API answers 2xx.
+/// Nchan's publish request for `stamp`: the path and the raw message. Nchan's EventSource
+/// subscribers get each line of a message as a `data:` line, so the message is the bare stamp
+/// line (plus the suffix) without its line end.
+pub fn nchan_publish(channel: &str, stamp: Stamp, opts: &ItemOpts) -> (String, String) {
+    let message = format!("{}{}", stamp.to_line().trim_end_matches('\n'), opts.suffix);
+    (format!("/pub/{channel}"), message)
+}
+
+/// Publishes `stamp` in `style` and fails unless the publish API answers 2xx.
 pub async fn publish(
     addr: SocketAddr,
+    style: PublishStyle,
     channel: &str,
     mode: Mode,
     stamp: Stamp,
     opts: &ItemOpts,
 ) -> anyhow::Result<()> {
-    let body = publish_body_with(channel, mode, &[stamp], opts);
-    let (status, answer) = send(addr, Method::POST, "/publish/", Some(body)).await?;
+    let (status, answer) = match style {
+        PublishStyle::Grip => {
+            let body = publish_body_with(channel, mode, &[stamp], opts);
+            send(addr, Method::POST, "/publish/", Some(body)).await?
+        }
+        PublishStyle::Nchan => {
+            let (path, message) = nchan_publish(channel, stamp, opts);
+            send_typed(addr, Method::POST, &path, Some(message), "text/plain").await?
+        }
+    };
     if !status.is_success() {
         bail!(
             "publish answered {status}: {}",
@@ -220,10 +248,12 @@ pub async fn read_metric(addr: SocketAddr, path: &str, name: &str) -> anyhow::Re
     }
 }
 
-/// Finds the value of sample `name` in Prometheus text or `name N` lines.
+/// Finds the value of sample `name` in Prometheus text, `name N` lines or `name: N` lines (as
+/// in Nchan's `nchan_stub_status` page).
 pub fn parse_sample(text: &str, name: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (key, value) = l.split_once(char::is_whitespace)?;
+        let key = key.strip_suffix(':').unwrap_or(key);
         (key == name).then(|| value.trim().parse().ok()).flatten()
     })
 }
@@ -243,6 +273,29 @@ mod tests {
     #[test]
     fn reads_origin_stats_lines() {
         assert_eq!(parse_sample("requests 7\nholds 5\n", "holds"), Some(5.0));
+    }
+
+    #[test]
+    fn reads_nchan_stub_status() {
+        // As nchan 1.3.6 prints it.
+        let text = "total published messages: 0\nstored messages: 0\n\
+                    shared memory used: 20K\nchannels: 1\nsubscribers: 1834\n\
+                    redis pending commands: 0\nnchan version: 1.3.6\n";
+        assert_eq!(parse_sample(text, "subscribers"), Some(1834.0));
+        assert_eq!(parse_sample(text, "channels"), Some(1.0));
+        assert_eq!(parse_sample(text, "messages"), None);
+    }
+
+    #[test]
+    fn nchan_messages_are_bare_stamp_lines() {
+        let stamp = Stamp { seq: 4, ts_us: 99 };
+        let (path, message) = nchan_publish("bench", stamp, &ItemOpts::default());
+        assert_eq!(path, "/pub/bench");
+        assert_eq!(message, "seq=4 ts=99");
+        // What an EventSource subscriber then receives from Nchan.
+        let delivered = format!("id: 1796162759:0\ndata: {message}\n\n");
+        let found: Vec<_> = super::super::stamp::parse_stamps(&delivered).collect();
+        assert_eq!(found, vec![stamp]);
     }
 
     #[test]

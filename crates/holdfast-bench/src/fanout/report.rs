@@ -92,6 +92,9 @@ pub struct Summary {
     pub p99_ms: Option<f64>,
     /// Worst publish → last delivery over the messages, in milliseconds.
     pub max_last_ms: Option<f64>,
+    /// Median over the messages of publish → last delivery, in milliseconds (nearest rank, over
+    /// the messages delivered at least once).
+    pub median_last_ms: Option<f64>,
     /// Deliveries of a message a subscriber had already received.
     pub duplicates: u64,
     /// Seconds from the start of the first publish to the last delivery (any subscriber).
@@ -189,6 +192,8 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         })
         .collect();
     everything.sort_unstable();
+    let mut last_us: Vec<u64> = per_seq.iter().filter_map(|l| l.last().copied()).collect();
+    last_us.sort_unstable();
     let [before, subscribed, after] = ctx.rss_kib;
     let [req_before, req_subscribed, req_after] = ctx.origin_requests;
     let since_start = |at: Option<u64>| Some(at?.saturating_sub(req_before?));
@@ -231,6 +236,7 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
             .iter()
             .filter_map(|m| m.last_ms)
             .reduce(f64::max),
+        median_last_ms: ms(percentile(&last_us, 50.0)),
         per_message,
         duplicates,
         delivery_secs: delivery_secs.map(|s| (s * 1000.0).round() / 1000.0),
@@ -310,12 +316,14 @@ pub fn print(s: &Summary) {
         );
     }
     println!(
-        "overall: delivered {} lost {} duplicates {}; p50 {} ms, p99 {} ms, worst last {} ms",
+        "overall: delivered {} lost {} duplicates {}; p50 {} ms, p99 {} ms, \
+         last delivery: median {} ms, worst {} ms",
         s.delivered,
         s.lost,
         s.duplicates,
         opt(s.p50_ms),
         opt(s.p99_ms),
+        opt(s.median_last_ms),
         opt(s.max_last_ms)
     );
     if let (Some(secs), Some(rate)) = (s.delivery_secs, s.deliveries_per_sec) {
@@ -378,17 +386,24 @@ mod tests {
             },
         ];
         let result = WorkerResult {
-            latencies_us: vec![vec![3000, 1000, 2000], vec![5000]],
+            latencies_us: vec![vec![3000, 1000], vec![5000]],
             last_delivery_us: 3_000_000,
             ..WorkerResult::default()
         };
-        let s = summarize(ctx, &published, vec![result]);
+        let other = WorkerResult {
+            latencies_us: vec![vec![2000], vec![]],
+            ..WorkerResult::default()
+        };
+        let s = summarize(ctx, &published, vec![result, other]);
         assert_eq!(s.per_message[0].delivered, 3);
         assert_eq!(s.per_message[0].lost, 0);
         assert_eq!(s.per_message[0].last_ms, Some(3.0));
         assert_eq!(s.per_message[1].lost, 2);
         assert_eq!(s.lost, 2);
         assert_eq!(s.delivered, 4);
+        // Last deliveries 3.0 and 5.0 ms: the nearest-rank median is the lower one.
+        assert_eq!(s.median_last_ms, Some(3.0));
+        assert_eq!(s.max_last_ms, Some(5.0));
         assert_eq!(s.subscribe_rate, 2.0);
         assert_eq!(s.rss_per_connection_bytes, Some(1024.0));
         assert_eq!(s.origin_requests_subscribing, Some(6));
