@@ -8,7 +8,7 @@
 //!   they are all subscribed, publishes timestamped messages and reports delivery latency, loss,
 //!   subscribe rate and the proxy's memory per connection.
 //! - [`storm`]: a reconnect storm of reliable-SSE clients, counting the origin requests it causes.
-//! - [`rss`]: resident memory of the processes under test, from `/proc/PID/status`.
+//! - [`usage`]: resident memory and CPU time of the processes under test, from `/proc`.
 //!
 //! Every loop here is bounded in time: the origin exits after `--exit-after`, workers after
 //! `--deadline-secs`, and the driver's waits all have caps.
@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
 
 mod fanout;
 mod origin;
-mod rss;
 mod storm;
+mod usage;
 
 /// Load tools for benchmarking Holdfast against Pushpin.
 #[derive(Debug, Parser)]

@@ -164,30 +164,67 @@ pub async fn publish_keepalive(
     Ok((started.elapsed().as_secs_f64(), errors))
 }
 
-/// Publishes `stamp` and fails unless the publish API answers 2xx.
-pub async fn publish(
-    addr: SocketAddr,
-    channel: &str,
-    mode: Mode,
-    stamp: Stamp,
-    opts: &ItemOpts,
-) -> anyhow::Result<()> {
-    let body = publish_body_with(channel, mode, &[stamp], opts);
+/// Posts the same publish body to every address of `addrs` at once (one connection each) and
+/// returns, in `addrs` order, whether each answered 2xx.
+pub async fn publish_each(addrs: &[SocketAddr], body: String) -> Vec<anyhow::Result<()>> {
+    let mut posts = tokio::task::JoinSet::new();
+    for (i, &addr) in addrs.iter().enumerate() {
+        let body = body.clone();
+        posts.spawn(async move { (i, post_publish(addr, body).await) });
+    }
+    let mut outcomes: Vec<anyhow::Result<()>> = addrs
+        .iter()
+        .map(|a| Err(anyhow::anyhow!("{a}: the publish task did not finish")))
+        .collect();
+    while let Some(done) = posts.join_next().await {
+        if let Ok((i, outcome)) = done {
+            outcomes[i] = outcome;
+        }
+    }
+    outcomes
+}
+
+/// Posts one publish body and fails unless the publish API answers 2xx.
+async fn post_publish(addr: SocketAddr, body: String) -> anyhow::Result<()> {
     let (status, answer) = send(addr, Method::POST, "/publish/", Some(body)).await?;
     if !status.is_success() {
         bail!(
-            "publish answered {status}: {}",
+            "{addr}: publish answered {status}: {}",
             String::from_utf8_lossy(&answer).trim()
         );
     }
     Ok(())
 }
 
+/// Reads `name` from the Prometheus page of every address of `addrs` (at once) and returns the
+/// sum, with the first error if some could not be read (those count as 0).
+pub async fn sum_metric(addrs: &[SocketAddr], name: &str) -> (f64, Option<anyhow::Error>) {
+    let mut reads = tokio::task::JoinSet::new();
+    for &addr in addrs {
+        let name = name.to_string();
+        reads.spawn(async move { read_metric(addr, "/metrics", &name).await });
+    }
+    let mut sum = 0.0;
+    let mut error = None;
+    while let Some(done) = reads.join_next().await {
+        match done {
+            Ok(Ok(v)) => sum += v,
+            Ok(Err(e)) => {
+                error.get_or_insert(e);
+            }
+            Err(e) => {
+                error.get_or_insert(e.into());
+            }
+        }
+    }
+    (sum, error)
+}
+
 /// Reads one unlabelled sample, `name VALUE`, from a Prometheus text page at `addr` `path`.
 pub async fn read_metric(addr: SocketAddr, path: &str, name: &str) -> anyhow::Result<f64> {
     let (status, body) = send(addr, Method::GET, path, None).await?;
     if !status.is_success() {
-        bail!("GET {path} answered {status}");
+        bail!("GET {addr}{path} answered {status}");
     }
     let text = String::from_utf8_lossy(&body);
     match parse_sample(&text, name) {
