@@ -3,10 +3,12 @@
 //! A run has four phases, each with a time cap:
 //!
 //! 1. **Subscribe.** `--subscribers` are spread over `--workers` processes ([`pool`], each one a
-//!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. The driver then waits until
-//!    they are all subscribed, decided by `--ready`:
-//!    - `metrics`: the proxy's `GET /metrics` on the publish address reports
-//!      `holdfast_subscriptions` ≥ N (Holdfast, the floor server), without a break for
+//!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. With several `--proxy`
+//!    addresses, subscriber `i` (counted over all workers) goes to proxy `i % proxies`: every
+//!    worker gets the whole list, so each proxy gets an equal share (±1) whatever the number of
+//!    workers. The driver then waits until they are all subscribed, decided by `--ready`:
+//!    - `metrics`: `holdfast_subscriptions` summed over the `GET /metrics` of every `--publish`
+//!      address is ≥ N (Holdfast, a Holdfast cluster, the floor server), without a break for
 //!      `--settle-ms`. `--metrics-path` and `--metric` read another page and sample, e.g.
 //!      Nchan's `nchan_stub_status` with its `subscribers: N` line.
 //!    - `settle`: for proxies without such a count (Pushpin). SSE: every subscriber has received
@@ -19,13 +21,18 @@
 //!    Either way the subscribe time runs until the start of that quiet period.
 //! 2. **Publish.** `--messages` stamped messages ([`stamp`]) `--interval-ms` apart, on a fixed
 //!    schedule that does not drift with the publish round trip; `--publish-style` says whether
-//!    as Pushpin's `POST /publish/` JSON or as Nchan's raw `POST /pub/CHANNEL`.
+//!    as Pushpin's `POST /publish/` JSON or as Nchan's raw `POST /pub/CHANNEL`. `--publish-to
+//!    one` posts each to the first `--publish` address (a Holdfast cluster: any instance reaches
+//!    every subscriber); `each` posts it to every address at once (separate Pushpins), stamped
+//!    once before the first post, so its latency counts from the start of the whole publish.
 //! 3. **Drain.** Wait until every subscriber has every message, or deliveries stop for
 //!    [`DRAIN_IDLE`], or `--drain-ms` passes.
-//! 4. **Report** ([`report`]): per message publish → last delivery, p50/p99, delivered and lost;
-//!    deliveries per second from the first publish to the last delivery (with `--subscribers 1
-//!    --burst`, the rate one client can be sent messages at); subscribe rate; proxy memory
-//!    (`--proxy-pid`, summed) before and after subscribing.
+//! 4. **Report** ([`report`]): per message publish → last delivery, p50/p99, delivered and lost,
+//!    overall and per proxy; deliveries per second from the first publish to the last delivery
+//!    (with `--subscribers 1 --burst`, the rate one client can be sent messages at); subscribe
+//!    rate; memory (`--proxy-pid`, summed: every process of the system under test, a cluster's
+//!    Redis included) before and after subscribing; CPU time of those processes, of
+//!    `--watch-pid` and of the workers, per phase.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -37,10 +44,12 @@ use tokio::time::Instant;
 pub mod control;
 pub mod pool;
 pub mod report;
+pub mod sse;
 pub mod stamp;
 pub mod wire;
 pub mod worker;
 
+use crate::usage;
 use pool::Pool;
 use report::{Context, Publication};
 
@@ -87,22 +96,46 @@ pub enum PublishStyle {
 /// How the driver decides that every subscriber is subscribed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Ready {
-    /// Poll the proxy's `GET /metrics` for `--metric` ≥ N.
+    /// Poll the metrics page (`--metrics-path`) of every `--publish` address for `--metric`,
+    /// summed, ≥ N.
     Metrics,
     /// Wait for client-side (and origin-side) signs, then for them to stay still.
     Settle,
 }
 
+/// Where each message is posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishTo {
+    /// The first `--publish` address only (one proxy, or a Holdfast cluster).
+    One,
+    /// Every `--publish` address, concurrently (independent proxies such as Pushpin).
+    Each,
+}
+
+impl PublishTo {
+    fn name(self) -> &'static str {
+        match self {
+            PublishTo::One => "one",
+            PublishTo::Each => "each",
+        }
+    }
+}
+
 /// Flags of `holdfast-bench fanout`.
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
-    /// Proxy address the subscribers connect to.
-    #[arg(long, value_name = "ADDR")]
-    proxy: SocketAddr,
-    /// Publish API address of the proxy (`POST /publish/`, or Nchan's `POST /pub/CHANNEL`;
-    /// the metrics page of `--ready metrics` is read there too).
-    #[arg(long, value_name = "ADDR")]
-    publish: SocketAddr,
+    /// Proxy address the subscribers connect to (repeatable: subscribers are spread over them
+    /// round-robin).
+    #[arg(long = "proxy", value_name = "ADDR", required = true)]
+    proxies: Vec<SocketAddr>,
+    /// Publish API address (`POST /publish/`, or Nchan's `POST /pub/CHANNEL`; the metrics page
+    /// of `--ready metrics` is read there too); repeatable. `--ready metrics` sums over all of
+    /// them; `--publish-to` says where messages go.
+    #[arg(long = "publish", value_name = "ADDR", required = true)]
+    publish: Vec<SocketAddr>,
+    /// Post each message to the first `--publish` address, or to each of them.
+    #[arg(long, value_enum, default_value_t = PublishTo::One)]
+    publish_to: PublishTo,
     /// How messages are published.
     #[arg(long, value_enum, default_value_t = PublishStyle::Grip)]
     publish_style: PublishStyle,
@@ -133,9 +166,14 @@ pub struct FanoutArgs {
     /// Channel to publish to (must match the origin's `Grip-Channel`).
     #[arg(long, default_value = "bench")]
     channel: String,
-    /// Proxy process whose resident memory is measured (repeatable; values are summed).
+    /// Process of the system under test whose resident memory is measured (repeatable; values
+    /// are summed, so give every process it needs: all proxy instances, and a cluster's Redis).
     #[arg(long = "proxy-pid", value_name = "PID")]
     proxy_pids: Vec<u32>,
+    /// Other process whose CPU time is reported but whose memory is not counted (repeatable),
+    /// e.g. the bench origin.
+    #[arg(long = "watch-pid", value_name = "PID")]
+    watch_pids: Vec<u32>,
     /// How readiness is decided.
     #[arg(long, value_enum, default_value_t = Ready::Metrics)]
     ready: Ready,
@@ -197,6 +235,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             bail!("--publish-style nchan takes none of --burst, --ids, --item-meta");
         }
     }
+    if args.burst && args.publish_to == PublishTo::Each && args.publish.len() > 1 {
+        bail!("--burst publishes to one address; use --publish-to one");
+    }
     let source_ips = crate::parse_ip_list(&args.source_ips).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -215,12 +256,6 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
     if n.div_ceil(workers) > MAX_PER_WORKER {
         bail!("{n} subscribers over {workers} workers is more than {MAX_PER_WORKER} per worker");
     }
-    let rss = || -> anyhow::Result<Option<u64>> {
-        if args.proxy_pids.is_empty() {
-            return Ok(None);
-        }
-        crate::rss::total_kib(&args.proxy_pids).map(Some)
-    };
     let origin_requests = || async {
         match args.origin {
             Some(origin) => control::read_metric(origin, "/_bench/stats", "requests")
@@ -230,18 +265,20 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
             None => None,
         }
     };
-    let rss_before = rss()?;
+    let mut usage = Usage::default();
+    usage.take(args, &[]);
     let requests_before = origin_requests().await;
     let started = Instant::now();
     let mut pool = Pool::spawn(worker_args(args, workers, source_ips))?;
+    let worker_pids = pool.pids();
     let subscribed = subscribe(args, &mut pool, started).await;
-    let rss_subscribed = rss()?;
+    usage.take(args, &worker_pids);
     let requests_subscribed = origin_requests().await;
 
     let publish_started_us = stamp::now_us();
     let published = publish_all(args, &mut pool).await;
     drain(args, &mut pool).await;
-    let rss_after = rss()?;
+    usage.take(args, &worker_pids);
     let requests_after = origin_requests().await;
     let results = pool.finish().await;
 
@@ -255,14 +292,47 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
             Ready::Metrics => "metrics".into(),
             Ready::Settle => "settle".into(),
         },
+        proxies: args.proxies.iter().map(ToString::to_string).collect(),
+        publish_to: args.publish_to.name().into(),
+        publish: args.publish.iter().map(ToString::to_string).collect(),
         subscribed: subscribed.count,
         subscribe_secs: subscribed.secs,
         settled: subscribed.settled,
-        rss_kib: [rss_before, rss_subscribed, rss_after],
+        proxy_usage: usage.proxy,
+        other_usage: usage.other,
         origin_requests: [requests_before, requests_subscribed, requests_after],
         publish_started_us,
     };
     Ok(report::summarize(ctx, &published, results))
+}
+
+/// Process samples at the three moments of a run: before subscribing, subscribed, after the
+/// messages. `proxy[k]` is `None` when a `--proxy-pid` could not be read at moment `k` (its
+/// memory would be wrong); other processes that cannot be read are left out.
+#[derive(Default)]
+struct Usage {
+    proxy: [Option<Vec<usage::Sample>>; 3],
+    other: [Vec<usage::Sample>; 3],
+    taken: usize,
+}
+
+impl Usage {
+    fn take(&mut self, args: &FanoutArgs, worker_pids: &[u32]) {
+        let k = self.taken.min(2);
+        self.taken += 1;
+        if !args.proxy_pids.is_empty() {
+            match usage::sample_all(&args.proxy_pids) {
+                Ok(s) => self.proxy[k] = Some(s),
+                Err(e) => eprintln!("fanout: cannot measure the proxy processes: {e:#}"),
+            }
+        }
+        self.other[k] = args
+            .watch_pids
+            .iter()
+            .chain(worker_pids)
+            .filter_map(|&pid| usage::sample(pid).ok())
+            .collect();
+    }
 }
 
 fn item_opts(args: &FanoutArgs) -> anyhow::Result<control::ItemOpts> {
@@ -286,7 +356,7 @@ async fn publish_burst(args: &FanoutArgs, pool: &mut Pool) -> anyhow::Result<Vec
     let requests = total.div_ceil(k as u64);
     let channel = args.channel.clone();
     let mode = args.mode;
-    let publisher = control::publish_keepalive(args.publish, || {
+    let publisher = control::publish_keepalive(args.publish[0], || {
         if next > total {
             return None;
         }
@@ -343,26 +413,29 @@ async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
         eprintln!("fanout: {e:#}; publishing without item options");
         control::ItemOpts::default()
     });
+    let targets = match args.publish_to {
+        PublishTo::One => &args.publish[..1],
+        PublishTo::Each => &args.publish[..],
+    };
     let mut published = Vec::with_capacity(args.messages);
     let first_at = Instant::now();
     for k in 0..args.messages {
         let at = first_at + Duration::from_millis(args.interval_ms * k as u64);
         pool.pump_until(at).await;
+        // One stamp for all the posts: latency counts from before the first one is sent.
         let stamp = stamp::Stamp::now(k as u64 + 1);
+        let request =
+            control::publish_request(args.publish_style, &args.channel, args.mode, stamp, &opts);
         let sent = Instant::now();
-        let outcome = control::publish(
-            args.publish,
-            args.publish_style,
-            &args.channel,
-            args.mode,
-            stamp,
-            &opts,
-        )
-        .await;
+        let outcomes = control::publish_each(targets, request).await;
+        let errors: Vec<String> = outcomes
+            .into_iter()
+            .filter_map(|o| o.err().map(|e| format!("{e:#}")))
+            .collect();
         published.push(Publication {
             seq: stamp.seq,
             publish_ms: sent.elapsed().as_secs_f64() * 1000.0,
-            error: outcome.err().map(|e| format!("{e:#}")),
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
         });
     }
     published
@@ -378,8 +451,12 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
     (0..workers)
         .map(|w| {
             let count = n / workers + usize::from(w < n % workers);
-            let list = vec![
-                format!("--proxy={}", args.proxy),
+            let mut list: Vec<String> = args
+                .proxies
+                .iter()
+                .map(|p| format!("--proxy={p}"))
+                .collect();
+            list.extend([
                 format!("--mode={}", args.mode.name()),
                 format!("--subscribers={count}"),
                 format!("--first-index={first}"),
@@ -391,7 +468,7 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
                 format!("--source-ips={}", crate::to_ip_list(source_ips)),
                 format!("--path={}", args.path),
                 format!("--deadline-secs={deadline}"),
-            ];
+            ]);
             first += count;
             list
         })
@@ -426,17 +503,14 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subs
         let totals = pool.totals();
         let (holds, metric) = match args.ready {
             Ready::Metrics => {
-                let page = control::read_metric(args.publish, &args.metrics_path, &args.metric);
-                let v = match page.await {
-                    Ok(v) => v as u64,
-                    Err(e) => {
-                        if !std::mem::replace(&mut warned, true) {
-                            eprintln!("fanout: cannot read {}: {e:#}", args.metric);
-                        }
-                        0
+                let page = control::sum_metric(&args.publish, &args.metrics_path, &args.metric);
+                let (v, error) = page.await;
+                if let Some(e) = error {
+                    if !std::mem::replace(&mut warned, true) {
+                        eprintln!("fanout: cannot read {}: {e:#}", args.metric);
                     }
-                };
-                (None, Some(v))
+                }
+                (None, Some(v as u64))
             }
             Ready::Settle => match args.origin {
                 Some(origin) => (origin_holds(origin, &mut warned).await, None),

@@ -11,7 +11,7 @@
 //! - [`floor`]: the floor server, a minimal SSE fan-out server with no proxying at all, as the
 //!   fastest this machine can do.
 //! - [`storm`]: a reconnect storm of reliable-SSE clients, counting the origin requests it causes.
-//! - [`rss`]: resident memory of the processes under test, from `/proc/PID/status`.
+//! - [`usage`]: resident memory and CPU time of the processes under test, from `/proc`.
 //!
 //! Every loop here is bounded in time: the origin and the floor server exit after
 //! `--exit-after`, workers after `--deadline-secs`, and the driver's waits all have caps.
@@ -24,8 +24,8 @@ use clap::{Parser, Subcommand};
 mod fanout;
 mod floor;
 mod origin;
-mod rss;
 mod storm;
+mod usage;
 
 /// Load tools for benchmarking Holdfast against Pushpin, Nchan and a floor server.
 #[derive(Debug, Parser)]

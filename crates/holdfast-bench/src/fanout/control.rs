@@ -207,39 +207,117 @@ pub fn nchan_publish(channel: &str, stamp: Stamp, opts: &ItemOpts) -> (String, S
     (format!("/pub/{channel}"), message)
 }
 
-/// Publishes `stamp` in `style` and fails unless the publish API answers 2xx.
-pub async fn publish(
-    addr: SocketAddr,
+/// One publish request, the same for every address it is posted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// Request path.
+    pub path: String,
+    /// Request body.
+    pub body: String,
+    /// The body's `Content-Type`.
+    pub content_type: &'static str,
+}
+
+/// The publish request carrying `stamp` in `style`: Pushpin's `POST /publish/` JSON, or Nchan's
+/// raw `POST /pub/CHANNEL`.
+pub fn publish_request(
     style: PublishStyle,
     channel: &str,
     mode: Mode,
     stamp: Stamp,
     opts: &ItemOpts,
-) -> anyhow::Result<()> {
-    let (status, answer) = match style {
-        PublishStyle::Grip => {
-            let body = publish_body_with(channel, mode, &[stamp], opts);
-            send(addr, Method::POST, "/publish/", Some(body)).await?
-        }
+) -> PublishRequest {
+    match style {
+        PublishStyle::Grip => PublishRequest {
+            path: "/publish/".into(),
+            body: publish_body_with(channel, mode, &[stamp], opts),
+            content_type: "application/json",
+        },
         PublishStyle::Nchan => {
-            let (path, message) = nchan_publish(channel, stamp, opts);
-            send_typed(addr, Method::POST, &path, Some(message), "text/plain").await?
+            let (path, body) = nchan_publish(channel, stamp, opts);
+            PublishRequest {
+                path,
+                body,
+                content_type: "text/plain",
+            }
         }
-    };
+    }
+}
+
+/// Posts the same publish request to every address of `addrs` at once (one connection each)
+/// and returns, in `addrs` order, whether each answered 2xx.
+pub async fn publish_each(
+    addrs: &[SocketAddr],
+    request: PublishRequest,
+) -> Vec<anyhow::Result<()>> {
+    let mut posts = tokio::task::JoinSet::new();
+    for (i, &addr) in addrs.iter().enumerate() {
+        let request = request.clone();
+        posts.spawn(async move { (i, post_publish(addr, request).await) });
+    }
+    let mut outcomes: Vec<anyhow::Result<()>> = addrs
+        .iter()
+        .map(|a| Err(anyhow::anyhow!("{a}: the publish task did not finish")))
+        .collect();
+    while let Some(done) = posts.join_next().await {
+        if let Ok((i, outcome)) = done {
+            outcomes[i] = outcome;
+        }
+    }
+    outcomes
+}
+
+/// Posts one publish request and fails unless the publish API answers 2xx.
+async fn post_publish(addr: SocketAddr, request: PublishRequest) -> anyhow::Result<()> {
+    let PublishRequest {
+        path,
+        body,
+        content_type,
+    } = request;
+    let (status, answer) = send_typed(addr, Method::POST, &path, Some(body), content_type).await?;
     if !status.is_success() {
         bail!(
-            "publish answered {status}: {}",
+            "{addr}: publish answered {status}: {}",
             String::from_utf8_lossy(&answer).trim()
         );
     }
     Ok(())
 }
 
-/// Reads one unlabelled sample, `name VALUE`, from a Prometheus text page at `addr` `path`.
+/// Reads `name` from the metrics page `path` of every address of `addrs` (at once) and returns
+/// the sum, with the first error if some could not be read (those count as 0).
+pub async fn sum_metric(
+    addrs: &[SocketAddr],
+    path: &str,
+    name: &str,
+) -> (f64, Option<anyhow::Error>) {
+    let mut reads = tokio::task::JoinSet::new();
+    for &addr in addrs {
+        let (path, name) = (path.to_string(), name.to_string());
+        reads.spawn(async move { read_metric(addr, &path, &name).await });
+    }
+    let mut sum = 0.0;
+    let mut error = None;
+    while let Some(done) = reads.join_next().await {
+        match done {
+            Ok(Ok(v)) => sum += v,
+            Ok(Err(e)) => {
+                error.get_or_insert(e);
+            }
+            Err(e) => {
+                error.get_or_insert(e.into());
+            }
+        }
+    }
+    (sum, error)
+}
+
+/// Reads one unlabelled sample, `name VALUE` (or `name: VALUE`), from a text page at `addr`
+/// `path`.
 pub async fn read_metric(addr: SocketAddr, path: &str, name: &str) -> anyhow::Result<f64> {
     let (status, body) = send(addr, Method::GET, path, None).await?;
     if !status.is_success() {
-        bail!("GET {path} answered {status}");
+        bail!("GET {addr}{path} answered {status}");
     }
     let text = String::from_utf8_lossy(&body);
     match parse_sample(&text, name) {
@@ -296,6 +374,21 @@ mod tests {
         let delivered = format!("id: 1796162759:0\ndata: {message}\n\n");
         let found: Vec<_> = super::super::stamp::parse_stamps(&delivered).collect();
         assert_eq!(found, vec![stamp]);
+    }
+
+    #[test]
+    fn publish_requests_follow_the_style() {
+        let stamp = Stamp { seq: 3, ts_us: 7 };
+        let opts = ItemOpts::default();
+        let grip = publish_request(PublishStyle::Grip, "c", Mode::Sse, stamp, &opts);
+        assert_eq!(grip.path, "/publish/");
+        assert_eq!(grip.content_type, "application/json");
+        assert_eq!(grip.body, publish_body("c", Mode::Sse, stamp));
+        let nchan = publish_request(PublishStyle::Nchan, "c", Mode::Sse, stamp, &opts);
+        assert_eq!(
+            (nchan.path.as_str(), nchan.body.as_str(), nchan.content_type),
+            ("/pub/c", "seq=3 ts=7", "text/plain")
+        );
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl Pool {
         })
     }
 
+    /// The workers' process ids (those still running).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(Child::id).collect()
+    }
+
     /// The workers' latest counters, summed.
     pub fn totals(&self) -> Counters {
         let mut sum = Counters::default();

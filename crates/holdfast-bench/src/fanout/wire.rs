@@ -77,6 +77,52 @@ pub struct WorkerResult {
     /// Wall clock of the last stamped delivery, in microseconds since the Unix epoch (0: none).
     #[serde(default)]
     pub last_delivery_us: u64,
+    /// The deliveries of `latencies_us` broken down by proxy, in `--proxy` order.
+    #[serde(default)]
+    pub per_proxy: Vec<ProxyTally>,
+}
+
+/// What one worker's subscribers on one proxy received.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyTally {
+    /// Subscribers counted as ready (see [`Counters::ready`]).
+    pub ready: u64,
+    /// `delivered[seq - 1]`: deliveries of message `seq`.
+    pub delivered: Vec<u64>,
+    /// `last_us[seq - 1]`: the slowest publish → delivery latency of message `seq`.
+    pub last_us: Vec<u64>,
+}
+
+impl ProxyTally {
+    /// An empty tally for `messages` sequence numbers.
+    pub fn new(messages: usize) -> ProxyTally {
+        ProxyTally {
+            ready: 0,
+            delivered: vec![0; messages],
+            last_us: vec![0; messages],
+        }
+    }
+
+    /// Counts one delivery of the message in `slot` with latency `us`.
+    pub fn record(&mut self, slot: usize, us: u64) {
+        if let (Some(d), Some(l)) = (self.delivered.get_mut(slot), self.last_us.get_mut(slot)) {
+            *d += 1;
+            *l = (*l).max(us);
+        }
+    }
+
+    /// Adds `other` (another worker's tally for the same proxy) into `self`.
+    pub fn add(&mut self, other: &ProxyTally) {
+        self.ready += other.ready;
+        for (slot, (&d, &l)) in other.delivered.iter().zip(&other.last_us).enumerate() {
+            if slot >= self.delivered.len() {
+                self.delivered.push(0);
+                self.last_us.push(0);
+            }
+            self.delivered[slot] += d;
+            self.last_us[slot] = self.last_us[slot].max(l);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +141,22 @@ mod tests {
             Report::Progress(c) => assert_eq!(c.ready, 5),
             Report::Result(_) => panic!("decoded the wrong variant"),
         }
+    }
+
+    #[test]
+    fn proxy_tallies_add_up() {
+        let mut a = ProxyTally::new(2);
+        a.ready = 2;
+        a.record(0, 500);
+        a.record(0, 300);
+        a.record(5, 1);
+        let mut b = ProxyTally::new(2);
+        b.ready = 1;
+        b.record(0, 900);
+        b.record(1, 100);
+        a.add(&b);
+        assert_eq!(a.ready, 3);
+        assert_eq!(a.delivered, vec![3, 1]);
+        assert_eq!(a.last_us, vec![900, 100]);
     }
 }

@@ -1,13 +1,18 @@
 //! One fan-out worker process: a share of the subscribers.
 //!
-//! The worker opens its subscribers through the proxy, at most `--connect-concurrency` of them
+//! Subscriber `i` (its global index, counted over all workers) connects to proxy
+//! `i % proxies` of the `--proxy` list, from source address `i % addresses` of `--source-ips`,
+//! so every worker spreads its share over every proxy and the parent's round-robin holds over
+//! the whole run. The worker opens its subscribers, at most `--connect-concurrency` of them
 //! being set up at once, and records the latency of every stamped message they receive. An SSE
-//! subscriber retries (up to [`MAX_CONNECT_ATTEMPTS`] times, with a [`Backoff`]) until its
-//! stream delivers its first bytes, then holds that stream and never reconnects (a stream that
-//! breaks afterwards is counted as closed). A long-poll subscriber re-polls on the same
-//! keep-alive connection as soon as a response completes, and opens a new connection if the old
-//! one closes. A WebSocket subscriber ([`ws`]) retries like an SSE one until its handshake
-//! completes. Every failed attempt is tallied by its error text.
+//! subscriber reads its stream straight off the socket ([`super::sse`]) and retries (up to
+//! [`MAX_CONNECT_ATTEMPTS`] times, with a [`Backoff`]) until its stream delivers its first bytes,
+//! then holds that stream and never reconnects (a stream that breaks afterwards is counted as
+//! closed). A long-poll subscriber uses hyper's client: it re-polls on the same keep-alive
+//! connection as soon as a response completes, and opens a new connection if the old one
+//! closes. A WebSocket subscriber ([`ws`]) opens its TCP connection the same way as the others
+//! and retries like an SSE one until its handshake completes. Every failed attempt is tallied by
+//! its error text.
 //!
 //! The worker runs on a single-threaded runtime; it reports over stdout (see [`super::wire`]) and
 //! exits when asked on stdin, when stdin closes, or at `--deadline-secs`, whichever comes first.
@@ -26,22 +31,25 @@ use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncBufReadExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::sse::{self, Body, WireError};
 use super::stamp::{self, Stamp};
-use super::wire::{self, Counters, Report, WorkerResult};
+use super::wire::{self, Counters, ProxyTally, Report, WorkerResult};
 use super::Mode;
 
 mod ws;
 
-/// Connection attempts a long-poll subscriber makes before giving up.
+/// Connection attempts a subscriber makes before giving up.
 const MAX_CONNECT_ATTEMPTS: u32 = 20;
 /// Pause after the first failed attempt; it doubles with each further failure.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// Longest pause between attempts.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_millis(3200);
+/// Read buffer of one SSE subscriber (it also has to hold the response head).
+const SSE_READ_BUFFER: usize = 4096;
 
 /// Exponential pacing of a subscriber's retries, so a proxy that is failing requests is not
 /// also flooded with immediate retries.
@@ -65,9 +73,9 @@ impl Backoff {
 /// Flags of the hidden `fanout-worker` subcommand, set by the parent.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Proxy address the subscribers connect to.
-    #[arg(long)]
-    pub proxy: SocketAddr,
+    /// Proxy addresses the subscribers connect to, round-robin by global index (repeatable).
+    #[arg(long = "proxy", required = true)]
+    pub proxies: Vec<SocketAddr>,
     /// Subscriber kind.
     #[arg(long, value_enum)]
     pub mode: Mode,
@@ -96,8 +104,10 @@ pub struct WorkerArgs {
 
 /// Counters and samples shared by the subscribers of one worker.
 struct Shared {
-    proxy: SocketAddr,
-    host: String,
+    proxies: Vec<SocketAddr>,
+    hosts: Vec<String>,
+    /// The SSE request for each proxy, ready to write.
+    sse_requests: Vec<Vec<u8>>,
     path: String,
     source_ips: Vec<IpAddr>,
     messages: usize,
@@ -112,8 +122,16 @@ struct Shared {
     received: AtomicU64,
     duplicates: AtomicU64,
     last_delivery_us: AtomicU64,
-    latencies_us: Mutex<Vec<Vec<u64>>>,
+    samples: Mutex<Samples>,
     errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Every delivery's latency, by message and by proxy; one lock for both.
+struct Samples {
+    /// `latencies_us[seq - 1]`.
+    latencies_us: Vec<Vec<u64>>,
+    /// One tally per proxy, in `--proxy` order.
+    per_proxy: Vec<ProxyTally>,
 }
 
 impl Shared {
@@ -131,13 +149,31 @@ impl Shared {
         }
     }
 
-    fn error(&self, what: impl Into<String>) {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        *errors.entry(what.into()).or_default() += 1;
+    /// The proxy subscriber `index` uses, as an index into `proxies`.
+    fn proxy_of(&self, index: usize) -> usize {
+        index % self.proxies.len()
     }
 
-    /// Records the stamps found in `text` for one subscriber; `seen` tracks its sequence numbers.
-    fn record(&self, text: &str, seen: &mut [bool]) {
+    /// Tallies an error of a subscriber of proxy `proxy`; with several proxies the text names it.
+    fn error(&self, proxy: usize, what: impl Into<String>) {
+        let mut what = what.into();
+        if self.proxies.len() > 1 {
+            what = format!("{}: {what}", self.proxies[proxy]);
+        }
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        *errors.entry(what).or_default() += 1;
+    }
+
+    /// Counts a subscriber of proxy `proxy` as ready.
+    fn mark_ready(&self, proxy: usize) {
+        self.ready.fetch_add(1, Ordering::Relaxed);
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.per_proxy[proxy].ready += 1;
+    }
+
+    /// Records the stamps found in `text` for one subscriber of proxy `proxy`; `seen` tracks its
+    /// sequence numbers.
+    fn record(&self, text: &str, seen: &mut [bool], proxy: usize) {
         let now = stamp::now_us();
         for Stamp { seq, ts_us } in stamp::parse_stamps(text) {
             let Some(slot) = (seq as usize).checked_sub(1).filter(|&i| i < self.messages) else {
@@ -149,19 +185,19 @@ impl Shared {
             }
             self.received.fetch_add(1, Ordering::Relaxed);
             self.last_delivery_us.fetch_max(now, Ordering::Relaxed);
-            let mut lat = self.latencies_us.lock().unwrap_or_else(|e| e.into_inner());
-            lat[slot].push(now.saturating_sub(ts_us));
+            let us = now.saturating_sub(ts_us);
+            let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+            samples.latencies_us[slot].push(us);
+            samples.per_proxy[proxy].record(slot, us);
         }
     }
 
     fn result(&self) -> WorkerResult {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         WorkerResult {
             counters: self.counters(),
-            latencies_us: self
-                .latencies_us
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            latencies_us: samples.latencies_us.clone(),
+            per_proxy: samples.per_proxy.clone(),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             errors: self
                 .errors
@@ -180,8 +216,17 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         bail!("--connect-concurrency must be at least 1");
     }
     let shared = Arc::new(Shared {
-        proxy: args.proxy,
-        host: crate::host_header(args.proxy),
+        hosts: args
+            .proxies
+            .iter()
+            .map(|&p| crate::host_header(p))
+            .collect(),
+        sse_requests: args
+            .proxies
+            .iter()
+            .map(|&p| sse::to_request(&args.path, &crate::host_header(p)))
+            .collect(),
+        proxies: args.proxies.clone(),
         path: args.path.clone(),
         source_ips,
         messages: args.messages,
@@ -196,7 +241,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         received: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
-        latencies_us: Mutex::new(vec![Vec::new(); args.messages]),
+        samples: Mutex::new(Samples {
+            latencies_us: vec![Vec::new(); args.messages],
+            per_proxy: vec![ProxyTally::new(args.messages); args.proxies.len()],
+        }),
         errors: Mutex::new(BTreeMap::new()),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -259,20 +307,21 @@ fn emit(report: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens one TCP connection to the proxy, from the source address for `index`.
-async fn open_tcp(shared: &Shared, index: usize) -> anyhow::Result<TcpStream> {
+/// Opens one TCP connection to subscriber `index`'s proxy, from its source address.
+async fn open(shared: &Shared, index: usize) -> std::io::Result<TcpStream> {
+    let proxy = shared.proxies[shared.proxy_of(index)];
     let stream = match shared
         .source_ips
         .get(index % shared.source_ips.len().max(1))
     {
-        None => TcpStream::connect(shared.proxy).await?,
+        None => TcpStream::connect(proxy).await?,
         Some(ip) => {
             let socket = match ip {
                 IpAddr::V4(_) => TcpSocket::new_v4()?,
                 IpAddr::V6(_) => TcpSocket::new_v6()?,
             };
             socket.bind(SocketAddr::new(*ip, 0))?;
-            socket.connect(shared.proxy).await?
+            socket.connect(proxy).await?
         }
     };
     stream.set_nodelay(true)?;
@@ -282,9 +331,9 @@ async fn open_tcp(shared: &Shared, index: usize) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Opens one HTTP/1.1 client connection to the proxy, from the source address for `index`.
+/// Opens one hyper client connection to subscriber `index`'s proxy, from its source address.
 async fn connect(shared: &Shared, index: usize) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
-    let stream = open_tcp(shared, index).await?;
+    let stream = open(shared, index).await?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         // The connection ends when either side closes it; the subscriber sees that itself.
@@ -293,11 +342,14 @@ async fn connect(shared: &Shared, index: usize) -> anyhow::Result<SendRequest<Em
     Ok(sender)
 }
 
-fn request(shared: &Shared, accept: &'static str) -> Request<Empty<Bytes>> {
+fn request(shared: &Shared, proxy: usize, accept: &'static str) -> Request<Empty<Bytes>> {
     let mut req = Request::new(Empty::new());
     *req.uri_mut() = shared.path.parse().unwrap_or_else(|_| "/".parse().unwrap());
     let headers = req.headers_mut();
-    headers.insert(header::HOST, shared.host.parse().expect("socket address"));
+    headers.insert(
+        header::HOST,
+        shared.hosts[proxy].parse().expect("socket address"),
+    );
     headers.insert(header::ACCEPT, header::HeaderValue::from_static(accept));
     req
 }
@@ -322,7 +374,7 @@ async fn sse_subscriber(shared: Arc<Shared>, index: usize) {
             StreamEnd::BeforeData => backoff.wait().await,
         }
     }
-    shared.error("gave up subscribing");
+    shared.error(shared.proxy_of(index), "gave up subscribing");
     shared.failed.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -344,68 +396,111 @@ async fn sse_stream(
     connected: &mut bool,
 ) -> StreamEnd {
     let mut permit = Some(permit);
-    let mut sender = match connect(shared, index).await {
+    let proxy = shared.proxy_of(index);
+    let mut stream = match open(shared, index).await {
         Ok(s) => s,
         Err(e) => {
-            shared.error(format!("connect: {e}"));
+            shared.error(proxy, format!("connect: {e}"));
             return StreamEnd::BeforeData;
         }
     };
     if !std::mem::replace(connected, true) {
         shared.connected.fetch_add(1, Ordering::Relaxed);
     }
-    let response = match sender
-        .send_request(request(shared, "text/event-stream"))
-        .await
-    {
-        Ok(r) => r,
+    if let Err(e) = stream.write_all(&shared.sse_requests[proxy]).await {
+        shared.error(proxy, format!("request: {e}"));
+        return StreamEnd::BeforeData;
+    }
+    let mut buf = vec![0u8; SSE_READ_BUFFER];
+    let (head, mut filled) = match read_head(&mut stream, &mut buf).await {
+        Ok(h) => h,
         Err(e) => {
-            shared.error(format!("request: {e}"));
+            shared.error(proxy, format!("request: {e}"));
             return StreamEnd::BeforeData;
         }
     };
-    let status = response.status();
-    if status != StatusCode::OK {
-        let body = match tokio::time::timeout(RECONNECT_PAUSE, response.into_body().collect()).await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => Bytes::new(),
+    let mut body = Body::new(head.framing);
+    let mut pending: Vec<u8> = Vec::new();
+    if head.status != 200 {
+        let excerpt = async {
+            let _ = body.feed(&buf[head.len..filled], &mut pending);
+            while pending.len() < 80 && !body.is_done() {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if body.feed(&buf[..n], &mut pending).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
         };
-        shared.error(format!("status {status}: {}", body_excerpt(&body)));
+        let _ = tokio::time::timeout(RECONNECT_PAUSE, excerpt).await;
+        let status = StatusCode::from_u16(head.status)
+            .map_or_else(|_| head.status.to_string(), |s| s.to_string());
+        shared.error(
+            proxy,
+            format!("status {status}: {}", body_excerpt(&pending)),
+        );
         return StreamEnd::BeforeData;
     }
     shared.headers.fetch_add(1, Ordering::Relaxed);
-    let mut body = response.into_body();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut start = head.len;
     loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if permit.take().is_some() {
-                    shared.ready.fetch_add(1, Ordering::Relaxed);
-                }
-                pending.extend_from_slice(&data);
-                // Only whole lines are parsed; a partial line waits for the next frame.
-                if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
-                    let text = String::from_utf8_lossy(&pending[..=end]).into_owned();
-                    pending.drain(..=end);
-                    shared.record(&text, seen);
-                }
-            }
-            Some(Err(e)) => {
-                shared.error(format!("stream: {e}"));
+        if let Err(e) = body.feed(&buf[start..filled], &mut pending) {
+            shared.error(proxy, format!("stream: {e}"));
+            break;
+        }
+        if !pending.is_empty() && permit.take().is_some() {
+            shared.mark_ready(proxy);
+        }
+        // Only whole lines are parsed; a partial line waits for the next read.
+        if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+            shared.record(&String::from_utf8_lossy(&pending[..=end]), seen, proxy);
+            pending.drain(..=end);
+        }
+        if body.is_done() {
+            break;
+        }
+        start = 0;
+        filled = match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                shared.error(proxy, format!("stream: {e}"));
                 break;
             }
-            None => break,
-        }
+        };
     }
     if permit.is_some() {
-        shared.error("stream ended before any data");
+        shared.error(proxy, "stream ended before any data");
         StreamEnd::BeforeData
     } else {
         StreamEnd::AfterData
+    }
+}
+
+/// Reads until `buf` starts with a whole response head; returns it and how much of `buf` is
+/// filled (the body's first bytes may follow the head).
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<(sse::Head, usize)> {
+    let mut filled = 0;
+    loop {
+        if let Some(head) = sse::parse_head(&buf[..filled])? {
+            return Ok((head, filled));
+        }
+        if filled == buf.len() {
+            if buf.len() >= sse::MAX_HEAD {
+                return Err(WireError::HeadTooLarge.into());
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+        match stream.read(&mut buf[filled..]).await? {
+            0 => bail!("connection closed before a response"),
+            n => filled += n,
+        }
     }
 }
 
@@ -415,6 +510,7 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
     let mut answered_once = false;
     let mut attempts = 0;
     let mut backoff = Backoff::new();
+    let proxy = shared.proxy_of(index);
     while attempts < MAX_CONNECT_ATTEMPTS {
         let sender = {
             let Ok(_permit) = shared.permits.acquire().await else {
@@ -425,7 +521,7 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
         let mut sender = match sender {
             Ok(s) => s,
             Err(e) => {
-                shared.error(format!("connect: {e}"));
+                shared.error(proxy, format!("connect: {e}"));
                 attempts += 1;
                 backoff.wait().await;
                 continue;
@@ -434,15 +530,15 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
         attempts = 0;
         if !std::mem::replace(&mut connected_once, true) {
             shared.connected.fetch_add(1, Ordering::Relaxed);
-            shared.ready.fetch_add(1, Ordering::Relaxed);
+            shared.mark_ready(proxy);
         } else {
             shared.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         while sender.ready().await.is_ok() {
-            let response = match sender.send_request(request(&shared, "*/*")).await {
+            let response = match sender.send_request(request(&shared, proxy, "*/*")).await {
                 Ok(r) => r,
                 Err(e) => {
-                    shared.error(format!("poll: {e}"));
+                    shared.error(proxy, format!("poll: {e}"));
                     backoff.wait().await;
                     break;
                 }
@@ -454,22 +550,22 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
             let body = match response.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
-                    shared.error(format!("poll body: {e}"));
+                    shared.error(proxy, format!("poll body: {e}"));
                     backoff.wait().await;
                     break;
                 }
             };
             shared.polls.fetch_add(1, Ordering::Relaxed);
             if status != StatusCode::OK {
-                shared.error(format!("status {status}: {}", body_excerpt(&body)));
+                shared.error(proxy, format!("status {status}: {}", body_excerpt(&body)));
                 backoff.wait().await;
                 continue;
             }
             backoff.reset();
-            shared.record(&String::from_utf8_lossy(&body), &mut seen);
+            shared.record(&String::from_utf8_lossy(&body), &mut seen, proxy);
         }
     }
-    shared.error("gave up reconnecting");
+    shared.error(proxy, "gave up reconnecting");
     shared.failed.fetch_add(1, Ordering::Relaxed);
 }
 
