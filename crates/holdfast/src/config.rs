@@ -119,6 +119,10 @@ pub struct TimeoutsConfig {
     /// Idle keep-alive connections kept per origin target; past it a finished connection is
     /// closed instead of pooled. Default 256.
     pub origin_idle_per_target: usize,
+    /// Requests in flight per origin target; more wait for a free slot, in arrival order, within
+    /// `origin_response_secs`. Keeps a burst of requests (thousands of long-polls re-polling at
+    /// once) on pooled connections instead of opening one connection each. Default 256.
+    pub origin_concurrency_per_target: usize,
 }
 
 impl Default for TimeoutsConfig {
@@ -128,6 +132,7 @@ impl Default for TimeoutsConfig {
             origin_response_secs: 60,
             origin_idle_secs: 90,
             origin_idle_per_target: 256,
+            origin_concurrency_per_target: 256,
         }
     }
 }
@@ -515,6 +520,12 @@ impl Config {
         }
         if self.websocket.over_http_max_pending == 0 {
             return fail("websocket.over_http_max_pending", "must be at least 1");
+        }
+        if self.timeouts.origin_concurrency_per_target == 0 {
+            return fail(
+                "timeouts.origin_concurrency_per_target",
+                "must be at least 1",
+            );
         }
         if self.timeouts.origin_connect_secs == 0 {
             return fail("timeouts.origin_connect_secs", "must be at least 1");

@@ -171,8 +171,17 @@ fn metrics(app: &App) -> Response<Body> {
          holdfast_deliveries_dropped_total {}\n\
          # HELP holdfast_history_bytes Bytes held by channel histories.\n\
          # TYPE holdfast_history_bytes gauge\n\
-         holdfast_history_bytes {}\n",
-        s.channels, s.subscriptions, s.published, s.delivered, s.dropped, s.history_bytes
+         holdfast_history_bytes {}\n\
+         # HELP holdfast_origin_requests_waiting Origin requests waiting for a free slot (timeouts.origin_concurrency_per_target).\n\
+         # TYPE holdfast_origin_requests_waiting gauge\n\
+         holdfast_origin_requests_waiting {}\n",
+        s.channels,
+        s.subscriptions,
+        s.published,
+        s.delivered,
+        s.dropped,
+        s.history_bytes,
+        app.origins.waiting()
     ) + &app.bus.metrics();
     let mut resp = Response::new(full(text));
     resp.headers_mut().insert(

@@ -379,3 +379,61 @@ async fn http2_clients_are_served() {
     assert_eq!(resp.headers()["x-seen-host"], proxy.addr.to_string());
     assert_eq!(text(resp).await, "over h2");
 }
+
+#[tokio::test]
+async fn origin_requests_beyond_the_per_target_limit_wait_for_a_free_slot() {
+    // The origin holds every request until the test lets one go.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let origin = {
+        let release = release.clone();
+        Origin::start(move |_req| {
+            let arrived_tx = arrived_tx.clone();
+            let release = release.clone();
+            async move {
+                arrived_tx.send(()).unwrap();
+                release.acquire().await.unwrap().forget();
+                Response::new(full("done"))
+            }
+        })
+        .await
+    };
+    let proxy = Arc::new(
+        Proxy::start(&format!("* {}\n", origin.target()), |c| {
+            c.timeouts.origin_concurrency_per_target = 1;
+        })
+        .await,
+    );
+    let requests: Vec<_> = (0..2)
+        .map(|i| {
+            let url = proxy.url(&format!("/{i}"));
+            tokio::spawn(async move { text(get(&url).await).await })
+        })
+        .collect();
+    arrived.recv().await.unwrap();
+    // The second request is queued in Holdfast, not sent to the origin.
+    let waiting = || async {
+        let resp = get(&proxy.publish_url("/metrics")).await;
+        let body = text(resp).await;
+        body.lines()
+            .find_map(|l| l.strip_prefix("holdfast_origin_requests_waiting "))
+            .map(|v| v.trim().to_string())
+    };
+    let queued = tokio::time::timeout(Duration::from_secs(10), async {
+        while waiting().await.as_deref() != Some("1") {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert!(queued.await.is_ok(), "the second request never waited");
+    assert!(
+        arrived.try_recv().is_err(),
+        "a second request reached the origin"
+    );
+    release.add_permits(1);
+    arrived.recv().await.unwrap();
+    release.add_permits(1);
+    for r in requests {
+        assert_eq!(r.await.unwrap(), "done");
+    }
+    assert_eq!(waiting().await.as_deref(), Some("0"));
+}

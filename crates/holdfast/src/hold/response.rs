@@ -48,7 +48,8 @@ pub async fn hold(
         let (mut pending, stale) = positions.resume(resumes);
         let mut update = false;
         if !stale.is_empty() {
-            match super::fill_from_bus(&ctx.app, &stale).await {
+            // Rare paths are boxed so a waiting hold is not sized for them.
+            match Box::pin(super::fill_from_bus(&ctx.app, &stale)).await {
                 Some(items) => pending.extend(items),
                 None if stale_retries < MAX_STALE_RETRIES => {
                     update = can_update(&ctx);
@@ -94,7 +95,7 @@ pub async fn hold(
                 Verdict::Update => {}
             }
         }
-        match retry(&ctx, &positions).await {
+        match Box::pin(retry(&ctx, &positions)).await {
             Next::Hold(b, p, t) => {
                 (base, positions, timeout_secs) = (b, p, t);
                 carried = Some((sub, rx));

@@ -263,7 +263,9 @@ impl StreamSession {
             }
             if !self.stale.is_empty() {
                 let stale = std::mem::take(&mut self.stale);
-                match super::fill_from_bus(&self.ctx.app, &stale).await {
+                // Rare paths are boxed so the session's state, alive as long as the client
+                // stays, is not sized for an origin request in flight.
+                match Box::pin(super::fill_from_bus(&self.ctx.app, &stale)).await {
                     Some(items) => self.queued.extend(items),
                     None => self.gap_without_history(),
                 }
@@ -271,7 +273,7 @@ impl StreamSession {
             }
             if self.needs_fetch {
                 self.needs_fetch = false;
-                self.fetch().await;
+                Box::pin(self.fetch()).await;
                 continue;
             }
             // Without a hold, the chain of next links has ended.

@@ -1,7 +1,9 @@
 //! Pooled HTTP/1.1 clients towards origins: one verifying TLS against the system roots, one for
 //! targets marked `insecure`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
@@ -11,6 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::Reclaimable;
 use crate::config::TimeoutsConfig;
@@ -18,12 +21,23 @@ use crate::config::TimeoutsConfig;
 /// The client type used for every origin request.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Reclaimable>;
 
-/// Both origin clients; each keeps its own keep-alive pool.
+/// Both origin clients; each keeps its own keep-alive pool. Requests to one target are limited
+/// to `timeouts.origin_concurrency_per_target` in flight ([`OriginClients::slot`]).
 #[derive(Clone)]
 pub struct OriginClients {
     verified: HttpClient,
     insecure: HttpClient,
+    per_target: usize,
+    /// One semaphore per target label, made on first use. Targets come from the routes file, so
+    /// the map is as small as the set of targets ever configured.
+    slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    waiting: Arc<AtomicUsize>,
 }
+
+/// A request's place among the requests in flight to its target; freed when dropped. Cloning
+/// shares the place, so it can ride in a response's extensions.
+#[derive(Clone)]
+pub struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 impl OriginClients {
     /// Builds the clients with the configured timeouts.
@@ -49,7 +63,39 @@ impl OriginClients {
         OriginClients {
             verified: build(verified, timeouts),
             insecure: build(insecure, timeouts),
+            per_target: timeouts.origin_concurrency_per_target.max(1),
+            slots: Arc::default(),
+            waiting: Arc::default(),
         }
+    }
+
+    /// Waits for a free slot for a request to the target `label` (FIFO).
+    pub async fn slot(&self, label: &str) -> Slot {
+        let semaphore = {
+            let mut slots = self.slots.lock().expect("origin slots poisoned");
+            slots
+                .entry(label.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_target)))
+                .clone()
+        };
+        let permit = match semaphore.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Counted while waiting; a request given up on (timeout, client gone) uncounts.
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let _waiting = Uncount(&self.waiting);
+                semaphore
+                    .acquire_owned()
+                    .await
+                    .expect("origin semaphores are never closed")
+            }
+        };
+        Slot(Arc::new(permit))
+    }
+
+    /// Origin requests waiting for a free slot now, over all targets.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// The client for a target.
@@ -77,6 +123,14 @@ fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig) -> HttpClient {
         .pool_max_idle_per_host(timeouts.origin_idle_per_target)
         .set_host(false)
         .build(https)
+}
+
+struct Uncount<'a>(&'a AtomicUsize);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Certificate verifier for `insecure` targets: accepts any certificate, still checks signatures

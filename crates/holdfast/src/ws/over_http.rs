@@ -114,9 +114,14 @@ impl Origin {
             h.extend(extra.clone());
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             self.app.grip_headers(&self.route, h);
-            let e = match tokio::time::timeout(timeout, client.request(req)).await {
+            let sent = tokio::time::timeout(timeout, async {
+                let slot = self.app.origins.slot(&self.label).await;
+                client.request(req).await.map(|r| (r, slot))
+            })
+            .await;
+            let e = match sent {
                 Err(_) => return Err(PostError::Timeout(timeout.as_secs())),
-                Ok(Ok(resp)) => return self.read(resp).await,
+                Ok(Ok((resp, _slot))) => return self.read(resp).await,
                 Ok(Err(e)) if e.is_connect() => e,
                 Ok(Err(e)) => return Err(PostError::Failed(error_chain(&e))),
             };
