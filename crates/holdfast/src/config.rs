@@ -281,6 +281,10 @@ pub struct ClusterConfig {
     /// subscriber left, so clients that come straight back (long-polls re-polling) find it
     /// subscribed. 0 unsubscribes at once. Default 60.
     pub unsubscribe_delay_secs: u64,
+    /// Seconds a `PING` to Redis may go unanswered before the connection is treated as lost
+    /// (pings go every 5 s). Long enough that a busy instance — 15,000 clients disconnecting at
+    /// once — does not mistake its own delay for Redis's. Default 10.
+    pub ping_timeout_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -289,6 +293,7 @@ impl Default for ClusterConfig {
             redis: Vec::new(),
             prefix: "holdfast:".to_string(),
             unsubscribe_delay_secs: 60,
+            ping_timeout_secs: 10,
         }
     }
 }
@@ -520,6 +525,9 @@ impl Config {
         }
         if self.websocket.over_http_max_pending == 0 {
             return fail("websocket.over_http_max_pending", "must be at least 1");
+        }
+        if self.cluster.ping_timeout_secs == 0 {
+            return fail("cluster.ping_timeout_secs", "must be at least 1");
         }
         if self.timeouts.origin_concurrency_per_target == 0 {
             return fail(

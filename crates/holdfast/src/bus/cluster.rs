@@ -60,6 +60,8 @@ pub(super) struct Ctx {
     pub history: HistoryLimits,
     /// How long a channel stays subscribed after its last local subscriber left.
     pub unsubscribe_delay: Duration,
+    /// How long a `PING` may go unanswered.
+    pub ping_timeout: Duration,
     /// How many Redis servers channels are spread over.
     pub shards: usize,
 }
@@ -91,6 +93,7 @@ impl RedisBus {
                 max_age: Duration::from_secs(config.reliability.history_max_age_secs),
             },
             unsubscribe_delay: Duration::from_secs(c.unsubscribe_delay_secs),
+            ping_timeout: Duration::from_secs(c.ping_timeout_secs),
             shards: shards.len(),
         });
         let dispatch = shards.clone();

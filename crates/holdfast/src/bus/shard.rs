@@ -15,7 +15,7 @@
 //! - while the task is connected, Redis has confirmed every channel in `subscribed`, and items
 //!   reach the hub in the order Redis sent them (one reader, no reordering);
 //! - [`Shard::connection`] is `None` whenever the task is not connected, so publishes fail at
-//!   once with 503 instead of waiting; on any connection error (or a `PING` unanswered for 2 s)
+//!   once with 503 instead of waiting; on any connection error (or a `PING` unanswered for `cluster.ping_timeout_secs`)
 //!   the task drops both connections, reconnects with backoff (100 ms doubling to 2 s, with
 //!   jitter) and resubscribes to what the hub needs then;
 //! - after (re)subscribing and before taking publishes, the task hands the hub the items of each
@@ -320,10 +320,10 @@ impl Shard {
                     }
                 }
                 _ = ping.tick() => {
-                    if let Err(e) = within(sink.ping::<redis::Value>()).await {
+                    if let Err(e) = within_for(ctx.ping_timeout, sink.ping::<redis::Value>()).await {
                         return format!("ping on the pubsub connection: {e}");
                     }
-                    if let Err(e) = within(redis::cmd("PING").query_async::<redis::Value>(&mut cmd)).await {
+                    if let Err(e) = within_for(ctx.ping_timeout, redis::cmd("PING").query_async::<redis::Value>(&mut cmd)).await {
                         return format!("ping on the command connection: {e}");
                     }
                 }
@@ -521,13 +521,18 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn within<T>(
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(RESPONSE_TIMEOUT, f).await {
+    within_for(RESPONSE_TIMEOUT, f).await
+}
+
+/// Runs a Redis call with a timeout.
+async fn within_for<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "no answer within {} ms",
-            RESPONSE_TIMEOUT.as_millis()
-        )),
+        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
     }
 }
 
