@@ -67,10 +67,11 @@ pub enum Mode {
     Sse,
     /// Long-polling; messages are `http-response` bodies and clients re-poll after each one.
     Longpoll,
-    /// WebSockets through a WebSocket-over-HTTP route (`over_http`); messages are `ws-message`
-    /// content. The origin (`holdfast-bench origin --grip woh`) subscribes each connection in
-    /// its `OPEN` answer, so nothing reaches the client before the first publish: a subscriber
-    /// counts as ready once its handshake completes.
+    /// WebSockets; messages are `ws-message` content. Through a WebSocket-over-HTTP route
+    /// (`over_http`, origin `holdfast-bench origin --grip woh`, which subscribes each connection
+    /// in its `OPEN` answer) or a GRIP WebSocket route (origin `--grip ws`, which sends the
+    /// subscribe message itself); either way nothing reaches the client before the first
+    /// publish, so a subscriber counts as ready once its handshake completes.
     Woh,
 }
 

@@ -16,6 +16,10 @@
 //!   `PING`, `DISCONNECT`, ...) gets an empty event list. Every answer is `200` with
 //!   `Content-Type: application/websocket-events`; `holds` counts the `OPEN`s accepted. Other
 //!   methods get the plain answer (so a proxy can be warmed up with a `GET`).
+//! - `--grip ws`: a GRIP WebSocket origin (reference §3). A WebSocket upgrade is accepted with
+//!   `101` and `Sec-WebSocket-Extensions: grip`, the connection is sent the `c:` message
+//!   subscribing it to C, and whatever the proxy sends afterwards is read and dropped; `holds`
+//!   counts the upgrades accepted. Requests that are not upgrades get the plain answer.
 //!
 //! `--filter F` (stream and response holds) makes the channel header `Grip-Channel: C; filter=F`
 //! and adds `Grip-Set-Meta: user="u<n>", id_format="%(C)s"`, `n` counting holds from 0, so the
@@ -34,6 +38,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use futures_util::{SinkExt as _, StreamExt as _};
 use grip::wsevents::{self, Event, EventKind, WsEventsError};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
@@ -42,6 +47,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 /// Body of the plain (`--grip none`) answer.
 const HELLO: &[u8] = b"hello world!\n";
@@ -98,6 +107,9 @@ pub enum GripMode {
     Reliable,
     /// WebSocket-over-HTTP: accepts each `OPEN` and subscribes the connection to the channel.
     Woh,
+    /// GRIP WebSocket: accepts each WebSocket upgrade with `Sec-WebSocket-Extensions: grip`, sends
+    /// the `c:` subscribe message, then reads (and drops) what the proxy sends until it closes.
+    Ws,
 }
 
 /// The fixed answer and the counters every connection shares.
@@ -172,6 +184,7 @@ async fn accept_loop(listener: TcpListener, answer: Arc<Answer>) -> anyhow::Resu
             let _ = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }
@@ -210,8 +223,17 @@ async fn respond(
     if answer.mode == GripMode::Woh && req.method() == http::Method::POST {
         return Ok(woh(&answer, req).await);
     }
+    if answer.mode == GripMode::Ws {
+        if let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) {
+            let accept = derive_accept_key(key.as_bytes());
+            answer.holds.fetch_add(1, Ordering::Relaxed);
+            let text = String::from_utf8_lossy(&answer.subscribe.content).into_owned();
+            tokio::spawn(grip_websocket(req, text));
+            return Ok(switching(&accept));
+        }
+    }
     let response = match answer.mode {
-        GripMode::None | GripMode::Woh => plain(Bytes::from_static(HELLO)),
+        GripMode::None | GripMode::Woh | GripMode::Ws => plain(Bytes::from_static(HELLO)),
         GripMode::Stream => {
             let n = answer.holds.fetch_add(1, Ordering::Relaxed);
             let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
@@ -292,6 +314,37 @@ fn reliable<B>(answer: &Answer, req: &Request<B>) -> Response<Full<Bytes>> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// The `101` accepting a GRIP WebSocket.
+fn switching(accept: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(accept).expect("base64 is a header value"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_EXTENSIONS,
+        HeaderValue::from_static("grip"),
+    );
+    r
+}
+
+/// One GRIP WebSocket, once upgraded: subscribe it, then read until the proxy closes it.
+async fn grip_websocket(req: Request<Incoming>, subscribe: String) {
+    let Ok(upgraded) = hyper::upgrade::on(req).await else {
+        return;
+    };
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    if ws.send(Message::text(subscribe)).await.is_err() {
+        return;
+    }
+    // Pings are answered and closes echoed by tungstenite while reading.
+    while let Some(Ok(_)) = ws.next().await {}
 }
 
 /// The WebSocket-over-HTTP answer to one `POST`.
@@ -383,6 +436,20 @@ fn plain(body: Bytes) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grip_websocket_accept() {
+        // RFC 6455 §1.3's example key and accept value.
+        let r = switching(&derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let h = r.headers();
+        assert_eq!(
+            h[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(h[header::SEC_WEBSOCKET_EXTENSIONS], "grip");
+        assert_eq!(h[header::UPGRADE], "websocket");
+    }
 
     #[test]
     fn woh_answers() {
