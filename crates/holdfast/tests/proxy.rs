@@ -437,3 +437,42 @@ async fn origin_requests_beyond_the_per_target_limit_wait_for_a_free_slot() {
     }
     assert_eq!(waiting().await.as_deref(), Some("0"));
 }
+
+#[tokio::test]
+async fn open_streams_do_not_keep_their_origin_slot() {
+    // `/plain` streams a body that never ends; `/held` answers with a GRIP stream hold.
+    let origin = Origin::start(|req: Request<hyper::body::Incoming>| async move {
+        match req.uri().path() {
+            "/plain" => {
+                let first: Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>> =
+                    Ok(Frame::data(Bytes::from_static(b"first\n")));
+                let chunks = futures_util::StreamExt::chain(
+                    futures_util::stream::iter([first]),
+                    futures_util::stream::pending(),
+                );
+                Response::new(StreamBody::new(chunks).boxed())
+            }
+            "/held" => Response::builder()
+                .header("grip-hold", "stream")
+                .header("grip-channel", "slots")
+                .body(full("held\n"))
+                .unwrap(),
+            _ => Response::new(full("quick")),
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        c.timeouts.origin_concurrency_per_target = 1;
+    })
+    .await;
+    let mut plain = get(&proxy.url("/plain")).await.into_body();
+    assert_eq!(read_until(&mut plain, "first\n").await, "first\n");
+    let mut held = get(&proxy.url("/held")).await.into_body();
+    assert_eq!(read_until(&mut held, "held\n").await, "held\n");
+    // Both streams are still open, and the one slot is free for the next request.
+    let quick = tokio::time::timeout(Duration::from_secs(10), async {
+        text(get(&proxy.url("/quick")).await).await
+    });
+    assert_eq!(quick.await.expect("a stream kept the slot"), "quick");
+    drop((plain, held));
+}
