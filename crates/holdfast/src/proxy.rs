@@ -229,20 +229,14 @@ pub async fn send<'r>(
                 req.headers_mut().insert(header::HOST, h);
             }
         }
-        let client = app.origins.get(target.insecure);
-        // The slot travels with the response and is freed when its head is dropped: after the
-        // head is relayed for a plain response, after the buffered body for a GRIP answer.
-        let sent = tokio::time::timeout(app.config.timeouts.origin_response(), async {
-            let slot = app.origins.slot(&label).await;
-            client.request(req).await.map(|r| (r, slot))
-        })
+        let sent = tokio::time::timeout(
+            app.config.timeouts.origin_response(),
+            app.origins.request(&label, target.insecure, req),
+        )
         .await;
         match sent {
             Err(_) => return Err(ProxyError::OriginTimeout(label)),
-            Ok(Ok((mut resp, slot))) => {
-                resp.extensions_mut().insert(slot);
-                return Ok((resp, target));
-            }
+            Ok(Ok(resp)) => return Ok((resp, target)),
             Ok(Err(e)) if e.is_connect() => {
                 tracing::debug!(target = %label, error = %error_chain(&e), "origin connect failed");
                 tried.push((label, error_chain(&e)));

@@ -37,7 +37,9 @@ pub struct OriginClients {
 /// A request's place among the requests in flight to its target; freed when dropped. Cloning
 /// shares the place, so it can ride in a response's extensions.
 #[derive(Clone)]
-pub struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct Slot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
 
 impl OriginClients {
     /// Builds the clients with the configured timeouts.
@@ -70,7 +72,7 @@ impl OriginClients {
     }
 
     /// Waits for a free slot for a request to the target `label` (FIFO).
-    pub async fn slot(&self, label: &str) -> Slot {
+    async fn slot(&self, label: &str) -> Slot {
         let semaphore = {
             let mut slots = self.slots.lock().expect("origin slots poisoned");
             slots
@@ -90,7 +92,24 @@ impl OriginClients {
                     .expect("origin semaphores are never closed")
             }
         };
-        Slot(Arc::new(permit))
+        Slot {
+            _permit: Arc::new(permit),
+        }
+    }
+
+    /// Sends `req` to the target `label` once one of its slots is free. The slot rides in the
+    /// response's extensions, so it is freed when the response head is dropped: once a relayed
+    /// head has been written to the client, or once a GRIP answer's body has been read.
+    pub async fn request(
+        &self,
+        label: &str,
+        insecure: bool,
+        req: hyper::Request<Reclaimable>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        let slot = self.slot(label).await;
+        let mut resp = self.get(insecure).request(req).await?;
+        resp.extensions_mut().insert(slot);
+        Ok(resp)
     }
 
     /// Origin requests waiting for a free slot now, over all targets.

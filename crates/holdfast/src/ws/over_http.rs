@@ -101,7 +101,6 @@ struct Origin {
 impl Origin {
     /// POSTs `events`, trying again while the origin cannot be reached when `retry`.
     async fn post(self, body: Bytes, extra: HeaderMap, retry: bool) -> Result<Reply, PostError> {
-        let client = self.app.origins.get(self.insecure);
         let timeout = self.app.config.timeouts.origin_response();
         let mut retries = RETRY_DELAYS.iter();
         loop {
@@ -114,14 +113,10 @@ impl Origin {
             h.extend(extra.clone());
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             self.app.grip_headers(&self.route, h);
-            let sent = tokio::time::timeout(timeout, async {
-                let slot = self.app.origins.slot(&self.label).await;
-                client.request(req).await.map(|r| (r, slot))
-            })
-            .await;
-            let e = match sent {
+            let sent = self.app.origins.request(&self.label, self.insecure, req);
+            let e = match tokio::time::timeout(timeout, sent).await {
                 Err(_) => return Err(PostError::Timeout(timeout.as_secs())),
-                Ok(Ok((resp, _slot))) => return self.read(resp).await,
+                Ok(Ok(resp)) => return self.read(resp).await,
                 Ok(Err(e)) if e.is_connect() => e,
                 Ok(Err(e)) => return Err(PostError::Failed(error_chain(&e))),
             };
