@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::routes::{Route, RouteTable, RoutesError};
 use crate::config::{Config, XffRule};
+use crate::descriptors::Descriptors;
 use crate::hub::Hub;
 use crate::proxy::origin::OriginClients;
 
@@ -23,6 +24,8 @@ pub struct App {
     pub routes: Routes,
     /// Pooled origin clients.
     pub origins: OriginClients,
+    /// The file-descriptor budget client and origin sockets share.
+    pub descriptors: Descriptors,
     /// Channel registry and fan-out.
     pub hub: Hub,
     /// How publishes reach the hub (local, or through the cluster engine).
@@ -49,12 +52,14 @@ impl App {
     /// Builds the state from a validated config and its route table.
     pub fn new(config: Config, routes: RouteTable) -> Arc<App> {
         let xff = config.xff_rules().expect("config was validated");
-        let origins = OriginClients::new(&config.timeouts);
+        let descriptors = Descriptors::from_limits(&config.limits);
+        let origins = OriginClients::new(&config.timeouts, &descriptors);
         let hub = Hub::new(&config);
         Arc::new(App {
             xff,
             routes: Routes::new(routes, config.server.routes.clone()),
             origins,
+            descriptors,
             bus: crate::bus::Bus::from_config(&config, hub.clone()),
             hub,
             session_requests: crate::limiter::RateLimiter::new(

@@ -91,6 +91,12 @@ pub struct LimitsConfig {
     /// Published items queued per held connection while it is slow to read; when full the newest
     /// item is dropped and counted. Pushpin's per-session queue, default 100.
     pub connection_queue: usize,
+    /// File descriptors client and origin sockets may hold together; 0 (the default) means the
+    /// process's open-file limit minus `reserved_descriptors`. Over it new clients wait in the
+    /// accept backlog and new origin connections fail with `503`.
+    pub descriptors: usize,
+    /// Descriptors kept out of that budget for the publish API, Redis and files. Default 512.
+    pub reserved_descriptors: usize,
 }
 
 impl Default for LimitsConfig {
@@ -102,6 +108,8 @@ impl Default for LimitsConfig {
             max_publish_body: 1_000_000,
             max_channels_per_connection: 20,
             connection_queue: 100,
+            descriptors: 0,
+            reserved_descriptors: 512,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
 //!   the Pushpin-syntax routes file and matches requests to routes.
 //! - [`app`]: the state every connection shares (config, live routes, origin clients, hub).
+//! - [`descriptors`]: the file-descriptor budget client and origin sockets share.
 //! - [`server`]: listeners, the accept loop with its connection cap, and the graceful drain.
 //! - [`reload`]: reloading the routes file on change and on SIGHUP.
 //! - [`proxy`]: forwarding to origins — header rewriting, failover, errors, the access log.
@@ -26,6 +27,7 @@
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod descriptors;
 pub mod hold;
 pub mod hub;
 pub mod limiter;

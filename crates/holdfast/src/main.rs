@@ -55,6 +55,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&config);
+    // Before any socket is opened, so the descriptor budget is taken from the raised limit.
+    let open_files = holdfast::descriptors::raise_open_file_limit();
+    tracing::debug!(?open_files, "open-file limit");
     for w in &routes.warnings {
         tracing::warn!("{w}");
     }

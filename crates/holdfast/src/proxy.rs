@@ -237,6 +237,12 @@ pub async fn send<'r>(
         match sent {
             Err(_) => return Err(ProxyError::OriginTimeout(label)),
             Ok(Ok(resp)) => return Ok((resp, target)),
+            Ok(Err(e)) if crate::descriptors::is_exhausted(&e) => {
+                // Every other target would fail the same way.
+                return Err(ProxyError::NoDescriptors(crate::descriptors::Exhausted(
+                    app.descriptors.total(),
+                )));
+            }
             Ok(Err(e)) if e.is_connect() => {
                 tracing::debug!(target = %label, error = %error_chain(&e), "origin connect failed");
                 tried.push((label, error_chain(&e)));

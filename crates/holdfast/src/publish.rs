@@ -174,14 +174,22 @@ fn metrics(app: &App) -> Response<Body> {
          holdfast_history_bytes {}\n\
          # HELP holdfast_origin_requests_waiting Origin requests waiting for a free slot (timeouts.origin_concurrency_per_target).\n\
          # TYPE holdfast_origin_requests_waiting gauge\n\
-         holdfast_origin_requests_waiting {}\n",
+         holdfast_origin_requests_waiting {}\n\
+         # HELP holdfast_descriptors_in_use File descriptors client and origin sockets hold (limits.descriptors).\n\
+         # TYPE holdfast_descriptors_in_use gauge\n\
+         holdfast_descriptors_in_use {}\n\
+         # HELP holdfast_descriptors_budget File descriptors client and origin sockets may hold together.\n\
+         # TYPE holdfast_descriptors_budget gauge\n\
+         holdfast_descriptors_budget {}\n",
         s.channels,
         s.subscriptions,
         s.published,
         s.delivered,
         s.dropped,
         s.history_bytes,
-        app.origins.waiting()
+        app.origins.waiting(),
+        app.descriptors.in_use(),
+        app.descriptors.total(),
     ) + &app.bus.metrics();
     let mut resp = Response::new(full(text));
     resp.headers_mut().insert(

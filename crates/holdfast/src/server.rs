@@ -1,8 +1,10 @@
 //! Listeners, the accept loop, the connection cap and the graceful drain.
 //!
-//! Each listener runs one accept loop. A connection needs a permit from the shared semaphore
-//! (`limits.max_connections`) before it is accepted, so over the cap new clients wait in the
-//! kernel's backlog instead of being accepted and starved. Every connection task holds a clone of
+//! Each listener runs one accept loop. A client connection needs a permit from the shared
+//! semaphore (`limits.max_connections`) and a descriptor from the budget client and origin
+//! sockets share ([`crate::descriptors`]) before it is accepted, so over either cap new clients
+//! wait in the kernel's backlog instead of being accepted and starved; the publish listener
+//! takes neither, its connections come out of the reserve. Every connection task holds a clone of
 //! a drain sender; shutdown stops the loops, tells holds to finish, asks hyper to close each
 //! connection after its in-flight response, and waits — at most the grace period — until every
 //! drain sender is gone.
@@ -94,6 +96,11 @@ impl Server {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         app.set_drain(&drain_tx);
         let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+        tracing::info!(
+            max_connections = app.config.limits.max_connections,
+            descriptors = app.descriptors.total(),
+            "connection limits"
+        );
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -163,7 +170,13 @@ async fn accept_loop(
     loop {
         let permit = match kind {
             Kind::Client => tokio::select! {
-                p = permits.clone().acquire_owned() => Some(p.expect("semaphore never closed")),
+                p = async {
+                    let p = permits.clone().acquire_owned().await.expect("semaphore never closed");
+                    // Wait until a descriptor is free, but leave it to origin connections while
+                    // no client arrives; it is taken once one is accepted.
+                    drop(app.descriptors.acquire().await);
+                    p
+                } => Some(p),
                 _ = stopped(&mut stop) => return,
             },
             Kind::Publish => None,
@@ -179,6 +192,15 @@ async fn accept_loop(
                 }
             },
             _ = stopped(&mut stop) => return,
+        };
+        let permit = match permit {
+            // Usually at once; if an origin connection took the free descriptor meanwhile, this
+            // client waits with its socket open (the reserve covers it).
+            Some(p) => tokio::select! {
+                held = app.descriptors.acquire() => Some((p, held)),
+                _ = stopped(&mut stop) => return,
+            },
+            None => None,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();

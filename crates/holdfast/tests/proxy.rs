@@ -476,3 +476,77 @@ async fn open_streams_do_not_keep_their_origin_slot() {
     assert_eq!(quick.await.expect("a stream kept the slot"), "quick");
     drop((plain, held));
 }
+
+/// `holdfast_descriptors_in_use` from the metrics endpoint.
+async fn descriptors_in_use(proxy: &Proxy) -> String {
+    let body = text(get(&proxy.publish_url("/metrics")).await).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("holdfast_descriptors_in_use "))
+        .expect("metric present")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_client_over_the_descriptor_budget_waits_while_the_publish_api_still_works() {
+    // The built-in test target holds streams without any origin socket, so only clients count.
+    let proxy = Proxy::start("* test\n", |c| c.limits.descriptors = 2).await;
+    let mut a = get(&proxy.url("/stream")).await.into_body();
+    let mut b = get(&proxy.url("/stream")).await.into_body();
+    proxy.wait_subscribers("test", 2).await;
+    assert_eq!(descriptors_in_use(&proxy).await, "2");
+    // A third client is not accepted yet; it is served once a descriptor is free.
+    let third = tokio::spawn({
+        let url = proxy.url("/stream");
+        async move { get(&url).await.into_body() }
+    });
+    // The publish listener is outside the budget: publishing works and reaches both streams.
+    let (status, _) = proxy
+        .publish_json(serde_json::json!({"items": [
+            {"channel": "test", "formats": {"http-stream": {"content": "while full\n"}}}
+        ]}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(read_until(&mut a, "while full\n")
+        .await
+        .contains("while full\n"));
+    assert!(read_until(&mut b, "while full\n")
+        .await
+        .contains("while full\n"));
+    drop(a);
+    let mut c = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("the waiting client was never accepted")
+        .unwrap();
+    proxy.wait_subscribers("test", 2).await;
+    proxy
+        .publish_json(serde_json::json!({"items": [
+            {"channel": "test", "formats": {"http-stream": {"content": "after\n"}}}
+        ]}))
+        .await;
+    assert!(read_until(&mut c, "after\n").await.contains("after\n"));
+    assert!(read_until(&mut b, "after\n").await.contains("after\n"));
+}
+
+#[tokio::test]
+async fn an_origin_connection_over_the_descriptor_budget_is_refused_with_503() {
+    let origin = echo_origin().await;
+    // One descriptor: the client's own connection takes it, none is left for the origin.
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        c.limits.descriptors = 1;
+    })
+    .await;
+    let resp = get(&proxy.url("/x")).await;
+    assert_eq!(resp.status(), 503);
+    let body = text(resp).await;
+    assert!(body.contains("no file descriptor free"), "{body}");
+    assert!(body.contains("limits.descriptors"), "{body}");
+    // With room for the origin socket the same request goes through.
+    let roomy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        c.limits.descriptors = 2;
+    })
+    .await;
+    let resp = get(&roomy.url("/x")).await;
+    let status = resp.status();
+    assert_eq!(status, 200, "{}", text(resp).await);
+}

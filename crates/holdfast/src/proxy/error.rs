@@ -46,6 +46,9 @@ pub enum ProxyError {
     /// The client's request cannot be served as sent.
     #[error("{0}")]
     BadRequest(String),
+    /// Holdfast has no file descriptor left for an origin connection.
+    #[error("{0}")]
+    NoDescriptors(crate::descriptors::Exhausted),
 }
 
 impl ProxyError {
@@ -57,6 +60,7 @@ impl ProxyError {
             | ProxyError::OriginTimeout(_)
             | ProxyError::Origin { .. }
             | ProxyError::BadInstructions { .. } => Source::Origin,
+            ProxyError::NoDescriptors(_) => Source::Internal,
         }
     }
 
@@ -69,6 +73,7 @@ impl ProxyError {
             | ProxyError::BadInstructions { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoDescriptors(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -17,9 +17,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::Reclaimable;
 use crate::config::TimeoutsConfig;
+use crate::descriptors::{Budgeted, Descriptors};
 
 /// The client type used for every origin request.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Reclaimable>;
+pub type HttpClient = Client<HttpsConnector<Budgeted<HttpConnector>>, Reclaimable>;
 
 /// Both origin clients; each keeps its own keep-alive pool. Requests to one target are limited
 /// to `timeouts.origin_concurrency_per_target` in flight ([`OriginClients::slot`]).
@@ -42,8 +43,9 @@ pub struct Slot {
 }
 
 impl OriginClients {
-    /// Builds the clients with the configured timeouts.
-    pub fn new(timeouts: &TimeoutsConfig) -> OriginClients {
+    /// Builds the clients with the configured timeouts; every connection they open takes a
+    /// descriptor from `budget`.
+    pub fn new(timeouts: &TimeoutsConfig, budget: &Descriptors) -> OriginClients {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
@@ -63,8 +65,8 @@ impl OriginClients {
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
             .with_no_client_auth();
         OriginClients {
-            verified: build(verified, timeouts),
-            insecure: build(insecure, timeouts),
+            verified: build(verified, timeouts, budget),
+            insecure: build(insecure, timeouts, budget),
             per_target: timeouts.origin_concurrency_per_target.max(1),
             slots: Arc::default(),
             waiting: Arc::default(),
@@ -127,7 +129,7 @@ impl OriginClients {
     }
 }
 
-fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig) -> HttpClient {
+fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig, budget: &Descriptors) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -136,7 +138,7 @@ fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig) -> HttpClient {
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(Budgeted::new(http, budget.clone()));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(timeouts.origin_idle_secs))
         .pool_max_idle_per_host(timeouts.origin_idle_per_target)

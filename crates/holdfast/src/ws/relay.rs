@@ -63,6 +63,11 @@ pub async fn open(
     .await;
     let mut resp = match sent {
         Err(_) => return Err(ProxyError::OriginTimeout(label)),
+        Ok(Err(e)) if crate::descriptors::is_exhausted(&e) => {
+            return Err(ProxyError::NoDescriptors(crate::descriptors::Exhausted(
+                app.descriptors.total(),
+            )))
+        }
         Ok(Err(e)) if e.is_connect() => return Ok(Opened::Unreachable(error_chain(&e))),
         Ok(Err(e)) => {
             return Err(ProxyError::Origin {

@@ -1,0 +1,290 @@
+//! The file-descriptor budget shared by client and origin sockets.
+//!
+//! A process may hold only so many open files. Client connections, origin connections (pooled,
+//! in flight, or a relayed WebSocket's upstream) all take one descriptor each, and when they run
+//! out the kernel refuses *every* new socket — including the publish API's. So Holdfast counts
+//! them against a budget: the open-file limit minus `limits.reserved_descriptors`, or
+//! `limits.descriptors` when set. The reserve is what the publish API, the cluster's Redis
+//! connections and files opened at run time use; they are not counted.
+//!
+//! When the budget is spent, a new client waits in the accept backlog until a socket closes, and
+//! a new origin connection fails at once with [`Exhausted`] (the client gets `503`), so the
+//! connections already open and the publish API keep working.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::LimitsConfig;
+
+/// Below this many descriptors left after the reserve, half the limit is used instead.
+const MIN_BUDGET: u64 = 64;
+
+/// The shared budget. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct Descriptors {
+    permits: Arc<Semaphore>,
+    total: usize,
+}
+
+/// No descriptor is left in the budget for an origin connection.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no file descriptor free for an origin connection: all {0} of the budget are in use \
+     (limits.descriptors, or the open-file limit minus limits.reserved_descriptors)"
+)]
+pub struct Exhausted(pub usize);
+
+/// One descriptor taken from the budget; given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Descriptors {
+    /// A budget of `limits.descriptors`, or, when that is 0, of the process's open-file limit
+    /// minus `limits.reserved_descriptors`.
+    pub fn from_limits(limits: &LimitsConfig) -> Descriptors {
+        let total = if limits.descriptors > 0 {
+            limits.descriptors
+        } else {
+            derived(open_file_limit(), limits.reserved_descriptors as u64)
+        };
+        Descriptors {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// The size of the budget.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Descriptors counted as open now.
+    pub fn in_use(&self) -> usize {
+        self.total - self.permits.available_permits()
+    }
+
+    /// Waits for a descriptor (for a client connection about to be accepted).
+    pub async fn acquire(&self) -> Held {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("descriptor semaphore is never closed");
+        Held { _permit: permit }
+    }
+
+    /// Takes a descriptor if one is free (for an origin connection).
+    pub fn try_acquire(&self) -> Result<Held, Exhausted> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map(|p| Held { _permit: p })
+            .map_err(|_| Exhausted(self.total))
+    }
+}
+
+fn derived(limit: Option<u64>, reserved: u64) -> usize {
+    let Some(limit) = limit else {
+        // No limit at all: only the connection cap applies.
+        return usize::MAX >> 4;
+    };
+    let budget = match limit.checked_sub(reserved) {
+        Some(b) if b >= MIN_BUDGET => b,
+        _ => {
+            tracing::warn!(
+                limit,
+                reserved,
+                "limits.reserved_descriptors leaves too few of the open-file limit; using half of it"
+            );
+            limit / 2
+        }
+    };
+    usize::try_from(budget).unwrap_or(usize::MAX >> 4)
+}
+
+/// Raises the soft open-file limit to the hard one, as servers do at startup, and returns the
+/// limit now in force (`None`: unlimited or unknown).
+pub fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let now = getrlimit(Resource::Nofile);
+        if now.current != now.maximum {
+            let raised = Rlimit {
+                current: now.maximum,
+                maximum: now.maximum,
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::debug!(error = %e, "could not raise the open-file limit");
+            }
+        }
+    }
+    open_file_limit()
+}
+
+/// The soft open-file limit (`None`: unlimited or unknown).
+pub fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Whether `e`, or an error it wraps, is [`Exhausted`].
+pub fn is_exhausted(e: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<Exhausted>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// A connector that takes a descriptor from the budget for every connection it opens; the
+/// connection gives it back when it closes.
+#[derive(Clone, Debug)]
+pub struct Budgeted<C> {
+    inner: C,
+    budget: Descriptors,
+}
+
+impl<C> Budgeted<C> {
+    /// Wraps `inner`.
+    pub fn new(inner: C, budget: Descriptors) -> Budgeted<C> {
+        Budgeted { inner, budget }
+    }
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+impl<C> tower_service::Service<Uri> for Budgeted<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Response: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = Counted<C::Response>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        match self.budget.try_acquire() {
+            Ok(held) => {
+                let connecting = self.inner.call(uri);
+                Box::pin(async move {
+                    let io = connecting.await.map_err(Into::into)?;
+                    Ok(Counted { io, _held: held })
+                })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
+        }
+    }
+}
+
+/// A connection holding its descriptor from the budget.
+#[derive(Debug)]
+pub struct Counted<T> {
+    io: T,
+    _held: Held,
+}
+
+impl<T: Connection> Connection for Counted<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl<T: Read + Unpin> Read for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: Write + Unpin> Write for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_budget_keeps_the_reserve() {
+        assert_eq!(derived(Some(20_000), 512), 19_488);
+        assert_eq!(derived(Some(1024), 2000), 512);
+        assert_eq!(derived(Some(600), 512), 88);
+        assert_eq!(derived(Some(560), 512), 280);
+    }
+
+    #[test]
+    fn explicit_budget_is_counted_and_given_back() {
+        let limits = LimitsConfig {
+            descriptors: 2,
+            ..LimitsConfig::default()
+        };
+        let d = Descriptors::from_limits(&limits);
+        assert_eq!(d.total(), 2);
+        let a = d.try_acquire().expect("first");
+        let _b = d.try_acquire().expect("second");
+        let e = d.try_acquire().expect_err("budget spent");
+        assert_eq!(d.in_use(), 2);
+        let boxed: BoxError = e.into();
+        assert!(is_exhausted(&*boxed));
+        assert!(boxed.to_string().contains("limits.descriptors"));
+        drop(a);
+        assert_eq!(d.in_use(), 1);
+        assert!(d.try_acquire().is_ok());
+    }
+}
