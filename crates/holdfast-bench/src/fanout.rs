@@ -12,8 +12,8 @@
 //!      `--settle-ms`. `--metrics-path` and `--metric` read another page and sample, e.g.
 //!      Nchan's `nchan_stub_status` with its `subscribers: N` line.
 //!    - `settle`: for proxies without such a count (Pushpin). SSE: every subscriber has received
-//!      its response headers and the origin's initial body. Long-poll: every subscriber has
-//!      connected and sent its request. WebSocket: every subscriber's handshake has completed.
+//!      its response headers and the origin's initial body. Long-poll (plain or reliable): every
+//!      subscriber has connected and sent its request. WebSocket: every subscriber's handshake has completed.
 //!      With `--origin`, the origin must also have answered at least that many GRIP holds (for
 //!      WebSockets, `OPEN`s). Then the counters (and the origin's count) must stay unchanged for
 //!      `--settle-ms`.
@@ -25,6 +25,10 @@
 //!    one` posts each to the first `--publish` address (a Holdfast cluster: any instance reaches
 //!    every subscriber); `each` posts it to every address at once (separate Pushpins), stamped
 //!    once before the first post, so its latency counts from the start of the whole publish.
+//!    With `--mode longpoll-reliable`, items get ids as with `--ids`, the driver resets the bench
+//!    origin (`--origin`) before subscribing, and after each publish gives it the item
+//!    (`POST /_bench/last?N`, body the item's `http-response` body), so the origin can answer a
+//!    client that missed it.
 //! 3. **Drain.** Wait until every subscriber has every message, or deliveries stop for
 //!    [`DRAIN_IDLE`], or `--drain-ms` passes.
 //! 4. **Report** ([`report`]): per message publish → last delivery, p50/p99, delivered and lost,
@@ -67,6 +71,12 @@ pub enum Mode {
     Sse,
     /// Long-polling; messages are `http-response` bodies and clients re-poll after each one.
     Longpoll,
+    /// Reliable long-polling (origin `holdfast-bench origin --grip reliable-response`, given with
+    /// `--origin`): as `longpoll`, but items carry ids (as with `--ids`), each re-poll names the
+    /// highest seq received (`?last=m<seq>`), and after each publish the driver tells the origin
+    /// the item (`POST /_bench/last?N` with its body), so a client that missed items between
+    /// polls gets them from the proxy's history or, on a `Grip-Last` retry, from the origin.
+    LongpollReliable,
     /// WebSockets; messages are `ws-message` content. Through a WebSocket-over-HTTP route
     /// (`over_http`, origin `holdfast-bench origin --grip woh`, which subscribes each connection
     /// in its `OPEN` answer) or a GRIP WebSocket route (origin `--grip ws`, which sends the
@@ -80,6 +90,7 @@ impl Mode {
         match self {
             Mode::Sse => "sse",
             Mode::Longpoll => "longpoll",
+            Mode::LongpollReliable => "longpoll-reliable",
             Mode::Woh => "woh",
         }
     }
@@ -204,7 +215,8 @@ pub struct FanoutArgs {
     /// Item `meta` of each message, a JSON object, e.g. `{"sender":"nobody"}`.
     #[arg(long, value_name = "JSON")]
     item_meta: Option<String>,
-    /// Give each item `id` `m<seq>` and `prev-id` `m<seq-1>`.
+    /// Give each item `id` `m<seq>` and `prev-id` `m<seq-1>` (implied by `--mode
+    /// longpoll-reliable`).
     #[arg(long)]
     ids: bool,
     /// Publish all messages back to back over one keep-alive connection (a new connection per
@@ -234,6 +246,14 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
         if args.burst || args.ids || args.item_meta.is_some() {
             bail!("--publish-style nchan takes none of --burst, --ids, --item-meta");
+        }
+    }
+    if args.mode == Mode::LongpollReliable {
+        if args.origin.is_none() {
+            bail!("--mode longpoll-reliable needs --origin (the bench origin, --grip reliable-response)");
+        }
+        if args.burst {
+            bail!("--mode longpoll-reliable tells the origin of each publish; it takes no --burst");
         }
     }
     if args.burst && args.publish_to == PublishTo::Each && args.publish.len() > 1 {
@@ -266,6 +286,10 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
             None => None,
         }
     };
+    if let (Mode::LongpollReliable, Some(origin)) = (args.mode, args.origin) {
+        // Forget an earlier run's items, or the first polls would be answered with them.
+        control::set_origin_last(origin, 0, None).await?;
+    }
     let mut usage = Usage::default();
     usage.take(args, &[]);
     let requests_before = origin_requests().await;
@@ -344,7 +368,7 @@ fn item_opts(args: &FanoutArgs) -> anyhow::Result<control::ItemOpts> {
     Ok(control::ItemOpts {
         suffix: args.content_suffix.clone(),
         meta,
-        ids: args.ids,
+        ids: args.ids || args.mode == Mode::LongpollReliable,
     })
 }
 
@@ -429,13 +453,22 @@ async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
             control::publish_request(args.publish_style, &args.channel, args.mode, stamp, &opts);
         let sent = Instant::now();
         let outcomes = control::publish_each(targets, request).await;
-        let errors: Vec<String> = outcomes
+        let publish_ms = sent.elapsed().as_secs_f64() * 1000.0;
+        let mut errors: Vec<String> = outcomes
             .into_iter()
             .filter_map(|o| o.err().map(|e| format!("{e:#}")))
             .collect();
+        if let (Mode::LongpollReliable, Some(origin)) = (args.mode, args.origin) {
+            // After the publish, as an app records an item once it is published; a client that
+            // re-polls in between is held at its position and caught up by the proxy.
+            let body = control::longpoll_body(stamp, &opts);
+            if let Err(e) = control::set_origin_last(origin, stamp.seq, Some(body)).await {
+                errors.push(format!("telling the origin: {e:#}"));
+            }
+        }
         published.push(Publication {
             seq: stamp.seq,
-            publish_ms: sent.elapsed().as_secs_f64() * 1000.0,
+            publish_ms,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
         });
     }
@@ -529,7 +562,7 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subs
             None => {
                 count = match args.mode {
                     Mode::Sse | Mode::Woh => totals.ready,
-                    Mode::Longpoll => totals.connected,
+                    Mode::Longpoll | Mode::LongpollReliable => totals.connected,
                 };
                 count + totals.failed >= n && holds.map_or(true, |h| h >= count)
             }

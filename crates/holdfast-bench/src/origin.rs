@@ -10,6 +10,10 @@
 //!   client gets if its hold times out.
 //! - `--grip reliable`: reliable SSE for the reconnect-storm benchmark (see [`GripMode::Reliable`]);
 //!   `/_bench/stats` then also counts initial and `/next` requests.
+//! - `--grip reliable-response`: reliable long-polling for `fanout --mode longpoll-reliable` (see
+//!   [`GripMode::ReliableResponse`]): a client behind the last published item is answered at once
+//!   with the next one, otherwise held with `prev-id`; `/_bench/stats` then also counts `Grip-Last`
+//!   retries and immediate answers.
 //! - `--grip woh`: a WebSocket-over-HTTP origin (reference §3.4). A `POST` whose events start
 //!   with `OPEN` is accepted with `OPEN` and a `c:` control message subscribing the connection
 //!   to C, and `Sec-WebSocket-Extensions: grip`; a `CLOSE` is echoed; anything else (`TEXT`,
@@ -29,10 +33,11 @@
 //! can tell how many holds a proxy without a metrics endpoint has been handed.
 //! The process exits by itself after `--exit-after` seconds.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -52,6 +57,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::fanout::control;
+
 /// Body of the plain (`--grip none`) answer.
 const HELLO: &[u8] = b"hello world!\n";
 /// Initial body of a stream hold: an SSE comment line.
@@ -60,8 +67,11 @@ const STREAM_PREAMBLE: &[u8] = b":ok\n\n";
 const TIMEOUT_BODY: &[u8] = b"timeout\n";
 /// Path answered with the origin's own counters.
 const STATS_PATH: &str = "/_bench/stats";
-/// Path the driver sets the reliable mode's last published id with (`/_bench/last?N`).
+/// Path the driver sets the reliable modes' last published id with (`/_bench/last?N`; in
+/// `reliable-response` mode the request body is item N's `http-response` body).
 const LAST_PATH: &str = "/_bench/last";
+/// Query parameter a reliable long-poll client names its position with (`?last=m3`).
+pub const LAST_PARAM: &str = "last";
 /// The reliable mode's next link.
 const NEXT_PATH: &str = "/next";
 
@@ -105,6 +115,14 @@ pub enum GripMode {
     /// or `Grip-Last` on next-link requests, else `0`) and `Grip-Link: </next>; rel=next`.
     /// `/next` answers the items after P up to the id last set with `POST /_bench/last?N`.
     Reliable,
+    /// Reliable long-polling. The client's position is the `Grip-Last` naming the channel (sent by
+    /// a proxy retrying the request), else the `last` query parameter, in the driver's `--ids`
+    /// format (`m<seq>`); none counts as before item 1. If an item after the position is known
+    /// (`POST /_bench/last?N` with the item's `http-response` body, after each publish), the
+    /// answer is a plain `200` with the first such body; otherwise `Grip-Hold: response`,
+    /// `Grip-Channel: C; prev-id=m<position>` (no `prev-id` without a position) and the timeout
+    /// body, as `response`.
+    ReliableResponse,
     /// WebSocket-over-HTTP: accepts each `OPEN` and subscribes the connection to the channel.
     Woh,
     /// GRIP WebSocket: accepts each WebSocket upgrade with `Sec-WebSocket-Extensions: grip`, sends
@@ -116,6 +134,8 @@ pub enum GripMode {
 struct Answer {
     mode: GripMode,
     channel: HeaderValue,
+    /// Channel name as given, for matching `Grip-Last`.
+    channel_name: String,
     /// Channel name, for the `id_format` meta; set only with `--filter`.
     meta_channel: Option<String>,
     timeout: Option<HeaderValue>,
@@ -124,8 +144,14 @@ struct Answer {
     /// Reliable mode: requests other than `/next`, and `/next` requests.
     initial: AtomicU64,
     next: AtomicU64,
-    /// Reliable mode: the last id published, as told by the driver (`POST /_bench/last?N`).
+    /// Reliable modes: the last id published, as told by the driver (`POST /_bench/last?N`).
     last: AtomicU64,
+    /// Reliable long-poll mode: the `http-response` body of each published item, by seq.
+    bodies: Mutex<BTreeMap<u64, Bytes>>,
+    /// Reliable long-poll mode: requests naming the channel in `Grip-Last`, and requests answered
+    /// at once with an item.
+    retries: AtomicU64,
+    immediate: AtomicU64,
     /// WebSocket-over-HTTP mode: the control message that follows `OPEN` in the accept.
     subscribe: Event,
 }
@@ -139,6 +165,7 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
             None => args.channel.clone(),
         })
         .context("--channel/--filter is not a header value")?,
+        channel_name: args.channel.clone(),
         meta_channel: args.filter.as_ref().map(|_| args.channel.clone()),
         timeout: args.grip_timeout.map(HeaderValue::from),
         requests: AtomicU64::new(0),
@@ -146,6 +173,9 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
         initial: AtomicU64::new(0),
         next: AtomicU64::new(0),
         last: AtomicU64::new(0),
+        bodies: Mutex::new(BTreeMap::new()),
+        retries: AtomicU64::new(0),
+        immediate: AtomicU64::new(0),
         subscribe: subscribe_event(&args.channel),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -196,12 +226,14 @@ async fn respond(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == STATS_PATH {
         let body = format!(
-            "requests {}\nholds {}\ninitial {}\nnext {}\nlast {}\n",
+            "requests {}\nholds {}\ninitial {}\nnext {}\nlast {}\nretries {}\nimmediate {}\n",
             answer.requests.load(Ordering::Relaxed),
             answer.holds.load(Ordering::Relaxed),
             answer.initial.load(Ordering::Relaxed),
             answer.next.load(Ordering::Relaxed),
             answer.last.load(Ordering::Relaxed),
+            answer.retries.load(Ordering::Relaxed),
+            answer.immediate.load(Ordering::Relaxed),
         );
         return Ok(plain(Bytes::from(body)));
     }
@@ -209,7 +241,15 @@ async fn respond(
         let n = req.uri().query().and_then(|q| q.parse::<u64>().ok());
         return Ok(match n {
             Some(n) => {
-                answer.last.store(n, Ordering::Relaxed);
+                let body = match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => {
+                        let mut r = plain(Bytes::from(format!("cannot read the body: {e}\n")));
+                        *r.status_mut() = StatusCode::BAD_REQUEST;
+                        return Ok(r);
+                    }
+                };
+                set_last(&answer, n, body);
                 plain(Bytes::from_static(b"ok\n"))
             }
             None => {
@@ -261,8 +301,116 @@ async fn respond(
             r
         }
         GripMode::Reliable => reliable(&answer, &req),
+        GripMode::ReliableResponse => reliable_response(&answer, &req),
     };
     Ok(response)
+}
+
+/// `POST /_bench/last?N`: item N is the last published; a non-empty `body` is its `http-response`
+/// body. Bodies of items after N (from an earlier run) are dropped, so `?0` starts afresh.
+fn set_last(answer: &Answer, n: u64, body: Bytes) {
+    let mut bodies = answer.bodies.lock().unwrap_or_else(|e| e.into_inner());
+    bodies.retain(|&k, _| k <= n);
+    if !body.is_empty() {
+        bodies.insert(n, body);
+    }
+    answer.last.store(n, Ordering::Relaxed);
+}
+
+/// What the reliable long-poll origin does with a request.
+#[derive(Debug, PartialEq, Eq)]
+enum LongPoll {
+    /// Answer at once with this item's body: the client missed it.
+    Immediate(Bytes),
+    /// Hold the request on the channel, resuming after this seq (none: no position).
+    Hold(Option<u64>),
+}
+
+/// A reliable long-poll client's position (the seq of the last item it has) on `channel`: the
+/// `Grip-Last` naming the channel if there is one, else the `last` query parameter; and whether
+/// a `Grip-Last` named the channel.
+fn longpoll_position<B>(req: &Request<B>, channel: &str) -> (Option<u64>, bool) {
+    let grip_last = req
+        .headers()
+        .get_all("grip-last")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|v| {
+            let (name, params) = v.split_once(';').unwrap_or((v, ""));
+            (name.trim() == channel).then_some(params)
+        })
+        .map(|params| {
+            params.split(';').find_map(|p| {
+                let (k, val) = p.trim().split_once('=')?;
+                (k.trim() == "last-id")
+                    .then(|| control::parse_item_id(val.trim().trim_matches('"')))
+                    .flatten()
+            })
+        })
+        .next();
+    if let Some(position) = grip_last {
+        if position.is_some() {
+            return (position, true);
+        }
+    }
+    let query = req.uri().query().unwrap_or("").split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == LAST_PARAM)
+            .then(|| control::parse_item_id(v))
+            .flatten()
+    });
+    (query, grip_last.is_some())
+}
+
+/// The reliable long-poll decision: the first known item after `position` (none: before item 1)
+/// up to `last` is sent at once; with none, the request is held after `position`.
+fn longpoll_decision(position: Option<u64>, last: u64, bodies: &BTreeMap<u64, Bytes>) -> LongPoll {
+    let after = position.unwrap_or(0);
+    if last > after {
+        if let Some((_, body)) = bodies.range(after + 1..=last).next() {
+            return LongPoll::Immediate(body.clone());
+        }
+    }
+    LongPoll::Hold(position)
+}
+
+/// The reliable long-poll answer: a missed item at once, or a response hold with `prev-id`.
+fn reliable_response<B>(answer: &Answer, req: &Request<B>) -> Response<Full<Bytes>> {
+    let (position, retried) = longpoll_position(req, &answer.channel_name);
+    if retried {
+        answer.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    let decision = {
+        let bodies = answer.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        longpoll_decision(position, answer.last.load(Ordering::Relaxed), &bodies)
+    };
+    let prev = match decision {
+        LongPoll::Immediate(body) => {
+            answer.immediate.fetch_add(1, Ordering::Relaxed);
+            return plain(body);
+        }
+        LongPoll::Hold(prev) => prev,
+    };
+    let n = answer.holds.fetch_add(1, Ordering::Relaxed);
+    let mut r = plain(Bytes::from_static(TIMEOUT_BODY));
+    let h = r.headers_mut();
+    h.insert("grip-hold", HeaderValue::from_static("response"));
+    let channel = match prev {
+        Some(p) => HeaderValue::from_str(&format!(
+            "{}; prev-id={}",
+            answer.channel.to_str().unwrap_or("bench"),
+            control::item_id(p)
+        ))
+        .unwrap_or_else(|_| answer.channel.clone()),
+        None => answer.channel.clone(),
+    };
+    h.insert("grip-channel", channel);
+    if let Some(t) = &answer.timeout {
+        h.insert("grip-timeout", t.clone());
+    }
+    set_meta(answer, n, &mut r);
+    r
 }
 
 /// The reliable-SSE answer: a stream hold resuming after the client's position, with a next link.
@@ -481,5 +629,122 @@ mod tests {
             );
         }
         assert!(woh_reply(b"TEXT 5\r\nhi\r\n", &sub).is_err());
+    }
+
+    fn lp_request(uri: &str, grip_last: &[&str]) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        for v in grip_last {
+            b = b.header("grip-last", *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn test_answer() -> Answer {
+        Answer {
+            mode: GripMode::ReliableResponse,
+            channel: HeaderValue::from_static("bench"),
+            channel_name: "bench".into(),
+            meta_channel: None,
+            timeout: Some(HeaderValue::from(20u32)),
+            requests: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            initial: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            bodies: Mutex::new(BTreeMap::new()),
+            retries: AtomicU64::new(0),
+            immediate: AtomicU64::new(0),
+            subscribe: subscribe_event("bench"),
+        }
+    }
+
+    #[test]
+    fn longpoll_position_prefers_grip_last() {
+        // (URI, Grip-Last headers, (position, Grip-Last named the channel))
+        type Case<'a> = (&'a str, &'a [&'a str], (Option<u64>, bool));
+        let cases: &[Case] = &[
+            ("/", &[], (None, false)),
+            ("/?last=m3", &[], (Some(3), false)),
+            ("/?x=1&last=m7&y=2", &[], (Some(7), false)),
+            ("/?last=3", &[], (None, false)),
+            ("/?last=m3", &["bench; last-id=m5"], (Some(5), true)),
+            ("/", &["bench; last-id=\"m5\""], (Some(5), true)),
+            // Only the header naming the channel counts, one header per channel or a list.
+            ("/?last=m3", &["other; last-id=m9"], (Some(3), false)),
+            (
+                "/",
+                &["other; last-id=m9", "bench; last-id=m4"],
+                (Some(4), true),
+            ),
+            (
+                "/",
+                &["other; last-id=m9, bench; last-id=m2"],
+                (Some(2), true),
+            ),
+            // A Grip-Last id not in the `m<seq>` format leaves the query parameter.
+            ("/?last=m3", &["bench; last-id=zz"], (Some(3), true)),
+        ];
+        for &(uri, headers, want) in cases {
+            assert_eq!(
+                longpoll_position(&lp_request(uri, headers), "bench"),
+                want,
+                "{uri} {headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn longpoll_answers_at_once_or_holds() {
+        let body = |k: u64| Bytes::from(format!("seq={k} ts=1\n"));
+        let bodies: BTreeMap<u64, Bytes> = (1..=3).map(|k| (k, body(k))).collect();
+        let cases = [
+            // (position, last, decision)
+            (None, 0, LongPoll::Hold(None)),
+            (None, 3, LongPoll::Immediate(body(1))),
+            (Some(1), 3, LongPoll::Immediate(body(2))),
+            (Some(2), 3, LongPoll::Immediate(body(3))),
+            (Some(3), 3, LongPoll::Hold(Some(3))),
+            // The client heard of an item from the proxy before the origin was told.
+            (Some(4), 3, LongPoll::Hold(Some(4))),
+            // Bodies beyond the last announced item are not handed out.
+            (Some(1), 1, LongPoll::Hold(Some(1))),
+        ];
+        for (position, last, want) in cases {
+            assert_eq!(
+                longpoll_decision(position, last, &bodies),
+                want,
+                "{position:?} {last}"
+            );
+        }
+    }
+
+    #[test]
+    fn reliable_response_headers() {
+        let answer = test_answer();
+        let r = reliable_response(&answer, &lp_request("/", &[]));
+        let h = r.headers();
+        assert_eq!(h["grip-hold"], "response");
+        assert_eq!(h["grip-channel"], "bench");
+        assert_eq!(h["grip-timeout"], "20");
+
+        set_last(&answer, 1, Bytes::from_static(b"seq=1 ts=9\n"));
+        let r = reliable_response(&answer, &lp_request("/", &[]));
+        assert!(r.headers().get("grip-hold").is_none());
+        assert_eq!(r.status(), StatusCode::OK);
+
+        let r = reliable_response(&answer, &lp_request("/?last=m1", &[]));
+        assert_eq!(r.headers()["grip-channel"], "bench; prev-id=m1");
+        // A proxy's retry: Grip-Last wins over the query parameter.
+        let r = reliable_response(&answer, &lp_request("/?last=m1", &["bench; last-id=m0"]));
+        assert!(r.headers().get("grip-hold").is_none());
+        assert_eq!(answer.holds.load(Ordering::Relaxed), 2);
+        assert_eq!(answer.immediate.load(Ordering::Relaxed), 2);
+        assert_eq!(answer.retries.load(Ordering::Relaxed), 1);
+
+        // Resetting forgets the items.
+        set_last(&answer, 0, Bytes::new());
+        assert!(answer.bodies.lock().unwrap().is_empty());
+        let r = reliable_response(&answer, &lp_request("/", &[]));
+        assert_eq!(r.headers()["grip-channel"], "bench");
     }
 }

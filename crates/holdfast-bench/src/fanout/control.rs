@@ -86,13 +86,8 @@ pub fn publish_item(channel: &str, mode: Mode, stamp: Stamp, opts: &ItemOpts) ->
             let content = format!("{}{}\n\n", ev.trim_end_matches('\n'), opts.suffix);
             serde_json::json!({ "http-stream": { "content": content } })
         }
-        Mode::Longpoll => {
-            let body = format!(
-                "{}{}\n",
-                stamp.to_line().trim_end_matches('\n'),
-                opts.suffix
-            );
-            serde_json::json!({ "http-response": { "body": body } })
+        Mode::Longpoll | Mode::LongpollReliable => {
+            serde_json::json!({ "http-response": { "body": longpoll_body(stamp, opts) } })
         }
         Mode::Woh => {
             let content = format!("{}{}", stamp.to_line().trim_end_matches('\n'), opts.suffix);
@@ -104,12 +99,50 @@ pub fn publish_item(channel: &str, mode: Mode, stamp: Stamp, opts: &ItemOpts) ->
         item["meta"] = meta.clone();
     }
     if opts.ids {
-        item["id"] = format!("m{}", stamp.seq).into();
+        item["id"] = item_id(stamp.seq).into();
         if stamp.seq > 1 {
-            item["prev-id"] = format!("m{}", stamp.seq - 1).into();
+            item["prev-id"] = item_id(stamp.seq - 1).into();
         }
     }
     item
+}
+
+/// The `http-response` body of a long-poll message carrying `stamp` (what the reliable
+/// long-poll origin is given, too, to answer a client that missed it).
+pub fn longpoll_body(stamp: Stamp, opts: &ItemOpts) -> String {
+    format!(
+        "{}{}\n",
+        stamp.to_line().trim_end_matches('\n'),
+        opts.suffix
+    )
+}
+
+/// The item id of message `seq` with `--ids`: `m<seq>`.
+pub fn item_id(seq: u64) -> String {
+    format!("m{seq}")
+}
+
+/// The seq of an item id `m<seq>`.
+pub fn parse_item_id(id: &str) -> Option<u64> {
+    id.strip_prefix('m')?.parse().ok()
+}
+
+/// Tells the bench origin (reliable modes) that item `seq` is the last published, with its
+/// `http-response` body if any (reliable long-poll); `seq` 0 resets it.
+pub async fn set_origin_last(
+    origin: SocketAddr,
+    seq: u64,
+    body: Option<String>,
+) -> anyhow::Result<()> {
+    let path = format!("/_bench/last?{seq}");
+    let (status, answer) = send_typed(origin, Method::POST, &path, body, "text/plain").await?;
+    if !status.is_success() {
+        bail!(
+            "{origin}{path} answered {status}: {}",
+            String::from_utf8_lossy(&answer).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The Pushpin publish body carrying `stamp` to `channel`, in the format `mode` subscribes with.
@@ -412,6 +445,34 @@ mod tests {
         assert_eq!(
             ws["items"][0]["formats"]["ws-message"]["content"],
             "seq=1 ts=2"
+        );
+    }
+
+    #[test]
+    fn item_ids_round_trip() {
+        assert_eq!(item_id(7), "m7");
+        assert_eq!(parse_item_id(&item_id(7)), Some(7));
+        assert_eq!(parse_item_id("7"), None);
+        assert_eq!(parse_item_id("mx"), None);
+    }
+
+    #[test]
+    fn reliable_longpoll_items_match_the_origin_body() {
+        let opts = ItemOpts {
+            suffix: " x".into(),
+            ids: true,
+            ..ItemOpts::default()
+        };
+        let stamp = Stamp { seq: 2, ts_us: 5 };
+        let item = publish_item("c", Mode::LongpollReliable, stamp, &opts);
+        assert_eq!(
+            item["formats"]["http-response"]["body"],
+            longpoll_body(stamp, &opts)
+        );
+        assert_eq!(longpoll_body(stamp, &opts), "seq=2 ts=5 x\n");
+        assert_eq!(
+            (item["id"].as_str(), item["prev-id"].as_str()),
+            (Some("m2"), Some("m1"))
         );
     }
 

@@ -96,7 +96,7 @@ pub struct Publication {
 pub struct Summary {
     /// Free-form label given with `--label`.
     pub label: String,
-    /// `sse`, `longpoll` or `woh`.
+    /// `sse`, `longpoll`, `longpoll-reliable` or `woh`.
     pub mode: String,
     /// Requested subscribers.
     pub subscribers: u64,

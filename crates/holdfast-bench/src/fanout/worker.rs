@@ -10,7 +10,8 @@
 //! then holds that stream and never reconnects (a stream that breaks afterwards is counted as
 //! closed). A long-poll subscriber uses hyper's client: it re-polls on the same keep-alive
 //! connection as soon as a response completes, and opens a new connection if the old one
-//! closes. A WebSocket subscriber ([`ws`]) opens its TCP connection the same way as the others
+//! closes; a reliable one (`--mode longpoll-reliable`) names the highest seq it has received in
+//! each re-poll, as `?last=m<seq>` appended to the path. A WebSocket subscriber ([`ws`]) opens its TCP connection the same way as the others
 //! and retries like an SSE one until its handshake completes. Every failed attempt is tallied by
 //! its error text.
 //!
@@ -172,13 +173,15 @@ impl Shared {
     }
 
     /// Records the stamps found in `text` for one subscriber of proxy `proxy`; `seen` tracks its
-    /// sequence numbers.
-    fn record(&self, text: &str, seen: &mut [bool], proxy: usize) {
+    /// sequence numbers. Returns the highest (expected) seq found, duplicates included.
+    fn record(&self, text: &str, seen: &mut [bool], proxy: usize) -> Option<u64> {
         let now = stamp::now_us();
+        let mut highest = None;
         for Stamp { seq, ts_us } in stamp::parse_stamps(text) {
             let Some(slot) = (seq as usize).checked_sub(1).filter(|&i| i < self.messages) else {
                 continue;
             };
+            highest = highest.max(Some(seq));
             if std::mem::replace(&mut seen[slot], true) {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -190,6 +193,7 @@ impl Shared {
             samples.latencies_us[slot].push(us);
             samples.per_proxy[proxy].record(slot, us);
         }
+        highest
     }
 
     fn result(&self) -> WorkerResult {
@@ -257,7 +261,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             let index = args.first_index + i;
             match args.mode {
                 Mode::Sse => tokio::spawn(sse_subscriber(shared, index)),
-                Mode::Longpoll => tokio::spawn(longpoll_subscriber(shared, index)),
+                Mode::Longpoll => tokio::spawn(longpoll_subscriber(shared, index, false)),
+                Mode::LongpollReliable => tokio::spawn(longpoll_subscriber(shared, index, true)),
                 Mode::Woh => tokio::spawn(ws::subscriber(shared, index)),
             };
         }
@@ -343,8 +348,18 @@ async fn connect(shared: &Shared, index: usize) -> anyhow::Result<SendRequest<Em
 }
 
 fn request(shared: &Shared, proxy: usize, accept: &'static str) -> Request<Empty<Bytes>> {
+    request_to(shared, &shared.path, proxy, accept)
+}
+
+/// A request for `path` (which may carry a query) to proxy `proxy`.
+fn request_to(
+    shared: &Shared,
+    path: &str,
+    proxy: usize,
+    accept: &'static str,
+) -> Request<Empty<Bytes>> {
     let mut req = Request::new(Empty::new());
-    *req.uri_mut() = shared.path.parse().unwrap_or_else(|_| "/".parse().unwrap());
+    *req.uri_mut() = path.parse().unwrap_or_else(|_| "/".parse().unwrap());
     let headers = req.headers_mut();
     headers.insert(
         header::HOST,
@@ -504,8 +519,21 @@ async fn read_head(
     }
 }
 
-async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
+/// `path` with the reliable long-poll position `?last=m<seq>` (or `&last=...`) appended.
+fn with_position(path: &str, seq: u64) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!(
+        "{path}{sep}{}={}",
+        crate::origin::LAST_PARAM,
+        super::control::item_id(seq)
+    )
+}
+
+/// One long-poll subscriber; `reliable`: each re-poll names the highest seq received so far.
+async fn longpoll_subscriber(shared: Arc<Shared>, index: usize, reliable: bool) {
     let mut seen = vec![false; shared.messages];
+    // Highest seq received (reliable mode's position).
+    let mut highest: Option<u64> = None;
     let mut connected_once = false;
     let mut answered_once = false;
     let mut attempts = 0;
@@ -535,7 +563,11 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
             shared.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         while sender.ready().await.is_ok() {
-            let response = match sender.send_request(request(&shared, proxy, "*/*")).await {
+            let req = match highest.filter(|_| reliable) {
+                Some(seq) => request_to(&shared, &with_position(&shared.path, seq), proxy, "*/*"),
+                None => request(&shared, proxy, "*/*"),
+            };
+            let response = match sender.send_request(req).await {
                 Ok(r) => r,
                 Err(e) => {
                     shared.error(proxy, format!("poll: {e}"));
@@ -562,7 +594,8 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
                 continue;
             }
             backoff.reset();
-            shared.record(&String::from_utf8_lossy(&body), &mut seen, proxy);
+            let got = shared.record(&String::from_utf8_lossy(&body), &mut seen, proxy);
+            highest = highest.max(got);
         }
     }
     shared.error(proxy, "gave up reconnecting");
@@ -573,4 +606,15 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize) {
 fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reliable_polls_name_their_position() {
+        assert_eq!(with_position("/", 3), "/?last=m3");
+        assert_eq!(with_position("/lp?x=1", 12), "/lp?x=1&last=m12");
+    }
 }

@@ -109,9 +109,11 @@ async fn read_all(
 ) {
     while let Some(message) = socket.next().await {
         match message {
-            Ok(Message::Text(text)) => shared.record(text.as_str(), seen, proxy),
+            Ok(Message::Text(text)) => {
+                shared.record(text.as_str(), seen, proxy);
+            }
             Ok(Message::Binary(data)) => {
-                shared.record(&String::from_utf8_lossy(&data), seen, proxy)
+                shared.record(&String::from_utf8_lossy(&data), seen, proxy);
             }
             Ok(Message::Close(frame)) => {
                 // tungstenite answers the close; the stream ends right after.
