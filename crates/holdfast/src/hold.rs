@@ -172,7 +172,8 @@ impl BaseResponse {
                 body: r.body.clone(),
             });
         }
-        let mut headers = ins.client_headers(&accepted.headers);
+        // Owned copies: a hold keeps these for as long as its client stays.
+        let mut headers = headers::detached(&ins.client_headers(&accepted.headers));
         headers::remove_hop_by_hop(&mut headers);
         let (status, reason) = match &ins.status {
             Some(s) => (status_code(s.code)?, s.reason.clone()),
@@ -256,10 +257,17 @@ pub async fn hold(
                     gone,
                 },
             );
-            Ok(base.into_response(body))
+            let mut resp = base.into_response(body);
+            resp.extensions_mut().insert(HeldStream);
+            Ok(resp)
         }
     }
 }
+
+/// Marks a response whose body is a held session (a stream hold, or a chain of next links):
+/// on HTTP/1.1 the server writes it to the socket itself instead of through hyper.
+#[derive(Clone, Copy, Debug)]
+pub struct HeldStream;
 
 impl Positions {
     fn filter_input<'a>(

@@ -188,17 +188,10 @@ impl OriginRequest {
     /// session that kept them would pin that buffer for as long as the client stays, and hyper
     /// would allocate a second one for its next read. A held session keeps this copy instead.
     pub fn detached(self) -> OriginRequest {
-        let mut headers = HeaderMap::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
-            let mut copy =
-                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-            copy.set_sensitive(value.is_sensitive());
-            headers.append(name.clone(), copy);
-        }
         OriginRequest {
             method: self.method,
             path: self.path,
-            headers,
+            headers: headers::detached(&self.headers),
         }
     }
 }

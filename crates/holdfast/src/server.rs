@@ -28,6 +28,8 @@ use crate::config::routes::RouteTable;
 use crate::config::Config;
 use crate::proxy::body::Body;
 
+mod direct;
+
 /// A bound, not yet running, Holdfast server.
 pub struct Server {
     app: Arc<App>,
@@ -206,10 +208,15 @@ async fn accept_loop(
         let app = app.clone();
         let builder = builder.clone();
         let mut stop = stop.clone();
-        let drain = drain.clone();
+        // The socket and what lives as long as it: the connection's permit and descriptor, and
+        // the drain guard. A held stream takes them all from hyper ([`direct`]).
+        let cell = direct::Cell::new(stream, (permit, drain.clone()));
         tokio::spawn(async move {
+            let shared = cell.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let app = app.clone();
+                let cell = cell.clone();
+                let request = direct::RequestKind::of(&req);
                 // hyper keeps an allocation the size of this future for the whole life of the
                 // connection; boxed, that is a pointer, and the handler's own state is freed as
                 // soon as the response head is ready (a held connection can last for hours).
@@ -218,11 +225,19 @@ async fn accept_loop(
                         Kind::Client => crate::proxy::handle(app, req, peer).await,
                         Kind::Publish => crate::publish::handle(app, req).await,
                     };
+                    if direct::eligible(&request, &resp) {
+                        if let Some(owned) = cell.take() {
+                            tokio::spawn(direct::write(owned, resp));
+                            // hyper's attempt to write this finds no socket and ends the
+                            // connection, freeing its buffers.
+                            return Ok(hyper::Response::new(crate::proxy::body::full("")));
+                        }
+                    }
                     Ok::<_, Infallible>(resp)
                 })
             });
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(direct::Shared(shared)), service)
                 .into_owned();
             tokio::pin!(conn);
             let stopping = stopped(&mut stop);
@@ -236,8 +251,6 @@ async fn accept_loop(
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %crate::proxy::error_chain(&*e), "connection ended with error");
             }
-            drop(permit);
-            drop(drain);
         });
     }
 }

@@ -496,3 +496,116 @@ async fn shutdown_answers_long_polls_and_closes_streams() {
     assert_eq!(lp.await.unwrap(), "response-original");
     assert_eq!(next_chunk(&mut stream).await, None);
 }
+
+/// Reads from `stream` until `want` has arrived (bounded by 10 s); returns everything read.
+async fn read_raw_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    let deadline = Duration::from_secs(10);
+    while !got.windows(want.len()).any(|w| w == want) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(deadline, stream.read(&mut buf))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {:?}; got {:?}",
+            String::from_utf8_lossy(want),
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chunk() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "stream"),
+            ("grip-channel", "wire"),
+            ("content-type", "text/event-stream"),
+            ("x-app", "kept"),
+        ],
+        "initial\n",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_raw_until(&mut stream, &mut got, b"8\r\ninitial\n\r\n").await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let lines: Vec<&str> = head.lines().collect();
+    assert!(lines.contains(&"content-type: text/event-stream"), "{head}");
+    assert!(lines.contains(&"x-app: kept"), "{head}");
+    assert!(lines.contains(&"transfer-encoding: chunked"), "{head}");
+    assert!(lines.iter().any(|l| l.starts_with("date: ")), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+    assert!(!head.to_ascii_lowercase().contains("grip-"), "{head}");
+    assert_eq!(body, "8\r\ninitial\n\r\n");
+    proxy.wait_subscribers("wire", 1).await;
+    proxy
+        .publish_json(json!({"items": [{"channel": "wire", "formats": {"http-stream": {"content": "data: 26 bytes of content\n\n"}}}]}))
+        .await;
+    got.clear();
+    read_raw_until(
+        &mut stream,
+        &mut got,
+        b"1b\r\ndata: 26 bytes of content\n\n\r\n",
+    )
+    .await;
+    proxy
+        .publish_json(
+            json!({"items": [{"channel": "wire", "formats": {"http-stream": {"action": "close"}}}]}),
+        )
+        .await;
+    got.clear();
+    read_raw_until(&mut stream, &mut got, b"0\r\n\r\n").await;
+    // Then the connection closes.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("closed within 10 s")
+        .unwrap();
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+    proxy.wait_subscribers("wire", 0).await;
+}
+
+#[tokio::test]
+async fn a_held_http10_stream_is_close_delimited() {
+    use tokio::io::AsyncWriteExt;
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "old")],
+        "initial\n",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_raw_until(&mut stream, &mut got, b"\r\n\r\ninitial\n").await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(!text.contains("chunked"), "{text}");
+    proxy.wait_subscribers("old", 1).await;
+    proxy
+        .publish_json(json!({"items": [{"channel": "old", "formats": {"http-stream": {"content": "next\n"}}}]}))
+        .await;
+    read_raw_until(&mut stream, &mut got, b"initial\nnext\n").await;
+    drop(stream);
+    proxy.wait_subscribers("old", 0).await;
+}

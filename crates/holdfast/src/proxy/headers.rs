@@ -132,6 +132,19 @@ pub fn to_client(headers: &mut HeaderMap) {
     remove_hop_by_hop(headers);
 }
 
+/// A copy of `headers` whose values own their bytes. Parsed header values are slices of the
+/// 8 KiB buffer the head was read into, so anything kept for long (a held session's request, a
+/// held response's head) would pin that buffer while hyper allocates another for its next read.
+pub fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), owned);
+    }
+    copy
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

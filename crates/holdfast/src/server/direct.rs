@@ -1,0 +1,300 @@
+//! Held HTTP/1.1 streams, written straight to the socket once hyper has parsed the request.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every HTTP/1 connection, for
+//! as long as the connection lasts. A held stream (SSE, HTTP streaming) can last hours and never
+//! carries another request, so that is most of what it costs. So the client socket is shared
+//! between hyper and this module ([`Shared`]): hyper reads the request and the handler builds
+//! the response as usual; when the response is a held stream on an HTTP/1.1 connection, the
+//! socket is taken away from hyper ([`Cell::take`]), hyper's connection ends (its next write
+//! finds no socket) and frees its buffers, and [`write`] sends the response head and the
+//! stream's chunks itself, gathering whatever is queued into one write.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::header::{CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::proxy::body::{Body, BoxError};
+
+/// A client connection's socket and what must live exactly as long as it (the connection-cap
+/// permit, the descriptor, the drain guard).
+pub struct Owned<G> {
+    stream: TcpStream,
+    guards: G,
+}
+
+/// The socket, in hyper's hands until a held stream takes it.
+pub struct Cell<G> {
+    owned: Mutex<Option<Owned<G>>>,
+}
+
+impl<G> Cell<G> {
+    /// A cell holding `stream` and its `guards`.
+    pub fn new(stream: TcpStream, guards: G) -> Arc<Cell<G>> {
+        Arc::new(Cell {
+            owned: Mutex::new(Some(Owned { stream, guards })),
+        })
+    }
+
+    /// Takes the socket away from hyper; `None` if already taken.
+    pub fn take(&self) -> Option<Owned<G>> {
+        self.lock().take()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Owned<G>>> {
+        // A panic while a poll held the lock leaves the socket as it was; keep using it.
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// hyper's view of the socket: reads see end-of-file and writes fail once it has been taken.
+pub struct Shared<G>(pub Arc<Cell<G>>);
+
+impl<G> AsyncRead for Shared<G> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.0.lock().as_mut() {
+            Some(o) => Pin::new(&mut o.stream).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<G> AsyncWrite for Shared<G> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.0.lock().as_mut() {
+            Some(o) => Pin::new(&mut o.stream).poll_write(cx, buf),
+            None => Poll::Ready(Err(taken())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.0.lock().as_mut() {
+            Some(o) => Pin::new(&mut o.stream).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(taken())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.0.lock().as_mut() {
+            Some(o) => Pin::new(&mut o.stream).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.0.lock().as_mut() {
+            Some(o) => Pin::new(&mut o.stream).poll_shutdown(cx),
+            // The socket is someone else's now: leave it open.
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+fn taken() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the socket now carries a held stream",
+    )
+}
+
+/// Whether a response may be written by [`write`]: a held stream with a body, to an HTTP/1.1
+/// request that is not `HEAD`.
+pub fn eligible(request: &RequestKind, resp: &Response<Body>) -> bool {
+    request.http11_with_body
+        && resp.extensions().get::<crate::hold::HeldStream>().is_some()
+        && !(resp.status().is_informational()
+            || resp.status() == StatusCode::NO_CONTENT
+            || resp.status() == StatusCode::NOT_MODIFIED)
+}
+
+/// What [`eligible`] needs to know of the request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestKind {
+    /// HTTP/1.1 and a method whose response has a body.
+    pub http11_with_body: bool,
+}
+
+impl RequestKind {
+    /// Reads it off a request.
+    pub fn of<B>(req: &http::Request<B>) -> RequestKind {
+        RequestKind {
+            http11_with_body: req.version() == http::Version::HTTP_11
+                && req.method() != http::Method::HEAD,
+        }
+    }
+}
+
+/// Writes the held stream `resp` to the client: the head, then each chunk of the body with
+/// HTTP/1.1 chunked framing, everything queued at a time in one write. Ends when the body ends
+/// (with the last chunk), when the body fails (without it, as hyper does), or when the client
+/// closes its side.
+pub async fn write<G>(owned: Owned<G>, resp: Response<Body>) {
+    // The guards are released when the stream ends, whichever way.
+    let Owned {
+        mut stream,
+        guards: _guards,
+    } = owned;
+    let (parts, mut body) = resp.into_parts();
+    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
+    head(&parts, &mut out);
+    drop(parts);
+    // Anything the client sends on a held stream (it cannot be another request) is read and
+    // dropped, only so that its closing is seen.
+    let mut scratch = [0u8; 64];
+    let mut ended = false;
+    loop {
+        while !ended {
+            match body.frame().now_or_never() {
+                None => break,
+                Some(frame) => match push(frame, &mut out) {
+                    Ok(e) => ended = e,
+                    Err(()) => return,
+                },
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            // Idle between messages, a stream keeps no buffer.
+            out = Vec::new();
+        }
+        if ended {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        tokio::select! {
+            frame = body.frame() => match push(frame, &mut out) {
+                Ok(e) => ended = e,
+                Err(()) => return,
+            },
+            read = stream.read(&mut scratch) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// Appends one polled frame to `out`: `Ok(true)` when the body has ended (the last chunk is
+/// appended), `Err` when it failed.
+fn push(frame: Option<Result<Frame<Bytes>, BoxError>>, out: &mut Vec<u8>) -> Result<bool, ()> {
+    match frame {
+        None => {
+            out.extend_from_slice(b"0\r\n\r\n");
+            Ok(true)
+        }
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                if !data.is_empty() {
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            Ok(false)
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "held stream failed");
+            Err(())
+        }
+    }
+}
+
+/// The status line and headers, as hyper would write them for a chunked response.
+fn head(parts: &http::response::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    let reason = parts
+        .extensions
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| r.as_bytes())
+        .or_else(|| parts.status.canonical_reason().map(str::as_bytes))
+        .unwrap_or_default();
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_is_a_chunked_response_with_the_reason_and_headers() {
+        let mut resp = Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream")
+            .header("content-length", "12")
+            .header("date", "Tue, 01 Dec 2026 00:00:00 GMT")
+            .body(())
+            .unwrap();
+        resp.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::try_from(b"Fine".to_vec()).unwrap());
+        let (parts, ()) = resp.into_parts();
+        let mut out = Vec::new();
+        head(&parts, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\ncontent-type: text/event-stream\r\n\
+             date: Tue, 01 Dec 2026 00:00:00 GMT\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunks_are_framed_and_the_end_is_the_last_chunk() {
+        let mut out = Vec::new();
+        let data = Frame::data(Bytes::from(vec![b'x'; 26]));
+        assert_eq!(push(Some(Ok(data)), &mut out), Ok(false));
+        assert_eq!(
+            push(Some(Ok(Frame::data(Bytes::new()))), &mut out),
+            Ok(false)
+        );
+        assert_eq!(push(None, &mut out), Ok(true));
+        let mut want = b"1a\r\n".to_vec();
+        want.extend_from_slice(&[b'x'; 26]);
+        want.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(out, want);
+    }
+}
