@@ -150,8 +150,11 @@ impl RequestKind {
     }
 }
 
+/// Bytes of queued frames gathered into one write at most (past it, the rest goes in the next).
+const GATHER_LIMIT: usize = 64 * 1024;
+
 /// Writes the held stream `resp` to the client: the head, then each chunk of the body with
-/// HTTP/1.1 chunked framing, everything queued at a time in one write. Ends when the body ends
+/// HTTP/1.1 chunked framing, what is queued gathered into one write (up to 64 KiB). Ends when the body ends
 /// (with the last chunk), when the body fails (without it, as hyper does), or when the client
 /// closes its side.
 pub async fn write<G>(owned: Owned<G>, resp: Response<Body>) {
@@ -169,7 +172,7 @@ pub async fn write<G>(owned: Owned<G>, resp: Response<Body>) {
     let mut scratch = [0u8; 64];
     let mut ended = false;
     loop {
-        while !ended {
+        while !ended && out.len() < GATHER_LIMIT {
             match body.frame().now_or_never() {
                 None => break,
                 Some(frame) => match push(frame, &mut out) {
