@@ -61,7 +61,7 @@ enum Opened<T> {
 /// Serves a client WebSocket upgrade on `route`.
 pub async fn serve(
     app: &Arc<App>,
-    route: &Route,
+    route: &Arc<Route>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     info: &RequestInfo,

@@ -166,14 +166,16 @@ pub struct Conn {
 /// Sends `OPEN` to `target`.
 pub async fn open(
     app: &Arc<App>,
-    route: &Route,
+    route: &Arc<Route>,
     target: &Target,
     path: &str,
     base: &HeaderMap,
     client: &ClientHandshake,
 ) -> Result<Opened<Conn>, ProxyError> {
     let label = target.label();
-    let mut h = base.clone();
+    // Owned copies: the connection keeps these for every request it makes, for as long as the
+    // client stays, and slices of the client's request head would pin hyper's 8 KiB buffer.
+    let mut h = crate::proxy::headers::detached(base);
     for name in [header::ACCEPT, header::CONTENT_TYPE, header::CONTENT_LENGTH] {
         h.remove(name);
     }
@@ -196,7 +198,7 @@ pub async fn open(
     let cid = HeaderValue::from_str(&connection_id()).expect("hex is a valid header value");
     let origin = Origin {
         app: app.clone(),
-        route: Arc::new(route.clone()),
+        route: route.clone(),
         uri: super::origin_uri(target, path)?,
         insecure: target.insecure,
         label: label.clone(),
@@ -306,8 +308,11 @@ enum End {
 impl Conn {
     /// Completes the client's upgrade and runs the connection until it closes.
     pub async fn run(mut self, upgrade: OnUpgrade) {
-        let Some(mut client) = super::upgrade_client(&self.origin.app, upgrade).await else {
-            self.disconnect().await;
+        // The rare and large steps are boxed, so a connection waiting for input is not sized
+        // for them (the task keeps its future for as long as the client stays).
+        let Some(mut client) = Box::pin(super::upgrade_client(&self.origin.app, upgrade)).await
+        else {
+            Box::pin(self.disconnect()).await;
             return;
         };
         let initial = std::mem::take(&mut self.initial);
@@ -344,7 +349,7 @@ impl Conn {
         let within = self.origin.app.config.websocket.close_timeout();
         let notify = match end {
             Some(End::Close(frame, notify)) => {
-                finish(&mut client, frame, within).await;
+                Box::pin(finish(&mut client, frame, within)).await;
                 notify
             }
             Some(End::Drop(notify)) => notify,
@@ -352,7 +357,7 @@ impl Conn {
         };
         drop(client);
         if notify {
-            self.disconnect().await;
+            Box::pin(self.disconnect()).await;
         }
     }
 
