@@ -32,6 +32,8 @@ pub struct App {
     pub bus: crate::bus::Bus,
     /// Paces origin requests made on held sessions' behalf.
     pub session_requests: crate::limiter::RateLimiter,
+    /// Held HTTP/1.1 streams written straight to their socket now (`server::direct`).
+    pub direct_streams: std::sync::atomic::AtomicUsize,
     signatures: Mutex<Vec<CachedSig>>,
     shutdown: watch::Sender<bool>,
     drain: std::sync::OnceLock<tokio::sync::mpsc::WeakSender<()>>,
@@ -65,6 +67,7 @@ impl App {
             session_requests: crate::limiter::RateLimiter::new(
                 config.reliability.session_requests_per_sec,
             ),
+            direct_streams: std::sync::atomic::AtomicUsize::new(0),
             config,
             signatures: Mutex::new(Vec::new()),
             shutdown: watch::channel(false).0,

@@ -180,7 +180,10 @@ fn metrics(app: &App) -> Response<Body> {
          holdfast_descriptors_in_use {}\n\
          # HELP holdfast_descriptors_budget File descriptors client and origin sockets may hold together.\n\
          # TYPE holdfast_descriptors_budget gauge\n\
-         holdfast_descriptors_budget {}\n",
+         holdfast_descriptors_budget {}\n\
+         # HELP holdfast_direct_streams Held HTTP/1.1 streams written straight to their socket.\n\
+         # TYPE holdfast_direct_streams gauge\n\
+         holdfast_direct_streams {}\n",
         s.channels,
         s.subscriptions,
         s.published,
@@ -190,6 +193,7 @@ fn metrics(app: &App) -> Response<Body> {
         app.origins.waiting(),
         app.descriptors.in_use(),
         app.descriptors.total(),
+        app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
     ) + &app.bus.metrics();
     let mut resp = Response::new(full(text));
     resp.headers_mut().insert(

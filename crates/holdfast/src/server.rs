@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,12 +223,16 @@ async fn accept_loop(
                 // soon as the response head is ready (a held connection can last for hours).
                 Box::pin(async move {
                     let resp: hyper::Response<Body> = match kind {
-                        Kind::Client => crate::proxy::handle(app, req, peer).await,
-                        Kind::Publish => crate::publish::handle(app, req).await,
+                        Kind::Client => crate::proxy::handle(app.clone(), req, peer).await,
+                        Kind::Publish => crate::publish::handle(app.clone(), req).await,
                     };
                     if direct::eligible(&request, &resp) {
                         if let Some(owned) = cell.take() {
-                            tokio::spawn(direct::write(owned, resp));
+                            tokio::spawn(async move {
+                                app.direct_streams.fetch_add(1, Ordering::Relaxed);
+                                direct::write(owned, resp).await;
+                                app.direct_streams.fetch_sub(1, Ordering::Relaxed);
+                            });
                             // hyper's attempt to write this finds no socket and ends the
                             // connection, freeing its buffers.
                             return Ok(hyper::Response::new(crate::proxy::body::full("")));

@@ -554,6 +554,8 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
     assert!(!head.to_ascii_lowercase().contains("grip-"), "{head}");
     assert_eq!(body, "8\r\ninitial\n\r\n");
     proxy.wait_subscribers("wire", 1).await;
+    // Written by the held-stream writer, not by hyper.
+    assert_eq!(direct_streams(&proxy), 1);
     proxy
         .publish_json(json!({"items": [{"channel": "wire", "formats": {"http-stream": {"content": "data: 26 bytes of content\n\n"}}}]}))
         .await;
@@ -579,6 +581,27 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
         .unwrap();
     assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
     proxy.wait_subscribers("wire", 0).await;
+    wait_direct_streams(&proxy, 0).await;
+}
+
+fn direct_streams(proxy: &Proxy) -> usize {
+    proxy
+        .app
+        .direct_streams
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits until `n` held streams are written by the held-stream writer (bounded: 10 s).
+async fn wait_direct_streams(proxy: &Proxy, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while direct_streams(proxy) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} direct streams, want {n}",
+            direct_streams(proxy)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -602,6 +625,8 @@ async fn a_held_http10_stream_is_close_delimited() {
     assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
     assert!(!text.contains("chunked"), "{text}");
     proxy.wait_subscribers("old", 1).await;
+    // HTTP/1.0 streams stay with hyper.
+    assert_eq!(direct_streams(&proxy), 0);
     proxy
         .publish_json(json!({"items": [{"channel": "old", "formats": {"http-stream": {"content": "next\n"}}}]}))
         .await;
