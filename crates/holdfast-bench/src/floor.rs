@@ -126,18 +126,9 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 async fn accept_streams(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<()> {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            // Out of descriptors or a reset before accept: keep serving the others.
-            Err(e) => {
-                eprintln!("floor: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let stream = crate::accept::next(&listener, "floor").await;
         let hub = Arc::clone(&hub);
         tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
             if let Some(stream) = open_stream(stream).await {
                 hub.hold(stream).await;
             }
@@ -190,15 +181,7 @@ fn parse_head(buf: &[u8]) -> Option<bool> {
 
 async fn accept_publishers(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<()> {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                eprintln!("floor: publish accept: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = crate::accept::next(&listener, "floor publish").await;
         let hub = Arc::clone(&hub);
         tokio::spawn(async move {
             let service = service_fn(move |req| answer_publisher(Arc::clone(&hub), req));

@@ -11,6 +11,7 @@
 //! - [`floor`]: the floor server, a minimal SSE fan-out server with no proxying at all, as the
 //!   fastest this machine can do.
 //! - [`storm`]: a reconnect storm of reliable-SSE clients, counting the origin requests it causes.
+//! - [`accept`]: the accept step the origin and the floor server share.
 //! - [`usage`]: resident memory and CPU time of the processes under test, from `/proc`.
 //!
 //! Every loop here is bounded in time: the origin and the floor server exit after
@@ -21,6 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod accept;
 mod fanout;
 mod floor;
 mod origin;

@@ -156,28 +156,45 @@ struct Answer {
     subscribe: Event,
 }
 
+impl Answer {
+    /// The answer for `mode` on `channel` (with a `filter`, and a `Grip-Timeout`), counters at 0.
+    fn new(
+        mode: GripMode,
+        channel: &str,
+        filter: Option<&str>,
+        timeout: Option<u32>,
+    ) -> anyhow::Result<Answer> {
+        Ok(Answer {
+            mode,
+            channel: HeaderValue::from_str(&match filter {
+                Some(f) => format!("{channel}; filter={f}"),
+                None => channel.to_string(),
+            })
+            .context("--channel/--filter is not a header value")?,
+            channel_name: channel.to_string(),
+            meta_channel: filter.map(|_| channel.to_string()),
+            timeout: timeout.map(HeaderValue::from),
+            requests: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            initial: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            bodies: Mutex::new(BTreeMap::new()),
+            retries: AtomicU64::new(0),
+            immediate: AtomicU64::new(0),
+            subscribe: subscribe_event(channel),
+        })
+    }
+}
+
 /// Runs the origin until `--exit-after` elapses.
 pub fn run(args: OriginArgs) -> anyhow::Result<()> {
-    let answer = Arc::new(Answer {
-        mode: args.grip,
-        channel: HeaderValue::from_str(&match &args.filter {
-            Some(f) => format!("{}; filter={f}", args.channel),
-            None => args.channel.clone(),
-        })
-        .context("--channel/--filter is not a header value")?,
-        channel_name: args.channel.clone(),
-        meta_channel: args.filter.as_ref().map(|_| args.channel.clone()),
-        timeout: args.grip_timeout.map(HeaderValue::from),
-        requests: AtomicU64::new(0),
-        holds: AtomicU64::new(0),
-        initial: AtomicU64::new(0),
-        next: AtomicU64::new(0),
-        last: AtomicU64::new(0),
-        bodies: Mutex::new(BTreeMap::new()),
-        retries: AtomicU64::new(0),
-        immediate: AtomicU64::new(0),
-        subscribe: subscribe_event(&args.channel),
-    });
+    let answer = Arc::new(Answer::new(
+        args.grip,
+        &args.channel,
+        args.filter.as_deref(),
+        args.grip_timeout,
+    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -197,16 +214,7 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
 
 async fn accept_loop(listener: TcpListener, answer: Arc<Answer>) -> anyhow::Result<()> {
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            // Out of descriptors or a reset before accept: keep serving the others.
-            Err(e) => {
-                eprintln!("origin: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = crate::accept::next(&listener, "origin").await;
         let answer = Arc::clone(&answer);
         tokio::spawn(async move {
             let service = service_fn(move |req| respond(Arc::clone(&answer), req));
@@ -640,22 +648,7 @@ mod tests {
     }
 
     fn test_answer() -> Answer {
-        Answer {
-            mode: GripMode::ReliableResponse,
-            channel: HeaderValue::from_static("bench"),
-            channel_name: "bench".into(),
-            meta_channel: None,
-            timeout: Some(HeaderValue::from(20u32)),
-            requests: AtomicU64::new(0),
-            holds: AtomicU64::new(0),
-            initial: AtomicU64::new(0),
-            next: AtomicU64::new(0),
-            last: AtomicU64::new(0),
-            bodies: Mutex::new(BTreeMap::new()),
-            retries: AtomicU64::new(0),
-            immediate: AtomicU64::new(0),
-            subscribe: subscribe_event("bench"),
-        }
+        Answer::new(GripMode::ReliableResponse, "bench", None, Some(20)).unwrap()
     }
 
     #[test]

@@ -217,7 +217,7 @@ async fn accept_loop(
             let service = service_fn(move |req: Request<Incoming>| {
                 let app = app.clone();
                 let cell = cell.clone();
-                let request = direct::RequestKind::of(&req);
+                let direct_allowed = direct::request_allows(&req);
                 // hyper keeps an allocation the size of this future for the whole life of the
                 // connection; boxed, that is a pointer, and the handler's own state is freed as
                 // soon as the response head is ready (a held connection can last for hours).
@@ -226,7 +226,7 @@ async fn accept_loop(
                         Kind::Client => crate::proxy::handle(app.clone(), req, peer).await,
                         Kind::Publish => crate::publish::handle(app.clone(), req).await,
                     };
-                    if direct::eligible(&request, &resp) {
+                    if direct_allowed && direct::eligible(&resp) {
                         if let Some(owned) = cell.take() {
                             tokio::spawn(async move {
                                 app.direct_streams.fetch_add(1, Ordering::Relaxed);

@@ -351,21 +351,13 @@ async fn grip_status_and_expose_headers_shape_the_response() {
     .await;
     let proxy = proxy_to(&origin).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        head.extend_from_slice(&buf[..n]);
-    }
+    read_raw_until(&mut stream, &mut head, b"\r\n\r\n").await;
     let head = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head.starts_with("http/1.1 404 nope\r\n"), "{head}");
     assert!(head.contains("x-shown: 1"));
@@ -497,26 +489,6 @@ async fn shutdown_answers_long_polls_and_closes_streams() {
     assert_eq!(next_chunk(&mut stream).await, None);
 }
 
-/// Reads from `stream` until `want` has arrived (bounded by 10 s); returns everything read.
-async fn read_raw_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &[u8]) {
-    use tokio::io::AsyncReadExt;
-    let deadline = Duration::from_secs(10);
-    while !got.windows(want.len()).any(|w| w == want) {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(deadline, stream.read(&mut buf))
-            .await
-            .expect("bytes within 10 s")
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed before {:?}; got {:?}",
-            String::from_utf8_lossy(want),
-            String::from_utf8_lossy(got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-}
-
 #[tokio::test]
 async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chunk() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -555,7 +527,7 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
     assert_eq!(body, "8\r\ninitial\n\r\n");
     proxy.wait_subscribers("wire", 1).await;
     // Written by the held-stream writer, not by hyper.
-    assert_eq!(direct_streams(&proxy), 1);
+    assert_eq!(proxy.direct_streams(), 1);
     proxy
         .publish_json(json!({"items": [{"channel": "wire", "formats": {"http-stream": {"content": "data: 26 bytes of content\n\n"}}}]}))
         .await;
@@ -581,27 +553,7 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
         .unwrap();
     assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
     proxy.wait_subscribers("wire", 0).await;
-    wait_direct_streams(&proxy, 0).await;
-}
-
-fn direct_streams(proxy: &Proxy) -> usize {
-    proxy
-        .app
-        .direct_streams
-        .load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Waits until `n` held streams are written by the held-stream writer (bounded: 10 s).
-async fn wait_direct_streams(proxy: &Proxy, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while direct_streams(proxy) != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} direct streams, want {n}",
-            direct_streams(proxy)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    proxy.wait_direct_streams(0).await;
 }
 
 #[tokio::test]
@@ -626,7 +578,7 @@ async fn a_held_http10_stream_is_close_delimited() {
     assert!(!text.contains("chunked"), "{text}");
     proxy.wait_subscribers("old", 1).await;
     // HTTP/1.0 streams stay with hyper.
-    assert_eq!(direct_streams(&proxy), 0);
+    assert_eq!(proxy.direct_streams(), 0);
     proxy
         .publish_json(json!({"items": [{"channel": "old", "formats": {"http-stream": {"content": "next\n"}}}]}))
         .await;

@@ -513,6 +513,10 @@ async fn a_client_over_the_descriptor_budget_waits_while_the_publish_api_still_w
     assert!(read_until(&mut b, "while full\n")
         .await
         .contains("while full\n"));
+    assert!(
+        !third.is_finished(),
+        "a client over the budget was served while none was free"
+    );
     drop(a);
     let mut c = tokio::time::timeout(Duration::from_secs(10), third)
         .await

@@ -123,31 +123,18 @@ fn taken() -> io::Error {
     )
 }
 
-/// Whether a response may be written by [`write`]: a held stream with a body, to an HTTP/1.1
-/// request that is not `HEAD`.
-pub fn eligible(request: &RequestKind, resp: &Response<Body>) -> bool {
-    request.http11_with_body
-        && resp.extensions().get::<crate::hold::HeldStream>().is_some()
+/// Whether a request's response may be written by [`write`]: HTTP/1.1, and a method whose
+/// response has a body (not `HEAD`).
+pub fn request_allows<B>(req: &http::Request<B>) -> bool {
+    req.version() == http::Version::HTTP_11 && req.method() != http::Method::HEAD
+}
+
+/// Whether a response to such a request is written by [`write`]: a held stream with a body.
+pub fn eligible(resp: &Response<Body>) -> bool {
+    resp.extensions().get::<crate::hold::HeldStream>().is_some()
         && !(resp.status().is_informational()
             || resp.status() == StatusCode::NO_CONTENT
             || resp.status() == StatusCode::NOT_MODIFIED)
-}
-
-/// What [`eligible`] needs to know of the request.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestKind {
-    /// HTTP/1.1 and a method whose response has a body.
-    pub http11_with_body: bool,
-}
-
-impl RequestKind {
-    /// Reads it off a request.
-    pub fn of<B>(req: &http::Request<B>) -> RequestKind {
-        RequestKind {
-            http11_with_body: req.version() == http::Version::HTTP_11
-                && req.method() != http::Method::HEAD,
-        }
-    }
 }
 
 /// Bytes of queued frames gathered into one write at most (past it, the rest goes in the next).

@@ -104,16 +104,38 @@ impl Proxy {
 
     /// Waits until `channel` has `n` subscribers (bounded: fails after 10 s).
     pub async fn wait_subscribers(&self, channel: &str, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.app.hub.subscribers(channel) != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "channel {channel} has {} subscribers, want {n}",
-                self.app.hub.subscribers(channel)
-            );
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until(
+            || self.app.hub.subscribers(channel),
+            n,
+            &format!("subscribers of {channel}"),
+        )
+        .await;
+    }
+
+    /// Waits until `n` held streams are written by the held-stream writer (bounded: 10 s).
+    pub async fn wait_direct_streams(&self, n: usize) {
+        wait_until(|| self.direct_streams(), n, "direct streams").await;
+    }
+
+    /// Held streams the held-stream writer is writing now.
+    pub fn direct_streams(&self) -> usize {
+        self.app
+            .direct_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Polls `read` until it gives `want`; fails after 10 s naming `what`.
+async fn wait_until(read: impl Fn() -> usize, want: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while read() != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {}, want {want}",
+            read()
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -249,4 +271,23 @@ pub async fn read_until(body: &mut Incoming, want: &str) -> String {
         }
     }
     got
+}
+
+/// Reads from `stream` into `got` until `want` has arrived (bounded by 10 s).
+pub async fn read_raw_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    while !got.windows(want.len()).any(|w| w == want) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {:?}; got {:?}",
+            String::from_utf8_lossy(want),
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
 }
