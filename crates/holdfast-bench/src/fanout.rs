@@ -101,7 +101,8 @@ impl Mode {
 pub enum PublishStyle {
     /// Pushpin's `POST /publish/` with a JSON item (Holdfast, Pushpin, the floor server).
     Grip,
-    /// Nchan's `POST /pub/CHANNEL` with the raw message as the body (SSE only).
+    /// Nchan's `POST /pub/CHANNEL` with the raw message as the body (SSE and WebSocket
+    /// subscribers).
     Nchan,
 }
 
@@ -240,9 +241,10 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     if args.publish_style == PublishStyle::Nchan {
         // Nchan long-polls resume by Last-Modified/Etag, which the subscribers do not send;
-        // items carry no id, meta or batch there.
-        if args.mode != Mode::Sse {
-            bail!("--publish-style nchan works with --mode sse only");
+        // items carry no id, meta or batch there. Its WebSocket subscribers get the raw
+        // message as a text frame, which is what `--mode woh` reads.
+        if !matches!(args.mode, Mode::Sse | Mode::Woh) {
+            bail!("--publish-style nchan works with --mode sse or woh only");
         }
         if args.burst || args.ids || args.item_meta.is_some() {
             bail!("--publish-style nchan takes none of --burst, --ids, --item-meta");

@@ -315,7 +315,7 @@ pub struct WebSocketConfig {
     /// A longer message closes that connection with 1009. Default 1048576 (1 MiB).
     pub max_message_size: usize,
     /// Bytes each WebSocket reads from its socket at a time; the buffer is allocated per side of
-    /// every connection, so it trades memory for read throughput. Default 4096.
+    /// every connection, so it trades memory for read throughput. Default 1024.
     pub read_buffer_size: usize,
     /// Seconds a close handshake may take before the connection is dropped. Default 5.
     pub close_timeout_secs: u64,
@@ -331,7 +331,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
             max_message_size: 1_048_576,
-            read_buffer_size: 4096,
+            read_buffer_size: 1024,
             close_timeout_secs: 5,
             over_http_max_pending: 200_000,
             over_http_max_response_body: 1_000_000,

@@ -161,6 +161,32 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// What must live exactly as long as a client socket: the connection-cap permit and the
+/// descriptor (none on the publish listener), and the drain guard.
+type Guards = (
+    Option<(tokio::sync::OwnedSemaphorePermit, crate::descriptors::Held)>,
+    mpsc::Sender<()>,
+);
+
+/// A client connection's socket, found in the extensions of every request hyper serves over
+/// it, for a handler that takes the socket from hyper after an upgrade.
+#[derive(Clone)]
+pub struct ClientSocket(Arc<direct::Cell<Guards>>);
+
+/// A client socket taken from hyper after a WebSocket upgrade.
+pub type UpgradedSocket = direct::Upgraded<Guards>;
+
+impl ClientSocket {
+    /// Takes the socket back from hyper once it has upgraded the connection to `up` (an
+    /// HTTP/1.1 upgrade of this connection). `Ok(None)`: the client has already gone.
+    pub fn take_upgraded(
+        &self,
+        up: hyper::upgrade::Upgraded,
+    ) -> std::io::Result<Option<UpgradedSocket>> {
+        direct::Upgraded::take(&self.0, up)
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
@@ -214,9 +240,10 @@ async fn accept_loop(
         let cell = direct::Cell::new(stream, (permit, drain.clone()));
         tokio::spawn(async move {
             let shared = cell.clone();
-            let service = service_fn(move |req: Request<Incoming>| {
+            let service = service_fn(move |mut req: Request<Incoming>| {
                 let app = app.clone();
                 let cell = cell.clone();
+                req.extensions_mut().insert(ClientSocket(cell.clone()));
                 let direct_allowed = direct::request_allows(&req);
                 // hyper keeps an allocation the size of this future for the whole life of the
                 // connection; boxed, that is a pointer, and the handler's own state is freed as

@@ -22,7 +22,9 @@ mod relay;
 mod session;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -42,11 +44,81 @@ use crate::config::WebSocketConfig;
 use crate::proxy::body::{boxed, AccessRecord, Body, Reclaimable};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{headers, RequestInfo};
+use crate::server::{ClientSocket, UpgradedSocket};
 use handshake::ClientHandshake;
 use session::{Session, SessionSpec};
 
 /// One side of a WebSocket connection, after its HTTP upgrade.
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<Io>;
+
+/// The byte stream under a WebSocket: a client socket taken back from hyper after its
+/// upgrade, or hyper's upgraded connection (the origin side of a relay, and client
+/// connections hyper does not serve over a plain socket).
+enum Io {
+    Client(UpgradedSocket),
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Client(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Client(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Client(s) => Pin::new(s).poll_flush(cx),
+            Io::Upgraded(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Client(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A client's pending upgrade, and its socket when the handler may take it from hyper
+/// afterwards (an HTTP/1.1 upgrade on a plain socket).
+pub struct ClientUpgrade {
+    on: OnUpgrade,
+    socket: Option<ClientSocket>,
+}
+
+impl ClientUpgrade {
+    fn of(req: &mut Request<Incoming>) -> ClientUpgrade {
+        let socket = if req.version() == http::Version::HTTP_11 {
+            req.extensions_mut().remove::<ClientSocket>()
+        } else {
+            None
+        };
+        ClientUpgrade {
+            on: hyper::upgrade::on(req),
+            socket,
+        }
+    }
+}
 
 /// How opening the origin side of a connection went.
 enum Opened<T> {
@@ -68,7 +140,7 @@ pub async fn serve(
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError> {
     let client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
-    let upgrade = hyper::upgrade::on(&mut req);
+    let upgrade = ClientUpgrade::of(&mut req);
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let (parts, body) = req.into_parts();
     let headers = origin_headers(app, route, peer, info, parts.headers);
@@ -133,7 +205,7 @@ pub fn serve_test(
     channels: Vec<String>,
 ) -> Result<Response<Body>, ProxyError> {
     let client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
-    let upgrade = hyper::upgrade::on(&mut req);
+    let upgrade = ClientUpgrade::of(&mut req);
     let spec = SessionSpec {
         channel_prefix: route.options.channel_prefix.clone(),
         implicit: channels,
@@ -207,19 +279,47 @@ fn frame_config(c: &WebSocketConfig) -> FrameConfig {
 }
 
 /// Waits for the client's side of the upgrade; `None` (logged) when the client left first.
-async fn upgrade_client(app: &App, upgrade: OnUpgrade) -> Option<Socket> {
-    match upgrade.await {
-        Ok(io) => Some(socket(app, io, Role::Server).await),
+///
+/// The client socket is then taken back from hyper when it can be ([`ClientSocket`]), so its
+/// reads and writes go straight to the socket.
+async fn upgrade_client(app: &App, upgrade: ClientUpgrade) -> Option<Socket> {
+    let up = match upgrade.on.await {
+        Ok(up) => up,
         Err(e) => {
             tracing::debug!(error = %e, "client left before the WebSocket upgrade completed");
-            None
+            return None;
         }
-    }
+    };
+    let io = match upgrade.socket {
+        Some(socket) => match socket.take_upgraded(up) {
+            Ok(Some(s)) => Io::Client(s),
+            Ok(None) => {
+                tracing::debug!("client left right after the WebSocket upgrade");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping the WebSocket client");
+                return None;
+            }
+        },
+        None => Io::Upgraded(TokioIo::new(up)),
+    };
+    Some(socket(app, io, Role::Server).await)
 }
 
-async fn socket(app: &App, io: Upgraded, role: Role) -> Socket {
+async fn socket(app: &App, io: Io, role: Role) -> Socket {
     let config = frame_config(&app.config.websocket);
-    WebSocketStream::from_raw_socket(TokioIo::new(io), role, Some(config)).await
+    WebSocketStream::from_raw_socket(io, role, Some(config)).await
+}
+
+/// Resolves when the server starts shutting down. A connection's loop creates it once and
+/// polls it on every turn, so its waiter is registered once, not once per message. It must
+/// not be polled again once it has resolved: the loop ends on it.
+fn shutdown(app: &App) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut signal = app.shutdown_signal();
+    async move {
+        let _ = signal.wait_for(|s| *s).await;
+    }
 }
 
 /// A close frame with `code` and `reason`.

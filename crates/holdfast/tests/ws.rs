@@ -597,6 +597,34 @@ async fn the_test_handler_ws_echoes_and_receives_publishes() {
     assert_eq!(recv_text(&mut client).await, "from the hub");
 }
 
+#[tokio::test]
+async fn a_frame_sent_right_behind_the_upgrade_request_is_not_lost() {
+    use tokio::io::AsyncWriteExt;
+    // A client that does not wait for the 101: the request and a masked text frame in one
+    // write, so hyper has read the frame before the WebSocket takes the socket from it.
+    let proxy = Proxy::start("* test\n", |_| {}).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        proxy.addr
+    )
+    .into_bytes();
+    let mut frame = Frame::message(b"early".to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().mask = Some([1, 2, 3, 4]);
+    frame.format(&mut bytes).unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    read_raw_until(&mut stream, &mut got, b"\r\n\r\n").await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // The echo: an unmasked final text frame of 5 bytes.
+    read_raw_until(&mut stream, &mut got, b"\x81\x05early").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // WebSocket-over-HTTP
 

@@ -9,7 +9,7 @@
 //! finds no socket) and frees its buffers, and [`write`] sends the response head and the
 //! stream's chunks itself, gathering whatever is queued into one write.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -116,6 +116,96 @@ impl<G> AsyncWrite for Shared<G> {
     }
 }
 
+/// A client socket taken back from hyper after a WebSocket upgrade: what hyper had read past
+/// the handshake (usually nothing), then the socket itself, with its guards. Reads and writes go
+/// straight to the socket instead of through hyper's upgraded-connection wrappers and the
+/// shared cell's lock.
+pub struct Upgraded<G> {
+    pre: Bytes,
+    owned: Owned<G>,
+}
+
+/// Bytes a client may have sent past its upgrade request before the `101`; a client must wait
+/// for the `101` (RFC 6455 §4.1), so more is refused.
+const EARLY_DATA_LIMIT: usize = 1 << 20;
+
+impl<G> Upgraded<G> {
+    /// Takes the socket of `cell` back from hyper once hyper has upgraded its connection `up`.
+    /// What hyper has already read past the request (usually nothing) is drained from `up`
+    /// first and replayed before the socket's own bytes. `Ok(None)`: the client has already
+    /// closed, or the socket was taken before.
+    pub fn take(cell: &Cell<G>, up: hyper::upgrade::Upgraded) -> io::Result<Option<Upgraded<G>>> {
+        let mut up = hyper_util::rt::TokioIo::new(up);
+        let mut pre = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        loop {
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut up).poll_read(&mut cx, &mut buf) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Ok(None),
+                Poll::Ready(Ok(())) => pre.extend_from_slice(buf.filled()),
+                Poll::Ready(Err(e)) => return Err(e),
+            }
+            if pre.len() > EARLY_DATA_LIMIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "client sent over 1 MiB before the 101",
+                ));
+            }
+        }
+        Ok(cell.take().map(|owned| Upgraded {
+            pre: Bytes::from(pre),
+            owned,
+        }))
+    }
+}
+
+impl<G: Unpin> AsyncRead for Upgraded<G> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.owned.stream).poll_read(cx, buf)
+    }
+}
+
+impl<G: Unpin> AsyncWrite for Upgraded<G> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.owned.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.owned.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.owned.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.owned.stream).poll_shutdown(cx)
+    }
+}
+
 fn taken() -> io::Error {
     io::Error::new(
         io::ErrorKind::BrokenPipe,
@@ -203,7 +293,10 @@ fn push(frame: Option<Result<Frame<Bytes>, BoxError>>, out: &mut Vec<u8>) -> Res
         Some(Ok(frame)) => {
             if let Ok(data) = frame.into_data() {
                 if !data.is_empty() {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    // One allocation per message for an idle stream: the size line, the data
+                    // and the line end together.
+                    out.reserve(data.len() + 20);
+                    let _ = write!(out, "{:x}\r\n", data.len());
                     out.extend_from_slice(&data);
                     out.extend_from_slice(b"\r\n");
                 }

@@ -25,7 +25,6 @@ use grip::wsevents::{self, Event, EventKind};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -307,7 +306,7 @@ enum End {
 
 impl Conn {
     /// Completes the client's upgrade and runs the connection until it closes.
-    pub async fn run(mut self, upgrade: OnUpgrade) {
+    pub async fn run(mut self, upgrade: super::ClientUpgrade) {
         // The rare and large steps are boxed, so a connection waiting for input is not sized
         // for them (the task keeps its future for as long as the client stays).
         let Some(mut client) = Box::pin(super::upgrade_client(&self.origin.app, upgrade)).await
@@ -318,12 +317,12 @@ impl Conn {
         let initial = std::mem::take(&mut self.initial);
         let mut end = self.on_origin(&mut client, initial).await;
         let mut client_open = true;
-        let mut shutdown = self.origin.app.shutdown_signal();
+        let mut shutdown = std::pin::pin!(super::shutdown(&self.origin.app));
         while end.is_none() {
             self.maybe_request();
             let deadline = self.deadline();
             let input = tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => Input::Shutdown,
+                () = &mut shutdown => Input::Shutdown,
                 m = next_if(&mut client, client_open) => Input::Client(m),
                 r = in_flight(&mut self.in_flight) => Input::Reply(r),
                 item = self.session.next_delivery() => Input::Published(item),

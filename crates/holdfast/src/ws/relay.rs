@@ -110,13 +110,18 @@ pub async fn open(
 
 impl Pending {
     /// Completes both upgrades and runs the connection.
-    pub async fn run(self, app: Arc<App>, client: OnUpgrade) {
+    pub async fn run(self, app: Arc<App>, client: super::ClientUpgrade) {
         let (client, origin) = tokio::join!(super::upgrade_client(&app, client), self.origin);
         let (Some(client), Ok(origin)) = (client, origin) else {
             tracing::debug!(target = %self.spec.label, "WebSocket upgrade did not complete");
             return;
         };
-        let origin = super::socket(&app, origin, Role::Client).await;
+        let origin = super::socket(
+            &app,
+            super::Io::Upgraded(hyper_util::rt::TokioIo::new(origin)),
+            Role::Client,
+        )
+        .await;
         let session = Session::new(app.clone(), self.spec);
         run(app, session, client, Peer::Origin(Box::new(origin))).await;
     }
@@ -150,11 +155,11 @@ struct End {
 
 /// Runs a connection until either side closes, a publish closes it, or the server shuts down.
 pub async fn run(app: Arc<App>, mut session: Session, mut client: Socket, mut peer: Peer) {
-    let mut shutdown = app.shutdown_signal();
+    let mut shutdown = std::pin::pin!(super::shutdown(&app));
     let end = loop {
         let deadline = session.deadline();
         let input = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => Input::Shutdown,
+            () = &mut shutdown => Input::Shutdown,
             m = client.next() => Input::Client(m),
             m = next_from(&mut peer) => Input::Origin(m),
             item = session.next_delivery() => Input::Published(item),
