@@ -308,14 +308,17 @@ impl Conn {
     /// Completes the client's upgrade and runs the connection until it closes.
     pub async fn run(mut self, upgrade: super::ClientUpgrade) {
         // The rare and large steps are boxed, so a connection waiting for input is not sized
-        // for them (the task keeps its future for as long as the client stays).
+        // for them (the task keeps its future for as long as the client stays): the upgrade,
+        // origin replies, timers, the close and the DISCONNECT. This took the future from
+        // 3,240 to 2,776 bytes; boxing the per-message step too would save only 48 more and
+        // cost an allocation per message.
         let Some(mut client) = Box::pin(super::upgrade_client(&self.origin.app, upgrade)).await
         else {
             Box::pin(self.disconnect()).await;
             return;
         };
         let initial = std::mem::take(&mut self.initial);
-        let mut end = self.on_origin(&mut client, initial).await;
+        let mut end = Box::pin(self.on_origin(&mut client, initial)).await;
         let mut client_open = true;
         let mut shutdown = std::pin::pin!(super::shutdown(&self.origin.app));
         while end.is_none() {
@@ -336,10 +339,10 @@ impl Conn {
                 Input::Reply(r) => {
                     self.in_flight = None;
                     self.last_request = Instant::now();
-                    self.on_reply(&mut client, r, client_open).await
+                    Box::pin(self.on_reply(&mut client, r, client_open)).await
                 }
                 Input::Published(item) => self.published(&mut client, item).await,
-                Input::Timer => self.timer(&mut client).await,
+                Input::Timer => Box::pin(self.timer(&mut client)).await,
             };
             if end.is_none() && !client_open && self.in_flight.is_none() && self.outbox.is_empty() {
                 end = Some(End::Close(None, false));

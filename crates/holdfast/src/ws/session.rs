@@ -294,7 +294,12 @@ impl Session {
         match control {
             ControlMessage::Subscribe { channel, filters } => {
                 let name = format!("{}{channel}", self.spec.channel_prefix);
-                self.filters.insert(name, filters);
+                // Most subscriptions have no filters; they cost no map node.
+                if filters.is_empty() {
+                    self.filters.remove(&name);
+                } else {
+                    self.filters.insert(name, filters);
+                }
                 self.subscribe(&channel)
             }
             ControlMessage::Unsubscribe { channel } => self.unsubscribe(&channel),
