@@ -168,8 +168,8 @@ type Guards = (
     mpsc::Sender<()>,
 );
 
-/// A client connection's socket, found in the extensions of every request hyper serves over
-/// it, for a handler that takes the socket from hyper after an upgrade.
+/// A client connection's socket, found in the extensions of every request with an `Upgrade`
+/// header, for a handler that takes the socket from hyper after an upgrade.
 #[derive(Clone)]
 pub struct ClientSocket(Arc<direct::Cell<Guards>>);
 
@@ -243,7 +243,10 @@ async fn accept_loop(
             let service = service_fn(move |mut req: Request<Incoming>| {
                 let app = app.clone();
                 let cell = cell.clone();
-                req.extensions_mut().insert(ClientSocket(cell.clone()));
+                // Only an upgrade can take the socket; other requests skip the extension map.
+                if req.headers().contains_key(hyper::header::UPGRADE) {
+                    req.extensions_mut().insert(ClientSocket(cell.clone()));
+                }
                 let direct_allowed = direct::request_allows(&req);
                 // hyper keeps an allocation the size of this future for the whole life of the
                 // connection; boxed, that is a pointer, and the handler's own state is freed as

@@ -52,8 +52,8 @@ use session::{Session, SessionSpec};
 type Socket = WebSocketStream<Io>;
 
 /// The byte stream under a WebSocket: a client socket taken back from hyper after its
-/// upgrade, or hyper's upgraded connection (the origin side of a relay, and client
-/// connections hyper does not serve over a plain socket).
+/// HTTP/1.1 upgrade, or hyper's upgraded connection (the origin side of a relay, and any
+/// client upgrade that is not HTTP/1.1).
 enum Io {
     Client(UpgradedSocket),
     Upgraded(TokioIo<Upgraded>),
