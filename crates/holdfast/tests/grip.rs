@@ -213,12 +213,7 @@ async fn a_client_that_leaves_is_removed_from_the_hub() {
     )
     .await;
     let proxy = proxy_to(&lp).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let stream = send_raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     proxy.wait_subscribers("lp-gone", 1).await;
     drop(stream);
     proxy.wait_subscribers("lp-gone", 0).await;
@@ -350,12 +345,7 @@ async fn grip_status_and_expose_headers_shape_the_response() {
     )
     .await;
     let proxy = proxy_to(&origin).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = send_raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut head = Vec::new();
     read_raw_until(&mut stream, &mut head, b"\r\n\r\n").await;
     let head = String::from_utf8_lossy(&head).to_lowercase();
@@ -491,7 +481,7 @@ async fn shutdown_answers_long_polls_and_closes_streams() {
 
 #[tokio::test]
 async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chunk() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let origin = grip_origin(
         200,
         &[
@@ -504,11 +494,7 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
     )
     .await;
     let proxy = proxy_to(&origin).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = send_raw(proxy.addr, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut got = Vec::new();
     read_raw_until(&mut stream, &mut got, b"8\r\ninitial\n\r\n").await;
     let text = String::from_utf8_lossy(&got).to_string();
@@ -558,7 +544,6 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
 
 #[tokio::test]
 async fn a_held_http10_stream_is_close_delimited() {
-    use tokio::io::AsyncWriteExt;
     let origin = grip_origin(
         200,
         &[("grip-hold", "stream"), ("grip-channel", "old")],
@@ -566,11 +551,7 @@ async fn a_held_http10_stream_is_close_delimited() {
     )
     .await;
     let proxy = proxy_to(&origin).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET /events HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = send_raw(proxy.addr, b"GET /events HTTP/1.0\r\nHost: x\r\n\r\n").await;
     let mut got = Vec::new();
     read_raw_until(&mut stream, &mut got, b"\r\n\r\ninitial\n").await;
     let text = String::from_utf8_lossy(&got).to_string();

@@ -292,12 +292,7 @@ async fn client_disconnect_cancels_the_origin_request() {
     })
     .await;
     let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    stream
-        .write_all(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let stream = send_raw(proxy.addr, b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n").await;
     tokio::time::timeout(Duration::from_secs(10), entered_rx)
         .await
         .expect("origin got the request")

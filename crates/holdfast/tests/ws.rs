@@ -599,11 +599,9 @@ async fn the_test_handler_ws_echoes_and_receives_publishes() {
 
 #[tokio::test]
 async fn a_frame_sent_right_behind_the_upgrade_request_is_not_lost() {
-    use tokio::io::AsyncWriteExt;
     // A client that does not wait for the 101: the request and a masked text frame in one
     // write, so hyper has read the frame before the WebSocket takes the socket from it.
     let proxy = Proxy::start("* test\n", |_| {}).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let mut bytes = format!(
         "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -613,7 +611,7 @@ async fn a_frame_sent_right_behind_the_upgrade_request_is_not_lost() {
     let mut frame = Frame::message(b"early".to_vec(), OpCode::Data(Data::Text), true);
     frame.header_mut().mask = Some([1, 2, 3, 4]);
     frame.format(&mut bytes).unwrap();
-    stream.write_all(&bytes).await.unwrap();
+    let mut stream = send_raw(proxy.addr, &bytes).await;
     let mut got = Vec::new();
     read_raw_until(&mut stream, &mut got, b"\r\n\r\n").await;
     assert!(

@@ -273,6 +273,15 @@ pub async fn read_until(body: &mut Incoming, want: &str) -> String {
     got
 }
 
+/// Opens a raw TCP connection to `addr` and writes `request` on it (a request head, or
+/// anything a test needs the proxy to see byte for byte).
+pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    stream
+}
+
 /// Reads from `stream` into `got` until `want` has arrived (bounded by 10 s).
 pub async fn read_raw_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8>, want: &[u8]) {
     use tokio::io::AsyncReadExt;
