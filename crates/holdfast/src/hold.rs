@@ -245,6 +245,7 @@ pub async fn hold(
             }
             base.headers.remove(header::CONTENT_LENGTH);
             let initial = std::mem::take(&mut base.body);
+            let sink = crate::hub::Sink::new();
             let body = stream::session_body(
                 ctx,
                 stream::Start {
@@ -255,19 +256,21 @@ pub async fn hold(
                     keep_alive: ins.keep_alive,
                     next_link: ins.next_link,
                     gone,
+                    sink: sink.clone(),
                 },
             );
             let mut resp = base.into_response(body);
-            resp.extensions_mut().insert(HeldStream);
+            resp.extensions_mut().insert(HeldStream(sink));
             Ok(resp)
         }
     }
 }
 
 /// Marks a response whose body is a held session (a stream hold, or a chain of next links):
-/// on HTTP/1.1 the server writes it to the socket itself instead of through hyper.
-#[derive(Clone, Copy, Debug)]
-pub struct HeldStream;
+/// on HTTP/1.1 the server writes it to the socket itself instead of through hyper, through the
+/// session's sink, which the hub may also write plain chunks to.
+#[derive(Clone)]
+pub struct HeldStream(pub Arc<crate::hub::Sink>);
 
 impl Positions {
     fn filter_input<'a>(

@@ -17,12 +17,18 @@
 //!   connection; a channel with no subscribers, nothing pending, no history and no subscriber in
 //!   the last minute is removed by the next [`Hub::sweep`].
 //!
+//! Held HTTP/1.1 streams take a shortcut ([`Sink`]): a plain `http-stream` chunk (no id, no
+//! filters) for a stream whose session is idle is written to its socket by fan-out tasks, a batch
+//! of streams each, spread over the runtime's workers, instead of being queued and written by the
+//! connection's own task. The sink's lock keeps each stream's bytes in publish order.
+//!
 //! Overflow policy: when a subscriber's queue (`limits.connection_queue`, default 100) is full the
 //! new item is dropped for that subscriber and counted in [`HubStats::dropped`]; the session sees
 //! the gap through `prev-id` and catches up from history or the origin.
 
 mod channel;
 mod seen;
+pub mod sink;
 #[cfg(test)]
 mod tests;
 
@@ -42,8 +48,13 @@ use crate::config::Config;
 pub use channel::Resume;
 use channel::{Channel, Limits, Pending, Subscriber};
 use seen::SeenIds;
+use sink::Offer;
+pub use sink::Sink;
 
 const SHARDS: usize = 64;
+
+/// Streams one fan-out task writes to: small enough that a task does not hold its worker long.
+const WRITE_BATCH: usize = 256;
 
 /// What the hub hands a subscriber: the published item, shared.
 pub type Delivery = Arc<PublishItem>;
@@ -90,6 +101,7 @@ struct Inner {
     history_bytes: AtomicUsize,
     dropped: AtomicU64,
     delivered: AtomicU64,
+    written: AtomicU64,
     published: AtomicU64,
     seen_ids: Mutex<SeenIds>,
     interest: std::sync::OnceLock<InterestFn>,
@@ -115,10 +127,12 @@ pub struct HubStats {
     pub subscriptions: usize,
     /// Items accepted for publishing (after duplicate removal).
     pub published: u64,
-    /// Items put into a subscriber's queue.
+    /// Items put into a subscriber's queue, or written to its socket by the fan-out.
     pub delivered: u64,
     /// Items dropped because a subscriber's queue was full.
     pub dropped: u64,
+    /// Of the delivered, those the fan-out wrote to a held stream's socket itself.
+    pub written: u64,
     /// Bytes held by channel histories.
     pub history_bytes: usize,
 }
@@ -132,6 +146,7 @@ pub struct Subscription {
     id: u64,
     want: Want,
     tx: mpsc::WeakSender<Delivery>,
+    sink: Option<Arc<Sink>>,
     channels: Vec<String>,
 }
 
@@ -150,8 +165,14 @@ impl Subscription {
             .shard(&channel)
             .lock()
             .expect("hub shard poisoned");
-        self.inner
-            .join(&mut shard, &channel, self.id, self.want, tx);
+        self.inner.join(
+            &mut shard,
+            &channel,
+            self.id,
+            self.want,
+            tx,
+            self.sink.clone(),
+        );
         drop(shard);
         self.channels.push(channel);
         true
@@ -229,12 +250,13 @@ impl Inner {
         id: u64,
         want: Want,
         tx: mpsc::Sender<Delivery>,
+        sink: Option<Arc<Sink>>,
     ) {
         let now = Instant::now();
         let ch = shard.entry(channel.to_string()).or_default();
         let was_empty = ch.subscribers.is_empty();
         let first = was_empty && ch.linger_until.is_none_or(|t| t <= now);
-        ch.subscribers.insert(id, Subscriber { want, tx });
+        ch.subscribers.insert(id, Subscriber { want, tx, sink });
         if was_empty {
             if let Some(f) = self.interest.get() {
                 f(channel, true);
@@ -299,11 +321,32 @@ impl Inner {
     fn fan_out(&self, ch: &Channel, item: &Delivery) -> usize {
         let mut sent = 0usize;
         let mut dropped = 0u64;
+        let plain = plain_chunk(item);
+        let mut chunk: Option<Bytes> = None;
+        let mut batch: Vec<Arc<Sink>> = Vec::new();
+        let mut written = 0u64;
         for (id, sub) in &ch.subscribers {
             if !sub.want.accepts(item) {
                 continue;
             }
-            match sub.tx.try_send(item.clone()) {
+            let queue = || sub.tx.try_send(item.clone());
+            let queued = match &sub.sink {
+                Some(sink) => match sink.offer(plain.is_some(), queue) {
+                    Offer::Reserved => {
+                        batch.push(sink.clone());
+                        if batch.len() == WRITE_BATCH {
+                            let chunk =
+                                chunk.get_or_insert_with(|| sink::chunk(plain.unwrap_or_default()));
+                            written += write_batch(std::mem::take(&mut batch), chunk.clone());
+                        }
+                        sent += 1;
+                        continue;
+                    }
+                    Offer::Queued(r) => r,
+                },
+                None => queue(),
+            };
+            match queued {
                 Ok(()) => sent += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     dropped += 1;
@@ -312,7 +355,12 @@ impl Inner {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+        if !batch.is_empty() {
+            let chunk = chunk.get_or_insert_with(|| sink::chunk(plain.unwrap_or_default()));
+            written += write_batch(batch, chunk.clone());
+        }
         self.delivered.fetch_add(sent as u64, Ordering::Relaxed);
+        self.written.fetch_add(written, Ordering::Relaxed);
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
         sent
     }
@@ -385,6 +433,7 @@ impl Hub {
                 history_bytes: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
+                written: AtomicU64::new(0),
                 published: AtomicU64::new(0),
                 seen_ids: Mutex::new(SeenIds::new(Duration::from_secs(
                     config.grip.id_cache_ttl_secs,
@@ -415,6 +464,25 @@ impl Hub {
         channels: Vec<(String, Option<String>)>,
         want: Want,
     ) -> (Subscription, mpsc::Receiver<Delivery>, Vec<Resume>) {
+        self.subscribe_with(channels, want, None)
+    }
+
+    /// [`Hub::subscribe_resuming`] for a held stream whose plain chunks the fan-out may write to
+    /// `sink` itself while the session is idle.
+    pub fn subscribe_stream(
+        &self,
+        channels: Vec<(String, Option<String>)>,
+        sink: Arc<Sink>,
+    ) -> (Subscription, mpsc::Receiver<Delivery>, Vec<Resume>) {
+        self.subscribe_with(channels, Want::HttpStream, Some(sink))
+    }
+
+    fn subscribe_with(
+        &self,
+        channels: Vec<(String, Option<String>)>,
+        want: Want,
+        sink: Option<Arc<Sink>>,
+    ) -> (Subscription, mpsc::Receiver<Delivery>, Vec<Resume>) {
         let (tx, rx) = mpsc::channel(self.inner.queue_len);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut sub = Subscription {
@@ -422,6 +490,7 @@ impl Hub {
             id,
             want,
             tx: tx.downgrade(),
+            sink,
             channels: Vec::with_capacity(channels.len()),
         };
         let mut resumes = Vec::with_capacity(channels.len());
@@ -439,7 +508,8 @@ impl Hub {
                 Some(ch) if ch.last_id.is_some() => ch.resume(prev_id.as_deref()),
                 _ => unknown(),
             };
-            self.inner.join(&mut shard, &name, id, want, tx.clone());
+            self.inner
+                .join(&mut shard, &name, id, want, tx.clone(), sub.sink.clone());
             drop(shard);
             resumes.push(resume);
             sub.channels.push(name);
@@ -635,6 +705,7 @@ impl Hub {
             published: self.inner.published.load(Ordering::Relaxed),
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             dropped: self.inner.dropped.load(Ordering::Relaxed),
+            written: self.inner.written.load(Ordering::Relaxed),
             history_bytes: self.inner.history_bytes.load(Ordering::Relaxed),
             ..HubStats::default()
         };
@@ -656,6 +727,34 @@ impl Hub {
             }
         }
     }
+}
+
+/// The content of an item a held stream passes through unchanged: an `http-stream` send with
+/// content and no filters, and no id or `prev-id` for the session to track.
+fn plain_chunk(item: &PublishItem) -> Option<&[u8]> {
+    if item.id.is_some() || item.prev_id.is_some() {
+        return None;
+    }
+    let f = item.formats.http_stream.as_ref()?;
+    let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
+    (f.action == Action::Send && !f.content.is_empty() && unfiltered).then_some(&f.content[..])
+}
+
+/// Writes `chunk` to the reserved streams of `batch` from a new task (inline outside a runtime);
+/// returns how many.
+fn write_batch(batch: Vec<Arc<Sink>>, chunk: Bytes) -> u64 {
+    let n = batch.len() as u64;
+    let write = move || {
+        let now = tokio::time::Instant::now();
+        for sink in &batch {
+            sink.write_reserved(&chunk, now);
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn(async move { write() })),
+        Err(_) => write(),
+    }
+    n
 }
 
 /// The item a hint to HTTP sessions carries: no content, `action: hint` in both HTTP formats.

@@ -163,9 +163,12 @@ fn metrics(app: &App) -> Response<Body> {
          # HELP holdfast_items_published_total Items accepted by the hub.\n\
          # TYPE holdfast_items_published_total counter\n\
          holdfast_items_published_total {}\n\
-         # HELP holdfast_deliveries_total Items queued to held connections.\n\
+         # HELP holdfast_deliveries_total Items delivered to held connections: queued, or written by the hub itself.\n\
          # TYPE holdfast_deliveries_total counter\n\
          holdfast_deliveries_total {}\n\
+         # HELP holdfast_deliveries_written_total Of the deliveries, those the hub wrote to an idle held stream's socket itself.\n\
+         # TYPE holdfast_deliveries_written_total counter\n\
+         holdfast_deliveries_written_total {}\n\
          # HELP holdfast_deliveries_dropped_total Items dropped because a connection's queue was full.\n\
          # TYPE holdfast_deliveries_dropped_total counter\n\
          holdfast_deliveries_dropped_total {}\n\
@@ -188,6 +191,7 @@ fn metrics(app: &App) -> Response<Body> {
         s.subscriptions,
         s.published,
         s.delivered,
+        s.written,
         s.dropped,
         s.history_bytes,
         app.origins.waiting(),

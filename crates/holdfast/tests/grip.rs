@@ -542,6 +542,93 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
     proxy.wait_direct_streams(0).await;
 }
 
+/// Plain chunks to an idle HTTP/1.1 stream are written by the hub's fan-out; items with an id
+/// go through the connection's queue. Either way the client gets them in publish order.
+#[tokio::test]
+async fn chunks_the_hub_writes_itself_keep_their_order_among_queued_ones() {
+    let origin = grip_origin(200, &[("grip-hold", "stream"), ("grip-channel", "mix")], "").await;
+    let proxy = proxy_to(&origin).await;
+    let mut body = get(&proxy.url("/")).await.into_body();
+    proxy.wait_subscribers("mix", 1).await;
+    let before = proxy.app.hub.stats().written;
+    let mut got = String::new();
+    let mut want = String::new();
+    let mut plain = 0;
+    for i in 0..30 {
+        let item = if i % 3 == 1 {
+            json!({"channel": "mix", "id": format!("i{i}"), "formats": {"http-stream": {"content": format!("q{i};")}}})
+        } else {
+            plain += 1;
+            json!({"channel": "mix", "formats": {"http-stream": {"content": format!("p{i};")}}})
+        };
+        let content = item["formats"]["http-stream"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        want.push_str(&content);
+        proxy.publish_json(json!({ "items": [item] })).await;
+        // Received before the next publish, so the stream is idle again by then.
+        got.push_str(&read_until(&mut body, &content).await);
+    }
+    assert_eq!(got, want);
+    // Then a burst in one request: the first may be written by the hub, the rest wait behind it.
+    let items: Vec<_> = (0..40)
+        .map(|i| match i % 4 {
+            0 => json!({"channel": "mix", "id": format!("b{i}"), "formats": {"http-stream": {"content": format!("b{i};")}}}),
+            _ => json!({"channel": "mix", "formats": {"http-stream": {"content": format!("b{i};")}}}),
+        })
+        .collect();
+    proxy.publish_json(json!({ "items": items })).await;
+    let burst: String = (0..40).map(|i| format!("b{i};")).collect();
+    assert_eq!(read_until(&mut body, &burst).await, burst);
+    let written = proxy.app.hub.stats().written - before;
+    assert!(written >= 1, "no chunk was written by the hub");
+    assert!(written <= plain + 30, "{written} written by the hub");
+}
+
+/// A client that stops reading: the hub's chunk that the socket takes only in part is finished
+/// by the connection's writer, ahead of what was queued after it, and nothing is lost or torn.
+#[tokio::test]
+async fn a_slow_reader_gets_every_chunk_whole_and_in_order() {
+    use tokio::io::AsyncReadExt;
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "slow")],
+        "",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let mut stream = send_raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    proxy.wait_subscribers("slow", 1).await;
+    // 40 chunks of 200 KB: more than loopback's socket buffers hold while nobody reads.
+    let count = 40;
+    let size = 200_000;
+    let mut want = Vec::new();
+    for i in 0..count {
+        let content = format!("{i:03}").repeat(size / 3);
+        want.extend_from_slice(format!("{:x}\r\n{content}\r\n", content.len()).as_bytes());
+        proxy
+            .publish_json(json!({"items": [{"channel": "slow", "formats": {"http-stream": {"content": content}}}]}))
+            .await;
+    }
+    let mut got = Vec::new();
+    read_raw_until(&mut stream, &mut got, b"\r\n\r\n").await;
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    got.drain(..head_end);
+    while got.len() < want.len() {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed after {} of {} bytes", got.len(), want.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the chunks arrived torn or out of order");
+    assert_eq!(proxy.app.hub.stats().dropped, 0);
+}
+
 #[tokio::test]
 async fn a_held_http10_stream_is_close_delimited() {
     let origin = grip_origin(

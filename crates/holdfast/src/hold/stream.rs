@@ -25,7 +25,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::link::{self, GoneLink};
 use super::{Positions, SessionCtx, Verdict};
-use crate::hub::{Delivery, Subscription, Want};
+use crate::hub::{Delivery, Sink, Subscription};
 use crate::proxy::body::{boxed, Body, BoxError};
 
 /// A buffered prefix followed by the rest of an origin body.
@@ -93,6 +93,9 @@ pub struct Start {
     pub next_link: Option<NextLink>,
     /// `Grip-Link: rel=gone`, sent when the session ends.
     pub gone: Option<GoneLink>,
+    /// The stream's socket as the hub sees it (attached only when the server writes the stream
+    /// itself).
+    pub sink: Arc<Sink>,
 }
 
 /// The response body for a stream session.
@@ -132,6 +135,7 @@ struct StreamSession {
     stale: Vec<(String, String)>,
     done: bool,
     jitter: Duration,
+    sink: Arc<Sink>,
     _gone: Option<GoneLink>,
 }
 
@@ -151,6 +155,7 @@ impl StreamSession {
             stale: Vec::new(),
             done: false,
             jitter: Duration::ZERO,
+            sink: start.sink,
             _gone: start.gone,
         };
         if !start.initial.is_empty() {
@@ -176,7 +181,7 @@ impl StreamSession {
             .ctx
             .app
             .hub
-            .subscribe_resuming(self.positions.requests(), Want::HttpStream);
+            .subscribe_stream(self.positions.requests(), self.sink.clone());
         // Spread keep-alives of connections opened together over up to a second, as Pushpin
         // does, so they do not all fire in the same instant.
         self.jitter = Duration::from_millis(sub.id().wrapping_mul(2_654_435_761) % 1000);
@@ -235,6 +240,20 @@ impl StreamSession {
         }
     }
 
+    /// Whether a plain chunk published to the session's channels would reach the client
+    /// unchanged, so the hub may write it to the socket itself while the session waits: no
+    /// filters, nothing of the session's own to send or fetch.
+    fn passes_plain_chunks(&self) -> bool {
+        self.next_link.is_none()
+            && self.body_in.is_none()
+            && !self.done
+            && !self.needs_fetch
+            && self.stale.is_empty()
+            && self.out.is_empty()
+            && self.queued.is_empty()
+            && self.positions.channels.iter().all(|c| c.filters.is_empty())
+    }
+
     /// The next chunk for the client, or `None` at the end.
     async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
         loop {
@@ -282,13 +301,18 @@ impl StreamSession {
                 self.handle(item);
                 continue;
             }
+            let plain = self.passes_plain_chunks();
             let StreamSession {
                 live,
                 keep_alive,
                 link_timer,
+                sink,
                 ..
             } = self;
             let live = live.as_mut().expect("checked above");
+            if plain {
+                sink.park(|| live.rx.is_empty());
+            }
             let keep_alive = async {
                 match keep_alive.as_mut() {
                     Some(k) => k.sleep.as_mut().await,
@@ -311,13 +335,26 @@ impl StreamSession {
                 () = keep_alive => Event::KeepAlive,
                 () = link_timer => Event::LinkTimeout,
             };
+            if plain {
+                sink.unpark();
+            }
             match event {
                 Event::Item(None) => self.done = true,
                 Event::Item(Some(item)) => self.handle(item),
                 Event::KeepAlive => {
                     let k = self.keep_alive.as_mut().expect("fired");
-                    let at = Instant::now() + k.every;
-                    k.sleep.as_mut().reset(at);
+                    let now = Instant::now();
+                    // Chunks the hub wrote itself count as traffic for an idle keep-alive.
+                    let later = (k.mode == KeepAliveMode::Idle)
+                        .then(|| self.sink.last_write())
+                        .flatten()
+                        .map(|at| at + k.every)
+                        .filter(|due| *due > now);
+                    if let Some(due) = later {
+                        k.sleep.as_mut().reset(due);
+                        continue;
+                    }
+                    k.sleep.as_mut().reset(now + k.every);
                     return Some(Ok(k.content.clone()));
                 }
                 Event::LinkTimeout => {

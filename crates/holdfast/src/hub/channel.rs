@@ -21,6 +21,8 @@ pub(super) struct Limits {
 pub(super) struct Subscriber {
     pub want: Want,
     pub tx: mpsc::Sender<Delivery>,
+    /// A held stream's socket, for plain chunks the fan-out writes itself.
+    pub sink: Option<std::sync::Arc<super::Sink>>,
 }
 
 struct Stored {

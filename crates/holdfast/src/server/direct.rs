@@ -9,7 +9,7 @@
 //! finds no socket) and frees its buffers, and [`write`] sends the response head and the
 //! stream's chunks itself, gathering whatever is queued into one write.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -21,9 +21,11 @@ use http::header::{CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::hold::HeldStream;
+use crate::hub::Sink;
 use crate::proxy::body::{Body, BoxError};
 
 /// A client connection's socket and what must live exactly as long as it (the connection-cap
@@ -221,7 +223,7 @@ pub fn request_allows<B>(req: &http::Request<B>) -> bool {
 
 /// Whether a response to such a request is written by [`write`]: a held stream with a body.
 pub fn eligible(resp: &Response<Body>) -> bool {
-    resp.extensions().get::<crate::hold::HeldStream>().is_some()
+    resp.extensions().get::<HeldStream>().is_some()
         && !(resp.status().is_informational()
             || resp.status() == StatusCode::NO_CONTENT
             || resp.status() == StatusCode::NOT_MODIFIED)
@@ -231,78 +233,95 @@ pub fn eligible(resp: &Response<Body>) -> bool {
 const GATHER_LIMIT: usize = 64 * 1024;
 
 /// Writes the held stream `resp` to the client: the head, then each chunk of the body with
-/// HTTP/1.1 chunked framing, what is queued gathered into one write (up to 64 KiB). Ends when the body ends
-/// (with the last chunk), when the body fails (without it, as hyper does), or when the client
-/// closes its side.
+/// HTTP/1.1 chunked framing, what is queued gathered into one write (up to 64 KiB). The bytes go
+/// through the stream's [`Sink`], where the hub may also write plain chunks while the session
+/// is idle. Ends when the body ends (with the last chunk), when the body fails (without it, as
+/// hyper does), or when the client closes its side.
 pub async fn write<G>(owned: Owned<G>, resp: Response<Body>) {
     // The guards are released when the stream ends, whichever way.
     let Owned {
-        mut stream,
+        stream,
         guards: _guards,
     } = owned;
     let (parts, mut body) = resp.into_parts();
-    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
-    head(&parts, &mut out);
+    let sink = match parts.extensions.get::<HeldStream>() {
+        Some(HeldStream(sink)) => sink.clone(),
+        None => Sink::new(),
+    };
+    let mut head_bytes = Vec::with_capacity(256 + parts.headers.len() * 32);
+    head(&parts, &mut head_bytes);
     drop(parts);
+    let stream = Arc::new(stream);
+    sink.attach(stream.clone(), head_bytes);
+    let ended = run(&sink, &stream, &mut body).await;
+    sink.detach();
+    if ended {
+        if let Ok(mut stream) = Arc::try_unwrap(stream) {
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+/// The write loop of [`write`]: true when the body ended and the last chunk was written.
+async fn run(sink: &Sink, stream: &TcpStream, body: &mut Body) -> bool {
     // Anything the client sends on a held stream (it cannot be another request) is read and
     // dropped, only so that its closing is seen.
     let mut scratch = [0u8; 64];
     let mut ended = false;
     loop {
-        while !ended && out.len() < GATHER_LIMIT {
+        let mut gathered = 0;
+        while !ended && gathered < GATHER_LIMIT {
             match body.frame().now_or_never() {
                 None => break,
-                Some(frame) => match push(frame, &mut out) {
-                    Ok(e) => ended = e,
-                    Err(()) => return,
+                Some(frame) => match push(frame, sink) {
+                    Ok((e, n)) => {
+                        ended = e;
+                        gathered += n;
+                    }
+                    Err(()) => return false,
                 },
             }
         }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
-                return;
-            }
-            // Idle between messages, a stream keeps no buffer.
-            out = Vec::new();
+        if sink.flush(stream).await.is_err() {
+            return false;
         }
         if ended {
-            let _ = stream.shutdown().await;
-            return;
+            return true;
         }
         tokio::select! {
-            frame = body.frame() => match push(frame, &mut out) {
-                Ok(e) => ended = e,
-                Err(()) => return,
+            frame = body.frame() => match push(frame, sink) {
+                Ok((e, _)) => ended = e,
+                Err(()) => return false,
             },
-            read = stream.read(&mut scratch) => match read {
-                Ok(0) | Err(_) => return,
+            // The read direction's own waker slot, not a waiter list: that replaces the waker
+            // hyper's finished connection task left there, which would otherwise keep its
+            // memory alive as long as the stream.
+            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => match ready.and_then(|()| stream.try_read(&mut scratch)) {
+                Ok(0) => return false,
                 Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
             },
+            () = sink.notified() => {}
         }
     }
 }
 
-/// Appends one polled frame to `out`: `Ok(true)` when the body has ended (the last chunk is
-/// appended), `Err` when it failed.
-fn push(frame: Option<Result<Frame<Bytes>, BoxError>>, out: &mut Vec<u8>) -> Result<bool, ()> {
+/// Appends one polled frame to the sink's unwritten bytes: `Ok((true, _))` when the body has
+/// ended (the last chunk is appended), with the data's length; `Err` when it failed.
+fn push(frame: Option<Result<Frame<Bytes>, BoxError>>, sink: &Sink) -> Result<(bool, usize), ()> {
     match frame {
         None => {
-            out.extend_from_slice(b"0\r\n\r\n");
-            Ok(true)
+            sink.append(|out| out.extend_from_slice(b"0\r\n\r\n"));
+            Ok((true, 0))
         }
-        Some(Ok(frame)) => {
-            if let Ok(data) = frame.into_data() {
-                if !data.is_empty() {
-                    // One allocation per message for an idle stream: the size line, the data
-                    // and the line end together.
-                    out.reserve(data.len() + 20);
-                    let _ = write!(out, "{:x}\r\n", data.len());
-                    out.extend_from_slice(&data);
-                    out.extend_from_slice(b"\r\n");
-                }
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) if !data.is_empty() => {
+                sink.append(|out| crate::hub::sink::frame(out, &data));
+                Ok((false, data.len()))
             }
-            Ok(false)
-        }
+            _ => Ok((false, 0)),
+        },
         Some(Err(e)) => {
             tracing::debug!(error = %e, "held stream failed");
             Err(())
@@ -367,17 +386,19 @@ mod tests {
 
     #[test]
     fn chunks_are_framed_and_the_end_is_the_last_chunk() {
-        let mut out = Vec::new();
+        let sink = Sink::new();
         let data = Frame::data(Bytes::from(vec![b'x'; 26]));
-        assert_eq!(push(Some(Ok(data)), &mut out), Ok(false));
+        assert_eq!(push(Some(Ok(data)), &sink), Ok((false, 26)));
         assert_eq!(
-            push(Some(Ok(Frame::data(Bytes::new()))), &mut out),
-            Ok(false)
+            push(Some(Ok(Frame::data(Bytes::new()))), &sink),
+            Ok((false, 0))
         );
-        assert_eq!(push(None, &mut out), Ok(true));
+        assert_eq!(push(None, &sink), Ok((true, 0)));
         let mut want = b"1a\r\n".to_vec();
         want.extend_from_slice(&[b'x'; 26]);
         want.extend_from_slice(b"\r\n0\r\n\r\n");
+        let mut out = Vec::new();
+        sink.append(|o| out = std::mem::take(o));
         assert_eq!(out, want);
     }
 }
