@@ -321,8 +321,8 @@ impl Inner {
     fn fan_out(&self, ch: &Channel, item: &Delivery) -> usize {
         let mut sent = 0usize;
         let mut dropped = 0u64;
-        let plain = plain_chunk(item);
-        let mut chunk: Option<Bytes> = None;
+        // Framed once for every stream the fan-out writes to itself.
+        let chunk = plain_chunk(item).map(sink::chunk);
         let mut batch: Vec<Arc<Sink>> = Vec::new();
         let mut written = 0u64;
         for (id, sub) in &ch.subscribers {
@@ -331,13 +331,11 @@ impl Inner {
             }
             let queue = || sub.tx.try_send(item.clone());
             let queued = match &sub.sink {
-                Some(sink) => match sink.offer(plain.is_some(), queue) {
+                Some(sink) => match sink.offer(chunk.is_some(), queue) {
                     Offer::Reserved => {
                         batch.push(sink.clone());
-                        if batch.len() == WRITE_BATCH {
-                            let chunk =
-                                chunk.get_or_insert_with(|| sink::chunk(plain.unwrap_or_default()));
-                            written += write_batch(std::mem::take(&mut batch), chunk.clone());
+                        if let Some(chunk) = chunk.as_ref().filter(|_| batch.len() == WRITE_BATCH) {
+                            written += write_batch(std::mem::take(&mut batch), chunk);
                         }
                         sent += 1;
                         continue;
@@ -355,9 +353,8 @@ impl Inner {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        if !batch.is_empty() {
-            let chunk = chunk.get_or_insert_with(|| sink::chunk(plain.unwrap_or_default()));
-            written += write_batch(batch, chunk.clone());
+        if let Some(chunk) = chunk.as_ref().filter(|_| !batch.is_empty()) {
+            written += write_batch(batch, chunk);
         }
         self.delivered.fetch_add(sent as u64, Ordering::Relaxed);
         self.written.fetch_add(written, Ordering::Relaxed);
@@ -742,8 +739,9 @@ fn plain_chunk(item: &PublishItem) -> Option<&[u8]> {
 
 /// Writes `chunk` to the reserved streams of `batch` from a new task (inline outside a runtime);
 /// returns how many.
-fn write_batch(batch: Vec<Arc<Sink>>, chunk: Bytes) -> u64 {
+fn write_batch(batch: Vec<Arc<Sink>>, chunk: &Bytes) -> u64 {
     let n = batch.len() as u64;
+    let chunk = chunk.clone();
     let write = move || {
         let now = tokio::time::Instant::now();
         for sink in &batch {
