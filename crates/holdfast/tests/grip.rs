@@ -586,6 +586,70 @@ async fn chunks_the_hub_writes_itself_keep_their_order_among_queued_ones() {
     assert!(written <= plain + 30, "{written} written by the hub");
 }
 
+/// Publishers posting at the same time to a channel with many streams: each stream gets every
+/// item, and each publisher's items in the order it posted them, whether the hub wrote them
+/// itself or they waited in the stream's queue.
+#[tokio::test]
+async fn concurrent_publishers_keep_their_order_on_every_stream() {
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "many")],
+        "",
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let (streams, publishers, items) = (40, 4, 50);
+    let mut bodies = Vec::new();
+    for _ in 0..streams {
+        bodies.push(get(&proxy.url("/")).await.into_body());
+    }
+    proxy.wait_subscribers("many", streams).await;
+    let posting: Vec<_> = (0..publishers)
+        .map(|p| {
+            let url = proxy.publish_url("/publish/");
+            tokio::spawn(async move {
+                for i in 0..items {
+                    // Every third item has an id, so it takes the queue.
+                    let mut item = json!({"channel": "many", "formats": {"http-stream": {"content": format!("{p}.{i};")}}});
+                    if i % 3 == 0 {
+                        item["id"] = json!(format!("{p}-{i}"));
+                    }
+                    let resp = send(
+                        Request::post(&url)
+                            .header("content-type", "application/json")
+                            .body(full(json!({ "items": [item] }).to_string()))
+                            .unwrap(),
+                    )
+                    .await;
+                    assert_eq!(resp.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for p in posting {
+        p.await.unwrap();
+    }
+    for body in &mut bodies {
+        let mut got = String::new();
+        while got.matches(';').count() < publishers * items {
+            let chunk = next_chunk(body).await.expect("stream still open");
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let mut next = vec![0; publishers];
+        for entry in got.split_terminator(';') {
+            let (p, i) = entry.split_once('.').expect("publisher.item");
+            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[p], "publisher {p} out of order in {got:?}");
+            next[p] += 1;
+        }
+        assert_eq!(next, vec![items; publishers]);
+    }
+    let stats = proxy.app.hub.stats();
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(stats.delivered, (streams * publishers * items) as u64);
+    assert!(stats.written > 0, "the hub wrote no chunk itself");
+}
+
 /// A client that stops reading: the hub's chunk that the socket takes only in part is finished
 /// by the connection's writer, ahead of what was queued after it, and nothing is lost or torn.
 #[tokio::test]
