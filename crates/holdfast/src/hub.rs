@@ -17,8 +17,8 @@
 //!   connection; a channel with no subscribers, nothing pending, no history and no subscriber in
 //!   the last minute is removed by the next [`Hub::sweep`].
 //!
-//! Held HTTP/1.1 streams take a shortcut ([`Sink`]): a plain `http-stream` chunk (no id, no
-//! filters) for a stream whose session is idle is written to its socket by fan-out tasks, a batch
+//! Held HTTP/1.1 streams take a shortcut ([`Sink`]): a plain `http-stream` chunk (no id or
+//! `prev-id`, no filters) for a stream whose session is idle is written to its socket by fan-out tasks, a batch
 //! of streams each, spread over the runtime's workers, instead of being queued and written by the
 //! connection's own task. The sink's lock keeps each stream's bytes in publish order.
 //!
