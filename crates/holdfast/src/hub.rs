@@ -2,10 +2,11 @@
 //! history, and fan-out of published items.
 //!
 //! Channels live in `SHARDS` independently locked maps (a `std::sync::Mutex` each: critical
-//! sections are a map lookup plus non-blocking sends, never an `.await`). A publish takes one
-//! shard lock and `try_send`s an `Arc` of the item — parsed once, shared by every recipient —
-//! into each subscriber's bounded queue; the connection tasks that own the queues do the writes,
-//! on whichever core the runtime gives them, so fan-out uses every core.
+//! sections are a map lookup plus non-blocking sends and reservations, never an `.await`). A
+//! publish takes one shard lock and `try_send`s an `Arc` of the item — parsed once, shared by
+//! every recipient — into each subscriber's bounded queue; the connection tasks that own the
+//! queues do the writes (or fan-out tasks, for idle held streams: below), on whichever core the
+//! runtime gives them, so fan-out uses every core.
 //!
 //! Invariants:
 //! - per channel, items reach each subscriber in publish order, and an item whose `prev-id` is

@@ -2,9 +2,11 @@
 //! next-link bodies and published `http-stream` chunks, with keep-alives in between, until
 //! `close`, the end of a next-link chain, shutdown, or the client leaving.
 //!
-//! The session is an async state machine ([`StreamSession::next`]) polled by hyper as the
-//! response body, on the connection's own task: a publish costs the hub one `try_send` and the
-//! write happens here. Dropping the body (client gone, write error) drops the [`Subscription`],
+//! The session is an async state machine ([`StreamSession::next`]) polled as the response body
+//! (by the held-stream writer, or by hyper), on the connection's own task: a queued publish costs
+//! the hub one `try_send` and the write happens here. While the session waits with nothing
+//! queued it tells the stream's [`Sink`], and the hub writes plain chunks to the socket itself
+//! without waking it. Dropping the body (client gone, write error) drops the [`Subscription`],
 //! which leaves the hub, and the gone link, which tells the origin.
 
 use std::collections::VecDeque;

@@ -5,7 +5,7 @@
 //! head, the session's output), the session (which says when it is idle), and the hub's fan-out.
 //! One mutex per connection orders them:
 //!
-//! - everything the session has produced and the socket has not yet taken is in [`State::out`],
+//! - everything the session has produced and the socket has not yet taken is in `State::out`,
 //!   appended frame by frame while the writer gathers, so no byte is ever held outside the lock;
 //! - the session marks itself idle (under the lock) only when it waits with its queue empty and
 //!   nothing of its own to send; the hub clears that mark, under the same lock, whenever it

@@ -7,7 +7,8 @@
 //! the response as usual; when the response is a held stream on an HTTP/1.1 connection, the
 //! socket is taken away from hyper ([`Cell::take`]), hyper's connection ends (its next write
 //! finds no socket) and frees its buffers, and [`write`] sends the response head and the
-//! stream's chunks itself, gathering whatever is queued into one write.
+//! stream's chunks itself, gathering whatever is queued into one write. It writes through the
+//! stream's [`Sink`], which the hub may also write plain chunks to while the session is idle.
 
 use std::io;
 use std::pin::Pin;
