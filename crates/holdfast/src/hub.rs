@@ -18,10 +18,12 @@
 //!   connection; a channel with no subscribers, nothing pending, no history and no subscriber in
 //!   the last minute is removed by the next [`Hub::sweep`].
 //!
-//! Held HTTP/1.1 streams take a shortcut ([`Sink`]): a plain `http-stream` chunk (no id or
-//! `prev-id`, no filters) for a stream whose session is idle is written to its socket by fan-out tasks, a batch
-//! of streams each, spread over the runtime's workers, instead of being queued and written by the
-//! connection's own task. The sink's lock keeps each stream's bytes in publish order.
+//! Held HTTP/1.1 streams and WebSocket-over-HTTP connections take a shortcut ([`Sink`]): a
+//! plain `http-stream` chunk (no id or `prev-id`, no filters), or a plain `ws-message` text or
+//! binary frame (no filters), for a connection whose session is idle is written to its socket by
+//! fan-out tasks, a batch of connections each, spread over the runtime's workers, instead of
+//! being queued and written by the connection's own task. The sink's lock keeps each
+//! connection's bytes in publish order.
 //!
 //! Overflow policy: when a subscriber's queue (`limits.connection_queue`, default 100) is full the
 //! new item is dropped for that subscriber and counted in [`HubStats::dropped`]; the session sees
@@ -41,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use grip::publish::{
-    Action, Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseBody,
+    Action, Formats, HttpResponseFormat, HttpStreamFormat, MessageType, PublishItem, ResponseBody,
 };
 use tokio::sync::mpsc;
 
@@ -322,9 +324,12 @@ impl Inner {
     fn fan_out(&self, ch: &Channel, item: &Delivery) -> usize {
         let mut sent = 0usize;
         let mut dropped = 0u64;
-        // Framed once for every stream the fan-out writes to itself.
-        let chunk = plain_chunk(item).map(sink::chunk);
-        let mut batch: Vec<Arc<Sink>> = Vec::new();
+        // Encoded once for every connection the fan-out writes to itself: the chunk for held
+        // streams, the frame for WebSockets; each with the connections reserved for it.
+        let mut direct = [
+            (plain_chunk(item).map(sink::chunk), Vec::new()),
+            (plain_ws_frame(item), Vec::new()),
+        ];
         let mut written = 0u64;
         for (id, sub) in &ch.subscribers {
             if !sub.want.accepts(item) {
@@ -332,17 +337,22 @@ impl Inner {
             }
             let queue = || sub.tx.try_send(item.clone());
             let queued = match &sub.sink {
-                Some(sink) => match sink.offer(chunk.is_some(), queue) {
-                    Offer::Reserved => {
-                        batch.push(sink.clone());
-                        if let Some(chunk) = chunk.as_ref().filter(|_| batch.len() == WRITE_BATCH) {
-                            written += write_batch(std::mem::take(&mut batch), chunk);
+                Some(sink) => {
+                    let (bytes, batch) = &mut direct[usize::from(sub.want == Want::WsMessage)];
+                    match sink.offer(bytes.is_some(), queue) {
+                        Offer::Reserved => {
+                            batch.push(sink.clone());
+                            if let Some(bytes) =
+                                bytes.as_ref().filter(|_| batch.len() == WRITE_BATCH)
+                            {
+                                written += write_batch(std::mem::take(batch), bytes);
+                            }
+                            sent += 1;
+                            continue;
                         }
-                        sent += 1;
-                        continue;
+                        Offer::Queued(r) => r,
                     }
-                    Offer::Queued(r) => r,
-                },
+                }
                 None => queue(),
             };
             match queued {
@@ -354,8 +364,10 @@ impl Inner {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        if let Some(chunk) = chunk.as_ref().filter(|_| !batch.is_empty()) {
-            written += write_batch(batch, chunk);
+        for (bytes, batch) in direct {
+            if let Some(bytes) = bytes.as_ref().filter(|_| !batch.is_empty()) {
+                written += write_batch(batch, bytes);
+            }
         }
         self.delivered.fetch_add(sent as u64, Ordering::Relaxed);
         self.written.fetch_add(written, Ordering::Relaxed);
@@ -473,6 +485,18 @@ impl Hub {
         sink: Arc<Sink>,
     ) -> (Subscription, mpsc::Receiver<Delivery>, Vec<Resume>) {
         self.subscribe_with(channels, Want::HttpStream, Some(sink))
+    }
+
+    /// [`Hub::subscribe`] for a WebSocket whose plain messages the fan-out may write to `sink`
+    /// itself while the session is idle.
+    pub fn subscribe_websocket(
+        &self,
+        channels: Vec<String>,
+        sink: Arc<Sink>,
+    ) -> (Subscription, mpsc::Receiver<Delivery>) {
+        let channels = channels.into_iter().map(|c| (c, None)).collect();
+        let (sub, rx, _) = self.subscribe_with(channels, Want::WsMessage, Some(sink));
+        (sub, rx)
     }
 
     fn subscribe_with(
@@ -736,6 +760,21 @@ fn plain_chunk(item: &PublishItem) -> Option<&[u8]> {
     let f = item.formats.http_stream.as_ref()?;
     let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
     (f.action == Action::Send && !f.content.is_empty() && unfiltered).then_some(&f.content[..])
+}
+
+/// The frame of an item a WebSocket session passes through unchanged: a `ws-message` text or
+/// binary send with no filters.
+fn plain_ws_frame(item: &PublishItem) -> Option<Bytes> {
+    let f = item.formats.ws_message.as_ref()?;
+    let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
+    let binary = match f.message_type {
+        MessageType::Text => false,
+        MessageType::Binary => true,
+        MessageType::Ping | MessageType::Pong => return None,
+    };
+    (f.action == Action::Send && unfiltered)
+        .then(|| sink::ws_frame(&f.content, binary))
+        .flatten()
 }
 
 /// Writes `chunk` to the reserved streams of `batch` from a new task (inline outside a runtime);

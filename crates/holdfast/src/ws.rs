@@ -41,6 +41,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::app::App;
 use crate::config::routes::{Route, Target, TargetKind};
 use crate::config::WebSocketConfig;
+use crate::hub::Sink;
 use crate::proxy::body::{boxed, AccessRecord, Body, Reclaimable};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{headers, RequestInfo};
@@ -216,10 +217,10 @@ pub fn serve_test(
     let guard = app.drain_guard();
     tokio::spawn(async move {
         let _guard = guard;
-        let Some(socket) = upgrade_client(&app, upgrade).await else {
+        let session = Session::new(app.clone(), spec);
+        let Some(socket) = upgrade_client(&app, upgrade, session.sink()).await else {
             return;
         };
-        let session = Session::new(app.clone(), spec);
         relay::run(app, session, socket, relay::Peer::Echo).await;
     });
     Ok(client.accept(HeaderMap::new()))
@@ -281,8 +282,9 @@ fn frame_config(c: &WebSocketConfig) -> FrameConfig {
 /// Waits for the client's side of the upgrade; `None` (logged) when the client left first.
 ///
 /// The client socket is then taken back from hyper when it can be ([`ClientSocket`]), so its
-/// reads and writes go straight to the socket.
-async fn upgrade_client(app: &App, upgrade: ClientUpgrade) -> Option<Socket> {
+/// reads and writes go straight to the socket, and its writes through `sink`, where the hub may
+/// write too.
+async fn upgrade_client(app: &App, upgrade: ClientUpgrade, sink: &Arc<Sink>) -> Option<Socket> {
     let up = match upgrade.on.await {
         Ok(up) => up,
         Err(e) => {
@@ -292,7 +294,10 @@ async fn upgrade_client(app: &App, upgrade: ClientUpgrade) -> Option<Socket> {
     };
     let io = match upgrade.socket {
         Some(socket) => match socket.take_upgraded(up) {
-            Ok(Some(s)) => Io::Client(s),
+            Ok(Some(mut s)) => {
+                s.attach(sink.clone());
+                Io::Client(s)
+            }
             Ok(None) => {
                 tracing::debug!("client left right after the WebSocket upgrade");
                 return None;
@@ -353,6 +358,15 @@ async fn finish(socket: &mut Socket, frame: Option<CloseFrame>, within: Duration
         }
     })
     .await;
+}
+
+/// Writes what the hub left unwritten on the client socket (after [`Sink`] said so). Returns
+/// false when the socket failed.
+async fn flush_left(socket: &mut Socket) -> bool {
+    use tokio::io::AsyncWrite;
+    std::future::poll_fn(|cx| Pin::new(socket.get_mut()).poll_flush(cx))
+        .await
+        .is_ok()
 }
 
 /// Sends `messages` in one write. Returns false when the socket failed.

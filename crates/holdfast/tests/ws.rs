@@ -989,3 +989,163 @@ async fn grip_websocket_filters_use_set_meta() {
         "own message skipped, meta substituted"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Messages the hub writes to idle connections itself
+
+/// A `ws-message` item: text, or with `ping` a ping, which the hub never writes itself, so it
+/// takes the connection's queue.
+fn ws_item(channel: &str, content: &str, ping: bool) -> serde_json::Value {
+    let mut format = json!({ "content": content });
+    if ping {
+        format["type"] = json!("ping");
+    }
+    json!({"channel": channel, "formats": {"ws-message": format}})
+}
+
+/// The next text or ping, as its content.
+async fn recv_text_or_ping<S>(ws: &mut S) -> String
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    match recv(ws).await {
+        Message::Text(t) => t.to_string(),
+        Message::Ping(p) => String::from_utf8(p.to_vec()).unwrap(),
+        other => panic!("expected text or a ping, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn woh_messages_the_hub_writes_itself_keep_their_order_among_queued_ones() {
+    let mut origin = WohOrigin::start(chat_script()).await;
+    let proxy = woh_proxy(&origin).await;
+    let mut client = connect(&proxy, "/").await;
+    origin.next().await;
+    proxy.wait_subscribers("w1", 1).await;
+    let before = proxy.app.hub.stats().written;
+    let mut plain = 0;
+    for i in 0..30 {
+        let ping = i % 3 == 1;
+        plain += u64::from(!ping);
+        let content = format!("m{i}");
+        proxy
+            .publish_json(json!({ "items": [ws_item("w1", &content, ping)] }))
+            .await;
+        // Received before the next publish, so the connection is idle again by then.
+        assert_eq!(recv_text_or_ping(&mut client).await, content);
+    }
+    // A burst in one request: the first may be written by the hub, the rest wait behind it.
+    let items: Vec<_> = (0..40)
+        .map(|i| ws_item("w1", &format!("b{i}"), i % 4 == 0))
+        .collect();
+    proxy.publish_json(json!({ "items": items })).await;
+    for i in 0..40 {
+        assert_eq!(recv_text_or_ping(&mut client).await, format!("b{i}"));
+    }
+    let written = proxy.app.hub.stats().written - before;
+    assert!(written >= 1, "no message was written by the hub");
+    assert!(written <= plain + 30, "{written} written by the hub");
+    // The connection still works both ways.
+    client.send(Message::text("hello")).await.unwrap();
+    assert_eq!(recv_text(&mut client).await, "you said hello");
+}
+
+/// Publishers posting at the same time to a channel with many WebSockets: each gets every
+/// message, and each publisher's in the order it posted them, however each was written.
+#[tokio::test]
+async fn concurrent_publishers_keep_their_order_on_every_websocket() {
+    let proxy = Proxy::start("* test\n", |_| {}).await;
+    let (sockets, publishers, items) = (30, 4, 40);
+    let mut clients = Vec::new();
+    for _ in 0..sockets {
+        clients.push(connect(&proxy, "/ws?channel=many").await);
+    }
+    proxy.wait_subscribers("many", sockets).await;
+    let posting: Vec<_> = (0..publishers)
+        .map(|p| {
+            let url = proxy.publish_url("/publish/");
+            tokio::spawn(async move {
+                for i in 0..items {
+                    let item = ws_item("many", &format!("{p}.{i}"), i % 3 == 0);
+                    let resp = send(
+                        Request::post(&url)
+                            .header("content-type", "application/json")
+                            .body(full(json!({ "items": [item] }).to_string()))
+                            .unwrap(),
+                    )
+                    .await;
+                    assert_eq!(resp.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for p in posting {
+        p.await.unwrap();
+    }
+    for client in &mut clients {
+        let mut next = vec![0; publishers];
+        for _ in 0..publishers * items {
+            let got = recv_text_or_ping(client).await;
+            let (p, i) = got.split_once('.').expect("publisher.item");
+            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[p], "publisher {p} out of order");
+            next[p] += 1;
+        }
+        assert_eq!(next, vec![items; publishers]);
+    }
+    let stats = proxy.app.hub.stats();
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(stats.delivered, (sockets * publishers * items) as u64);
+    assert!(stats.written > 0, "the hub wrote no message itself");
+}
+
+/// A client that stops reading while large messages are published and then pings: frames the
+/// socket takes only in part are finished before anything else is written, the ping is
+/// answered, and every message arrives whole and in order.
+#[tokio::test]
+async fn a_slow_websocket_reader_gets_every_message_whole_and_in_order() {
+    let proxy = Proxy::start("* test\n", |_| {}).await;
+    let mut client = connect(&proxy, "/ws?channel=slow").await;
+    proxy.wait_subscribers("slow", 1).await;
+    // 30 messages of 200 KB: more than loopback's socket buffers hold while nobody reads.
+    let count = 30;
+    let content = |i: usize| format!("{i:03}").repeat(200_000 / 3);
+    for i in 0..count {
+        proxy
+            .publish_json(json!({ "items": [ws_item("slow", &content(i), false)] }))
+            .await;
+        if i == count / 2 {
+            client
+                .send(Message::Ping(Bytes::from("are you there")))
+                .await
+                .unwrap();
+        }
+    }
+    let mut pong = false;
+    let mut i = 0;
+    while i < count {
+        match recv(&mut client).await {
+            Message::Text(t) => {
+                assert!(t.as_str() == content(i), "message {i} torn or out of order");
+                i += 1;
+            }
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"are you there");
+                pong = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    if !pong {
+        assert_eq!(
+            recv(&mut client).await,
+            Message::Pong(Bytes::from("are you there"))
+        );
+    }
+    assert!(
+        proxy.app.hub.stats().written > 0,
+        "the hub wrote no message itself"
+    );
+    client.send(Message::text("still here")).await.unwrap();
+    assert_eq!(recv_text(&mut client).await, "still here");
+}

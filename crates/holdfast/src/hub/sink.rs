@@ -1,9 +1,12 @@
-//! A held HTTP/1.1 stream's socket as the hub sees it, so that a publish can be written to an
-//! idle stream by the fan-out itself, without a trip through the connection's queue and task.
+//! A client socket as the hub sees it, so that a publish can be written to an idle connection
+//! by the fan-out itself, without a trip through the connection's queue and task: a held
+//! HTTP/1.1 stream (the hub writes a chunk) or a WebSocket taken back from hyper (the hub writes
+//! a frame).
 //!
-//! Three parties write to one socket: the connection's writer (`server::direct`: the response
-//! head, the session's output), the session (which says when it is idle), and the hub's fan-out.
-//! One mutex per connection orders them:
+//! Three parties write to one socket: the connection's writer (`server::direct` for a stream:
+//! the response head, the session's output; the WebSocket framer, through [`Sink::poll_write`],
+//! for a WebSocket), the session (which says when it is idle), and the hub's fan-out. One mutex
+//! per connection orders them:
 //!
 //! - everything the session has produced and the socket has not yet taken is in `State::out`,
 //!   appended frame by frame while the writer gathers, so no byte is ever held outside the lock;
@@ -13,12 +16,15 @@
 //! - the hub writes a chunk itself only to a stream that is idle, has nothing unwritten and no
 //!   other chunk reserved. It reserves the stream under its channel's lock and writes it soon
 //!   after, from a fan-out task; until then the writer does not write, so whatever the session
-//!   produces meanwhile goes out after the reserved chunk.
+//!   produces meanwhile goes out after the reserved chunk;
+//! - a WebSocket framer may hold part of a frame the socket did not take ([`State::tail`]);
+//!   until it has written all it holds, the hub writes nothing, so frames never interleave.
 //!
-//! So a stream gets its bytes in the order the hub published them, whichever way each went.
+//! So a connection gets its bytes in the order the hub published them, whichever way each went.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -45,6 +51,11 @@ struct State {
     reserved: bool,
     /// When the fan-out last wrote here (the session's idle keep-alive counts it as traffic).
     last_write: Option<Instant>,
+    /// The WebSocket framer holds bytes the socket has not taken (its last write was partial
+    /// or would block): they may end in the middle of a frame.
+    tail: bool,
+    /// The WebSocket framer's write, waiting for a reservation or for `out` to be written.
+    waker: Option<Waker>,
 }
 
 /// What [`Sink::offer`] did with an item.
@@ -73,7 +84,8 @@ impl Sink {
     /// marks the stream busy, so that no later chunk overtakes the queued item.
     pub fn offer<R>(&self, direct: bool, queue: impl FnOnce() -> R) -> Offer<R> {
         let mut st = self.lock();
-        if direct && st.idle && !st.reserved && st.out.is_empty() && st.stream.is_some() {
+        if direct && st.idle && !st.reserved && !st.tail && st.out.is_empty() && st.stream.is_some()
+        {
             st.reserved = true;
             return Offer::Reserved;
         }
@@ -95,6 +107,9 @@ impl Sink {
         };
         if written < chunk.len() {
             st.out.splice(0..0, chunk[written..].iter().copied());
+        }
+        if let Some(waker) = st.waker.take() {
+            waker.wake();
         }
         if !st.out.is_empty() {
             drop(st);
@@ -134,6 +149,8 @@ impl Sink {
         let mut st = self.lock();
         st.stream = None;
         st.idle = false;
+        st.tail = false;
+        st.waker = None;
         st.out = Vec::new();
     }
 
@@ -184,6 +201,65 @@ impl Sink {
     pub async fn notified(&self) {
         self.notify.notified().await
     }
+
+    // --- the WebSocket framer's side: its socket writes come here
+
+    /// Writes what the WebSocket framer gives, once a reservation is written and what the hub
+    /// left behind has gone out first.
+    pub fn poll_write(
+        &self,
+        stream: &TcpStream,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = self.lock();
+        if let Err(e) = std::task::ready!(self.poll_drain(&mut st, stream, cx)) {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            match stream.try_write(buf) {
+                Ok(n) => {
+                    st.tail = n < buf.len();
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.tail = true;
+                    std::task::ready!(stream.poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes what the hub left behind.
+    pub fn poll_flush(&self, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.lock();
+        self.poll_drain(&mut st, stream, cx)
+    }
+
+    /// Ready once no reservation is pending and `out` is written.
+    fn poll_drain(
+        &self,
+        st: &mut State,
+        stream: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if st.reserved {
+            st.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        while !st.out.is_empty() {
+            match stream.try_write(&st.out) {
+                Ok(n) if n == st.out.len() => st.out = Vec::new(),
+                Ok(n) => drop(st.out.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::task::ready!(stream.poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Appends `data` to `out` as one HTTP/1.1 chunk: the size line, the data and the line end.
@@ -200,4 +276,106 @@ pub fn chunk(content: &[u8]) -> Bytes {
     let mut out = Vec::new();
     frame(&mut out, content);
     Bytes::from(out)
+}
+
+/// An item's `ws-message` content as the (unmasked, server-to-client) frame the hub writes;
+/// `None` for text that is not UTF-8, which the session drops instead.
+pub fn ws_frame(content: &Bytes, binary: bool) -> Option<Bytes> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    if !binary && std::str::from_utf8(content).is_err() {
+        return None;
+    }
+    let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
+    let frame = Frame::message(content.clone(), opcode, true);
+    let mut out = Vec::with_capacity(frame.len());
+    frame.format(&mut out).ok()?;
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Wake;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A connected pair: the server side in a sink, attached and idle, and the client side.
+    async fn idle_sink() -> (Arc<Sink>, Arc<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let server = Arc::new(listener.accept().await.unwrap().0);
+        let sink = Sink::new();
+        sink.attach(server.clone(), Vec::new());
+        sink.park(|| true);
+        (sink, server, client)
+    }
+
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_framer_write_waits_for_the_reserved_chunk_and_goes_after_it() {
+        let (sink, server, mut client) = idle_sink().await;
+        assert!(matches!(sink.offer(true, || ()), Offer::Reserved));
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(sink.poll_write(&server, &mut cx, b"second").is_pending());
+        assert!(!flag.0.load(Ordering::SeqCst));
+        sink.write_reserved(&Bytes::from_static(b"first"), Instant::now());
+        assert!(flag.0.load(Ordering::SeqCst), "the framer was not woken");
+        match sink.poll_write(&server, &mut cx, b"second") {
+            Poll::Ready(Ok(6)) => {}
+            other => panic!("expected the whole write, got {other:?}"),
+        }
+        assert_eq!(read_exactly(&mut client, 11).await, b"firstsecond");
+    }
+
+    #[tokio::test]
+    async fn the_hub_writes_nothing_while_the_framer_holds_part_of_a_frame() {
+        let (sink, server, mut client) = idle_sink().await;
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // More than the socket buffers take while nobody reads.
+        let frame = vec![7u8; 32 << 20];
+        let taken = match sink.poll_write(&server, &mut cx, &frame) {
+            Poll::Ready(Ok(n)) => n,
+            other => panic!("expected a partial write, got {other:?}"),
+        };
+        assert!(taken < frame.len());
+        assert!(matches!(sink.offer(true, || ()), Offer::Queued(())));
+        // The framer finishes its frame while the client reads it.
+        let len = frame.len();
+        let reader = tokio::spawn(async move {
+            let got = read_exactly(&mut client, len).await;
+            assert!(got.iter().all(|&b| b == 7));
+        });
+        let mut rest = &frame[taken..];
+        while !rest.is_empty() {
+            let n = std::future::poll_fn(|cx| sink.poll_write(&server, cx, rest))
+                .await
+                .unwrap();
+            rest = &rest[n..];
+        }
+        reader.await.unwrap();
+        sink.park(|| true);
+        assert!(matches!(sink.offer(true, || ()), Offer::Reserved));
+    }
 }

@@ -122,10 +122,13 @@ impl<G> AsyncWrite for Shared<G> {
 /// A client socket taken back from hyper after a WebSocket upgrade: what hyper had read past
 /// the handshake (usually nothing), then the socket itself, with its guards. Reads and writes go
 /// straight to the socket instead of through hyper's upgraded-connection wrappers and the
-/// shared cell's lock.
+/// shared cell's lock; with a [`Sink`] ([`Upgraded::attach`]) writes go through it, so the hub
+/// may write published frames to the socket while the connection is idle.
 pub struct Upgraded<G> {
     pre: Bytes,
-    owned: Owned<G>,
+    stream: Arc<TcpStream>,
+    sink: Option<Arc<Sink>>,
+    _guards: G,
 }
 
 /// Bytes a client may have sent past its upgrade request before the `101`; a client must wait
@@ -159,8 +162,24 @@ impl<G> Upgraded<G> {
         }
         Ok(cell.take().map(|owned| Upgraded {
             pre: Bytes::from(pre),
-            owned,
+            stream: Arc::new(owned.stream),
+            sink: None,
+            _guards: owned.guards,
         }))
+    }
+
+    /// Sends every write through `sink`, which the hub may then write to as well.
+    pub fn attach(&mut self, sink: Arc<Sink>) {
+        sink.attach(self.stream.clone(), Vec::new());
+        self.sink = Some(sink);
+    }
+}
+
+impl<G> Drop for Upgraded<G> {
+    fn drop(&mut self) {
+        if let Some(sink) = &self.sink {
+            sink.detach();
+        }
     }
 }
 
@@ -175,37 +194,55 @@ impl<G: Unpin> AsyncRead for Upgraded<G> {
             buf.put_slice(&self.pre.split_to(n));
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.owned.stream).poll_read(cx, buf)
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
 impl<G: Unpin> AsyncWrite for Upgraded<G> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.owned.stream).poll_write(cx, buf)
+        if let Some(sink) = &self.sink {
+            return sink.poll_write(&self.stream, cx, buf);
+        }
+        loop {
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+        }
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.owned.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.owned.stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.sink {
+            Some(sink) => sink.poll_flush(&self.stream, cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.owned.stream).poll_shutdown(cx)
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        if let Some(sink) = self.sink.take() {
+            sink.detach();
+        }
+        match Arc::get_mut(&mut self.stream) {
+            Some(stream) => Pin::new(stream).poll_shutdown(cx),
+            // Only a fan-out write in progress still holds it; dropping closes the socket.
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::handshake::{self, ClientHandshake};
 use super::session::{Published, Session, SessionSpec};
-use super::{close_for, close_frame, finish, send_all, Opened, Socket};
+use super::{close_for, close_frame, finish, flush_left, send_all, Opened, Socket};
 use crate::app::App;
 use crate::config::routes::{Route, Target};
 use crate::hub::Delivery;
@@ -111,9 +111,13 @@ pub async fn open(
 impl Pending {
     /// Completes both upgrades and runs the connection.
     pub async fn run(self, app: Arc<App>, client: super::ClientUpgrade) {
-        let (client, origin) = tokio::join!(super::upgrade_client(&app, client), self.origin);
+        let session = Session::new(app.clone(), self.spec);
+        let (client, origin) = tokio::join!(
+            super::upgrade_client(&app, client, session.sink()),
+            self.origin
+        );
         let (Some(client), Ok(origin)) = (client, origin) else {
-            tracing::debug!(target = %self.spec.label, "WebSocket upgrade did not complete");
+            tracing::debug!(target = %session.label(), "WebSocket upgrade did not complete");
             return;
         };
         let origin = super::socket(
@@ -122,7 +126,6 @@ impl Pending {
             Role::Client,
         )
         .await;
-        let session = Session::new(app.clone(), self.spec);
         run(app, session, client, Peer::Origin(Box::new(origin))).await;
     }
 }
@@ -143,6 +146,8 @@ enum Input {
     Origin(Option<Result<Message, WsError>>),
     Published(Delivery),
     Timer,
+    /// The hub left bytes on the client socket.
+    Left,
 }
 
 /// How both sides are to be closed.
@@ -156,15 +161,19 @@ struct End {
 /// Runs a connection until either side closes, a publish closes it, or the server shuts down.
 pub async fn run(app: Arc<App>, mut session: Session, mut client: Socket, mut peer: Peer) {
     let mut shutdown = std::pin::pin!(super::shutdown(&app));
+    let sink = session.sink().clone();
     let end = loop {
         let deadline = session.deadline();
+        session.park();
         let input = tokio::select! {
             () = &mut shutdown => Input::Shutdown,
             m = client.next() => Input::Client(m),
             m = next_from(&mut peer) => Input::Origin(m),
             item = session.next_delivery() => Input::Published(item),
             () = sleep_until(deadline) => Input::Timer,
+            () = sink.notified() => Input::Left,
         };
+        session.unpark();
         let step = match input {
             Input::Shutdown => Some(End {
                 client: Some(close_frame(1001, "server shutting down")),
@@ -177,6 +186,7 @@ pub async fn run(app: Arc<App>, mut session: Session, mut client: Socket, mut pe
                 let due = session.due(Instant::now());
                 (!send_all(&mut client, due).await).then_some(End::client_gone())
             }
+            Input::Left => (!flush_left(&mut client).await).then_some(End::client_gone()),
         };
         if let Some(end) = step {
             break end;

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
-use crate::hub::{Delivery, Subscription, Want};
+use crate::hub::{Delivery, Sink, Subscription};
 
 /// How a connection was set up by its route and origin.
 #[derive(Debug, Clone)]
@@ -63,6 +63,8 @@ pub struct Session {
     spec: SessionSpec,
     implicit: Vec<String>,
     sub: Option<(Subscription, mpsc::Receiver<Delivery>)>,
+    /// The client socket as the hub sees it, once the client's upgrade attaches it.
+    sink: Arc<Sink>,
     meta: BTreeMap<String, String>,
     /// Filters of each channel subscribed with `subscribe` (prefixed name).
     filters: BTreeMap<String, Vec<String>>,
@@ -84,6 +86,7 @@ impl Session {
             spec,
             implicit: implicit.clone(),
             sub: None,
+            sink: Sink::new(),
             meta: BTreeMap::new(),
             filters: BTreeMap::new(),
             keep_alive: None,
@@ -104,6 +107,25 @@ impl Session {
     /// The target label, for log lines.
     pub fn label(&self) -> &str {
         &self.spec.label
+    }
+
+    /// The client socket as the hub sees it: the client's upgrade attaches it, and the hub writes
+    /// plain published messages to it while the session is parked.
+    pub fn sink(&self) -> &Arc<Sink> {
+        &self.sink
+    }
+
+    /// The connection is about to wait: the hub may write plain messages itself when nothing is
+    /// queued and no channel has filters of this connection's own.
+    pub fn park(&self) {
+        self.sink.park(|| {
+            self.filters.is_empty() && self.sub.as_ref().is_some_and(|(_, rx)| rx.is_empty())
+        });
+    }
+
+    /// The connection woke up and may write.
+    pub fn unpark(&self) {
+        self.sink.unpark();
     }
 
     /// Whether the origin sent `detach`.
@@ -156,7 +178,11 @@ impl Session {
             .map(|(s, _)| s.channels().to_vec())
             .unwrap_or_default();
         channels.push(name);
-        self.sub = Some(self.app.hub.subscribe(channels, Want::WsMessage));
+        self.sub = Some(
+            self.app
+                .hub
+                .subscribe_websocket(channels, self.sink.clone()),
+        );
     }
 
     /// Leaves `channel` (route prefix added); implicit channels stay.
@@ -352,6 +378,11 @@ impl Session {
             out.extend(self.delayed.take().map(|(m, _)| m));
         }
         if let Some(ka) = &mut self.keep_alive {
+            // What the hub wrote itself counts as traffic too.
+            let written = self.sink.last_write().map(|at| at + ka.every);
+            if let Some(w) = written.filter(|w| ka.mode == KeepAliveMode::Idle && *w > ka.next) {
+                ka.next = w;
+            }
             if ka.next <= now {
                 out.push(ka.message.clone());
                 ka.next = now + ka.every;
