@@ -59,6 +59,12 @@ const SHARDS: usize = 64;
 /// Streams one fan-out task writes to: small enough that a task does not hold its worker long.
 const WRITE_BATCH: usize = 256;
 
+/// Reserved connections few enough to write inline, without a task. A connection waits for its
+/// reserved write before it writes anything else, and a spawned task may wait in the run queue
+/// behind the publisher itself: one subscriber taking messages back to back then stalled long
+/// enough for its queue to overflow.
+const INLINE_WRITES: usize = 16;
+
 /// What the hub hands a subscriber: the published item, shared.
 pub type Delivery = Arc<PublishItem>;
 
@@ -777,8 +783,9 @@ fn plain_ws_frame(item: &PublishItem) -> Option<Bytes> {
         .flatten()
 }
 
-/// Writes `chunk` to the reserved streams of `batch` from a new task (inline outside a runtime);
-/// returns how many.
+/// Writes `chunk` to the reserved connections of `batch`; returns how many. A batch of at most
+/// [`INLINE_WRITES`] is written at once, by the publishing task (outside a runtime, any batch
+/// is); a bigger one by a new task, so that big fan-outs spread over the workers.
 fn write_batch(batch: Vec<Arc<Sink>>, chunk: &Bytes) -> u64 {
     let n = batch.len() as u64;
     let chunk = chunk.clone();
@@ -789,8 +796,8 @@ fn write_batch(batch: Vec<Arc<Sink>>, chunk: &Bytes) -> u64 {
         }
     };
     match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn(async move { write() })),
-        Err(_) => write(),
+        Ok(rt) if n as usize > INLINE_WRITES => drop(rt.spawn(async move { write() })),
+        _ => write(),
     }
     n
 }

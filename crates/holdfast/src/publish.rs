@@ -166,7 +166,7 @@ fn metrics(app: &App) -> Response<Body> {
          # HELP holdfast_deliveries_total Items delivered to held connections: queued, or written by the hub itself.\n\
          # TYPE holdfast_deliveries_total counter\n\
          holdfast_deliveries_total {}\n\
-         # HELP holdfast_deliveries_written_total Of the deliveries, those the hub wrote to an idle held stream's socket itself.\n\
+         # HELP holdfast_deliveries_written_total Of the deliveries, those the hub wrote to an idle held stream's or WebSocket's socket itself.\n\
          # TYPE holdfast_deliveries_written_total counter\n\
          holdfast_deliveries_written_total {}\n\
          # HELP holdfast_deliveries_dropped_total Items dropped because a connection's queue was full.\n\

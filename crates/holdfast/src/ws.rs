@@ -9,7 +9,10 @@
 //! connection's timers.
 //!
 //! Framing is `tokio-tungstenite`: reading is a cancel-safe `Stream`, so one task serves both
-//! directions. Limits: a message (all fragments) is at most `websocket.max_message_size`
+//! directions. A client socket taken back from hyper writes through the session's
+//! [`crate::hub::Sink`], so while the connection waits with nothing queued the hub may write a
+//! plain published frame to it itself; the sink keeps those frames and tungstenite's whole and
+//! in order. Limits: a message (all fragments) is at most `websocket.max_message_size`
 //! bytes; published items wait in the hub's bounded queue (newest dropped when full); writes to
 //! a slow client apply backpressure to its origin instead of queueing. Bad input closes only
 //! the connection it arrived on: 1002 for a protocol violation, 1007 for invalid UTF-8, 1009
