@@ -178,12 +178,14 @@ pub type UpgradedSocket = direct::Upgraded<Guards>;
 
 impl ClientSocket {
     /// Takes the socket back from hyper once it has upgraded the connection to `up` (an
-    /// HTTP/1.1 upgrade of this connection). `Ok(None)`: the client has already gone.
+    /// HTTP/1.1 upgrade of this connection), its writes to go through `sink`. `Ok(None)`: the
+    /// client has already gone.
     pub fn take_upgraded(
         &self,
         up: hyper::upgrade::Upgraded,
+        sink: Arc<crate::hub::Sink>,
     ) -> std::io::Result<Option<UpgradedSocket>> {
-        direct::Upgraded::take(&self.0, up)
+        direct::Upgraded::take(&self.0, up, sink)
     }
 }
 

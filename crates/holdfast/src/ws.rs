@@ -296,11 +296,8 @@ async fn upgrade_client(app: &App, upgrade: ClientUpgrade, sink: &Arc<Sink>) -> 
         }
     };
     let io = match upgrade.socket {
-        Some(socket) => match socket.take_upgraded(up) {
-            Ok(Some(mut s)) => {
-                s.attach(sink.clone());
-                Io::Client(s)
-            }
+        Some(socket) => match socket.take_upgraded(up, sink.clone()) {
+            Ok(Some(s)) => Io::Client(s),
             Ok(None) => {
                 tracing::debug!("client left right after the WebSocket upgrade");
                 return None;

@@ -614,14 +614,8 @@ async fn concurrent_publishers_keep_their_order_on_every_stream() {
                     if i % 3 == 0 {
                         item["id"] = json!(format!("{p}-{i}"));
                     }
-                    let resp = send(
-                        Request::post(&url)
-                            .header("content-type", "application/json")
-                            .body(full(json!({ "items": [item] }).to_string()))
-                            .unwrap(),
-                    )
-                    .await;
-                    assert_eq!(resp.status(), 200);
+                    let (status, body) = publish_json_to(&url, json!({ "items": [item] })).await;
+                    assert_eq!(status, 200, "{body}");
                 }
             })
         })
@@ -635,14 +629,7 @@ async fn concurrent_publishers_keep_their_order_on_every_stream() {
             let chunk = next_chunk(body).await.expect("stream still open");
             got.push_str(&String::from_utf8_lossy(&chunk));
         }
-        let mut next = vec![0; publishers];
-        for entry in got.split_terminator(';') {
-            let (p, i) = entry.split_once('.').expect("publisher.item");
-            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
-            assert_eq!(i, next[p], "publisher {p} out of order in {got:?}");
-            next[p] += 1;
-        }
-        assert_eq!(next, vec![items; publishers]);
+        assert_publisher_order(got.split_terminator(';'), publishers, items);
     }
     let stats = proxy.app.hub.stats();
     assert_eq!(stats.dropped, 0);

@@ -1067,14 +1067,8 @@ async fn concurrent_publishers_keep_their_order_on_every_websocket() {
             tokio::spawn(async move {
                 for i in 0..items {
                     let item = ws_item("many", &format!("{p}.{i}"), i % 3 == 0);
-                    let resp = send(
-                        Request::post(&url)
-                            .header("content-type", "application/json")
-                            .body(full(json!({ "items": [item] }).to_string()))
-                            .unwrap(),
-                    )
-                    .await;
-                    assert_eq!(resp.status(), 200);
+                    let (status, body) = publish_json_to(&url, json!({ "items": [item] })).await;
+                    assert_eq!(status, 200, "{body}");
                 }
             })
         })
@@ -1083,15 +1077,11 @@ async fn concurrent_publishers_keep_their_order_on_every_websocket() {
         p.await.unwrap();
     }
     for client in &mut clients {
-        let mut next = vec![0; publishers];
+        let mut got = Vec::new();
         for _ in 0..publishers * items {
-            let got = recv_text_or_ping(client).await;
-            let (p, i) = got.split_once('.').expect("publisher.item");
-            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
-            assert_eq!(i, next[p], "publisher {p} out of order");
-            next[p] += 1;
+            got.push(recv_text_or_ping(client).await);
         }
-        assert_eq!(next, vec![items; publishers]);
+        assert_publisher_order(got.iter().map(String::as_str), publishers, items);
     }
     let stats = proxy.app.hub.stats();
     assert_eq!(stats.dropped, 0);

@@ -162,39 +162,7 @@ impl Sink {
     /// Writes everything unwritten to `stream`, waiting for the socket or for a reservation to
     /// be written first.
     pub async fn flush(&self, stream: &TcpStream) -> io::Result<()> {
-        enum Wait {
-            Reservation,
-            Socket,
-        }
-        loop {
-            let wait = {
-                let mut st = self.lock();
-                if st.out.is_empty() {
-                    return Ok(());
-                }
-                if st.reserved {
-                    Wait::Reservation
-                } else {
-                    match stream.try_write(&st.out) {
-                        Ok(n) if n == st.out.len() => {
-                            // Idle between messages, a stream keeps no buffer.
-                            st.out = Vec::new();
-                            return Ok(());
-                        }
-                        Ok(n) => {
-                            st.out.drain(..n);
-                            Wait::Socket
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Wait::Socket,
-                        Err(e) => return Err(e),
-                    }
-                }
-            };
-            match wait {
-                Wait::Reservation => self.notify.notified().await,
-                Wait::Socket => std::future::poll_fn(|cx| stream.poll_write_ready(cx)).await?,
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_flush(stream, cx)).await
     }
 
     /// Resolves when a fan-out has left bytes for the writer.
@@ -202,7 +170,8 @@ impl Sink {
         self.notify.notified().await
     }
 
-    // --- the WebSocket framer's side: its socket writes come here
+    // --- the WebSocket framer's side: its socket writes come here; `poll_flush` also serves
+    // the writer's `flush`
 
     /// Writes what the WebSocket framer gives, once a reservation is written and what the hub
     /// left behind has gone out first.
@@ -231,13 +200,18 @@ impl Sink {
         }
     }
 
-    /// Writes what the hub left behind.
+    /// Writes everything unwritten (what the writer appended, or what a fan-out left behind),
+    /// after a reservation ahead of it.
     pub fn poll_flush(&self, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut st = self.lock();
+        if st.out.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
         self.poll_drain(&mut st, stream, cx)
     }
 
-    /// Ready once no reservation is pending and `out` is written.
+    /// Ready once no reservation is pending and `out` is written (idle between messages, a
+    /// connection keeps no buffer).
     fn poll_drain(
         &self,
         st: &mut State,

@@ -122,12 +122,12 @@ impl<G> AsyncWrite for Shared<G> {
 /// A client socket taken back from hyper after a WebSocket upgrade: what hyper had read past
 /// the handshake (usually nothing), then the socket itself, with its guards. Reads and writes go
 /// straight to the socket instead of through hyper's upgraded-connection wrappers and the
-/// shared cell's lock; with a [`Sink`] ([`Upgraded::attach`]) writes go through it, so the hub
-/// may write published frames to the socket while the connection is idle.
+/// shared cell's lock. Writes go through the connection's [`Sink`], so the hub may write
+/// published frames to the socket while the connection is idle.
 pub struct Upgraded<G> {
     pre: Bytes,
     stream: Arc<TcpStream>,
-    sink: Option<Arc<Sink>>,
+    sink: Arc<Sink>,
     _guards: G,
 }
 
@@ -138,9 +138,13 @@ const EARLY_DATA_LIMIT: usize = 1 << 20;
 impl<G> Upgraded<G> {
     /// Takes the socket of `cell` back from hyper once hyper has upgraded its connection `up`.
     /// What hyper has already read past the request (usually nothing) is drained from `up`
-    /// first and replayed before the socket's own bytes. `Ok(None)`: the client has already
-    /// closed, or the socket was taken before.
-    pub fn take(cell: &Cell<G>, up: hyper::upgrade::Upgraded) -> io::Result<Option<Upgraded<G>>> {
+    /// first and replayed before the socket's own bytes; the socket is attached to `sink`.
+    /// `Ok(None)`: the client has already closed, or the socket was taken before.
+    pub fn take(
+        cell: &Cell<G>,
+        up: hyper::upgrade::Upgraded,
+        sink: Arc<Sink>,
+    ) -> io::Result<Option<Upgraded<G>>> {
         let mut up = hyper_util::rt::TokioIo::new(up);
         let mut pre = Vec::new();
         let mut chunk = [0u8; 1024];
@@ -160,26 +164,22 @@ impl<G> Upgraded<G> {
                 ));
             }
         }
-        Ok(cell.take().map(|owned| Upgraded {
-            pre: Bytes::from(pre),
-            stream: Arc::new(owned.stream),
-            sink: None,
-            _guards: owned.guards,
+        Ok(cell.take().map(|owned| {
+            let stream = Arc::new(owned.stream);
+            sink.attach(stream.clone(), Vec::new());
+            Upgraded {
+                pre: Bytes::from(pre),
+                stream,
+                sink,
+                _guards: owned.guards,
+            }
         }))
-    }
-
-    /// Sends every write through `sink`, which the hub may then write to as well.
-    pub fn attach(&mut self, sink: Arc<Sink>) {
-        sink.attach(self.stream.clone(), Vec::new());
-        self.sink = Some(sink);
     }
 }
 
 impl<G> Drop for Upgraded<G> {
     fn drop(&mut self) {
-        if let Some(sink) = &self.sink {
-            sink.detach();
-        }
+        self.sink.detach();
     }
 }
 
@@ -214,30 +214,16 @@ impl<G: Unpin> AsyncWrite for Upgraded<G> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Some(sink) = &self.sink {
-            return sink.poll_write(&self.stream, cx, buf);
-        }
-        loop {
-            std::task::ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
-            }
-        }
+        self.sink.poll_write(&self.stream, cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &self.sink {
-            Some(sink) => sink.poll_flush(&self.stream, cx),
-            None => Poll::Ready(Ok(())),
-        }
+        self.sink.poll_flush(&self.stream, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.as_mut().poll_flush(cx))?;
-        if let Some(sink) = self.sink.take() {
-            sink.detach();
-        }
+        self.sink.detach();
         match Arc::get_mut(&mut self.stream) {
             Some(stream) => Pin::new(stream).poll_shutdown(cx),
             // Only a fan-out write in progress still holds it; dropping closes the socket.

@@ -91,15 +91,7 @@ impl Proxy {
 
     /// Publishes a JSON body; returns status and body text.
     pub async fn publish_json(&self, body: serde_json::Value) -> (u16, String) {
-        let resp = send(
-            Request::post(self.publish_url("/publish/"))
-                .header("content-type", "application/json")
-                .body(full(body.to_string()))
-                .unwrap(),
-        )
-        .await;
-        let status = resp.status().as_u16();
-        (status, text(resp).await)
+        publish_json_to(&self.publish_url("/publish/"), body).await
     }
 
     /// Waits until `channel` has `n` subscribers (bounded: fails after 10 s).
@@ -299,4 +291,34 @@ pub async fn read_raw_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8
         );
         got.extend_from_slice(&buf[..n]);
     }
+}
+
+/// POSTs a JSON publish body to `url` (a proxy's `/publish/`); returns status and body text.
+pub async fn publish_json_to(url: &str, body: serde_json::Value) -> (u16, String) {
+    let resp = send(
+        Request::post(url)
+            .header("content-type", "application/json")
+            .body(full(body.to_string()))
+            .unwrap(),
+    )
+    .await;
+    let status = resp.status().as_u16();
+    (status, text(resp).await)
+}
+
+/// Asserts that `entries` (`publisher.item`, as concurrent publishers posted them) hold every
+/// item of each of `publishers` once, each publisher's in the order it posted them.
+pub fn assert_publisher_order<'a>(
+    entries: impl IntoIterator<Item = &'a str>,
+    publishers: usize,
+    items: usize,
+) {
+    let mut next = vec![0; publishers];
+    for entry in entries {
+        let (p, i) = entry.split_once('.').expect("publisher.item");
+        let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[p], "publisher {p} out of order at {entry:?}");
+        next[p] += 1;
+    }
+    assert_eq!(next, vec![items; publishers]);
 }
