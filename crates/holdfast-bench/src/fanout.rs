@@ -61,8 +61,10 @@ use report::{Context, Publication};
 pub const MAX_PER_WORKER: usize = 19_000;
 /// The drain phase ends once no delivery has arrived for this long.
 const DRAIN_IDLE: Duration = Duration::from_secs(3);
-/// How often readiness is re-checked.
+/// How often the drain and the publish pauses check on the workers.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How often the readiness signal is read while subscribing.
+const SUBSCRIBE_POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// Subscriber kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -534,7 +536,7 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subs
     let mut warned = false;
     let mut count;
     loop {
-        pool.pump_for(POLL_EVERY).await;
+        pool.pump_for(SUBSCRIBE_POLL_EVERY).await;
         let now = Instant::now();
         let totals = pool.totals();
         let (holds, metric) = match args.ready {

@@ -116,9 +116,15 @@ pub struct Summary {
     pub publish: Vec<String>,
     /// Subscribers counted as subscribed when publishing started.
     pub subscribed: u64,
-    /// Seconds from the first connection until all were subscribed.
+    /// Seconds from starting the workers until the readiness signal (`ready_by`) showed every
+    /// subscriber, as polled every 50 ms.
     pub subscribe_secs: f64,
-    /// `subscribed / subscribe_secs`.
+    /// SSE and WebSocket, when every subscriber became ready: seconds from the first connection
+    /// attempt to the last subscriber's first body bytes or completed handshake, as the clients
+    /// saw them. (A long-poll subscriber counts as ready once connected, before its request
+    /// reaches the origin, so long-poll runs have none.)
+    pub ready_secs: Option<f64>,
+    /// `subscribers / ready_secs` where there is one, else `subscribed / subscribe_secs`.
     pub subscribe_rate: f64,
     /// False when the readiness signals never stayed still before the subscribe cap (the proxy
     /// kept failing or re-asking): `subscribe_rate` then only says when every subscriber had been
@@ -288,10 +294,16 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
     let mut duplicates = 0;
     let mut per_seq: Vec<Vec<u64>> = vec![Vec::new(); published.len()];
     let mut last_delivery_us = 0;
+    let mut first_connect_us = u64::MAX;
+    let mut last_ready_us = 0;
     let mut tallies = vec![ProxyTally::new(published.len()); ctx.proxies.len()];
     for r in results {
         counters.add(&r.counters);
         last_delivery_us = last_delivery_us.max(r.last_delivery_us);
+        if r.first_connect_us > 0 {
+            first_connect_us = first_connect_us.min(r.first_connect_us);
+        }
+        last_ready_us = last_ready_us.max(r.last_ready_us);
         duplicates += r.duplicates;
         for (t, w) in tallies.iter_mut().zip(&r.per_proxy) {
             t.add(w);
@@ -382,6 +394,15 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         }
         _ => None,
     };
+    let ready_secs = (matches!(ctx.mode.as_str(), "sse" | "woh")
+        && counters.ready >= ctx.subscribers
+        && last_ready_us > first_connect_us)
+        .then(|| (last_ready_us - first_connect_us) as f64 / 1e6);
+    let subscribe_rate = match ready_secs {
+        Some(secs) => (ctx.subscribers as f64 / secs).round(),
+        None if ctx.subscribe_secs > 0.0 => (ctx.subscribed as f64 / ctx.subscribe_secs).round(),
+        None => 0.0,
+    };
     let delivered = everything.len() as u64;
     let delivery_secs = (delivered > 0 && last_delivery_us > ctx.publish_started_us)
         .then(|| (last_delivery_us - ctx.publish_started_us) as f64 / 1e6);
@@ -398,12 +419,9 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         publish: ctx.publish,
         subscribed: ctx.subscribed,
         subscribe_secs: (ctx.subscribe_secs * 100.0).round() / 100.0,
+        ready_secs: ready_secs.map(|s| (s * 1000.0).round() / 1000.0),
         settled: ctx.settled,
-        subscribe_rate: if ctx.subscribe_secs > 0.0 {
-            (ctx.subscribed as f64 / ctx.subscribe_secs).round()
-        } else {
-            0.0
-        },
+        subscribe_rate,
         rss_of,
         rss_before_kib: before,
         rss_subscribed_kib: subscribed,
@@ -504,14 +522,26 @@ pub fn print(s: &Summary) {
             s.publish.len()
         );
     }
-    println!(
-        "subscribed: {} in {:.2} s ({} subscribers/s), readiness by {}{}",
-        s.subscribed,
-        s.subscribe_secs,
-        s.subscribe_rate,
-        s.ready_by,
-        if s.settled { "" } else { ", never settled" }
-    );
+    match s.ready_secs {
+        Some(ready) => println!(
+            "subscribed: {} in {:.3} s from the first connect to the last ready ({} subscribers/s); \
+             readiness by {} after {:.2} s{}",
+            s.subscribers,
+            ready,
+            s.subscribe_rate,
+            s.ready_by,
+            s.subscribe_secs,
+            if s.settled { "" } else { ", never settled" }
+        ),
+        None => println!(
+            "subscribed: {} in {:.2} s ({} subscribers/s), readiness by {}{}",
+            s.subscribed,
+            s.subscribe_secs,
+            s.subscribe_rate,
+            s.ready_by,
+            if s.settled { "" } else { ", never settled" }
+        ),
+    }
     if s.rss_before_kib.is_some() {
         println!(
             "proxy memory ({}): {} before, {} subscribed, {} after; {} bytes per connection",
@@ -638,15 +668,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counts_losses_against_requested_subscribers() {
+    /// Three subscribers over two proxies, subscribed in 1.5 s by the readiness signal.
+    fn context() -> Context {
         let proxies = |rss: [u64; 2], cpu: [f64; 2]| {
             Some(vec![
                 sample(1, "holdfast", rss[0], cpu[0]),
                 sample(2, "redis-server", rss[1], cpu[1]),
             ])
         };
-        let ctx = Context {
+        Context {
             label: "t".into(),
             mode: "sse".into(),
             subscribers: 3,
@@ -677,7 +707,12 @@ mod tests {
             ],
             origin_requests: [Some(10), Some(16), Some(19)],
             publish_started_us: 1_000_000,
-        };
+        }
+    }
+
+    #[test]
+    fn counts_losses_against_requested_subscribers() {
+        let ctx = context();
         let published = [
             Publication {
                 seq: 1,
@@ -758,6 +793,42 @@ mod tests {
         // A worker started after the first sample counts from zero.
         assert_eq!(s.processes[3].cpu_subscribing_secs, Some(4.0));
         assert_eq!(s.processes[3].cpu_messages_secs, Some(1.0));
+    }
+
+    #[test]
+    fn subscribe_rate_is_timed_at_the_clients_when_all_became_ready() {
+        let ready = |n: u64, first_connect_us: u64, last_ready_us: u64| WorkerResult {
+            counters: Counters {
+                ready: n,
+                ..Counters::default()
+            },
+            first_connect_us,
+            last_ready_us,
+            ..WorkerResult::default()
+        };
+        // From the earliest first connect (1.9 s) to the latest ready (2.5 s).
+        let all = || {
+            vec![
+                ready(2, 2_000_000, 2_400_000),
+                ready(1, 1_900_000, 2_500_000),
+            ]
+        };
+        let s = summarize(context(), &[], all());
+        assert_eq!(s.ready_secs, Some(0.6));
+        assert_eq!(s.subscribe_rate, 5.0);
+        assert_eq!(s.subscribe_secs, 1.5);
+
+        // One subscriber never became ready: the readiness signal's time is used.
+        let s = summarize(context(), &[], vec![ready(2, 2_000_000, 2_400_000)]);
+        assert_eq!(s.ready_secs, None);
+        assert_eq!(s.subscribe_rate, 2.0);
+
+        // A long-poll subscriber is "ready" before its request reaches the origin.
+        let mut ctx = context();
+        ctx.mode = "longpoll".into();
+        let s = summarize(ctx, &[], all());
+        assert_eq!(s.ready_secs, None);
+        assert_eq!(s.subscribe_rate, 2.0);
     }
 
     #[test]

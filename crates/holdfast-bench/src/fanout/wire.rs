@@ -77,6 +77,14 @@ pub struct WorkerResult {
     /// Wall clock of the last stamped delivery, in microseconds since the Unix epoch (0: none).
     #[serde(default)]
     pub last_delivery_us: u64,
+    /// Wall clock of the worker's first connection attempt, in microseconds since the Unix
+    /// epoch (0: none).
+    #[serde(default)]
+    pub first_connect_us: u64,
+    /// Wall clock when the last of the worker's subscribers became ready (see
+    /// [`Counters::ready`]), in microseconds since the Unix epoch (0: none).
+    #[serde(default)]
+    pub last_ready_us: u64,
     /// The deliveries of `latencies_us` broken down by proxy, in `--proxy` order.
     #[serde(default)]
     pub per_proxy: Vec<ProxyTally>,

@@ -123,6 +123,10 @@ struct Shared {
     received: AtomicU64,
     duplicates: AtomicU64,
     last_delivery_us: AtomicU64,
+    /// Wall clock of the worker's first connection attempt (`u64::MAX`: none yet).
+    first_connect_us: AtomicU64,
+    /// Wall clock when the last of its subscribers became ready so far (0: none yet).
+    last_ready_us: AtomicU64,
     samples: Mutex<Samples>,
     errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -168,6 +172,8 @@ impl Shared {
     /// Counts a subscriber of proxy `proxy` as ready.
     fn mark_ready(&self, proxy: usize) {
         self.ready.fetch_add(1, Ordering::Relaxed);
+        self.last_ready_us
+            .fetch_max(stamp::now_us(), Ordering::Relaxed);
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         samples.per_proxy[proxy].ready += 1;
     }
@@ -209,6 +215,11 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             last_delivery_us: self.last_delivery_us.load(Ordering::Relaxed),
+            first_connect_us: match self.first_connect_us.load(Ordering::Relaxed) {
+                u64::MAX => 0,
+                us => us,
+            },
+            last_ready_us: self.last_ready_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -245,6 +256,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         received: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
+        first_connect_us: AtomicU64::new(u64::MAX),
+        last_ready_us: AtomicU64::new(0),
         samples: Mutex::new(Samples {
             latencies_us: vec![Vec::new(); args.messages],
             per_proxy: vec![ProxyTally::new(args.messages); args.proxies.len()],
@@ -314,6 +327,9 @@ fn emit(report: &Report) -> anyhow::Result<()> {
 
 /// Opens one TCP connection to subscriber `index`'s proxy, from its source address.
 async fn open(shared: &Shared, index: usize) -> std::io::Result<TcpStream> {
+    shared
+        .first_connect_us
+        .fetch_min(stamp::now_us(), Ordering::Relaxed);
     let proxy = shared.proxies[shared.proxy_of(index)];
     let stream = match shared
         .source_ips
