@@ -18,7 +18,10 @@
 //!      WebSockets, `OPEN`s). Then the counters (and the origin's count) must stay unchanged for
 //!      `--settle-ms`.
 //!
-//!    Either way the subscribe time runs until the start of that quiet period.
+//!    Either way the subscribe time runs until the start of that quiet period, the signal read
+//!    every 50 ms. SSE and WebSocket runs also time the phase at the clients, from the first
+//!    connection attempt to the last subscriber becoming ready (first body bytes, or completed
+//!    handshake), and take the subscribe rate from that when every subscriber became ready.
 //! 2. **Publish.** `--messages` stamped messages ([`stamp`]) `--interval-ms` apart, on a fixed
 //!    schedule that does not drift with the publish round trip; `--publish-style` says whether
 //!    as Pushpin's `POST /publish/` JSON or as Nchan's raw `POST /pub/CHANNEL`. `--publish-to
