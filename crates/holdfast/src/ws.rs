@@ -161,11 +161,9 @@ pub async fn serve(
                 }
                 Opened::Accepted(resp, conn) => {
                     record.target = Some(label);
-                    let guard = app.drain_guard();
-                    tokio::spawn(async move {
-                        conn.run(upgrade).await;
-                        drop(guard);
-                    });
+                    // The connection's own future is the task: a wrapping `async` block would
+                    // keep its own copy of the moved `Conn` for the connection's whole life.
+                    tokio::spawn(conn.run(upgrade, app.drain_guard()));
                     return Ok(resp);
                 }
             }
@@ -184,12 +182,7 @@ pub async fn serve(
                 }
                 Opened::Accepted(resp, conn) => {
                     record.target = Some(label);
-                    let guard = app.drain_guard();
-                    let app = app.clone();
-                    tokio::spawn(async move {
-                        conn.run(app, upgrade).await;
-                        drop(guard);
-                    });
+                    tokio::spawn(conn.run(app.clone(), upgrade, app.drain_guard()));
                     return Ok(resp);
                 }
             }

@@ -109,8 +109,14 @@ pub async fn open(
 }
 
 impl Pending {
-    /// Completes both upgrades and runs the connection.
-    pub async fn run(self, app: Arc<App>, client: super::ClientUpgrade) {
+    /// Completes both upgrades and runs the connection; `_drain` (the server's drain guard) is
+    /// held until it ends.
+    pub async fn run(
+        self,
+        app: Arc<App>,
+        client: super::ClientUpgrade,
+        _drain: Option<tokio::sync::mpsc::Sender<()>>,
+    ) {
         let session = Session::new(app.clone(), self.spec);
         let (client, origin) = tokio::join!(
             super::upgrade_client(&app, client, session.sink()),
