@@ -119,9 +119,9 @@ pub struct Summary {
     /// Seconds from starting the workers until the readiness signal (`ready_by`) showed every
     /// subscriber, as polled every 50 ms.
     pub subscribe_secs: f64,
-    /// SSE and WebSocket, when every subscriber became ready: seconds from the first connection
-    /// attempt to the last subscriber's first body bytes or completed handshake, as the clients
-    /// saw them. (A long-poll subscriber counts as ready once connected, before its request
+    /// SSE and WebSocket, when every subscriber became ready before publishing began: seconds
+    /// from the first connection attempt to the last subscriber's first body bytes or completed
+    /// handshake, as the clients saw them. (A long-poll subscriber counts as ready once connected, before its request
     /// reaches the origin, so long-poll runs have none.)
     pub ready_secs: Option<f64>,
     /// `subscribers / ready_secs` where there is one, else `subscribed / subscribe_secs`.
@@ -394,9 +394,12 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         }
         _ => None,
     };
+    // A subscriber that only became ready once publishing had begun (an unsettled run) would
+    // stretch the window into the publish phase.
     let ready_secs = (matches!(ctx.mode.as_str(), "sse" | "woh")
         && counters.ready >= ctx.subscribers
-        && last_ready_us > first_connect_us)
+        && last_ready_us > first_connect_us
+        && last_ready_us <= ctx.publish_started_us)
         .then(|| (last_ready_us - first_connect_us) as f64 / 1e6);
     let subscribe_rate = match ready_secs {
         Some(secs) => (ctx.subscribers as f64 / secs).round(),
@@ -806,17 +809,25 @@ mod tests {
             last_ready_us,
             ..WorkerResult::default()
         };
-        // From the earliest first connect (1.9 s) to the latest ready (2.5 s).
+        // Publishing starts at 1.0 s. From the earliest first connect (0.3 s) to the latest
+        // ready (0.9 s); a worker with no connection attempt (0) does not move the start.
         let all = || {
             vec![
-                ready(2, 2_000_000, 2_400_000),
-                ready(1, 1_900_000, 2_500_000),
+                ready(2, 400_000, 800_000),
+                ready(1, 300_000, 900_000),
+                ready(0, 0, 0),
             ]
         };
         let s = summarize(context(), &[], all());
         assert_eq!(s.ready_secs, Some(0.6));
         assert_eq!(s.subscribe_rate, 5.0);
         assert_eq!(s.subscribe_secs, 1.5);
+
+        // The last subscriber became ready only after publishing began.
+        let late = vec![ready(2, 400_000, 800_000), ready(1, 300_000, 1_200_000)];
+        let s = summarize(context(), &[], late);
+        assert_eq!(s.ready_secs, None);
+        assert_eq!(s.subscribe_rate, 2.0);
 
         // One subscriber never became ready: the readiness signal's time is used.
         let s = summarize(context(), &[], vec![ready(2, 2_000_000, 2_400_000)]);

@@ -160,6 +160,9 @@ pub struct Conn {
     keep_alive: Option<Duration>,
     last_request: Instant,
     initial: Vec<Event>,
+    /// The server's drain guard, set by [`Conn::run`]; last, so it is released after the rest
+    /// of the connection has been dropped.
+    drain: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 /// Sends `OPEN` to `target`.
@@ -258,6 +261,7 @@ pub async fn open(
         keep_alive: None,
         last_request: Instant::now(),
         initial: events,
+        drain: None,
         origin,
     };
     conn.apply_headers(&reply.headers);
@@ -307,13 +311,14 @@ enum End {
 }
 
 impl Conn {
-    /// Completes the client's upgrade and runs the connection until it closes; `_drain` (the
+    /// Completes the client's upgrade and runs the connection until it closes; `drain` (the
     /// server's drain guard) is held until then.
     pub async fn run(
         mut self,
         upgrade: super::ClientUpgrade,
-        _drain: Option<tokio::sync::mpsc::Sender<()>>,
+        drain: Option<tokio::sync::mpsc::Sender<()>>,
     ) {
+        self.drain = drain;
         // The rare and large steps are boxed, so a connection waiting for input is not sized
         // for them (the task keeps its future for as long as the client stays): the upgrade,
         // origin replies, timers, the close and the DISCONNECT. This took the future from
