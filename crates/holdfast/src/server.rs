@@ -260,11 +260,9 @@ async fn accept_loop(
                     };
                     if direct_allowed && direct::eligible(&resp) {
                         if let Some(owned) = cell.take() {
-                            tokio::spawn(async move {
-                                app.direct_streams.fetch_add(1, Ordering::Relaxed);
-                                direct::write(owned, resp).await;
-                                app.direct_streams.fetch_sub(1, Ordering::Relaxed);
-                            });
+                            // The writer's own future is the task: a wrapping `async` block
+                            // would keep its own copy of the moved socket and response.
+                            tokio::spawn(direct::write(owned, resp, Counted::new(app)));
                             // hyper's attempt to write this finds no socket and ends the
                             // connection, freeing its buffers.
                             return Ok(hyper::Response::new(crate::proxy::body::full("")));
@@ -289,6 +287,22 @@ async fn accept_loop(
                 tracing::debug!(%peer, error = %crate::proxy::error_chain(&*e), "connection ended with error");
             }
         });
+    }
+}
+
+/// Counts a held stream in `holdfast_direct_streams` for as long as it lives.
+struct Counted(Arc<App>);
+
+impl Counted {
+    fn new(app: Arc<App>) -> Counted {
+        app.direct_streams.fetch_add(1, Ordering::Relaxed);
+        Counted(app)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.direct_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

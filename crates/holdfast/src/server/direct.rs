@@ -260,8 +260,8 @@ const GATHER_LIMIT: usize = 64 * 1024;
 /// HTTP/1.1 chunked framing, what is queued gathered into one write (up to 64 KiB). The bytes go
 /// through the stream's [`Sink`], where the hub may also write plain chunks while the session
 /// is idle. Ends when the body ends (with the last chunk), when the body fails (without it, as
-/// hyper does), or when the client closes its side.
-pub async fn write<G>(owned: Owned<G>, resp: Response<Body>) {
+/// hyper does), or when the client closes its side. `_count` lives as long as the stream.
+pub async fn write<G, C>(owned: Owned<G>, resp: Response<Body>, _count: C) {
     // The guards are released when the stream ends, whichever way.
     let Owned {
         stream,
