@@ -121,8 +121,8 @@ pub struct Summary {
     pub subscribe_secs: f64,
     /// SSE and WebSocket, when every subscriber became ready before publishing began: seconds
     /// from the first connection attempt to the last subscriber's first body bytes or completed
-    /// handshake, as the clients saw them. (A long-poll subscriber counts as ready once connected, before its request
-    /// reaches the origin, so long-poll runs have none.)
+    /// handshake, as the clients saw them. (A long-poll subscriber counts as ready once
+    /// connected, before its request reaches the origin, so long-poll runs have none.)
     pub ready_secs: Option<f64>,
     /// `subscribers / ready_secs` where there is one, else `subscribed / subscribe_secs`.
     pub subscribe_rate: f64,
@@ -525,26 +525,20 @@ pub fn print(s: &Summary) {
             s.publish.len()
         );
     }
-    match s.ready_secs {
-        Some(ready) => println!(
-            "subscribed: {} in {:.3} s from the first connect to the last ready ({} subscribers/s); \
-             readiness by {} after {:.2} s{}",
+    let (count, timing) = match s.ready_secs {
+        Some(ready) => (
             s.subscribers,
-            ready,
-            s.subscribe_rate,
-            s.ready_by,
-            s.subscribe_secs,
-            if s.settled { "" } else { ", never settled" }
+            format!("{ready:.3} s from the first connect to the last ready"),
         ),
-        None => println!(
-            "subscribed: {} in {:.2} s ({} subscribers/s), readiness by {}{}",
-            s.subscribed,
-            s.subscribe_secs,
-            s.subscribe_rate,
-            s.ready_by,
-            if s.settled { "" } else { ", never settled" }
-        ),
-    }
+        None => (s.subscribed, format!("{:.2} s", s.subscribe_secs)),
+    };
+    println!(
+        "subscribed: {count} in {timing} ({} subscribers/s), readiness by {} after {:.2} s{}",
+        s.subscribe_rate,
+        s.ready_by,
+        s.subscribe_secs,
+        if s.settled { "" } else { ", never settled" }
+    );
     if s.rss_before_kib.is_some() {
         println!(
             "proxy memory ({}): {} before, {} subscribed, {} after; {} bytes per connection",
