@@ -61,8 +61,14 @@ fn main() -> ExitCode {
     for w in &routes.warnings {
         tracing::warn!("{w}");
     }
+    // Every scheduler tick takes the oldest task from the shared queue before the worker's own.
+    // A publish to thousands of long-polls wakes their tasks at once, and most of them overflow
+    // into the shared queue; by default the re-polls that the first answers bring back (woken
+    // by I/O into the workers' own queues) would run ahead of the answers still waiting there,
+    // each with its origin round trip. This way the answers go out first.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .global_queue_interval(1)
         .build()
     {
         Ok(rt) => rt,
