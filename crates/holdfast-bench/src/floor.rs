@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -88,12 +87,8 @@ pub fn run(args: FloorArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let streams = TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
-        let publish = TcpListener::bind(args.publish_listen)
-            .await
-            .with_context(|| format!("binding {}", args.publish_listen))?;
+        let streams = crate::accept::bind(args.listen)?;
+        let publish = crate::accept::bind(args.publish_listen)?;
         let hub = Hub::new(args.fanout, args.shards.unwrap_or(2 * threads));
         tokio::select! {
             r = serve(streams, publish, hub) => r,

@@ -200,9 +200,7 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
+        let listener = crate::accept::bind(args.listen)?;
         let accept = accept_loop(listener, answer);
         // Expiry is the normal way out; the loop itself only returns on a listener error.
         match tokio::time::timeout(Duration::from_secs(args.exit_after), accept).await {
