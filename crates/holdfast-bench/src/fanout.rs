@@ -34,7 +34,7 @@
 //!    client that missed it.
 //! 3. **Drain.** Wait until every subscriber has every message, or deliveries stop for
 //!    [`DRAIN_IDLE`], or `--drain-ms` passes.
-//! 4. **Report** ([`report`]): per message publish → last delivery, p50/p99, delivered and lost,
+//! 4. **Report** ([`report`]): per message publish → last delivery (the max), p50/p90/p99, delivered and lost,
 //!    overall and per proxy; deliveries per second from the first publish to the last delivery
 //!    (with `--subscribers 1 --burst`, the rate one client can be sent messages at); subscribe
 //!    rate; memory (`--proxy-pid`, summed: every process of the system under test, a cluster's

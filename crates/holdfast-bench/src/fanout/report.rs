@@ -24,6 +24,8 @@ pub struct MessageStats {
     pub lost: u64,
     /// Median publish → delivery latency, in milliseconds.
     pub p50_ms: Option<f64>,
+    /// 90th percentile publish → delivery latency, in milliseconds.
+    pub p90_ms: Option<f64>,
     /// 99th percentile publish → delivery latency, in milliseconds.
     pub p99_ms: Option<f64>,
     /// Publish → first delivery, in milliseconds.
@@ -157,6 +159,8 @@ pub struct Summary {
     pub lost: u64,
     /// Median latency over every delivery, in milliseconds.
     pub p50_ms: Option<f64>,
+    /// 90th percentile latency over every delivery, in milliseconds.
+    pub p90_ms: Option<f64>,
     /// 99th percentile latency over every delivery, in milliseconds.
     pub p99_ms: Option<f64>,
     /// Worst publish → last delivery over the messages, in milliseconds.
@@ -332,6 +336,7 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
                 delivered,
                 lost: ctx.subscribers.saturating_sub(delivered),
                 p50_ms: ms(percentile(lat, 50.0)),
+                p90_ms: ms(percentile(lat, 90.0)),
                 p99_ms: ms(percentile(lat, 99.0)),
                 first_ms: ms(lat.first().copied()),
                 last_ms: ms(lat.last().copied()),
@@ -435,6 +440,7 @@ pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerRes
         delivered,
         lost: per_message.iter().map(|m| m.lost).sum(),
         p50_ms: ms(percentile(&everything, 50.0)),
+        p90_ms: ms(percentile(&everything, 90.0)),
         p99_ms: ms(percentile(&everything, 99.0)),
         max_last_ms: per_message
             .iter()
@@ -557,17 +563,26 @@ pub fn print(s: &Summary) {
         );
     }
     println!(
-        "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10}",
-        "seq", "delivered", "lost", "first ms", "p50 ms", "p99 ms", "last ms", "publish ms"
+        "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "seq",
+        "delivered",
+        "lost",
+        "first ms",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "last ms",
+        "publish ms"
     );
     for m in s.per_message.iter().take(MESSAGE_ROWS) {
         println!(
-            "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10.1}{}",
+            "{:>4} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10.1}{}",
             m.seq,
             m.delivered,
             m.lost,
             opt(m.first_ms),
             opt(m.p50_ms),
+            opt(m.p90_ms),
             opt(m.p99_ms),
             opt(m.last_ms),
             m.publish_ms,
@@ -584,12 +599,13 @@ pub fn print(s: &Summary) {
         );
     }
     println!(
-        "overall: delivered {} lost {} duplicates {}; p50 {} ms, p99 {} ms, \
+        "overall: delivered {} lost {} duplicates {}; p50 {} ms, p90 {} ms, p99 {} ms, \
          last delivery: median {} ms, worst {} ms",
         s.delivered,
         s.lost,
         s.duplicates,
         opt(s.p50_ms),
+        opt(s.p90_ms),
         opt(s.p99_ms),
         opt(s.median_last_ms),
         opt(s.max_last_ms)
@@ -649,6 +665,7 @@ mod tests {
     fn nearest_rank_percentiles() {
         let v: Vec<u64> = (1..=100).collect();
         assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 90.0), Some(90));
         assert_eq!(percentile(&v, 99.0), Some(99));
         assert_eq!(percentile(&v, 100.0), Some(100));
         assert_eq!(percentile(&[7], 99.0), Some(7));
@@ -747,6 +764,16 @@ mod tests {
         assert_eq!(s.per_message[0].delivered, 3);
         assert_eq!(s.per_message[0].lost, 0);
         assert_eq!(s.per_message[0].last_ms, Some(3.0));
+        // Message 1 took 1, 2 and 3 ms.
+        assert_eq!(
+            (s.per_message[0].p50_ms, s.per_message[0].p90_ms),
+            (Some(2.0), Some(3.0))
+        );
+        // All four deliveries: 1, 2, 3 and 5 ms.
+        assert_eq!(
+            (s.p50_ms, s.p90_ms, s.p99_ms),
+            (Some(2.0), Some(5.0), Some(5.0))
+        );
         assert_eq!(s.per_message[1].lost, 2);
         assert_eq!(s.lost, 2);
         assert_eq!(s.delivered, 4);
