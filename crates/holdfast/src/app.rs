@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderValue};
-use tokio::sync::watch;
 
 use crate::config::routes::{Route, RouteTable, RoutesError};
 use crate::config::{Config, XffRule};
 use crate::descriptors::Descriptors;
-use crate::hub::Hub;
-use crate::proxy::origin::OriginClients;
+use crate::hub::{Hub, HubLimits};
+use crate::origin::OriginClients;
+use crate::shutdown::Shutdown;
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
 pub struct App {
@@ -35,8 +35,8 @@ pub struct App {
     /// Held HTTP/1.1 streams written straight to their socket now (`server::direct`).
     pub direct_streams: std::sync::atomic::AtomicUsize,
     signatures: Mutex<Vec<CachedSig>>,
-    shutdown: watch::Sender<bool>,
-    drain: std::sync::OnceLock<tokio::sync::mpsc::WeakSender<()>>,
+    /// The shutdown signal and drain every task listens to.
+    pub shutdown: Shutdown,
 }
 
 struct CachedSig {
@@ -56,7 +56,7 @@ impl App {
         let xff = config.xff_rules().expect("config was validated");
         let descriptors = Descriptors::from_limits(&config.limits);
         let origins = OriginClients::new(&config.timeouts, &descriptors);
-        let hub = Hub::new(&config);
+        let hub = Hub::new(HubLimits::from(&config));
         Arc::new(App {
             xff,
             routes: Routes::new(routes, config.server.routes.clone()),
@@ -70,8 +70,7 @@ impl App {
             direct_streams: std::sync::atomic::AtomicUsize::new(0),
             config,
             signatures: Mutex::new(Vec::new()),
-            shutdown: watch::channel(false).0,
-            drain: std::sync::OnceLock::new(),
+            shutdown: Shutdown::default(),
         })
     }
 
@@ -128,26 +127,31 @@ impl App {
         Some(token)
     }
 
-    /// Registers the server's drain queue (once, when it starts serving).
-    pub fn set_drain(&self, drain: &tokio::sync::mpsc::Sender<()>) {
-        let _ = self.drain.set(drain.downgrade());
-    }
-
-    /// A guard that keeps shutdown waiting (up to the grace period) while it lives: held by
-    /// tasks that outlive their HTTP connection, such as upgraded WebSockets.
-    pub fn drain_guard(&self) -> Option<tokio::sync::mpsc::Sender<()>> {
-        self.drain.get()?.upgrade()
-    }
-
-    /// A receiver that turns true when the server begins shutting down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    /// Tells every hold that the server is shutting down.
+    /// Begins the shutdown: raises the signal every task waits on (accept loops, connections,
+    /// WebSockets) and closes every subscriber's queue, so held sessions end.
     pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.begin();
         self.hub.close_all();
+    }
+}
+
+impl From<&Config> for HubLimits {
+    fn from(config: &Config) -> HubLimits {
+        let r = &config.reliability;
+        HubLimits {
+            connection_queue: config.limits.connection_queue,
+            history_items: r.history_items,
+            history_age: Duration::from_secs(r.history_max_age_secs),
+            history_max_bytes: r.history_max_bytes,
+            max_pending: r.max_pending_per_channel,
+            message_wait: Duration::from_millis(r.message_wait_ms),
+            first_subscription_update: r
+                .update_on_first_subscription
+                .then_some(Duration::from_secs(1)),
+            id_cache_ttl: Duration::from_secs(config.grip.id_cache_ttl_secs),
+            // Cluster mode is the configuration's to say; the hub only learns what follows.
+            shared: !config.cluster.redis.is_empty(),
+        }
     }
 }
 

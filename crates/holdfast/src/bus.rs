@@ -138,13 +138,3 @@ impl Drop for BusTasks {
         }
     }
 }
-
-/// Checks one `cluster.redis` URL; the error names the problem (never the password).
-pub fn check_redis_url(url: &str) -> Result<(), String> {
-    cluster::check_url(url)
-}
-
-/// A `cluster.redis` URL with its password replaced by `***`, for messages.
-pub fn redact_redis_url(url: &str) -> String {
-    cluster::redact(url)
-}

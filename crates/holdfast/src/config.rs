@@ -5,6 +5,7 @@
 //! ([`Overrides`]), then [`Config::validate`] returns the first problem. Defaults follow Pushpin's
 //! where the reference gives one. The routes file has its own parser in [`routes`].
 
+pub mod redis_url;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -550,11 +551,11 @@ impl Config {
             return fail("timeouts.origin_response_secs", "must be at least 1");
         }
         for (i, url) in self.cluster.redis.iter().enumerate() {
-            crate::bus::check_redis_url(url).map_err(|e| ("cluster.redis", e))?;
+            redis_url::check(url).map_err(|e| ("cluster.redis", e))?;
             if self.cluster.redis[..i].contains(url) {
                 return Err((
                     "cluster.redis",
-                    format!("{:?} is listed twice", crate::bus::redact_redis_url(url)),
+                    format!("{:?} is listed twice", redis_url::redact(url)),
                 ));
             }
         }

@@ -19,23 +19,24 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use grip::instruct::{HoldMode, Instruction};
 use grip::publish::Action;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::config::routes::{Route, Target};
+use crate::http::{boxed, full, Body};
 use crate::hub::{Delivery, Resume, Subscription};
-use crate::proxy::body::{boxed, full, AccessRecord, Body};
+use crate::proxy::body::AccessRecord;
 use crate::proxy::error::ProxyError;
-use crate::proxy::{headers, OriginRequest};
+use crate::proxy::{headers, Accepted, OriginRequest};
+use crate::sink::{HeldStream, Sink};
 
 /// What a session needs to ask its origin again: for retries, next links and gone links.
-pub struct SessionCtx {
+pub struct HeldRequest {
     /// Shared state.
     pub app: Arc<App>,
     /// The route the request came in on (kept across route reloads).
@@ -48,10 +49,10 @@ pub struct SessionCtx {
     pub host: String,
 }
 
-impl SessionCtx {
+impl HeldRequest {
     /// A context for a session with no origin behind it (the test handler).
-    pub fn without_origin(app: Arc<App>, route: Arc<Route>) -> SessionCtx {
-        SessionCtx {
+    pub fn without_origin(app: Arc<App>, route: Arc<Route>) -> HeldRequest {
+        HeldRequest {
             app,
             route,
             request: None,
@@ -61,87 +62,15 @@ impl SessionCtx {
     }
 }
 
-/// An origin's GRIP answer, ready to be held.
-pub struct Accepted {
-    /// The origin's status.
-    pub status: StatusCode,
-    /// The origin's headers, `Grip-*` included.
-    pub headers: HeaderMap,
-    /// The buffered body (all of it, unless `rest` is set).
-    pub body: Bytes,
-    /// The body beyond the buffered prefix; only for stream holds and bare responses.
-    pub rest: Option<Incoming>,
-    /// What the origin asked for.
-    pub instruction: Instruction,
-}
-
 /// Reads an origin's GRIP response and holds it.
 pub async fn accept(
-    ctx: SessionCtx,
+    ctx: HeldRequest,
     target: &Target,
     resp: Response<Incoming>,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError> {
-    let accepted = read_grip(&ctx.app, &target.label(), resp).await?;
+    let accepted = crate::proxy::read_grip(&ctx.app, &target.label(), resp).await?;
     hold(Arc::new(ctx), Some(target), accepted, record).await
-}
-
-/// Buffers and parses a GRIP response.
-pub async fn read_grip(
-    app: &App,
-    label: &str,
-    resp: Response<Incoming>,
-) -> Result<Accepted, ProxyError> {
-    let (parts, mut incoming) = resp.into_parts();
-    let limit = app.config.limits.max_accept_body;
-    let bad = |reason: String| ProxyError::BadInstructions {
-        target: label.to_string(),
-        reason,
-    };
-    let mut buf = BytesMut::new();
-    let mut rest = None;
-    while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|e| ProxyError::Origin {
-            target: label.to_string(),
-            reason: crate::proxy::error_chain(&e),
-        })?;
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-        }
-        if buf.len() > limit {
-            rest = Some(incoming);
-            break;
-        }
-    }
-    let instruction = if rest.is_some() {
-        // Only a stream hold or a bare response may have an unbounded body, and then its
-        // instructions must be in headers.
-        let instruction =
-            grip::instruct::parse_instruction(parts.status.as_u16(), &parts.headers, b"")
-                .map_err(|e| bad(e.to_string()))?;
-        if instruction.hold == Some(HoldMode::Response) || is_instruct_body(&parts.headers) {
-            return Err(bad(format!("GRIP response body larger than {limit} bytes")));
-        }
-        instruction
-    } else {
-        grip::instruct::parse_instruction(parts.status.as_u16(), &parts.headers, &buf)
-            .map_err(|e| bad(e.to_string()))?
-    };
-    Ok(Accepted {
-        status: parts.status,
-        headers: parts.headers,
-        body: buf.freeze(),
-        rest,
-        instruction,
-    })
-}
-
-fn is_instruct_body(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/grip-instruct"))
 }
 
 /// The response the client gets when no publish arrives: the origin's, rewritten.
@@ -210,7 +139,7 @@ fn set_reason(resp: &mut Response<Body>, reason: Option<&str>) {
 
 /// Carries out an instruction: relay (with next links), response hold or stream hold.
 pub async fn hold(
-    ctx: Arc<SessionCtx>,
+    ctx: Arc<HeldRequest>,
     target: Option<&Target>,
     accepted: Accepted,
     record: &mut AccessRecord,
@@ -245,7 +174,7 @@ pub async fn hold(
             }
             base.headers.remove(header::CONTENT_LENGTH);
             let initial = std::mem::take(&mut base.body);
-            let sink = crate::hub::Sink::new();
+            let sink = Sink::new();
             let body = stream::session_body(
                 ctx,
                 stream::Start {
@@ -265,12 +194,6 @@ pub async fn hold(
         }
     }
 }
-
-/// Marks a response whose body is a held session (a stream hold, or a chain of next links):
-/// on HTTP/1.1 the server writes it to the socket itself instead of through hyper, through the
-/// session's sink, which the hub may also write plain chunks to.
-#[derive(Clone)]
-pub struct HeldStream(pub Arc<crate::hub::Sink>);
 
 impl Positions {
     fn filter_input<'a>(

@@ -31,7 +31,6 @@
 
 mod channel;
 mod seen;
-pub mod sink;
 #[cfg(test)]
 mod tests;
 
@@ -43,16 +42,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use grip::publish::{
-    Action, Formats, HttpResponseFormat, HttpStreamFormat, MessageType, PublishItem, ResponseBody,
+    Action, Formats, HttpResponseFormat, HttpStreamFormat, PublishItem, ResponseBody,
 };
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::sink::{plain_chunk, plain_ws_frame, Offer, Sink};
 pub use channel::Resume;
 use channel::{Channel, Limits, Pending, Subscriber};
 use seen::SeenIds;
-use sink::Offer;
-pub use sink::Sink;
 
 const SHARDS: usize = 64;
 
@@ -64,6 +61,35 @@ const WRITE_BATCH: usize = 256;
 /// behind the publisher itself: one subscriber taking messages back to back then stalled long
 /// enough for its queue to overflow.
 const INLINE_WRITES: usize = 16;
+
+/// How long a channel's state stays after its last subscriber left: a long-poll that re-polls
+/// within it is not a first subscription.
+const LINGER: Duration = Duration::from_secs(60);
+
+/// What the hub is sized by. [`crate::app`] builds it from the configuration.
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    /// Items one subscriber's queue holds (`limits.connection_queue`).
+    pub connection_queue: usize,
+    /// Items of history kept per channel (`reliability.history_items`); 0 keeps none.
+    pub history_items: usize,
+    /// How long an item stays in history (`reliability.history_max_age_secs`).
+    pub history_age: Duration,
+    /// Bytes all histories hold together (`reliability.history_max_bytes`).
+    pub history_max_bytes: usize,
+    /// Items that wait for their predecessor, per channel (`reliability.max_pending_per_channel`).
+    pub max_pending: usize,
+    /// How long such an item waits (`reliability.message_wait_ms`).
+    pub message_wait: Duration,
+    /// Hint a channel's first HTTP subscriber to update itself after this long
+    /// (`reliability.update_on_first_subscription`).
+    pub first_subscription_update: Option<Duration>,
+    /// How long a published id is remembered to drop duplicates (`grip.id_cache_ttl_secs`).
+    pub id_cache_ttl: Duration,
+    /// Other instances publish to the same channels (cluster mode): a `prev-id` on a channel
+    /// with no known last id may be behind.
+    pub shared: bool,
+}
 
 /// What the hub hands a subscriber: the published item, shared.
 pub type Delivery = Arc<PublishItem>;
@@ -333,7 +359,7 @@ impl Inner {
         // Encoded once for every connection the fan-out writes to itself: the chunk for held
         // streams, the frame for WebSockets; each with the connections reserved for it.
         let mut direct = [
-            (plain_chunk(item).map(sink::chunk), Vec::new()),
+            (plain_chunk(item).map(crate::sink::chunk), Vec::new()),
             (plain_ws_frame(item), Vec::new()),
         ];
         let mut written = 0u64;
@@ -426,36 +452,31 @@ impl Inner {
 }
 
 impl Hub {
-    /// An empty hub sized by the configuration.
-    pub fn new(config: &Config) -> Hub {
-        let r = &config.reliability;
+    /// An empty hub sized by `limits`.
+    pub fn new(limits: HubLimits) -> Hub {
         Hub {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 hasher: Default::default(),
                 next_id: AtomicU64::new(1),
-                queue_len: config.limits.connection_queue,
+                queue_len: limits.connection_queue,
                 limits: Limits {
-                    history_items: r.history_items,
-                    history_age: Duration::from_secs(r.history_max_age_secs),
-                    max_pending: r.max_pending_per_channel,
-                    message_wait: Duration::from_millis(r.message_wait_ms),
-                    linger: Duration::from_secs(60),
+                    history_items: limits.history_items,
+                    history_age: limits.history_age,
+                    max_pending: limits.max_pending,
+                    message_wait: limits.message_wait,
+                    linger: LINGER,
                 },
-                first_subscription_update: r
-                    .update_on_first_subscription
-                    .then_some(Duration::from_secs(1)),
-                history_max_bytes: r.history_max_bytes,
+                first_subscription_update: limits.first_subscription_update,
+                history_max_bytes: limits.history_max_bytes,
                 history_bytes: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 published: AtomicU64::new(0),
-                seen_ids: Mutex::new(SeenIds::new(Duration::from_secs(
-                    config.grip.id_cache_ttl_secs,
-                ))),
+                seen_ids: Mutex::new(SeenIds::new(limits.id_cache_ttl)),
                 interest: std::sync::OnceLock::new(),
-                unknown_is_stale: !config.cluster.redis.is_empty(),
+                unknown_is_stale: limits.shared,
             }),
         }
     }
@@ -658,7 +679,10 @@ impl Hub {
 
     /// Drops expired history and removes idle channels. Run periodically by the server.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
         for shard in self.inner.shards.iter() {
             let mut shard = shard.lock().expect("hub shard poisoned");
             let mut freed = 0;
@@ -755,32 +779,6 @@ impl Hub {
             }
         }
     }
-}
-
-/// The content of an item a held stream passes through unchanged: an `http-stream` send with
-/// content and no filters, and no id or `prev-id` for the session to track.
-fn plain_chunk(item: &PublishItem) -> Option<&[u8]> {
-    if item.id.is_some() || item.prev_id.is_some() {
-        return None;
-    }
-    let f = item.formats.http_stream.as_ref()?;
-    let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
-    (f.action == Action::Send && !f.content.is_empty() && unfiltered).then_some(&f.content[..])
-}
-
-/// The frame of an item a WebSocket session passes through unchanged: a `ws-message` text or
-/// binary send with no filters.
-fn plain_ws_frame(item: &PublishItem) -> Option<Bytes> {
-    let f = item.formats.ws_message.as_ref()?;
-    let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
-    let binary = match f.message_type {
-        MessageType::Text => false,
-        MessageType::Binary => true,
-        MessageType::Ping | MessageType::Pong => return None,
-    };
-    (f.action == Action::Send && unfiltered)
-        .then(|| sink::ws_frame(&f.content, binary))
-        .flatten()
 }
 
 /// Writes `chunk` to the reserved connections of `batch`; returns how many. A batch of at most

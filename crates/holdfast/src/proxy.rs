@@ -1,53 +1,35 @@
-//! Forwarding a client request to its route's origin and relaying — or accepting as GRIP — the
-//! answer.
+//! The upstream: sending a request to its route's origins, and telling what the answer is.
 //!
-//! The flow for one request: pick the route ([`crate::config::routes::RouteTable::find`]), rewrite
-//! path and headers, try each target in order (a target that cannot be connected to hands the
-//! untouched body on to the next, see [`body::Reclaimable`]), then either stream the origin's
-//! response back unchanged but for hop-by-hop headers, or hand a GRIP response to
-//! [`crate::hold`]. Errors become responses only in [`error::ProxyError::to_response`]. Every
-//! response is wrapped in [`body::Logged`], which writes the access-log line when it ends.
+//! [`send`] tries the route's targets in order (a target that cannot be connected to hands the
+//! untouched body on to the next, see [`crate::origin::Reclaimable`]); every origin request, the
+//! WebSocket handshakes and WebSocket-over-HTTP posts included, is timed and its failure
+//! classified once, in [`exchange`]. [`ask`] tells a relayed answer from a GRIP one, for the
+//! entrance and for a held session's retries alike; [`relay`] passes a plain answer on with
+//! hop-by-hop headers removed. The header rewriting ([`headers`]), the access-log body wrapper and
+//! the proxy's error type live here too.
 
 pub mod body;
 pub mod error;
 pub mod headers;
-pub mod origin;
+mod instructions;
 
+pub use instructions::{read_grip, Accepted};
+
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::config::routes::{Proto, Route, Target, TargetKind};
-use body::{boxed, AccessRecord, Body, Logged, Reclaimable};
+use crate::config::routes::{Route, Target, TargetKind};
+use crate::descriptors::Exhausted;
+use crate::http::{boxed, error_chain, Body};
+use crate::origin::Reclaimable;
 use error::ProxyError;
 
-/// Handles one client request end to end; never fails (errors become responses).
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let mut record = AccessRecord {
-        method: req.method().clone(),
-        uri: req.uri().to_string(),
-        peer: peer.ip(),
-        route: None,
-        target: None,
-        status: 0,
-        hold: None,
-        started: Instant::now(),
-    };
-    let mut debug = app.config.server.debug;
-    let resp = match forward(&app, req, peer, &mut record, &mut debug).await {
-        Ok(resp) => resp,
-        Err(e) => e.to_response(debug),
-    };
-    record.status = resp.status().as_u16();
-    resp.map(|b| boxed(Logged::new(b, record)))
-}
-
-/// The facts about a request that routing needs.
+/// The facts about a request that routing and forwarding need.
 pub struct RequestInfo {
     /// Host as the client named it (with port, if any).
     pub host: String,
@@ -88,85 +70,6 @@ impl RequestInfo {
             websocket,
         }
     }
-}
-
-async fn forward(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    record: &mut AccessRecord,
-    debug: &mut bool,
-) -> Result<Response<Body>, ProxyError> {
-    let info = RequestInfo::of(&req, app.config.forwarding.accept_x_forwarded_proto);
-    if is_websocket_events(req.headers()) {
-        return Ok(error::text_response(
-            http::StatusCode::FORBIDDEN,
-            "Client not allowed to send WebSocket events directly.\n",
-        ));
-    }
-    let routes = app.routes.current();
-    let proto = if info.websocket {
-        Proto::Ws
-    } else {
-        Proto::Http
-    };
-    let route = routes
-        .find(&info.host, proto, info.tls, req.uri().path())
-        .ok_or_else(|| ProxyError::NoRoute(info.host.clone()))?;
-    record.route = Some(route.id.clone());
-    *debug |= route.options.debug;
-    if route.targets[0].kind == TargetKind::Test {
-        record.target = Some("test".to_string());
-        return crate::testhandler::serve(app, route, req, record).await;
-    }
-    if info.websocket {
-        return crate::ws::serve(app, route, req, peer, &info, record).await;
-    }
-
-    let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    if !headers.contains_key(header::HOST) {
-        if let Ok(h) = HeaderValue::from_str(&info.host) {
-            headers.insert(header::HOST, h);
-        }
-    }
-    headers::to_origin(
-        &mut headers,
-        &headers::Forwarding {
-            peer: peer.ip(),
-            tls: info.tls,
-            websocket: info.websocket,
-            xff: &app.xff,
-            xfp: app.config.forwarding.set_x_forwarded_proto,
-            host: route.options.as_host.as_deref(),
-            route_headers: &route.options.headers,
-        },
-    );
-    let request = OriginRequest {
-        method: parts.method,
-        path,
-        headers,
-    };
-    if route.options.no_grip {
-        let (resp, target) = send(app, route, &request, boxed(body)).await?;
-        record.target = Some(target.label());
-        return Ok(relay(resp));
-    }
-    let (captured, capture) = body::Captured::new(body, app.config.limits.max_accept_body);
-    let (resp, target) = send(app, route, &request, boxed(captured)).await?;
-    record.target = Some(target.label());
-    if !grip::instruct::is_grip_response(resp.headers()) {
-        return Ok(relay(resp));
-    }
-    let ctx = crate::hold::SessionCtx {
-        app: app.clone(),
-        route: route.clone(),
-        request: Some(request.detached()),
-        body: capture.take(),
-        host: info.host,
-    };
-    crate::hold::accept(ctx, target, resp, record).await
 }
 
 /// A request for a route's origins, kept so a held session can send it again (retries) or
@@ -222,33 +125,17 @@ pub async fn send<'r>(
                 req.headers_mut().insert(header::HOST, h);
             }
         }
-        let sent = tokio::time::timeout(
-            app.config.timeouts.origin_response(),
-            app.origins.request(&label, target.insecure, req),
-        )
-        .await;
-        match sent {
-            Err(_) => return Err(ProxyError::OriginTimeout(label)),
-            Ok(Ok(resp)) => return Ok((resp, target)),
-            Ok(Err(e)) if crate::descriptors::is_exhausted(&e) => {
-                // Every other target would fail the same way.
-                return Err(ProxyError::NoDescriptors(crate::descriptors::Exhausted(
-                    app.descriptors.total(),
-                )));
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                tracing::debug!(target = %label, error = %error_chain(&e), "origin connect failed");
-                tried.push((label, error_chain(&e)));
+        let sent = app.origins.request(&label, target.insecure, req);
+        match exchange(app, &label, sent).await {
+            Ok(resp) => return Ok((resp, target)),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Unreachable(why)) => {
+                tracing::debug!(target = %label, error = %why, "origin connect failed");
+                tried.push((label, why));
                 match Reclaimable::reclaim(&slot) {
                     Some(body) => (lent, slot) = Reclaimable::new(body),
                     None => break,
                 }
-            }
-            Ok(Err(e)) => {
-                return Err(ProxyError::Origin {
-                    target: label,
-                    reason: error_chain(&e),
-                })
             }
         }
     }
@@ -262,15 +149,104 @@ pub fn relay(resp: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, boxed(body))
 }
 
-/// Whether a request says its body is WebSocket-over-HTTP events, which only Holdfast may send.
-fn is_websocket_events(h: &http::HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(grip::wsevents::CONTENT_TYPE))
+/// How an origin request failed, classified once for every kind of origin request.
+#[derive(Debug)]
+pub enum Failure {
+    /// The target could not be connected to (carries why): the next target, or a retry, may do
+    /// better.
+    Unreachable(String),
+    /// Anything else: no response within `timeouts.origin_response_secs`, no descriptor left,
+    /// or the origin failed mid-exchange. The client gets this error.
+    Fatal(ProxyError),
 }
 
-fn origin_uri(target: &Target, path: &str) -> Result<Uri, ProxyError> {
+/// Awaits an origin request to target `label` within `timeouts.origin_response_secs` and
+/// classifies its failure.
+pub async fn exchange(
+    app: &App,
+    label: &str,
+    sent: impl Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>>,
+) -> Result<Response<Incoming>, Failure> {
+    match tokio::time::timeout(app.config.timeouts.origin_response(), sent).await {
+        Err(_) => Err(Failure::Fatal(ProxyError::OriginTimeout(label.to_string()))),
+        Ok(Ok(resp)) => Ok(resp),
+        // Every other target would fail the same way.
+        Ok(Err(e)) if crate::descriptors::is_exhausted(&e) => Err(Failure::Fatal(
+            ProxyError::NoDescriptors(Exhausted(app.descriptors.total())),
+        )),
+        Ok(Err(e)) if e.is_connect() => Err(Failure::Unreachable(error_chain(&e))),
+        Ok(Err(e)) => Err(Failure::Fatal(ProxyError::Origin {
+            target: label.to_string(),
+            reason: error_chain(&e),
+        })),
+    }
+}
+
+/// What an origin answered, as far as the proxy is concerned.
+pub enum Answer {
+    /// A plain answer (or any answer on a `no_grip` route): relay it to the client.
+    Relay(Response<Incoming>),
+    /// GRIP instructions: a hold, next links, or a response to rewrite ([`crate::hold`]).
+    Grip(Response<Incoming>),
+}
+
+impl Answer {
+    /// Tells a GRIP answer from a plain one on `route`.
+    pub fn of(route: &Route, resp: Response<Incoming>) -> Answer {
+        if !route.options.no_grip && grip::instruct::is_grip_response(resp.headers()) {
+            Answer::Grip(resp)
+        } else {
+            Answer::Relay(resp)
+        }
+    }
+}
+
+/// Sends `request` ([`send`]) and tells what kind of answer came back; the entrance and a held
+/// session's retries both ask this way.
+pub async fn ask<'r>(
+    app: &App,
+    route: &'r Route,
+    request: &OriginRequest,
+    body: Body,
+) -> Result<(Answer, &'r Target), ProxyError> {
+    let (resp, target) = send(app, route, request, body).await?;
+    Ok((Answer::of(route, resp), target))
+}
+
+/// The client's request headers rewritten for the route's origins: `Host` (the client's, or
+/// the one it named in the request line), then hop-by-hop, `Grip-*`, `X-Forwarded-*` and the
+/// route's `header=` options ([`headers::to_origin`]).
+pub fn origin_headers(
+    app: &App,
+    route: &Route,
+    peer: SocketAddr,
+    info: &RequestInfo,
+    websocket: bool,
+    mut h: HeaderMap,
+) -> HeaderMap {
+    if !h.contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(&info.host) {
+            h.insert(header::HOST, host);
+        }
+    }
+    headers::to_origin(
+        &mut h,
+        &headers::Forwarding {
+            peer: peer.ip(),
+            tls: info.tls,
+            websocket,
+            xff: &app.xff,
+            xfp: app.config.forwarding.set_x_forwarded_proto,
+            host: route.options.as_host.as_deref(),
+            route_headers: &route.options.headers,
+        },
+    );
+    h
+}
+
+/// The URI of `path` on `target` (`https` with `ssl`; hyper's client speaks HTTP schemes, a
+/// WebSocket upgrade happens on that connection).
+pub fn origin_uri(target: &Target, path: &str) -> Result<Uri, ProxyError> {
     let scheme = if target.ssl { "https" } else { "http" };
     let authority = match &target.kind {
         TargetKind::Origin { .. } => target.label(),
@@ -279,18 +255,6 @@ fn origin_uri(target: &Target, path: &str) -> Result<Uri, ProxyError> {
     format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|e| ProxyError::BadRequest(format!("cannot build origin URI for {path:?}: {e}")))
-}
-
-/// An error and its sources, joined: hyper's top-level messages alone say little.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

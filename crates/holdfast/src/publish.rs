@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::proxy::body::{full, Body};
-use crate::proxy::error::text_response;
+use crate::http::text_response;
+use crate::http::{full, Body};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {

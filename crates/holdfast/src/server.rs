@@ -22,14 +22,16 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::config::routes::RouteTable;
 use crate::config::Config;
-use crate::proxy::body::Body;
+use crate::http::Body;
 
 mod direct;
+
+use crate::socket::{Cell, ClientSocket, Shared};
 
 /// A bound, not yet running, Holdfast server.
 pub struct Server {
@@ -95,9 +97,6 @@ impl Server {
                 }
             })
         };
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
-        app.set_drain(&drain_tx);
         let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
         tracing::info!(
             max_connections = app.config.limits.max_connections,
@@ -129,20 +128,16 @@ impl Server {
                 app.clone(),
                 builder.clone(),
                 permits.clone(),
-                stop_rx.clone(),
-                drain_tx.clone(),
             )));
         }
-        drop(drain_tx);
         shutdown.await;
         let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
-        stop_tx.send_replace(true);
         app.begin_shutdown();
         for l in loops {
             let _ = l.await;
         }
-        if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
+        if !app.shutdown.drained(grace).await {
             tracing::warn!("grace period over, closing remaining connections");
         }
         sweeper.abort();
@@ -161,43 +156,17 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// What must live exactly as long as a client socket: the connection-cap permit and the
-/// descriptor (none on the publish listener), and the drain guard.
-type Guards = (
-    Option<(tokio::sync::OwnedSemaphorePermit, crate::descriptors::Held)>,
-    mpsc::Sender<()>,
-);
-
-/// A client connection's socket, found in the extensions of every request with an `Upgrade`
-/// header, for a handler that takes the socket from hyper after an upgrade.
-#[derive(Clone)]
-pub struct ClientSocket(Arc<direct::Cell<Guards>>);
-
-/// A client socket taken from hyper after a WebSocket upgrade.
-pub type UpgradedSocket = direct::Upgraded<Guards>;
-
-impl ClientSocket {
-    /// Takes the socket back from hyper once it has upgraded the connection to `up` (an
-    /// HTTP/1.1 upgrade of this connection), its writes to go through `sink`. `Ok(None)`: the
-    /// client has already gone.
-    pub fn take_upgraded(
-        &self,
-        up: hyper::upgrade::Upgraded,
-        sink: Arc<crate::hub::Sink>,
-    ) -> std::io::Result<Option<UpgradedSocket>> {
-        direct::Upgraded::take(&self.0, up, sink)
-    }
-}
-
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
     app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-    drain: mpsc::Sender<()>,
 ) {
+    let Some(drain) = app.shutdown.guard() else {
+        return;
+    };
+    let mut stop = app.shutdown.signal();
     loop {
         let permit = match kind {
             Kind::Client => tokio::select! {
@@ -208,7 +177,7 @@ async fn accept_loop(
                     drop(app.descriptors.acquire().await);
                     p
                 } => Some(p),
-                _ = stopped(&mut stop) => return,
+                _ = stop.stopped() => return,
             },
             Kind::Publish => None,
         };
@@ -222,14 +191,14 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = stopped(&mut stop) => return,
+            _ = stop.stopped() => return,
         };
         let permit = match permit {
             // Usually at once; if an origin connection took the free descriptor meanwhile, this
             // client waits with its socket open (the reserve covers it).
             Some(p) => tokio::select! {
                 held = app.descriptors.acquire() => Some((p, held)),
-                _ = stopped(&mut stop) => return,
+                _ = stop.stopped() => return,
             },
             None => None,
         };
@@ -239,7 +208,7 @@ async fn accept_loop(
         let mut stop = stop.clone();
         // The socket and what lives as long as it: the connection's permit and descriptor, and
         // the drain guard. A held stream takes them all from hyper ([`direct`]).
-        let cell = direct::Cell::new(stream, (permit, drain.clone()));
+        let cell = Cell::new(stream, (permit, drain.clone()));
         tokio::spawn(async move {
             let shared = cell.clone();
             let service = service_fn(move |mut req: Request<Incoming>| {
@@ -255,7 +224,7 @@ async fn accept_loop(
                 // soon as the response head is ready (a held connection can last for hours).
                 Box::pin(async move {
                     let resp: hyper::Response<Body> = match kind {
-                        Kind::Client => crate::proxy::handle(app.clone(), req, peer).await,
+                        Kind::Client => crate::route::handle(app.clone(), req, peer).await,
                         Kind::Publish => crate::publish::handle(app.clone(), req).await,
                     };
                     if direct_allowed && direct::eligible(&resp) {
@@ -265,17 +234,17 @@ async fn accept_loop(
                             tokio::spawn(direct::write(owned, resp, Counted::new(app)));
                             // hyper's attempt to write this finds no socket and ends the
                             // connection, freeing its buffers.
-                            return Ok(hyper::Response::new(crate::proxy::body::full("")));
+                            return Ok(hyper::Response::new(crate::http::full("")));
                         }
                     }
                     Ok::<_, Infallible>(resp)
                 })
             });
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(direct::Shared(shared)), service)
+                .serve_connection_with_upgrades(TokioIo::new(Shared(shared)), service)
                 .into_owned();
             tokio::pin!(conn);
-            let stopping = stopped(&mut stop);
+            let stopping = stop.stopped();
             let result = tokio::select! {
                 r = conn.as_mut() => r,
                 () = stopping => {
@@ -284,7 +253,7 @@ async fn accept_loop(
                 }
             };
             if let Err(e) = result {
-                tracing::debug!(%peer, error = %crate::proxy::error_chain(&*e), "connection ended with error");
+                tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
             }
         });
     }
@@ -304,8 +273,4 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.direct_streams.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }

@@ -13,9 +13,12 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::config::routes::Route;
-use crate::hold::{self, Accepted};
-use crate::proxy::body::{AccessRecord, Body};
-use crate::proxy::error::{text_response, ProxyError};
+use crate::hold;
+use crate::http::text_response;
+use crate::http::Body;
+use crate::proxy::body::AccessRecord;
+use crate::proxy::error::ProxyError;
+use crate::proxy::Accepted;
 
 /// What `GET /` on the test target answers.
 pub const HELLO: &str = "Hello from the Holdfast test handler!\n";
@@ -73,7 +76,7 @@ pub async fn serve(
             ..Instruction::default()
         },
     };
-    let ctx = hold::SessionCtx::without_origin(app.clone(), route.clone());
+    let ctx = hold::HeldRequest::without_origin(app.clone(), route.clone());
     hold::hold(Arc::new(ctx), None, accepted, record).await
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Framing is `tokio-tungstenite`: reading is a cancel-safe `Stream`, so one task serves both
 //! directions. A client socket taken back from hyper writes through the session's
-//! [`crate::hub::Sink`], so while the connection waits with nothing queued the hub may write a
+//! [`crate::sink::Sink`], so while the connection waits with nothing queued the hub may write a
 //! plain published frame to it itself; the sink keeps those frames and tungstenite's whole and
 //! in order. Limits: a message (all fragments) is at most `websocket.max_message_size`
 //! bytes; published items wait in the hub's bounded queue (newest dropped when full); writes to
@@ -31,8 +31,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, Uri};
+use http::header::{HeaderMap, HeaderValue};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -42,13 +42,15 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::app::App;
-use crate::config::routes::{Route, Target, TargetKind};
+use crate::config::routes::{Route, TargetKind};
 use crate::config::WebSocketConfig;
-use crate::hub::Sink;
-use crate::proxy::body::{boxed, AccessRecord, Body, Reclaimable};
+use crate::http::{boxed, Body};
+use crate::origin::Reclaimable;
+use crate::proxy::body::AccessRecord;
 use crate::proxy::error::ProxyError;
-use crate::proxy::{headers, RequestInfo};
-use crate::server::{ClientSocket, UpgradedSocket};
+use crate::proxy::RequestInfo;
+use crate::sink::Sink;
+use crate::socket::{ClientSocket, UpgradedSocket};
 use handshake::ClientHandshake;
 use session::{Session, SessionSpec};
 
@@ -163,7 +165,7 @@ pub async fn serve(
                     record.target = Some(label);
                     // The connection's own future is the task: a wrapping `async` block would
                     // keep its own copy of the moved `Conn` for the connection's whole life.
-                    tokio::spawn(conn.run(upgrade, app.drain_guard()));
+                    tokio::spawn(conn.run(upgrade, app.shutdown.guard()));
                     return Ok(resp);
                 }
             }
@@ -182,7 +184,7 @@ pub async fn serve(
                 }
                 Opened::Accepted(resp, conn) => {
                     record.target = Some(label);
-                    tokio::spawn(conn.run(app.clone(), upgrade, app.drain_guard()));
+                    tokio::spawn(conn.run(app.clone(), upgrade, app.shutdown.guard()));
                     return Ok(resp);
                 }
             }
@@ -210,7 +212,7 @@ pub fn serve_test(
         label: "test".to_string(),
     };
     let app = app.clone();
-    let guard = app.drain_guard();
+    let guard = app.shutdown.guard();
     tokio::spawn(async move {
         let _guard = guard;
         let session = Session::new(app.clone(), spec);
@@ -230,40 +232,15 @@ fn origin_headers(
     route: &Route,
     peer: SocketAddr,
     info: &RequestInfo,
-    mut h: HeaderMap,
+    h: HeaderMap,
 ) -> HeaderMap {
-    if !h.contains_key(header::HOST) {
-        if let Ok(host) = HeaderValue::from_str(&info.host) {
-            h.insert(header::HOST, host);
-        }
-    }
-    headers::to_origin(
-        &mut h,
-        &headers::Forwarding {
-            peer: peer.ip(),
-            tls: info.tls,
-            websocket: true,
-            xff: &app.xff,
-            xfp: app.config.forwarding.set_x_forwarded_proto,
-            host: route.options.as_host.as_deref(),
-            route_headers: &route.options.headers,
-        },
-    );
+    let mut h = crate::proxy::origin_headers(app, route, peer, info, true, h);
     h.remove(handshake::EXTENSIONS);
     if !route.options.no_grip {
         h.insert(handshake::EXTENSIONS, HeaderValue::from_static("grip"));
         app.grip_headers(route, &mut h);
     }
     h
-}
-
-/// The URI of `path` on `target` (`https` with `ssl`; hyper's client speaks HTTP schemes, the
-/// WebSocket upgrade happens on that connection).
-fn origin_uri(target: &Target, path: &str) -> Result<Uri, ProxyError> {
-    let scheme = if target.ssl { "https" } else { "http" };
-    format!("{scheme}://{}{path}", target.label())
-        .parse()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot build origin URI for {path:?}: {e}")))
 }
 
 /// The framing limits of every WebSocket.
@@ -308,16 +285,6 @@ async fn upgrade_client(app: &App, upgrade: ClientUpgrade, sink: &Arc<Sink>) -> 
 async fn socket(app: &App, io: Io, role: Role) -> Socket {
     let config = frame_config(&app.config.websocket);
     WebSocketStream::from_raw_socket(io, role, Some(config)).await
-}
-
-/// Resolves when the server starts shutting down. A connection's loop creates it once and
-/// polls it on every turn, so its waiter is registered once, not once per message. It must
-/// not be polled again once it has resolved: the loop ends on it.
-fn shutdown(app: &App) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let mut signal = app.shutdown_signal();
-    async move {
-        let _ = signal.wait_for(|s| *s).await;
-    }
 }
 
 /// A close frame with `code` and `reason`.

@@ -220,8 +220,7 @@ impl Shard {
                     } else {
                         tracing::debug!(shard = %self.label, %error, "cluster: Redis still unreachable");
                     }
-                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
-                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    tokio::time::sleep(backoff + crate::retry::jitter(backoff / 2)).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }

@@ -8,24 +8,20 @@
 //! (`reliability.session_requests_per_sec`) is what keeps a storm of them in check.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response};
 use hyper::body::Incoming;
 
-use super::{Positions, SessionCtx};
+use super::{HeldRequest, Positions};
 use crate::app::App;
 use crate::config::routes::{Route, Target};
-use crate::proxy::body::full;
+use crate::http::full;
 use crate::proxy::OriginRequest;
-
-/// Delays before the retries of a failed next-link request (plus up to a second of jitter).
-pub const BACKOFF_SECS: [u64; 5] = [1, 2, 4, 8, 16];
 
 /// Builds a request for `link` from the session's original request: its `Host` (or the link's,
 /// when it names another host) and forwarding headers, nothing else of the client's.
-fn derive(ctx: &SessionCtx, link: &str, method: Method) -> Option<OriginRequest> {
+fn derive(ctx: &HeldRequest, link: &str, method: Method) -> Option<OriginRequest> {
     let original = ctx.request.as_ref()?;
     let host = original
         .headers
@@ -70,18 +66,10 @@ fn derive(ctx: &SessionCtx, link: &str, method: Method) -> Option<OriginRequest>
     })
 }
 
-/// Pseudo-random jitter of up to a second; spreading retries is all it is for.
-fn jitter() -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    Duration::from_millis(u64::from(nanos) % 1000)
-}
-
 /// GETs a next link, retrying with backoff while the origin cannot be reached or answers
 /// other than 2xx. Returns the response and the target that gave it.
 pub async fn fetch_next(
-    ctx: &SessionCtx,
+    ctx: &HeldRequest,
     link: &str,
     positions: &Positions,
 ) -> Result<(Response<Incoming>, Target), String> {
@@ -89,9 +77,10 @@ pub async fn fetch_next(
         .ok_or_else(|| format!("next link {link:?} cannot be resolved"))?;
     positions.grip_last(&mut request.headers);
     let mut last_error = String::new();
-    for attempt in 0..=BACKOFF_SECS.len() {
+    let mut delays = crate::retry::origin_retries();
+    for attempt in 0..=crate::retry::ORIGIN_RETRIES.len() {
         if attempt > 0 {
-            let delay = Duration::from_secs(BACKOFF_SECS[attempt - 1]) + jitter();
+            let delay = delays.next().expect("one delay per retry");
             tracing::debug!(link, attempt, ?delay, error = %last_error, "retrying next link");
             tokio::time::sleep(delay).await;
         }
@@ -117,7 +106,7 @@ pub struct GoneLink {
 
 impl GoneLink {
     /// The gone link of a session, if its URL resolves.
-    pub fn new(ctx: &SessionCtx, url: &str) -> Option<GoneLink> {
+    pub fn new(ctx: &HeldRequest, url: &str) -> Option<GoneLink> {
         Some(GoneLink {
             app: ctx.app.clone(),
             route: ctx.route.clone(),

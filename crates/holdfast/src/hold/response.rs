@@ -12,9 +12,11 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::link::GoneLink;
-use super::{BaseResponse, Positions, SessionCtx, Verdict};
+use super::{BaseResponse, HeldRequest, Positions, Verdict};
+use crate::http::{full, Body};
 use crate::hub::{Delivery, Subscription, Want};
-use crate::proxy::body::{full, AccessRecord, Body};
+use crate::proxy::body::AccessRecord;
+use crate::proxy::Answer;
 use tokio::sync::mpsc;
 
 /// What a retry of the original request led to.
@@ -27,7 +29,7 @@ enum Next {
 
 /// Holds a long-poll until a publish, the timeout, or shutdown.
 pub async fn hold(
-    ctx: Arc<SessionCtx>,
+    ctx: Arc<HeldRequest>,
     mut base: BaseResponse,
     mut positions: Positions,
     mut timeout_secs: u64,
@@ -105,7 +107,7 @@ pub async fn hold(
     }
 }
 
-fn can_update(ctx: &SessionCtx) -> bool {
+fn can_update(ctx: &HeldRequest) -> bool {
     ctx.request.is_some() && ctx.body.is_some()
 }
 
@@ -117,7 +119,7 @@ fn is_send(item: &Delivery) -> bool {
 }
 
 /// Sends the original request again, with the session's positions as `Grip-Last`.
-async fn retry(ctx: &Arc<SessionCtx>, positions: &Positions) -> Next {
+async fn retry(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
     let (Some(request), Some(body)) = (&ctx.request, &ctx.body) else {
         unreachable!("retries need an origin request");
     };
@@ -125,16 +127,13 @@ async fn retry(ctx: &Arc<SessionCtx>, positions: &Positions) -> Next {
     positions.grip_last(&mut request.headers);
     ctx.app.session_requests.acquire().await;
     tracing::debug!(path = %request.path, "retrying held request");
-    let answer = match crate::proxy::send(&ctx.app, &ctx.route, &request, full(body.clone())).await
-    {
-        Ok(answer) => answer,
+    let answer = crate::proxy::ask(&ctx.app, &ctx.route, &request, full(body.clone())).await;
+    let (resp, target) = match answer {
+        Ok((Answer::Grip(resp), target)) => (resp, target),
+        Ok((Answer::Relay(resp), _)) => return Next::Done(crate::proxy::relay(resp)),
         Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
     };
-    let (resp, target) = answer;
-    if ctx.route.options.no_grip || !grip::instruct::is_grip_response(resp.headers()) {
-        return Next::Done(crate::proxy::relay(resp));
-    }
-    let accepted = match super::read_grip(&ctx.app, &target.label(), resp).await {
+    let accepted = match crate::proxy::read_grip(&ctx.app, &target.label(), resp).await {
         Ok(a) => a,
         Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
     };
@@ -190,7 +189,7 @@ fn published_response(
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "body-patch could not be applied");
-                return crate::proxy::error::text_response(
+                return crate::http::text_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("Published body-patch could not be applied: {e}\n"),
                 );

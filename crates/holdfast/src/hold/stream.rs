@@ -26,9 +26,11 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::link::{self, GoneLink};
-use super::{Positions, SessionCtx, Verdict};
-use crate::hub::{Delivery, Sink, Subscription};
-use crate::proxy::body::{boxed, Body, BoxError};
+use super::{HeldRequest, Positions, Verdict};
+use crate::http::{boxed, Body, BoxError};
+use crate::hub::{Delivery, Subscription};
+use crate::proxy::Answer;
+use crate::sink::Sink;
 
 /// A buffered prefix followed by the rest of an origin body.
 pub struct Prefixed {
@@ -101,7 +103,7 @@ pub struct Start {
 }
 
 /// The response body for a stream session.
-pub fn session_body(ctx: Arc<SessionCtx>, start: Start) -> Body {
+pub fn session_body(ctx: Arc<HeldRequest>, start: Start) -> Body {
     let session = StreamSession::new(ctx, start);
     let chunks = futures_util::stream::unfold(session, |mut s| async move {
         let chunk = s.next().await?;
@@ -123,7 +125,7 @@ struct Live {
 }
 
 struct StreamSession {
-    ctx: Arc<SessionCtx>,
+    ctx: Arc<HeldRequest>,
     out: VecDeque<Bytes>,
     body_in: Option<Incoming>,
     queued: VecDeque<Delivery>,
@@ -142,7 +144,7 @@ struct StreamSession {
 }
 
 impl StreamSession {
-    fn new(ctx: Arc<SessionCtx>, start: Start) -> StreamSession {
+    fn new(ctx: Arc<HeldRequest>, start: Start) -> StreamSession {
         let mut s = StreamSession {
             ctx,
             out: VecDeque::new(),
@@ -439,16 +441,17 @@ impl StreamSession {
             }
         };
         let app = self.ctx.app.clone();
-        let grip =
-            !self.ctx.route.options.no_grip && grip::instruct::is_grip_response(resp.headers());
-        if !grip {
-            // A plain response ends the chain: its body is the last part of the stream.
-            self.body_in = Some(resp.into_body());
-            self.next_link = None;
-            self.done = true;
-            return;
-        }
-        let accepted = match super::read_grip(&app, &target.label(), resp).await {
+        let resp = match Answer::of(&self.ctx.route, resp) {
+            Answer::Grip(resp) => resp,
+            Answer::Relay(resp) => {
+                // A plain response ends the chain: its body is the last part of the stream.
+                self.body_in = Some(resp.into_body());
+                self.next_link = None;
+                self.done = true;
+                return;
+            }
+        };
+        let accepted = match crate::proxy::read_grip(&app, &target.label(), resp).await {
             Ok(a) => a,
             Err(e) => {
                 self.fail(&e.to_string());

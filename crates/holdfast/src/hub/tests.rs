@@ -1,5 +1,6 @@
 //! Unit tests of the hub.
 use super::*;
+use crate::config::Config;
 
 fn item(channel: &str, id: Option<&str>) -> PublishItem {
     let body = serde_json::json!({"items": [{"channel": channel, "id": id,
@@ -12,7 +13,7 @@ fn hub(queue: usize) -> Hub {
     let mut config = Config::default();
     config.limits.connection_queue = queue;
     config.reliability.update_on_first_subscription = false;
-    Hub::new(&config)
+    Hub::new(HubLimits::from(&config))
 }
 
 #[test]
@@ -57,9 +58,14 @@ fn full_queues_drop_the_newest_item_and_count_it() {
 #[test]
 fn only_subscribers_wanting_the_format_receive_it() {
     let hub = hub(10);
-    let (_s, _r) = hub.subscribe(vec!["f".into()], Want::HttpResponse);
+    let (_s, mut response) = hub.subscribe(vec!["f".into()], Want::HttpResponse);
+    let (_t, mut stream) = hub.subscribe(vec!["f".into()], Want::HttpStream);
     let (_w, mut ws) = hub.subscribe(vec!["f".into()], Want::WsMessage);
-    assert_eq!(hub.publish(item("f", None)), 0);
+    // The item has an http-stream format only.
+    assert_eq!(hub.publish(item("f", None)), 1);
+    let got = stream.try_recv().expect("the stream subscriber gets it");
+    assert_eq!(got.channel, "f");
+    assert!(response.try_recv().is_err());
     assert!(ws.try_recv().is_err());
 }
 
@@ -175,7 +181,7 @@ async fn resuming_replays_history_or_reports_stale() {
 fn history_is_bounded_by_count_and_bytes() {
     let mut config = Config::default();
     config.reliability.history_items = 3;
-    let hub = Hub::new(&config);
+    let hub = Hub::new(HubLimits::from(&config));
     for i in 0..10 {
         hub.publish(seq_item("b", &i.to_string(), None));
     }
@@ -188,7 +194,7 @@ fn history_is_bounded_by_count_and_bytes() {
 
     config.reliability.history_items = 1000;
     config.reliability.history_max_bytes = 4000;
-    let hub = Hub::new(&config);
+    let hub = Hub::new(HubLimits::from(&config));
     for i in 0..100 {
         hub.publish(seq_item(&format!("c{}", i % 7), &i.to_string(), None));
     }
@@ -200,7 +206,7 @@ fn history_is_bounded_by_count_and_bytes() {
 fn history_off_keeps_no_state_for_unsubscribed_channels() {
     let mut config = Config::default();
     config.reliability.history_items = 0;
-    let hub = Hub::new(&config);
+    let hub = Hub::new(HubLimits::from(&config));
     hub.publish(seq_item("o", "1", None));
     assert_eq!(hub.stats().channel_states, 0);
     assert_eq!(hub.last_id("o"), None);
@@ -226,7 +232,7 @@ async fn recover_forgets_last_ids_and_hints_http_sessions() {
 
 #[tokio::test(start_paused = true)]
 async fn first_subscriber_gets_one_update_hint() {
-    let hub = Hub::new(&Config::default());
+    let hub = Hub::new(HubLimits::from(&Config::default()));
     let (_s, mut rx) = hub.subscribe(vec!["fs".into()], Want::HttpResponse);
     let (_s2, mut rx2) = hub.subscribe(vec!["fs".into()], Want::HttpResponse);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -252,4 +258,12 @@ fn sweep_removes_idle_channels_only_after_linger() {
         "lingers after its last subscriber"
     );
     assert_eq!(hub.stats().channels, 0);
+    hub.sweep_at(Instant::now() + LINGER - Duration::from_secs(1));
+    assert_eq!(hub.stats().channel_states, 1, "still within the linger");
+    hub.sweep_at(Instant::now() + LINGER + Duration::from_secs(1));
+    assert_eq!(
+        hub.stats().channel_states,
+        0,
+        "removed once the linger is over"
+    );
 }

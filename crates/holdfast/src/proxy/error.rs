@@ -1,8 +1,8 @@
 //! Proxy errors, tagged by who caused them, and the one place they become HTTP responses.
 
-use http::{header, Response, StatusCode};
+use http::{Response, StatusCode};
 
-use super::body::{full, Body};
+use crate::http::{text_response, Body};
 
 /// Who caused an error: decides the status code family and the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,17 +103,6 @@ impl ProxyError {
         }
         text_response(self.status(), format!("{text}\n"))
     }
-}
-
-/// A `text/plain` response.
-pub fn text_response(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<Body> {
-    let mut resp = Response::new(full(text));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 #[cfg(test)]

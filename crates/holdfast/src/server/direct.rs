@@ -11,9 +11,7 @@
 //! stream's [`Sink`], which the hub may also write plain chunks to while the session is idle.
 
 use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -22,222 +20,12 @@ use http::header::{CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::hold::HeldStream;
-use crate::hub::Sink;
-use crate::proxy::body::{Body, BoxError};
-
-/// A client connection's socket and what must live exactly as long as it (the connection-cap
-/// permit, the descriptor, the drain guard).
-pub struct Owned<G> {
-    stream: TcpStream,
-    guards: G,
-}
-
-/// The socket, in hyper's hands until a held stream takes it.
-pub struct Cell<G> {
-    owned: Mutex<Option<Owned<G>>>,
-}
-
-impl<G> Cell<G> {
-    /// A cell holding `stream` and its `guards`.
-    pub fn new(stream: TcpStream, guards: G) -> Arc<Cell<G>> {
-        Arc::new(Cell {
-            owned: Mutex::new(Some(Owned { stream, guards })),
-        })
-    }
-
-    /// Takes the socket away from hyper; `None` if already taken.
-    pub fn take(&self) -> Option<Owned<G>> {
-        self.lock().take()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Owned<G>>> {
-        // A panic while a poll held the lock leaves the socket as it was; keep using it.
-        self.owned.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// hyper's view of the socket: reads see end-of-file and writes fail once it has been taken.
-pub struct Shared<G>(pub Arc<Cell<G>>);
-
-impl<G> AsyncRead for Shared<G> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.0.lock().as_mut() {
-            Some(o) => Pin::new(&mut o.stream).poll_read(cx, buf),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl<G> AsyncWrite for Shared<G> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.0.lock().as_mut() {
-            Some(o) => Pin::new(&mut o.stream).poll_write(cx, buf),
-            None => Poll::Ready(Err(taken())),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.0.lock().as_mut() {
-            Some(o) => Pin::new(&mut o.stream).poll_write_vectored(cx, bufs),
-            None => Poll::Ready(Err(taken())),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.0.lock().as_mut() {
-            Some(o) => Pin::new(&mut o.stream).poll_flush(cx),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.0.lock().as_mut() {
-            Some(o) => Pin::new(&mut o.stream).poll_shutdown(cx),
-            // The socket is someone else's now: leave it open.
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-/// A client socket taken back from hyper after a WebSocket upgrade: what hyper had read past
-/// the handshake (usually nothing), then the socket itself, with its guards. Reads and writes go
-/// straight to the socket instead of through hyper's upgraded-connection wrappers and the
-/// shared cell's lock. Writes go through the connection's [`Sink`], so the hub may write
-/// published frames to the socket while the connection is idle.
-pub struct Upgraded<G> {
-    pre: Bytes,
-    stream: Arc<TcpStream>,
-    sink: Arc<Sink>,
-    _guards: G,
-}
-
-/// Bytes a client may have sent past its upgrade request before the `101`; a client must wait
-/// for the `101` (RFC 6455 §4.1), so more is refused.
-const EARLY_DATA_LIMIT: usize = 1 << 20;
-
-impl<G> Upgraded<G> {
-    /// Takes the socket of `cell` back from hyper once hyper has upgraded its connection `up`.
-    /// What hyper has already read past the request (usually nothing) is drained from `up`
-    /// first and replayed before the socket's own bytes; the socket is attached to `sink`.
-    /// `Ok(None)`: the client has already closed, or the socket was taken before.
-    pub fn take(
-        cell: &Cell<G>,
-        up: hyper::upgrade::Upgraded,
-        sink: Arc<Sink>,
-    ) -> io::Result<Option<Upgraded<G>>> {
-        let mut up = hyper_util::rt::TokioIo::new(up);
-        let mut pre = Vec::new();
-        let mut chunk = [0u8; 1024];
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        loop {
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut up).poll_read(&mut cx, &mut buf) {
-                Poll::Pending => break,
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Ok(None),
-                Poll::Ready(Ok(())) => pre.extend_from_slice(buf.filled()),
-                Poll::Ready(Err(e)) => return Err(e),
-            }
-            if pre.len() > EARLY_DATA_LIMIT {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "client sent over 1 MiB before the 101",
-                ));
-            }
-        }
-        Ok(cell.take().map(|owned| {
-            let stream = Arc::new(owned.stream);
-            sink.attach(stream.clone(), Vec::new());
-            Upgraded {
-                pre: Bytes::from(pre),
-                stream,
-                sink,
-                _guards: owned.guards,
-            }
-        }))
-    }
-}
-
-impl<G> Drop for Upgraded<G> {
-    fn drop(&mut self) {
-        self.sink.detach();
-    }
-}
-
-impl<G: Unpin> AsyncRead for Upgraded<G> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            buf.put_slice(&self.pre.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            std::task::ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl<G: Unpin> AsyncWrite for Upgraded<G> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.sink.poll_write(&self.stream, cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.sink.poll_flush(&self.stream, cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.as_mut().poll_flush(cx))?;
-        self.sink.detach();
-        match Arc::get_mut(&mut self.stream) {
-            Some(stream) => Pin::new(stream).poll_shutdown(cx),
-            // Only a fan-out write in progress still holds it; dropping closes the socket.
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-fn taken() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "the socket now carries a held stream",
-    )
-}
+use crate::http::{Body, BoxError};
+use crate::sink::{HeldStream, Sink};
+use crate::socket::Owned;
 
 /// Whether a request's response may be written by [`write`]: HTTP/1.1, and a method whose
 /// response has a body (not `HEAD`).
@@ -263,10 +51,7 @@ const GATHER_LIMIT: usize = 64 * 1024;
 /// hyper does), or when the client closes its side. `_count` lives as long as the stream.
 pub async fn write<G, C>(owned: Owned<G>, resp: Response<Body>, _count: C) {
     // The guards are released when the stream ends, whichever way.
-    let Owned {
-        stream,
-        guards: _guards,
-    } = owned;
+    let (stream, _guards) = owned.into_parts();
     let (parts, mut body) = resp.into_parts();
     let sink = match parts.extensions.get::<HeldStream>() {
         Some(HeldStream(sink)) => sink.clone(),
@@ -341,7 +126,7 @@ fn push(frame: Option<Result<Frame<Bytes>, BoxError>>, sink: &Sink) -> Result<(b
         }
         Some(Ok(frame)) => match frame.into_data() {
             Ok(data) if !data.is_empty() => {
-                sink.append(|out| crate::hub::sink::frame(out, &data));
+                sink.append(|out| crate::sink::frame(out, &data));
                 Ok((false, data.len()))
             }
             _ => Ok((false, 0)),

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::proxy::body::{full, Body};
+use crate::http::{full, Body};
 use crate::proxy::headers;
 
 /// `Sec-WebSocket-Extensions`.

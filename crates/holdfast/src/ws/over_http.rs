@@ -34,19 +34,11 @@ use super::session::{Published, Session, SessionSpec};
 use super::{close_for, close_frame, finish, flush_left, send_all, Opened, Socket};
 use crate::app::App;
 use crate::config::routes::{Route, Target};
-use crate::proxy::body::{full, Reclaimable};
+use crate::http::full;
+use crate::origin::Reclaimable;
 use crate::proxy::error::ProxyError;
-use crate::proxy::{error_chain, headers};
+use crate::proxy::{headers, Failure};
 use outbox::Outbox;
-
-/// Waits before each retry of a request that could not reach the origin.
-const RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-    Duration::from_secs(8),
-    Duration::from_secs(16),
-];
 
 /// The shortest `Keep-Alive-Interval` honoured, as Pushpin's.
 const MIN_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -101,7 +93,7 @@ impl Origin {
     /// POSTs `events`, trying again while the origin cannot be reached when `retry`.
     async fn post(self, body: Bytes, extra: HeaderMap, retry: bool) -> Result<Reply, PostError> {
         let timeout = self.app.config.timeouts.origin_response();
-        let mut retries = RETRY_DELAYS.iter();
+        let mut retries = crate::retry::origin_retries();
         loop {
             let (lent, _) = Reclaimable::new(full(body.clone()));
             let mut req = Request::post(self.uri.clone())
@@ -113,17 +105,21 @@ impl Origin {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             self.app.grip_headers(&self.route, h);
             let sent = self.app.origins.request(&self.label, self.insecure, req);
-            let e = match tokio::time::timeout(timeout, sent).await {
-                Err(_) => return Err(PostError::Timeout(timeout.as_secs())),
-                Ok(Ok(resp)) => return self.read(resp).await,
-                Ok(Err(e)) if e.is_connect() => e,
-                Ok(Err(e)) => return Err(PostError::Failed(error_chain(&e))),
+            let why = match crate::proxy::exchange(&self.app, &self.label, sent).await {
+                Ok(resp) => return self.read(resp).await,
+                Err(Failure::Unreachable(why)) => why,
+                Err(Failure::Fatal(ProxyError::OriginTimeout(_))) => {
+                    return Err(PostError::Timeout(timeout.as_secs()))
+                }
+                Err(Failure::Fatal(ProxyError::Origin { reason, .. })) => {
+                    return Err(PostError::Failed(reason))
+                }
+                Err(Failure::Fatal(e)) => return Err(PostError::Failed(e.to_string())),
             };
             let Some(delay) = retries.next().filter(|_| retry) else {
-                return Err(PostError::Unreachable(error_chain(&e)));
+                return Err(PostError::Unreachable(why));
             };
-            let delay = *delay + Duration::from_millis(rand::random_range(0..1000));
-            tracing::warn!(target = %self.label, error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64,
+            tracing::warn!(target = %self.label, error = %why, retry_in_ms = delay.as_millis() as u64,
                 "WebSocket-over-HTTP origin unreachable, retrying");
             tokio::time::sleep(delay).await;
         }
@@ -162,7 +158,7 @@ pub struct Conn {
     initial: Vec<Event>,
     /// The server's drain guard, set by [`Conn::run`]; last, so it is released after the rest
     /// of the connection has been dropped.
-    drain: Option<tokio::sync::mpsc::Sender<()>>,
+    drain: Option<crate::shutdown::DrainGuard>,
 }
 
 /// Sends `OPEN` to `target`.
@@ -201,7 +197,7 @@ pub async fn open(
     let origin = Origin {
         app: app.clone(),
         route: route.clone(),
-        uri: super::origin_uri(target, path)?,
+        uri: crate::proxy::origin_uri(target, path)?,
         insecure: target.insecure,
         label: label.clone(),
         headers: h,
@@ -316,7 +312,7 @@ impl Conn {
     pub async fn run(
         mut self,
         upgrade: super::ClientUpgrade,
-        drain: Option<tokio::sync::mpsc::Sender<()>>,
+        drain: Option<crate::shutdown::DrainGuard>,
     ) {
         self.drain = drain;
         // The rare and large steps are boxed, so a connection waiting for input is not sized
@@ -334,7 +330,7 @@ impl Conn {
         let initial = std::mem::take(&mut self.initial);
         let mut end = Box::pin(self.on_origin(&mut client, initial)).await;
         let mut client_open = true;
-        let mut shutdown = std::pin::pin!(super::shutdown(&self.origin.app));
+        let mut shutdown = std::pin::pin!(self.origin.app.shutdown.signal().into_stopped());
         while end.is_none() {
             self.maybe_request();
             let deadline = self.deadline();

@@ -23,10 +23,11 @@ use super::session::{Published, Session, SessionSpec};
 use super::{close_for, close_frame, finish, flush_left, send_all, Opened, Socket};
 use crate::app::App;
 use crate::config::routes::{Route, Target};
+use crate::http::boxed;
 use crate::hub::Delivery;
-use crate::proxy::body::{boxed, Reclaimable};
+use crate::origin::Reclaimable;
 use crate::proxy::error::ProxyError;
-use crate::proxy::{error_chain, headers};
+use crate::proxy::{headers, Failure};
 
 /// The origin handshake succeeded; the connection runs once the client's upgrade completes.
 pub struct Pending {
@@ -53,29 +54,14 @@ pub async fn open(
         }
     }
     let mut req = Request::new(body);
-    *req.uri_mut() = super::origin_uri(target, path)?;
+    *req.uri_mut() = crate::proxy::origin_uri(target, path)?;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = h;
-    let sent = tokio::time::timeout(
-        app.config.timeouts.origin_response(),
-        app.origins.get(target.insecure).request(req),
-    )
-    .await;
-    let mut resp = match sent {
-        Err(_) => return Err(ProxyError::OriginTimeout(label)),
-        Ok(Err(e)) if crate::descriptors::is_exhausted(&e) => {
-            return Err(ProxyError::NoDescriptors(crate::descriptors::Exhausted(
-                app.descriptors.total(),
-            )))
-        }
-        Ok(Err(e)) if e.is_connect() => return Ok(Opened::Unreachable(error_chain(&e))),
-        Ok(Err(e)) => {
-            return Err(ProxyError::Origin {
-                target: label,
-                reason: error_chain(&e),
-            })
-        }
-        Ok(Ok(resp)) => resp,
+    let sent = app.origins.get(target.insecure).request(req);
+    let mut resp = match crate::proxy::exchange(app, &label, sent).await {
+        Ok(resp) => resp,
+        Err(Failure::Unreachable(why)) => return Ok(Opened::Unreachable(why)),
+        Err(Failure::Fatal(e)) => return Err(e),
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         tracing::debug!(target = %label, status = resp.status().as_u16(), "origin refused the WebSocket");
@@ -115,7 +101,7 @@ impl Pending {
         self,
         app: Arc<App>,
         client: super::ClientUpgrade,
-        _drain: Option<tokio::sync::mpsc::Sender<()>>,
+        _drain: Option<crate::shutdown::DrainGuard>,
     ) {
         let session = Session::new(app.clone(), self.spec);
         let (client, origin) = tokio::join!(
@@ -166,7 +152,7 @@ struct End {
 
 /// Runs a connection until either side closes, a publish closes it, or the server shuts down.
 pub async fn run(app: Arc<App>, mut session: Session, mut client: Socket, mut peer: Peer) {
-    let mut shutdown = std::pin::pin!(super::shutdown(&app));
+    let mut shutdown = std::pin::pin!(app.shutdown.signal().into_stopped());
     let sink = session.sink().clone();
     let end = loop {
         let deadline = session.deadline();

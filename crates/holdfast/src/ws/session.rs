@@ -22,7 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
-use crate::hub::{Delivery, Sink, Subscription};
+use crate::hub::{Delivery, Subscription};
+use crate::sink::Sink;
 
 /// How a connection was set up by its route and origin.
 #[derive(Debug, Clone)]

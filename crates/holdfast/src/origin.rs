@@ -1,10 +1,18 @@
 //! Pooled HTTP/1.1 clients towards origins: one verifying TLS against the system roots, one for
-//! targets marked `insecure`.
+//! targets marked `insecure`; and the request body they carry, which a failed connect hands back.
+//!
+//! The pool is a shared resource, like the descriptor budget whose descriptors its connections
+//! take: it stands below [`crate::app`], which owns it, and [`crate::proxy`] sends through it.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,9 +23,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::body::Reclaimable;
 use crate::config::TimeoutsConfig;
 use crate::descriptors::{Budgeted, Descriptors};
+use crate::http::{Body, BoxError};
 
 /// The client type used for every origin request.
 pub type HttpClient = Client<HttpsConnector<Budgeted<HttpConnector>>, Reclaimable>;
@@ -201,5 +209,69 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client request body lent to one origin attempt.
+///
+/// hyper only polls a request body once the origin connection is up, so when an attempt fails to
+/// connect the body is still in its slot and [`Reclaimable::reclaim`] hands it back for the next
+/// target: failover never needs the body buffered.
+pub struct Reclaimable {
+    slot: Arc<Mutex<Option<Body>>>,
+    taken: Option<Body>,
+    end_stream: bool,
+    hint: SizeHint,
+}
+
+impl Reclaimable {
+    /// Wraps a body; keep the returned slot to reclaim it.
+    pub fn new(body: Body) -> (Reclaimable, Arc<Mutex<Option<Body>>>) {
+        let end_stream = body.is_end_stream();
+        let hint = body.size_hint();
+        let slot = Arc::new(Mutex::new(Some(body)));
+        (
+            Reclaimable {
+                slot: slot.clone(),
+                taken: None,
+                end_stream,
+                hint,
+            },
+            slot,
+        )
+    }
+
+    /// Takes the body back if no attempt has started sending it.
+    pub fn reclaim(slot: &Mutex<Option<Body>>) -> Option<Body> {
+        slot.lock().expect("body slot poisoned").take()
+    }
+}
+
+impl HttpBody for Reclaimable {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.taken.is_none() {
+            let body = self.slot.lock().expect("body slot poisoned").take();
+            self.taken = body;
+        }
+        match self.taken.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.taken
+            .as_ref()
+            .map_or(self.end_stream, HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.taken.as_ref().map_or(self.hint, HttpBody::size_hint)
     }
 }

@@ -21,12 +21,18 @@
 //!   until it has written all it holds, the hub writes nothing, so frames never interleave.
 //!
 //! So a connection gets its bytes in the order the hub published them, whichever way each went.
+//!
+//! Which items the hub may write itself is decided here too ([`plain_chunk`], [`plain_ws_frame`]),
+//! with the wire encoders ([`chunk`], [`frame`], [`ws_frame`]) and the [`HeldStream`] marker a
+//! held session's response carries to the server: the hub holds state and shared bytes, this
+//! module the wire formats.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use grip::publish::{Action, MessageType, PublishItem};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -265,6 +271,38 @@ pub fn ws_frame(content: &Bytes, binary: bool) -> Option<Bytes> {
     let mut out = Vec::with_capacity(frame.len());
     frame.format(&mut out).ok()?;
     Some(Bytes::from(out))
+}
+
+/// Marks a response whose body is a held session (a stream hold, or a chain of next links):
+/// on HTTP/1.1 the server writes it to the socket itself instead of through hyper, through the
+/// session's sink, which the hub may also write plain chunks to.
+#[derive(Clone)]
+pub struct HeldStream(pub Arc<Sink>);
+
+/// The content of an item a held stream passes through unchanged: an `http-stream` send with
+/// content and no filters, and no id or `prev-id` for the session to track.
+pub fn plain_chunk(item: &PublishItem) -> Option<&[u8]> {
+    if item.id.is_some() || item.prev_id.is_some() {
+        return None;
+    }
+    let f = item.formats.http_stream.as_ref()?;
+    let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
+    (f.action == Action::Send && !f.content.is_empty() && unfiltered).then_some(&f.content[..])
+}
+
+/// The frame of an item a WebSocket session passes through unchanged: a `ws-message` text or
+/// binary send with no filters.
+pub fn plain_ws_frame(item: &PublishItem) -> Option<Bytes> {
+    let f = item.formats.ws_message.as_ref()?;
+    let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
+    let binary = match f.message_type {
+        MessageType::Text => false,
+        MessageType::Binary => true,
+        MessageType::Ping | MessageType::Pong => return None,
+    };
+    (f.action == Action::Send && unfiltered)
+        .then(|| ws_frame(&f.content, binary))
+        .flatten()
 }
 
 #[cfg(test)]
