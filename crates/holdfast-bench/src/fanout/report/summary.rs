@@ -57,17 +57,270 @@ pub struct Context {
     pub publish_started_us: u64,
 }
 
-/// Nearest-rank percentile of an ascending slice.
-pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
+/// Combines the driver's context, its publications and the workers' results.
+pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerResult>) -> Summary {
+    let mut merged = Merged::of(results, published.len(), ctx.proxies.len());
+    let latencies = Latencies::sorted(std::mem::take(&mut merged.latencies));
+    let per_message = message_stats(published, &latencies.per_message, ctx.subscribers);
+    let per_proxy = proxy_stats(&ctx.proxies, ctx.subscribers, &merged.tallies, published);
+    let processes = processes(&ctx);
+    let rss_of = count_names(processes.iter().filter(|p| p.role == "proxy"));
+    let [before, subscribed, after] = proxy_rss(&ctx);
+    let [req_before, req_subscribed, req_after] = ctx.origin_requests;
+    let since_start = |at: Option<u64>| Some(at?.saturating_sub(req_before?));
+    let ready_secs = merged.ready_secs(&ctx);
+    let subscribe_rate = subscribe_rate(&ctx, ready_secs);
+    let delivered = latencies.all.len() as u64;
+    let delivery_secs = merged.delivery_secs(delivered, ctx.publish_started_us);
+    Summary {
+        label: ctx.label,
+        mode: ctx.mode,
+        subscribers: ctx.subscribers,
+        workers: ctx.workers,
+        messages: published.len(),
+        interval_ms: ctx.interval_ms,
+        ready_by: ctx.ready_by,
+        proxies: ctx.proxies,
+        publish_to: ctx.publish_to,
+        publish: ctx.publish,
+        subscribed: ctx.subscribed,
+        subscribe_secs: (ctx.subscribe_secs * 100.0).round() / 100.0,
+        ready_secs: ready_secs.map(|s| (s * 1000.0).round() / 1000.0),
+        settled: ctx.settled,
+        subscribe_rate,
+        rss_of,
+        rss_before_kib: before,
+        rss_subscribed_kib: subscribed,
+        rss_after_kib: after,
+        rss_per_connection_bytes: per_connection_bytes(before, subscribed, ctx.subscribed),
+        origin_requests_subscribing: since_start(req_subscribed),
+        origin_requests_total: since_start(req_after),
+        delivered,
+        lost: per_message.iter().map(|m| m.lost).sum(),
+        p50_ms: ms(percentile(&latencies.all, 50.0)),
+        p90_ms: ms(percentile(&latencies.all, 90.0)),
+        p99_ms: ms(percentile(&latencies.all, 99.0)),
+        max_last_ms: per_message
+            .iter()
+            .filter_map(|m| m.last_ms)
+            .reduce(f64::max),
+        median_last_ms: ms(percentile(&latencies.last, 50.0)),
+        per_message,
+        per_proxy,
+        processes,
+        duplicates: merged.duplicates,
+        delivery_secs: delivery_secs.map(|s| (s * 1000.0).round() / 1000.0),
+        deliveries_per_sec: delivery_secs.map(|s| (delivered as f64 / s).round()),
+        counters: merged.counters,
+        errors: merged.errors,
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn ms(us: Option<u64>) -> Option<f64> {
-    us.map(|v| (v as f64 / 100.0).round() / 10.0)
+/// The workers' results, added together.
+struct Merged {
+    counters: Counters,
+    errors: BTreeMap<String, u64>,
+    duplicates: u64,
+    /// `latencies[slot]`: the latency of every delivery of the message in `slot`, in
+    /// microseconds, in no particular order.
+    latencies: Vec<Vec<u64>>,
+    /// Per proxy, in `--proxy` order.
+    tallies: Vec<ProxyTally>,
+    /// Wall clock of the last delivery, in microseconds since the Unix epoch (0: none).
+    last_delivery_us: u64,
+    /// Wall clock of the earliest first connection attempt (`u64::MAX`: none).
+    first_connect_us: u64,
+    /// Wall clock when the last subscriber became ready (0: none).
+    last_ready_us: u64,
+}
+
+impl Merged {
+    /// Adds up `results` of a run of `messages` messages over `proxies` proxies.
+    fn of(results: Vec<WorkerResult>, messages: usize, proxies: usize) -> Merged {
+        let mut merged = Merged {
+            counters: Counters::default(),
+            errors: BTreeMap::new(),
+            duplicates: 0,
+            latencies: vec![Vec::new(); messages],
+            tallies: vec![ProxyTally::new(messages); proxies],
+            last_delivery_us: 0,
+            first_connect_us: u64::MAX,
+            last_ready_us: 0,
+        };
+        for r in results {
+            merged.add(r);
+        }
+        merged
+    }
+
+    fn add(&mut self, r: WorkerResult) {
+        self.counters.add(&r.counters);
+        self.last_delivery_us = self.last_delivery_us.max(r.last_delivery_us);
+        if r.first_connect_us > 0 {
+            self.first_connect_us = self.first_connect_us.min(r.first_connect_us);
+        }
+        self.last_ready_us = self.last_ready_us.max(r.last_ready_us);
+        self.duplicates += r.duplicates;
+        for (t, w) in self.tallies.iter_mut().zip(&r.per_proxy) {
+            t.add(w);
+        }
+        for (k, v) in r.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        for (slot, lat) in r.latencies_us.into_iter().enumerate() {
+            if let Some(all) = self.latencies.get_mut(slot) {
+                all.extend(lat);
+            }
+        }
+    }
+
+    /// See [`Summary::ready_secs`]: SSE and WebSocket only, and only when every subscriber
+    /// became ready before publishing began.
+    fn ready_secs(&self, ctx: &Context) -> Option<f64> {
+        // A subscriber that only became ready once publishing had begun (an unsettled run) would
+        // stretch the window into the publish phase.
+        (matches!(ctx.mode.as_str(), "sse" | "woh")
+            && self.counters.ready >= ctx.subscribers
+            && self.last_ready_us > self.first_connect_us
+            && self.last_ready_us <= ctx.publish_started_us)
+            .then(|| (self.last_ready_us - self.first_connect_us) as f64 / 1e6)
+    }
+
+    /// Seconds from the start of publishing to the last of `delivered` deliveries, if any.
+    fn delivery_secs(&self, delivered: u64, publish_started_us: u64) -> Option<f64> {
+        (delivered > 0 && self.last_delivery_us > publish_started_us)
+            .then(|| (self.last_delivery_us - publish_started_us) as f64 / 1e6)
+    }
+}
+
+/// Delivery latencies in microseconds, each list ascending.
+struct Latencies {
+    /// `per_message[slot]`: every delivery of the message in `slot`.
+    per_message: Vec<Vec<u64>>,
+    /// Every delivery of every message.
+    all: Vec<u64>,
+    /// The slowest delivery of each message delivered at least once.
+    last: Vec<u64>,
+}
+
+impl Latencies {
+    fn sorted(mut per_message: Vec<Vec<u64>>) -> Latencies {
+        let mut all = Vec::new();
+        for lat in &mut per_message {
+            lat.sort_unstable();
+            all.extend_from_slice(lat);
+        }
+        all.sort_unstable();
+        let mut last: Vec<u64> = per_message
+            .iter()
+            .filter_map(|l| l.last().copied())
+            .collect();
+        last.sort_unstable();
+        Latencies {
+            per_message,
+            all,
+            last,
+        }
+    }
+}
+
+/// Per-message figures: message `published[i]` was delivered with the ascending latencies
+/// `latencies[i]`, out of `subscribers`.
+fn message_stats(
+    published: &[Publication],
+    latencies: &[Vec<u64>],
+    subscribers: u64,
+) -> Vec<MessageStats> {
+    published
+        .iter()
+        .zip(latencies)
+        .map(|(p, lat)| {
+            let delivered = lat.len() as u64;
+            MessageStats {
+                seq: p.seq,
+                publish_ms: (p.publish_ms * 10.0).round() / 10.0,
+                publish_error: p.error.clone(),
+                delivered,
+                lost: subscribers.saturating_sub(delivered),
+                p50_ms: ms(percentile(lat, 50.0)),
+                p90_ms: ms(percentile(lat, 90.0)),
+                p99_ms: ms(percentile(lat, 99.0)),
+                first_ms: ms(lat.first().copied()),
+                last_ms: ms(lat.last().copied()),
+            }
+        })
+        .collect()
+}
+
+/// Per-proxy figures, `tallies` in the order of `proxies`, which shared `subscribers`
+/// round-robin.
+fn proxy_stats(
+    proxies: &[String],
+    subscribers: u64,
+    tallies: &[ProxyTally],
+    published: &[Publication],
+) -> Vec<ProxyStats> {
+    proxies
+        .iter()
+        .zip(tallies)
+        .enumerate()
+        .map(|(p, (proxy, t))| {
+            let subscribers = share(subscribers, proxies.len(), p);
+            ProxyStats {
+                proxy: proxy.clone(),
+                subscribers,
+                ready: t.ready,
+                per_message: proxy_messages(t, subscribers, published),
+            }
+        })
+        .collect()
+}
+
+/// Each message on one proxy with `subscribers` subscribers.
+fn proxy_messages(
+    t: &ProxyTally,
+    subscribers: u64,
+    published: &[Publication],
+) -> Vec<ProxyMessage> {
+    published
+        .iter()
+        .enumerate()
+        .map(|(slot, m)| {
+            let delivered = t.delivered.get(slot).copied().unwrap_or(0);
+            ProxyMessage {
+                seq: m.seq,
+                delivered,
+                lost: subscribers.saturating_sub(delivered),
+                last_ms: ms((delivered > 0).then(|| t.last_us[slot])),
+            }
+        })
+        .collect()
+}
+
+/// Subscribers of `n` that go to proxy `p` of `proxies` under the round-robin by global index.
+fn share(n: u64, proxies: usize, p: usize) -> u64 {
+    let proxies = proxies as u64;
+    n / proxies + u64::from((p as u64) < n % proxies)
+}
+
+/// Every measured process: the `--proxy-pid` ones, then the `--watch-pid` ones and the workers.
+fn processes(ctx: &Context) -> Vec<ProcessUsage> {
+    let empty = Vec::new();
+    let proxy_sets = [0, 1, 2].map(|k| ctx.proxy_usage[k].as_ref().unwrap_or(&empty).as_slice());
+    let mut processes = process_usage(proxy_sets, |_| "proxy");
+    // Only the `--watch-pid` processes exist before the workers are started.
+    let watched: Vec<u32> = ctx.other_usage[0].iter().map(|s| s.pid).collect();
+    processes.extend(process_usage(
+        [0, 1, 2].map(|k| ctx.other_usage[k].as_slice()),
+        |s| {
+            if watched.contains(&s.pid) {
+                "watched"
+            } else {
+                "worker"
+            }
+        },
+    ));
+    processes
 }
 
 /// Per-process usage from the three sets of samples; a process missing from an earlier set had
@@ -123,177 +376,42 @@ fn count_names<'a>(processes: impl Iterator<Item = &'a ProcessUsage>) -> String 
         .join(" + ")
 }
 
-/// Subscribers of `n` that go to proxy `p` of `proxies` under the round-robin by global index.
-fn share(n: u64, proxies: usize, p: usize) -> u64 {
-    let proxies = proxies as u64;
-    n / proxies + u64::from((p as u64) < n % proxies)
+/// The proxy's resident memory in KiB (its processes summed) before subscribing, once
+/// subscribed and at the end.
+fn proxy_rss(ctx: &Context) -> [Option<u64>; 3] {
+    [0, 1, 2].map(|k| Some(ctx.proxy_usage[k].as_ref()?.iter().map(|s| s.rss_kib).sum()))
 }
 
-/// Combines the driver's context, its publications and the workers' results.
-pub fn summarize(ctx: Context, published: &[Publication], results: Vec<WorkerResult>) -> Summary {
-    let mut counters = Counters::default();
-    let mut errors = BTreeMap::new();
-    let mut duplicates = 0;
-    let mut per_seq: Vec<Vec<u64>> = vec![Vec::new(); published.len()];
-    let mut last_delivery_us = 0;
-    let mut first_connect_us = u64::MAX;
-    let mut last_ready_us = 0;
-    let mut tallies = vec![ProxyTally::new(published.len()); ctx.proxies.len()];
-    for r in results {
-        counters.add(&r.counters);
-        last_delivery_us = last_delivery_us.max(r.last_delivery_us);
-        if r.first_connect_us > 0 {
-            first_connect_us = first_connect_us.min(r.first_connect_us);
-        }
-        last_ready_us = last_ready_us.max(r.last_ready_us);
-        duplicates += r.duplicates;
-        for (t, w) in tallies.iter_mut().zip(&r.per_proxy) {
-            t.add(w);
-        }
-        for (k, v) in r.errors {
-            *errors.entry(k).or_default() += v;
-        }
-        for (slot, lat) in r.latencies_us.into_iter().enumerate() {
-            if let Some(all) = per_seq.get_mut(slot) {
-                all.extend(lat);
-            }
-        }
-    }
-    let mut everything = Vec::new();
-    let per_message: Vec<MessageStats> = published
-        .iter()
-        .zip(per_seq.iter_mut())
-        .map(|(p, lat)| {
-            lat.sort_unstable();
-            everything.extend_from_slice(lat);
-            let delivered = lat.len() as u64;
-            MessageStats {
-                seq: p.seq,
-                publish_ms: (p.publish_ms * 10.0).round() / 10.0,
-                publish_error: p.error.clone(),
-                delivered,
-                lost: ctx.subscribers.saturating_sub(delivered),
-                p50_ms: ms(percentile(lat, 50.0)),
-                p90_ms: ms(percentile(lat, 90.0)),
-                p99_ms: ms(percentile(lat, 99.0)),
-                first_ms: ms(lat.first().copied()),
-                last_ms: ms(lat.last().copied()),
-            }
-        })
-        .collect();
-    everything.sort_unstable();
-    let mut last_us: Vec<u64> = per_seq.iter().filter_map(|l| l.last().copied()).collect();
-    last_us.sort_unstable();
-    let per_proxy = ctx
-        .proxies
-        .iter()
-        .zip(&tallies)
-        .enumerate()
-        .map(|(p, (proxy, t))| {
-            let subscribers = share(ctx.subscribers, ctx.proxies.len(), p);
-            ProxyStats {
-                proxy: proxy.clone(),
-                subscribers,
-                ready: t.ready,
-                per_message: published
-                    .iter()
-                    .enumerate()
-                    .map(|(slot, m)| {
-                        let delivered = t.delivered.get(slot).copied().unwrap_or(0);
-                        ProxyMessage {
-                            seq: m.seq,
-                            delivered,
-                            lost: subscribers.saturating_sub(delivered),
-                            last_ms: ms((delivered > 0).then(|| t.last_us[slot])),
-                        }
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    let rss_sum = |k: usize| Some(ctx.proxy_usage[k].as_ref()?.iter().map(|s| s.rss_kib).sum());
-    let [before, subscribed, after] = [0, 1, 2].map(rss_sum);
-    let empty = Vec::new();
-    let proxy_sets = [0, 1, 2].map(|k| ctx.proxy_usage[k].as_ref().unwrap_or(&empty).as_slice());
-    let mut processes = process_usage(proxy_sets, |_| "proxy");
-    // Only the `--watch-pid` processes exist before the workers are started.
-    let watched: Vec<u32> = ctx.other_usage[0].iter().map(|s| s.pid).collect();
-    processes.extend(process_usage(
-        [0, 1, 2].map(|k| ctx.other_usage[k].as_slice()),
-        |s| {
-            if watched.contains(&s.pid) {
-                "watched"
-            } else {
-                "worker"
-            }
-        },
-    ));
-    let rss_of = count_names(processes.iter().filter(|p| p.role == "proxy"));
-    let [req_before, req_subscribed, req_after] = ctx.origin_requests;
-    let since_start = |at: Option<u64>| Some(at?.saturating_sub(req_before?));
-    let rss_per_connection_bytes = match (before, subscribed) {
-        (Some(b), Some(s)) if ctx.subscribed > 0 => {
-            Some(((s as f64 - b as f64) * 1024.0 / ctx.subscribed as f64).round())
+/// See [`Summary::rss_per_connection_bytes`].
+fn per_connection_bytes(before: Option<u64>, subscribed: Option<u64>, count: u64) -> Option<f64> {
+    match (before, subscribed) {
+        (Some(b), Some(s)) if count > 0 => {
+            Some(((s as f64 - b as f64) * 1024.0 / count as f64).round())
         }
         _ => None,
-    };
-    // A subscriber that only became ready once publishing had begun (an unsettled run) would
-    // stretch the window into the publish phase.
-    let ready_secs = (matches!(ctx.mode.as_str(), "sse" | "woh")
-        && counters.ready >= ctx.subscribers
-        && last_ready_us > first_connect_us
-        && last_ready_us <= ctx.publish_started_us)
-        .then(|| (last_ready_us - first_connect_us) as f64 / 1e6);
-    let subscribe_rate = match ready_secs {
+    }
+}
+
+/// See [`Summary::subscribe_rate`].
+fn subscribe_rate(ctx: &Context, ready_secs: Option<f64>) -> f64 {
+    match ready_secs {
         Some(secs) => (ctx.subscribers as f64 / secs).round(),
         None if ctx.subscribe_secs > 0.0 => (ctx.subscribed as f64 / ctx.subscribe_secs).round(),
         None => 0.0,
-    };
-    let delivered = everything.len() as u64;
-    let delivery_secs = (delivered > 0 && last_delivery_us > ctx.publish_started_us)
-        .then(|| (last_delivery_us - ctx.publish_started_us) as f64 / 1e6);
-    Summary {
-        label: ctx.label,
-        mode: ctx.mode,
-        subscribers: ctx.subscribers,
-        workers: ctx.workers,
-        messages: published.len(),
-        interval_ms: ctx.interval_ms,
-        ready_by: ctx.ready_by,
-        proxies: ctx.proxies,
-        publish_to: ctx.publish_to,
-        publish: ctx.publish,
-        subscribed: ctx.subscribed,
-        subscribe_secs: (ctx.subscribe_secs * 100.0).round() / 100.0,
-        ready_secs: ready_secs.map(|s| (s * 1000.0).round() / 1000.0),
-        settled: ctx.settled,
-        subscribe_rate,
-        rss_of,
-        rss_before_kib: before,
-        rss_subscribed_kib: subscribed,
-        rss_after_kib: after,
-        rss_per_connection_bytes,
-        origin_requests_subscribing: since_start(req_subscribed),
-        origin_requests_total: since_start(req_after),
-        delivered,
-        lost: per_message.iter().map(|m| m.lost).sum(),
-        p50_ms: ms(percentile(&everything, 50.0)),
-        p90_ms: ms(percentile(&everything, 90.0)),
-        p99_ms: ms(percentile(&everything, 99.0)),
-        max_last_ms: per_message
-            .iter()
-            .filter_map(|m| m.last_ms)
-            .reduce(f64::max),
-        median_last_ms: ms(percentile(&last_us, 50.0)),
-        per_message,
-        per_proxy,
-        processes,
-        duplicates,
-        delivery_secs: delivery_secs.map(|s| (s * 1000.0).round() / 1000.0),
-        deliveries_per_sec: delivery_secs.map(|s| (delivered as f64 / s).round()),
-        counters,
-        errors,
     }
+}
+
+/// Nearest-rank percentile of an ascending slice.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn ms(us: Option<u64>) -> Option<f64> {
+    us.map(|v| (v as f64 / 100.0).round() / 10.0)
 }
 
 #[cfg(test)]
