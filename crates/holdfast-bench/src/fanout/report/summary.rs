@@ -481,9 +481,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counts_losses_against_requested_subscribers() {
-        let ctx = context();
+    /// Two messages to the three subscribers of [`context`].
+    fn two_messages() -> Summary {
         let published = [
             Publication {
                 seq: 1,
@@ -517,7 +516,12 @@ mod tests {
             per_proxy: vec![ProxyTally::new(2), second],
             ..WorkerResult::default()
         };
-        let s = summarize(ctx, &published, vec![result, other]);
+        summarize(context(), &published, vec![result, other])
+    }
+
+    #[test]
+    fn counts_losses_against_requested_subscribers() {
+        let s = two_messages();
         assert_eq!(s.per_message[0].delivered, 3);
         assert_eq!(s.per_message[0].lost, 0);
         assert_eq!(s.per_message[0].last_ms, Some(3.0));
@@ -538,13 +542,22 @@ mod tests {
         assert_eq!(s.median_last_ms, Some(3.0));
         assert_eq!(s.max_last_ms, Some(5.0));
         assert_eq!(s.subscribe_rate, 2.0);
+        assert_eq!(s.delivery_secs, Some(2.0));
+        assert_eq!(s.deliveries_per_sec, Some(2.0));
+    }
+
+    #[test]
+    fn sums_proxy_memory_and_counts_origin_requests_from_before_subscribing() {
+        let s = two_messages();
         assert_eq!(s.rss_of, "1 holdfast + 1 redis-server");
         assert_eq!(s.rss_per_connection_bytes, Some(1024.0));
         assert_eq!(s.origin_requests_subscribing, Some(6));
         assert_eq!(s.origin_requests_total, Some(9));
-        assert_eq!(s.delivery_secs, Some(2.0));
-        assert_eq!(s.deliveries_per_sec, Some(2.0));
+    }
 
+    #[test]
+    fn splits_deliveries_by_proxy() {
+        let s = two_messages();
         let [a, b] = [&s.per_proxy[0], &s.per_proxy[1]];
         assert_eq!(
             (a.subscribers, a.ready, b.subscribers, b.ready),
@@ -553,7 +566,11 @@ mod tests {
         assert_eq!(a.per_message[0].last_ms, Some(3.0));
         assert_eq!((a.per_message[1].delivered, a.per_message[1].lost), (1, 1));
         assert_eq!((b.per_message[1].lost, b.per_message[1].last_ms), (1, None));
+    }
 
+    #[test]
+    fn measures_cpu_time_per_process_and_role() {
+        let s = two_messages();
         let roles: Vec<(&str, &str)> = s
             .processes
             .iter()
