@@ -231,39 +231,10 @@ async fn respond(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == STATS_PATH {
-        let body = format!(
-            "requests {}\nholds {}\ninitial {}\nnext {}\nlast {}\nretries {}\nimmediate {}\n",
-            answer.requests.load(Ordering::Relaxed),
-            answer.holds.load(Ordering::Relaxed),
-            answer.initial.load(Ordering::Relaxed),
-            answer.next.load(Ordering::Relaxed),
-            answer.last.load(Ordering::Relaxed),
-            answer.retries.load(Ordering::Relaxed),
-            answer.immediate.load(Ordering::Relaxed),
-        );
-        return Ok(plain(Bytes::from(body)));
+        return Ok(stats(&answer));
     }
     if req.uri().path() == LAST_PATH {
-        let n = req.uri().query().and_then(|q| q.parse::<u64>().ok());
-        return Ok(match n {
-            Some(n) => {
-                let body = match req.into_body().collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(e) => {
-                        let mut r = plain(Bytes::from(format!("cannot read the body: {e}\n")));
-                        *r.status_mut() = StatusCode::BAD_REQUEST;
-                        return Ok(r);
-                    }
-                };
-                set_last(&answer, n, body);
-                plain(Bytes::from_static(b"ok\n"))
-            }
-            None => {
-                let mut r = plain(Bytes::from_static(b"want /_bench/last?N\n"));
-                *r.status_mut() = StatusCode::BAD_REQUEST;
-                r
-            }
-        });
+        return Ok(post_last(&answer, req).await);
     }
     answer.requests.fetch_add(1, Ordering::Relaxed);
     if answer.mode == GripMode::Woh && req.method() == http::Method::POST {
@@ -280,36 +251,78 @@ async fn respond(
     }
     let response = match answer.mode {
         GripMode::None | GripMode::Woh | GripMode::Ws => plain(Bytes::from_static(HELLO)),
-        GripMode::Stream => {
-            let n = answer.holds.fetch_add(1, Ordering::Relaxed);
-            let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
-            let h = r.headers_mut();
-            h.insert("grip-hold", HeaderValue::from_static("stream"));
-            h.insert("grip-channel", answer.channel.clone());
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            set_meta(&answer, n, &mut r);
-            r
-        }
-        GripMode::Response => {
-            let n = answer.holds.fetch_add(1, Ordering::Relaxed);
-            let mut r = plain(Bytes::from_static(TIMEOUT_BODY));
-            let h = r.headers_mut();
-            h.insert("grip-hold", HeaderValue::from_static("response"));
-            h.insert("grip-channel", answer.channel.clone());
-            if let Some(t) = &answer.timeout {
-                h.insert("grip-timeout", t.clone());
-            }
-            set_meta(&answer, n, &mut r);
-            r
-        }
+        GripMode::Stream => stream_hold(&answer),
+        GripMode::Response => response_hold(&answer),
         GripMode::Reliable => reliable(&answer, &req),
         GripMode::ReliableResponse => reliable_response(&answer, &req),
     };
     Ok(response)
+}
+
+/// `GET /_bench/stats`: the counters, one `name value` line each.
+fn stats(answer: &Answer) -> Response<Full<Bytes>> {
+    let body = format!(
+        "requests {}\nholds {}\ninitial {}\nnext {}\nlast {}\nretries {}\nimmediate {}\n",
+        answer.requests.load(Ordering::Relaxed),
+        answer.holds.load(Ordering::Relaxed),
+        answer.initial.load(Ordering::Relaxed),
+        answer.next.load(Ordering::Relaxed),
+        answer.last.load(Ordering::Relaxed),
+        answer.retries.load(Ordering::Relaxed),
+        answer.immediate.load(Ordering::Relaxed),
+    );
+    plain(Bytes::from(body))
+}
+
+/// `POST /_bench/last?N`, handed to [`set_last`] with its body; `400` without a number N.
+async fn post_last(answer: &Answer, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(n) = req.uri().query().and_then(|q| q.parse::<u64>().ok()) else {
+        return bad_request(Bytes::from_static(b"want /_bench/last?N\n"));
+    };
+    match req.into_body().collect().await {
+        Ok(body) => {
+            set_last(answer, n, body.to_bytes());
+            plain(Bytes::from_static(b"ok\n"))
+        }
+        Err(e) => bad_request(Bytes::from(format!("cannot read the body: {e}\n"))),
+    }
+}
+
+/// `400 Bad Request` with a plain `body`.
+fn bad_request(body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = plain(body);
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r
+}
+
+/// `--grip stream`: the hold with its SSE headers and preamble.
+fn stream_hold(answer: &Answer) -> Response<Full<Bytes>> {
+    let n = answer.holds.fetch_add(1, Ordering::Relaxed);
+    let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
+    let h = r.headers_mut();
+    h.insert("grip-hold", HeaderValue::from_static("stream"));
+    h.insert("grip-channel", answer.channel.clone());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    set_meta(answer, n, &mut r);
+    r
+}
+
+/// `--grip response`: the long-poll hold, with the timeout body.
+fn response_hold(answer: &Answer) -> Response<Full<Bytes>> {
+    let n = answer.holds.fetch_add(1, Ordering::Relaxed);
+    let mut r = plain(Bytes::from_static(TIMEOUT_BODY));
+    let h = r.headers_mut();
+    h.insert("grip-hold", HeaderValue::from_static("response"));
+    h.insert("grip-channel", answer.channel.clone());
+    if let Some(t) = &answer.timeout {
+        h.insert("grip-timeout", t.clone());
+    }
+    set_meta(answer, n, &mut r);
+    r
 }
 
 /// `POST /_bench/last?N`: item N is the last published; a non-empty `body` is its `http-response`

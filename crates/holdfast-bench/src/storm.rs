@@ -147,31 +147,65 @@ async fn storm(args: StormArgs) -> anyhow::Result<()> {
     clients.abort_all();
     while clients.join_next().await.is_some() {}
 
-    let n = args.clients as f64;
-    let d = |a: &Stats, b: &Stats| (b.initial - a.initial, b.next - a.next);
-    let (ci, cn) = d(&s0, &s1);
-    let (pi, pn) = d(&s1, &s2);
-    let (ri, rn) = d(&s3, &s4);
-    let (li, ln) = d(&s3, &s5);
-    let line = serde_json::json!({
-        "label": args.label,
-        "clients": args.clients,
-        "connect_ms": connect_ms,
-        "connect_initial": ci, "connect_next": cn,
-        "publish1_5_initial": pi, "publish1_5_next": pn,
-        "away_requests": (s3.initial + s3.next) - (s2.initial + s2.next),
-        "reconnect_initial": ri, "reconnect_next": rn,
-        "reconnect_per_client": ((ri + rn) as f64 / n * 100.0).round() / 100.0,
-        "caught_up": second.done.load(Ordering::Relaxed),
-        "wrong": second.wrong.load(Ordering::Relaxed),
-        "failed": second.failed.load(Ordering::Relaxed),
-        "catch_up_ms": catch_up_ms,
-        "settled_initial": li, "settled_next": ln,
-        "settled_per_client": ((li + ln) as f64 / n * 100.0).round() / 100.0,
-        "error": caught.err().map(|e| format!("{e:#}")),
-    });
-    println!("{line}");
+    let outcome = Outcome {
+        stats: [s0, s1, s2, s3, s4, s5],
+        connect_ms,
+        catch_up_ms,
+        caught_up: second.done.load(Ordering::Relaxed),
+        wrong: second.wrong.load(Ordering::Relaxed),
+        failed: second.failed.load(Ordering::Relaxed),
+        error: caught.err().map(|e| format!("{e:#}")),
+    };
+    println!("{}", outcome.to_json(&args.label, args.clients));
     Ok(())
+}
+
+/// What a storm measured.
+struct Outcome {
+    /// The origin's counters before connecting, once connected and settled, after items 1..5,
+    /// after the time away and 6..10, once caught up, and `--settle-secs` later.
+    stats: [Stats; 6],
+    /// Phase 1: from the first connect until every client had its response headers.
+    connect_ms: u128,
+    /// Phase 4: from the first reconnect until every client had 6..10 (or the wait gave up).
+    catch_up_ms: u128,
+    /// Phase 4's clients that received exactly 6..10, something else, or failed.
+    caught_up: usize,
+    wrong: usize,
+    failed: usize,
+    /// Why phase 4 gave up waiting, if it did.
+    error: Option<String>,
+}
+
+impl Outcome {
+    /// The JSON line: request counts per phase (`initial` and `next` requests), the catch-up
+    /// time, and how the reconnect went for `clients` clients.
+    fn to_json(&self, label: &str, clients: usize) -> serde_json::Value {
+        let [s0, s1, s2, s3, s4, s5] = &self.stats;
+        let n = clients as f64;
+        let d = |a: &Stats, b: &Stats| (b.initial - a.initial, b.next - a.next);
+        let (ci, cn) = d(s0, s1);
+        let (pi, pn) = d(s1, s2);
+        let (ri, rn) = d(s3, s4);
+        let (li, ln) = d(s3, s5);
+        serde_json::json!({
+            "label": label,
+            "clients": clients,
+            "connect_ms": self.connect_ms,
+            "connect_initial": ci, "connect_next": cn,
+            "publish1_5_initial": pi, "publish1_5_next": pn,
+            "away_requests": (s3.initial + s3.next) - (s2.initial + s2.next),
+            "reconnect_initial": ri, "reconnect_next": rn,
+            "reconnect_per_client": ((ri + rn) as f64 / n * 100.0).round() / 100.0,
+            "caught_up": self.caught_up,
+            "wrong": self.wrong,
+            "failed": self.failed,
+            "catch_up_ms": self.catch_up_ms,
+            "settled_initial": li, "settled_next": ln,
+            "settled_per_client": ((li + ln) as f64 / n * 100.0).round() / 100.0,
+            "error": self.error,
+        })
+    }
 }
 
 /// Starts one task per client; each connects from `source`, resumes from `last_event_id` and
@@ -332,4 +366,49 @@ async fn set_origin_last(origin: SocketAddr, n: u64) -> anyhow::Result<()> {
         bail!("origin /_bench/last answered {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_counts_requests_per_phase() {
+        let stats = |initial, next| Stats { initial, next };
+        let outcome = Outcome {
+            stats: [
+                stats(3, 0),
+                stats(7, 0),
+                stats(7, 1),
+                stats(9, 2),
+                stats(12, 8),
+                stats(13, 9),
+            ],
+            connect_ms: 40,
+            catch_up_ms: 250,
+            caught_up: 3,
+            wrong: 1,
+            failed: 0,
+            error: None,
+        };
+        let line = outcome.to_json("t", 4);
+        let expected = serde_json::json!({
+            "label": "t",
+            "clients": 4,
+            "connect_ms": 40,
+            "connect_initial": 4, "connect_next": 0,
+            "publish1_5_initial": 0, "publish1_5_next": 1,
+            "away_requests": 3,
+            "reconnect_initial": 3, "reconnect_next": 6,
+            "reconnect_per_client": 2.25,
+            "caught_up": 3,
+            "wrong": 1,
+            "failed": 0,
+            "catch_up_ms": 250,
+            "settled_initial": 4, "settled_next": 7,
+            "settled_per_client": 2.75,
+            "error": null,
+        });
+        assert_eq!(line, expected);
+    }
 }

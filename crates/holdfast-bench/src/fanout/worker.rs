@@ -450,31 +450,12 @@ async fn sse_stream(
             return StreamEnd::BeforeData;
         }
     };
-    let mut body = Body::new(head.framing);
-    let mut pending: Vec<u8> = Vec::new();
     if head.status != 200 {
-        let excerpt = async {
-            let _ = body.feed(&buf[head.len..filled], &mut pending);
-            while pending.len() < 80 && !body.is_done() {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if body.feed(&buf[..n], &mut pending).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(RECONNECT_PAUSE, excerpt).await;
-        let status = StatusCode::from_u16(head.status)
-            .map_or_else(|_| head.status.to_string(), |s| s.to_string());
-        shared.error(
-            proxy,
-            format!("status {status}: {}", body_excerpt(&pending)),
-        );
+        shared.error(proxy, refusal(&mut stream, &mut buf, head, filled).await);
         return StreamEnd::BeforeData;
     }
+    let mut body = Body::new(head.framing);
+    let mut pending: Vec<u8> = Vec::new();
     shared.headers.fetch_add(1, Ordering::Relaxed);
     let mut start = head.len;
     loop {
@@ -509,6 +490,31 @@ async fn sse_stream(
     } else {
         StreamEnd::AfterData
     }
+}
+
+/// Describes a subscription answered with `head` (not `200`): `status 404 Not Found: ` and the
+/// start of the body, of which `buf` holds the first bytes up to `filled`. The rest is read for
+/// at most [`RECONNECT_PAUSE`].
+async fn refusal(stream: &mut TcpStream, buf: &mut [u8], head: sse::Head, filled: usize) -> String {
+    let mut body = Body::new(head.framing);
+    let mut pending: Vec<u8> = Vec::new();
+    let excerpt = async {
+        let _ = body.feed(&buf[head.len..filled], &mut pending);
+        while pending.len() < 80 && !body.is_done() {
+            match stream.read(&mut buf[..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if body.feed(&buf[..n], &mut pending).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RECONNECT_PAUSE, excerpt).await;
+    let status = StatusCode::from_u16(head.status)
+        .map_or_else(|_| head.status.to_string(), |s| s.to_string());
+    format!("status {status}: {}", body_excerpt(&pending))
 }
 
 /// Reads until `buf` starts with a whole response head; returns it and how much of `buf` is
