@@ -181,7 +181,7 @@ where
     C::Response: Send + 'static,
     C::Error: Into<BoxError>,
 {
-    type Response = Counted<C::Response>;
+    type Response = BudgetedConn<C::Response>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -195,7 +195,7 @@ where
                 let connecting = self.inner.call(uri);
                 Box::pin(async move {
                     let io = connecting.await.map_err(Into::into)?;
-                    Ok(Counted { io, _held: held })
+                    Ok(BudgetedConn { io, _held: held })
                 })
             }
             Err(e) => Box::pin(std::future::ready(Err(e.into()))),
@@ -205,18 +205,18 @@ where
 
 /// A connection holding its descriptor from the budget.
 #[derive(Debug)]
-pub struct Counted<T> {
+pub struct BudgetedConn<T> {
     io: T,
     _held: Held,
 }
 
-impl<T: Connection> Connection for Counted<T> {
+impl<T: Connection> Connection for BudgetedConn<T> {
     fn connected(&self) -> Connected {
         self.io.connected()
     }
 }
 
-impl<T: Read + Unpin> Read for Counted<T> {
+impl<T: Read + Unpin> Read for BudgetedConn<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -226,7 +226,7 @@ impl<T: Read + Unpin> Read for Counted<T> {
     }
 }
 
-impl<T: Write + Unpin> Write for Counted<T> {
+impl<T: Write + Unpin> Write for BudgetedConn<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -30,7 +30,10 @@
 //! the gap through `prev-id` and catches up from history or the origin.
 
 mod channel;
+mod fanout;
+mod filter;
 mod seen;
+mod subscription;
 #[cfg(test)]
 mod tests;
 
@@ -46,21 +49,14 @@ use grip::publish::{
 };
 use tokio::sync::mpsc;
 
-use crate::sink::{plain_chunk, plain_ws_frame, Offer, Sink};
+use crate::sink::Sink;
 pub use channel::Resume;
 use channel::{Channel, Limits, Pending, Subscriber};
+pub use filter::{filter_delivery, FilterScope};
 use seen::SeenIds;
+pub use subscription::Subscription;
 
 const SHARDS: usize = 64;
-
-/// Streams one fan-out task writes to: small enough that a task does not hold its worker long.
-const WRITE_BATCH: usize = 256;
-
-/// Reserved connections few enough to write inline, without a task. A connection waits for its
-/// reserved write before it writes anything else, and a spawned task may wait in the run queue
-/// behind the publisher itself: one subscriber taking messages back to back then stalled long
-/// enough for its queue to overflow.
-const INLINE_WRITES: usize = 16;
 
 /// How long a channel's state stays after its last subscriber left: a long-poll that re-polls
 /// within it is not a first subscription.
@@ -172,105 +168,6 @@ pub struct HubStats {
     pub history_bytes: usize,
 }
 
-/// A connection's membership in its channels; dropping it leaves them all.
-///
-/// It keeps only a weak handle on the connection's queue: once the hub drops its senders
-/// (the last channel left, or [`Hub::close_all`] at shutdown) the receiver sees the end.
-pub struct Subscription {
-    inner: Arc<Inner>,
-    id: u64,
-    want: Want,
-    tx: mpsc::WeakSender<Delivery>,
-    sink: Option<Arc<Sink>>,
-    channels: Vec<String>,
-}
-
-impl Subscription {
-    /// Adds a channel to this connection's subscriptions (WebSocket `subscribe`). Returns false
-    /// when it was already subscribed, or the connection's queue is gone.
-    pub fn add(&mut self, channel: String) -> bool {
-        if self.channels.contains(&channel) {
-            return false;
-        }
-        let Some(tx) = self.tx.upgrade() else {
-            return false;
-        };
-        let mut shard = self
-            .inner
-            .shard(&channel)
-            .lock()
-            .expect("hub shard poisoned");
-        self.inner.join(
-            &mut shard,
-            &channel,
-            self.id,
-            self.want,
-            tx,
-            self.sink.clone(),
-        );
-        drop(shard);
-        self.channels.push(channel);
-        true
-    }
-
-    /// Leaves one channel. Returns false when it was not subscribed.
-    pub fn remove(&mut self, channel: &str) -> bool {
-        let Some(pos) = self.channels.iter().position(|c| c == channel) else {
-            return false;
-        };
-        self.channels.remove(pos);
-        self.inner.leave(channel, self.id);
-        true
-    }
-
-    /// The connection's id in the hub.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The channels subscribed to.
-    pub fn channels(&self) -> &[String] {
-        &self.channels
-    }
-
-    /// Whether the item with id `id` was published on `channel` no later than the one with id
-    /// `position` (both still in history): a session at `position` already has it.
-    pub fn is_covered(&self, channel: &str, id: &str, position: &str) -> bool {
-        let shard = self
-            .inner
-            .shard(channel)
-            .lock()
-            .expect("hub shard poisoned");
-        shard
-            .get(channel)
-            .is_some_and(|ch| ch.is_at_or_before(id, position))
-    }
-
-    /// History items on `channel` after id `after` up to and including `upto`; `None` when the
-    /// history no longer has `after`. Used to fill a gap a session noticed.
-    pub fn history_between(
-        &self,
-        channel: &str,
-        after: &str,
-        upto: Option<&str>,
-    ) -> Option<Vec<Delivery>> {
-        let shard = self
-            .inner
-            .shard(channel)
-            .lock()
-            .expect("hub shard poisoned");
-        shard.get(channel)?.after(after, upto)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        for name in &self.channels {
-            self.inner.leave(name, self.id);
-        }
-    }
-}
-
 impl Inner {
     fn shard(&self, channel: &str) -> &Shard {
         &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
@@ -334,120 +231,6 @@ impl Inner {
                 f(&Hub { inner }, channel);
             }
         });
-    }
-
-    /// Records and fans out one item on a channel whose lock is held.
-    fn deliver(&self, shard: &mut HashMap<String, Channel>, name: &str, item: &Delivery) -> usize {
-        let now = Instant::now();
-        let Some(ch) = shard.get_mut(name) else {
-            return 0;
-        };
-        let added = ch.record(item, &self.limits, now);
-        let sent = self.fan_out(ch, item);
-        if added > 0 {
-            let total = self.history_bytes.fetch_add(added, Ordering::Relaxed) + added;
-            if total > self.history_max_bytes {
-                self.trim_history(shard, name);
-            }
-        }
-        sent
-    }
-
-    fn fan_out(&self, ch: &Channel, item: &Delivery) -> usize {
-        let mut sent = 0usize;
-        let mut dropped = 0u64;
-        // Encoded once for every connection the fan-out writes to itself: the chunk for held
-        // streams, the frame for WebSockets; each with the connections reserved for it.
-        let mut direct = [
-            (plain_chunk(item).map(crate::sink::chunk), Vec::new()),
-            (plain_ws_frame(item), Vec::new()),
-        ];
-        let mut written = 0u64;
-        for (id, sub) in &ch.subscribers {
-            if !sub.want.accepts(item) {
-                continue;
-            }
-            let queue = || sub.tx.try_send(item.clone());
-            let queued = match &sub.sink {
-                Some(sink) => {
-                    let (bytes, batch) = &mut direct[usize::from(sub.want == Want::WsMessage)];
-                    match sink.offer(bytes.is_some(), queue) {
-                        Offer::Reserved => {
-                            batch.push(sink.clone());
-                            if let Some(bytes) =
-                                bytes.as_ref().filter(|_| batch.len() == WRITE_BATCH)
-                            {
-                                written += write_batch(std::mem::take(batch), bytes);
-                            }
-                            sent += 1;
-                            continue;
-                        }
-                        Offer::Queued(r) => r,
-                    }
-                }
-                None => queue(),
-            };
-            match queued {
-                Ok(()) => sent += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    dropped += 1;
-                    tracing::debug!(channel = %item.channel, subscriber = id, "publish queue at max, dropping");
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        }
-        for (bytes, batch) in direct {
-            if let Some(bytes) = bytes.as_ref().filter(|_| !batch.is_empty()) {
-                written += write_batch(batch, bytes);
-            }
-        }
-        self.delivered.fetch_add(sent as u64, Ordering::Relaxed);
-        self.written.fetch_add(written, Ordering::Relaxed);
-        self.dropped.fetch_add(dropped, Ordering::Relaxed);
-        sent
-    }
-
-    /// Over the history budget: evict the oldest items of this channel, then of the shard.
-    fn trim_history(&self, shard: &mut HashMap<String, Channel>, name: &str) {
-        let over =
-            |inner: &Inner| inner.history_bytes.load(Ordering::Relaxed) > inner.history_max_bytes;
-        while over(self) {
-            let freed = match shard.get_mut(name) {
-                Some(ch) if ch.history_bytes > 0 => ch.evict_oldest(),
-                _ => {
-                    let oldest = shard
-                        .iter()
-                        .filter_map(|(k, c)| c.oldest_at().map(|t| (t, k.clone())))
-                        .min();
-                    match oldest.and_then(|(_, k)| shard.get_mut(&k)) {
-                        Some(ch) => ch.evict_oldest(),
-                        None => break,
-                    }
-                }
-            };
-            if freed == 0 {
-                break;
-            }
-            self.history_bytes.fetch_sub(freed, Ordering::Relaxed);
-        }
-    }
-
-    /// Delivers pending items whose predecessor is now the last id, repeatedly.
-    fn release_ready(&self, shard: &mut HashMap<String, Channel>, name: &str) -> usize {
-        let mut sent = 0;
-        loop {
-            let next = shard.get_mut(name).and_then(|ch| {
-                let pos = ch
-                    .pending
-                    .iter()
-                    .position(|p| p.item.prev_id.is_some() && p.item.prev_id == ch.last_id)?;
-                ch.pending.remove(pos)
-            });
-            match next {
-                Some(p) => sent += self.deliver(shard, name, &p.item),
-                None => return sent,
-            }
-        }
     }
 }
 
@@ -779,25 +562,6 @@ impl Hub {
             }
         }
     }
-}
-
-/// Writes `chunk` to the reserved connections of `batch`; returns how many. A batch of at most
-/// [`INLINE_WRITES`] is written at once, by the publishing task (outside a runtime, any batch
-/// is); a bigger one by a new task, so that big fan-outs spread over the workers.
-fn write_batch(batch: Vec<Arc<Sink>>, chunk: &Bytes) -> u64 {
-    let n = batch.len() as u64;
-    let chunk = chunk.clone();
-    let write = move || {
-        let now = tokio::time::Instant::now();
-        for sink in &batch {
-            sink.write_reserved(&chunk, now);
-        }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) if n as usize > INLINE_WRITES => drop(rt.spawn(async move { write() })),
-        _ => write(),
-    }
-    n
 }
 
 /// The item a hint to HTTP sessions carries: no content, `action: hint` in both HTTP formats.

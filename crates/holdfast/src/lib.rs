@@ -1,26 +1,38 @@
 //! Holdfast: a realtime reverse proxy that speaks GRIP, drop-in compatible with Pushpin.
 //!
-//! A client connection is accepted ([`server`]), its request is proxied to an origin
-//! ([`proxy`]), the origin's answer is either relayed or turned into a hold ([`hold`]), the hold
-//! subscribes to channels in the [`hub`], and a publish travels from the publish API
-//! ([`publish`]) through the hub into every held connection.
+//! A client connection is accepted ([`server`]), its request is routed ([`route`]) and proxied
+//! to an origin ([`proxy`]), the origin's answer is either relayed or turned into a hold
+//! ([`hold`], or [`ws`] for WebSockets), the hold subscribes to channels in the [`hub`], and a
+//! publish travels from the publish API ([`publish`]) through the [`bus`] and the hub into every
+//! held connection.
 //!
 //! # Layout
 //!
+//! The modules stand on floors, top first; a module imports only from floors below it
+//! (`scripts/check-layers` checks this).
+//!
+//! - [`server`]: listeners, the accept loop with its connection cap, and the held-stream writer.
+//! - [`reload`]: reloading the routes file on change and on SIGHUP. [`publish`]: the
+//!   publish/control API.
+//! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
+//!   relay; errors become responses here.
+//! - [`testhandler`]: the built-in `test` target.
+//! - [`ws`]: WebSockets — pass-through, GRIP WebSocket and WebSocket-over-HTTP. [`hold`]: response
+//!   holds (long-polling), stream holds (HTTP streaming, SSE) and next links.
+//! - [`proxy`]: the upstream — sending to origins, one failure classification, GRIP or relay,
+//!   header rewriting, the access log.
+//! - [`app`]: the state every connection shares (config, live routes, origin clients, hub).
+//! - [`origin`]: the pooled origin clients and the body they carry.
+//! - [`socket`]: the client socket shared between hyper and the handlers that take it.
+//! - [`limiter`]: the rate limit on origin requests made for held sessions. [`descriptors`]:
+//!   the file-descriptor budget client and origin sockets share.
+//! - [`bus`]: how publishes reach the hub — locally, or through the cluster engine.
+//! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
+//! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
+//! - [`http`]: the response body type and helpers. [`retry`]: retry delays and jitter.
+//!   [`shutdown`]: the shutdown signal and drain.
 //! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
 //!   the Pushpin-syntax routes file and matches requests to routes.
-//! - [`app`]: the state every connection shares (config, live routes, origin clients, hub).
-//! - [`descriptors`]: the file-descriptor budget client and origin sockets share.
-//! - [`server`]: listeners, the accept loop with its connection cap, and the graceful drain.
-//! - [`reload`]: reloading the routes file on change and on SIGHUP.
-//! - [`proxy`]: forwarding to origins — header rewriting, failover, errors, the access log.
-//! - [`testhandler`]: the built-in `test` target.
-//! - [`hold`]: response holds (long-polling) and stream holds (HTTP streaming, SSE).
-//! - [`ws`]: WebSockets — pass-through, GRIP WebSocket and WebSocket-over-HTTP.
-//! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
-//! - [`limiter`]: the rate limit on origin requests made for held sessions.
-//! - [`publish`]: the publish/control API.
-//! - [`bus`]: how publishes reach the hub — locally, or through the cluster engine.
 
 #![deny(missing_docs)]
 

@@ -31,7 +31,7 @@ struct Cli {
     log_level: Option<String>,
     /// Log format.
     #[arg(long, value_enum)]
-    log_format: Option<LogFormat>,
+    log_format: Option<LogFormatArg>,
     /// Redis server for cluster mode, as `redis://host:port` (repeatable: channels are spread
     /// over several by a stable hash). Replaces `cluster.redis`. Default: one process, no Redis.
     #[arg(long, value_name = "URL")]
@@ -97,7 +97,7 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
         publish_listen: cli.publish_listen,
         routes: cli.routes.clone(),
         log_level: cli.log_level.clone(),
-        log_format: cli.log_format,
+        log_format: cli.log_format.map(LogFormat::from),
         redis: cli.redis.clone(),
     });
     config.validate(&origin)?;
@@ -140,4 +140,23 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `--log-format`: the command line's names for [`LogFormat`], so the config module does not
+/// depend on the command-line parser.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> LogFormat {
+        match arg {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }

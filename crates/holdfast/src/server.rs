@@ -231,7 +231,7 @@ async fn accept_loop(
                         if let Some(owned) = cell.take() {
                             // The writer's own future is the task: a wrapping `async` block
                             // would keep its own copy of the moved socket and response.
-                            tokio::spawn(direct::write(owned, resp, Counted::new(app)));
+                            tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
                             // hyper's attempt to write this finds no socket and ends the
                             // connection, freeing its buffers.
                             return Ok(hyper::Response::new(crate::http::full("")));
@@ -260,16 +260,16 @@ async fn accept_loop(
 }
 
 /// Counts a held stream in `holdfast_direct_streams` for as long as it lives.
-struct Counted(Arc<App>);
+struct DirectStreamCount(Arc<App>);
 
-impl Counted {
-    fn new(app: Arc<App>) -> Counted {
+impl DirectStreamCount {
+    fn new(app: Arc<App>) -> DirectStreamCount {
         app.direct_streams.fetch_add(1, Ordering::Relaxed);
-        Counted(app)
+        DirectStreamCount(app)
     }
 }
 
-impl Drop for Counted {
+impl Drop for DirectStreamCount {
     fn drop(&mut self) {
         self.0.direct_streams.fetch_sub(1, Ordering::Relaxed);
     }

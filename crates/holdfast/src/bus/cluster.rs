@@ -54,7 +54,7 @@ impl Keys {
 }
 
 /// What the shard tasks share: the hub they deliver into and the cluster settings.
-pub(super) struct Ctx {
+pub(super) struct ClusterShared {
     pub hub: Hub,
     pub keys: Keys,
     pub history: HistoryLimits,
@@ -68,7 +68,7 @@ pub(super) struct Ctx {
 
 /// The publish path through Redis.
 pub struct RedisBus {
-    ctx: Arc<Ctx>,
+    ctx: Arc<ClusterShared>,
     shards: Arc<[Arc<Shard>]>,
 }
 
@@ -83,7 +83,7 @@ impl RedisBus {
             .enumerate()
             .map(|(i, url)| Arc::new(Shard::new(i, url).expect("config was validated")))
             .collect();
-        let ctx = Arc::new(Ctx {
+        let ctx = Arc::new(ClusterShared {
             hub: hub.clone(),
             keys: Keys {
                 prefix: c.prefix.clone(),

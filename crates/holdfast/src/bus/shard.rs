@@ -37,7 +37,7 @@ use redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::cluster::{shard_of, Ctx};
+use super::cluster::{shard_of, ClusterShared};
 use super::history;
 
 /// Interest changes queued for the task; past it the shard resyncs from the hub.
@@ -180,7 +180,7 @@ impl Shard {
     }
 
     /// Connects, serves, and reconnects after every loss, forever.
-    pub async fn run(self: Arc<Self>, ctx: Arc<Ctx>) {
+    pub async fn run(self: Arc<Self>, ctx: Arc<ClusterShared>) {
         let Some(mut rx) = self.interest_rx.lock().expect("shard lock poisoned").take() else {
             return;
         };
@@ -227,15 +227,14 @@ impl Shard {
         }
     }
 
-    async fn connect(&self) -> Result<(MultiplexedConnection, PubSub), String> {
+    async fn connect(&self) -> Result<(MultiplexedConnection, PubSub), LinkError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
         let cmd = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let pubsub = within(self.client.get_async_pubsub()).await?;
         Ok((cmd, pubsub))
     }
@@ -252,13 +251,13 @@ impl Shard {
     /// fails; returns why it ended.
     async fn serve(
         &self,
-        ctx: &Ctx,
+        ctx: &ClusterShared,
         rx: &mut mpsc::Receiver<(String, bool)>,
         wanted: &mut Wanted,
         mut cmd: MultiplexedConnection,
         pubsub: PubSub,
         down_since: Option<Instant>,
-    ) -> String {
+    ) -> LinkError {
         let (mut sink, mut stream) = pubsub.split();
         self.resync.store(false, Ordering::Release);
         wanted.resync(ctx, self.index);
@@ -291,11 +290,11 @@ impl Shard {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(msg) => self.deliver(ctx, &msg, &mut caught_up),
-                    None => return "the pubsub connection closed".to_string(),
+                    None => return LinkError::Closed("the pubsub connection closed"),
                 },
                 event = rx.recv() => {
                     let Some((channel, on)) = event else {
-                        return "the bus stopped".to_string();
+                        return LinkError::Closed("the bus stopped");
                     };
                     if let Err(e) = self.apply(ctx, wanted, &mut sink, channel, on).await {
                         return e;
@@ -311,7 +310,7 @@ impl Shard {
                         }
                     }
                 }
-                () = self.lost.notified() => return "a command failed".to_string(),
+                () = self.lost.notified() => return LinkError::Closed("a command failed"),
                 () = sleep_until(linger) => {
                     let expired = wanted.expired(ctx, Instant::now());
                     if let Err(e) = self.unsubscribe(ctx, &mut sink, expired).await {
@@ -320,10 +319,10 @@ impl Shard {
                 }
                 _ = ping.tick() => {
                     if let Err(e) = within_for(ctx.ping_timeout, sink.ping::<redis::Value>()).await {
-                        return format!("ping on the pubsub connection: {e}");
+                        return e.during("ping on the pubsub connection");
                     }
                     if let Err(e) = within_for(ctx.ping_timeout, redis::cmd("PING").query_async::<redis::Value>(&mut cmd)).await {
-                        return format!("ping on the command connection: {e}");
+                        return e.during("ping on the command connection");
                     }
                 }
             }
@@ -336,10 +335,10 @@ impl Shard {
     /// id is still in it can be caught up.
     async fn catch_up(
         &self,
-        ctx: &Ctx,
+        ctx: &ClusterShared,
         cmd: &mut MultiplexedConnection,
         caught_up: &mut CaughtUp,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         if !ctx.history.is_on() {
             return Ok(());
         }
@@ -361,7 +360,7 @@ impl Shard {
             let keys: Vec<String> = batch.iter().map(|(c, _)| ctx.keys.history(c)).collect();
             let streams = within(history::read(cmd, &keys, &ctx.history))
                 .await
-                .map_err(|e| format!("reading history: {e}"))?;
+                .map_err(|e| e.during("reading history"))?;
             for ((channel, last), entries) in batch.iter().zip(streams) {
                 let Some(items) = history::after(&entries, last) else {
                     tracing::debug!(shard = %self.label, channel, last, "cluster: last id not in history; cannot tell what was missed");
@@ -385,7 +384,7 @@ impl Shard {
 
     /// Hands one message to the hub. An item already handed over by [`Shard::catch_up`] (it was
     /// published after the subscription and before the history was read) is skipped.
-    fn deliver(&self, ctx: &Ctx, msg: &redis::Msg, caught_up: &mut CaughtUp) {
+    fn deliver(&self, ctx: &ClusterShared, msg: &redis::Msg, caught_up: &mut CaughtUp) {
         let name = msg.get_channel_name();
         let Some(channel) = ctx.keys.channel_of(name) else {
             tracing::debug!(
@@ -423,12 +422,12 @@ impl Shard {
     /// Follows one interest change.
     async fn apply(
         &self,
-        ctx: &Ctx,
+        ctx: &ClusterShared,
         wanted: &mut Wanted,
         sink: &mut PubSubSink,
         channel: String,
         on: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         if on {
             let new = !self.is_subscribed(&channel);
             wanted.want(channel.clone());
@@ -442,7 +441,12 @@ impl Shard {
     }
 
     /// Makes the subscriptions in Redis match `wanted`.
-    async fn sync(&self, ctx: &Ctx, wanted: &Wanted, sink: &mut PubSubSink) -> Result<(), String> {
+    async fn sync(
+        &self,
+        ctx: &ClusterShared,
+        wanted: &Wanted,
+        sink: &mut PubSubSink,
+    ) -> Result<(), LinkError> {
         let (add, drop): (Vec<String>, Vec<String>) = {
             let subscribed = self.subscribed.lock().expect("shard lock poisoned");
             (
@@ -465,15 +469,15 @@ impl Shard {
 
     async fn subscribe(
         &self,
-        ctx: &Ctx,
+        ctx: &ClusterShared,
         sink: &mut PubSubSink,
         channels: Vec<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         for batch in channels.chunks(BATCH) {
             let keys: Vec<String> = batch.iter().map(|c| ctx.keys.pubsub(c)).collect();
             within(sink.subscribe(&keys))
                 .await
-                .map_err(|e| format!("SUBSCRIBE: {e}"))?;
+                .map_err(|e| e.during("SUBSCRIBE"))?;
             let mut subscribed = self.subscribed.lock().expect("shard lock poisoned");
             subscribed.extend(batch.iter().cloned());
             drop(subscribed);
@@ -484,15 +488,15 @@ impl Shard {
 
     async fn unsubscribe(
         &self,
-        ctx: &Ctx,
+        ctx: &ClusterShared,
         sink: &mut PubSubSink,
         channels: Vec<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         for batch in channels.chunks(BATCH) {
             let keys: Vec<String> = batch.iter().map(|c| ctx.keys.pubsub(c)).collect();
             within(sink.unsubscribe(&keys))
                 .await
-                .map_err(|e| format!("UNSUBSCRIBE: {e}"))?;
+                .map_err(|e| e.during("UNSUBSCRIBE"))?;
             let mut subscribed = self.subscribed.lock().expect("shard lock poisoned");
             for c in batch {
                 subscribed.remove(c);
@@ -519,7 +523,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Runs a Redis call with the response timeout.
 async fn within<T>(
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
+) -> Result<T, LinkError> {
     within_for(RESPONSE_TIMEOUT, f).await
 }
 
@@ -527,11 +531,35 @@ async fn within<T>(
 async fn within_for<T>(
     limit: Duration,
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
+) -> Result<T, LinkError> {
     match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        Ok(Err(e)) => Err(LinkError::Redis(e)),
+        Err(_) => Err(LinkError::Timeout(limit)),
+    }
+}
+
+/// Why a shard's link to its Redis server failed; any of these drops both connections, and the
+/// shard reconnects.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// Redis answered with an error, or the connection failed.
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The link ended for a reason of its own.
+    #[error("{0}")]
+    Closed(&'static str),
+    /// One of the above, while doing something worth naming.
+    #[error("{0}: {1}")]
+    During(&'static str, Box<LinkError>),
+}
+
+impl LinkError {
+    fn during(self, what: &'static str) -> LinkError {
+        LinkError::During(what, Box::new(self))
     }
 }
 
@@ -561,7 +589,7 @@ impl Wanted {
 
     /// The last local subscriber left `channel`: start its delay, or give it up at once (the
     /// returned channel is to be unsubscribed).
-    fn release(&mut self, ctx: &Ctx, channel: String) -> Option<String> {
+    fn release(&mut self, ctx: &ClusterShared, channel: String) -> Option<String> {
         if ctx.hub.subscribers(&channel) > 0 || !self.channels.contains_key(&channel) {
             return None;
         }
@@ -576,7 +604,7 @@ impl Wanted {
     }
 
     /// Follows an interest change while disconnected.
-    fn note(&mut self, ctx: &Ctx, channel: String, on: bool) {
+    fn note(&mut self, ctx: &ClusterShared, channel: String, on: bool) {
         if on {
             self.want(channel);
         } else {
@@ -586,7 +614,7 @@ impl Wanted {
 
     /// Takes the hub's channels (of this shard) as the truth: those are wanted, and the other
     /// wanted ones start lingering.
-    fn resync(&mut self, ctx: &Ctx, index: usize) {
+    fn resync(&mut self, ctx: &ClusterShared, index: usize) {
         let now: HashSet<String> = ctx
             .hub
             .subscribed_channels()
@@ -612,7 +640,7 @@ impl Wanted {
     }
 
     /// Channels whose delay ran out with no local subscriber back; they are no longer wanted.
-    fn expired(&mut self, ctx: &Ctx, now: Instant) -> Vec<String> {
+    fn expired(&mut self, ctx: &ClusterShared, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
         while let Some((at, _)) = self.expiry.front() {
             if *at > now {

@@ -66,15 +66,26 @@ fn derive(ctx: &HeldRequest, link: &str, method: Method) -> Option<OriginRequest
     })
 }
 
+/// Why a next link gave the session nothing to send.
+#[derive(Debug, thiserror::Error)]
+pub enum NextLinkError {
+    /// The link does not resolve against the request the origin saw.
+    #[error("next link {0:?} cannot be resolved")]
+    Unresolvable(String),
+    /// Every try failed; carries the last failure.
+    #[error("Failed to retrieve next link: {0}")]
+    Failed(String),
+}
+
 /// GETs a next link, retrying with backoff while the origin cannot be reached or answers
 /// other than 2xx. Returns the response and the target that gave it.
 pub async fn fetch_next(
     ctx: &HeldRequest,
     link: &str,
     positions: &Positions,
-) -> Result<(Response<Incoming>, Target), String> {
+) -> Result<(Response<Incoming>, Target), NextLinkError> {
     let mut request = derive(ctx, link, Method::GET)
-        .ok_or_else(|| format!("next link {link:?} cannot be resolved"))?;
+        .ok_or_else(|| NextLinkError::Unresolvable(link.to_string()))?;
     positions.grip_last(&mut request.headers);
     let mut last_error = String::new();
     let mut delays = crate::retry::origin_retries();
@@ -94,7 +105,7 @@ pub async fn fetch_next(
         }
     }
     tracing::warn!(link, error = %last_error, "Failed to retrieve next link.");
-    Err(format!("Failed to retrieve next link: {last_error}"))
+    Err(NextLinkError::Failed(last_error))
 }
 
 /// The `Grip-Link: <url>; rel=gone` of a session: POSTed, best effort, when the session ends.

@@ -435,8 +435,8 @@ impl StreamSession {
         };
         let (resp, target) = match link::fetch_next(&self.ctx, &next.uri, &self.positions).await {
             Ok(r) => r,
-            Err(message) => {
-                self.fail(&message);
+            Err(e) => {
+                self.fail(&e.to_string());
                 return;
             }
         };

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
-use crate::hub::{Delivery, Subscription};
+use crate::hub::{filter_delivery, Delivery, FilterScope, Subscription};
 use crate::sink::Sink;
 
 /// How a connection was set up by its route and origin.
@@ -255,13 +255,6 @@ impl Session {
         content: &Bytes,
         content_filters: Option<&[String]>,
     ) -> Option<Bytes> {
-        let filters = self
-            .filters
-            .get(&item.channel)
-            .map_or(&[][..], Vec::as_slice);
-        if filters.is_empty() && content_filters.is_none_or(|c| c.is_empty()) {
-            return Some(content.clone());
-        }
         let prefix = &self.spec.channel_prefix;
         let subscribed = |name: &str| {
             self.sub.as_ref().is_some_and(|(s, _)| {
@@ -270,20 +263,18 @@ impl Session {
                     .any(|c| c == name || c.strip_prefix(prefix.as_str()) == Some(name))
             })
         };
-        let positions = BTreeMap::new();
-        let input = grip::filter::Input {
+        let filters = self
+            .filters
+            .get(&item.channel)
+            .map_or(&[][..], Vec::as_slice);
+        let scope = FilterScope {
+            filters,
             sub_meta: &self.meta,
-            pub_meta: &item.meta,
-            positions: &positions,
+            // A WebSocket keeps no positions.
+            positions: &BTreeMap::new,
             subscribed: &subscribed,
         };
-        match grip::filter::apply(filters, &input, content_filters, content) {
-            Ok(outcome) => outcome.into_shared(content),
-            Err(e) => {
-                tracing::debug!(channel = %item.channel, error = %e, "filter failed, not delivered");
-                None
-            }
-        }
+        filter_delivery(item, content, content_filters, scope)
     }
 
     /// Handles one message from the origin: a control message changes the session, a prefixed
