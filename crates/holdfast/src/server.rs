@@ -22,7 +22,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
 use crate::config::routes::RouteTable;
@@ -31,7 +31,8 @@ use crate::http::Body;
 
 mod direct;
 
-use crate::socket::{Cell, ClientSocket, Shared};
+use crate::shutdown::Signal;
+use crate::socket::{Cell, ClientSocket, Guards, Shared};
 
 /// A bound, not yet running, Holdfast server.
 pub struct Server {
@@ -170,13 +171,7 @@ async fn accept_loop(
     loop {
         let permit = match kind {
             Kind::Client => tokio::select! {
-                p = async {
-                    let p = permits.clone().acquire_owned().await.expect("semaphore never closed");
-                    // Wait until a descriptor is free, but leave it to origin connections while
-                    // no client arrives; it is taken once one is accepted.
-                    drop(app.descriptors.acquire().await);
-                    p
-                } => Some(p),
+                p = room_for_client(&app, &permits) => Some(p),
                 _ = stop.stopped() => return,
             },
             Kind::Publish => None,
@@ -203,59 +198,86 @@ async fn accept_loop(
             None => None,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let builder = builder.clone();
-        let mut stop = stop.clone();
         // The socket and what lives as long as it: the connection's permit and descriptor, and
         // the drain guard. A held stream takes them all from hyper ([`direct`]).
         let cell = Cell::new(stream, (permit, drain.clone()));
-        tokio::spawn(async move {
-            let shared = cell.clone();
-            let service = service_fn(move |mut req: Request<Incoming>| {
-                let app = app.clone();
-                let cell = cell.clone();
-                // Only an upgrade can take the socket; other requests skip the extension map.
-                if req.headers().contains_key(hyper::header::UPGRADE) {
-                    req.extensions_mut().insert(ClientSocket(cell.clone()));
-                }
-                let direct_allowed = direct::request_allows(&req);
-                // hyper keeps an allocation the size of this future for the whole life of the
-                // connection; boxed, that is a pointer, and the handler's own state is freed as
-                // soon as the response head is ready (a held connection can last for hours).
-                Box::pin(async move {
-                    let resp: hyper::Response<Body> = match kind {
-                        Kind::Client => crate::route::handle(app.clone(), req, peer).await,
-                        Kind::Publish => crate::publish::handle(app.clone(), req).await,
-                    };
-                    if direct_allowed && direct::eligible(&resp) {
-                        if let Some(owned) = cell.take() {
-                            // The writer's own future is the task: a wrapping `async` block
-                            // would keep its own copy of the moved socket and response.
-                            tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
-                            // hyper's attempt to write this finds no socket and ends the
-                            // connection, freeing its buffers.
-                            return Ok(hyper::Response::new(crate::http::full("")));
-                        }
-                    }
-                    Ok::<_, Infallible>(resp)
-                })
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(Shared(shared)), service)
-                .into_owned();
-            tokio::pin!(conn);
-            let stopping = stop.stopped();
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+        tokio::spawn(serve_connection(
+            cell,
+            peer,
+            kind,
+            app.clone(),
+            builder.clone(),
+            stop.clone(),
+        ));
+    }
+}
+
+/// Waits for a connection-cap permit and for a free descriptor. The descriptor is left to origin
+/// connections while no client arrives; it is taken once one is accepted.
+async fn room_for_client(app: &App, permits: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    let p = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore never closed");
+    drop(app.descriptors.acquire().await);
+    p
+}
+
+/// Serves one accepted connection with hyper until it ends, closing it gracefully once shutdown
+/// begins; a held stream on it is handed to [`direct::write`].
+async fn serve_connection(
+    cell: Arc<Cell<Guards>>,
+    peer: SocketAddr,
+    kind: Kind,
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    mut stop: Signal,
+) {
+    let shared = cell.clone();
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let app = app.clone();
+        let cell = cell.clone();
+        // Only an upgrade can take the socket; other requests skip the extension map.
+        if req.headers().contains_key(hyper::header::UPGRADE) {
+            req.extensions_mut().insert(ClientSocket(cell.clone()));
+        }
+        let direct_allowed = direct::request_allows(&req);
+        // hyper keeps an allocation the size of this future for the whole life of the
+        // connection; boxed, that is a pointer, and the handler's own state is freed as
+        // soon as the response head is ready (a held connection can last for hours).
+        Box::pin(async move {
+            let resp: hyper::Response<Body> = match kind {
+                Kind::Client => crate::route::handle(app.clone(), req, peer).await,
+                Kind::Publish => crate::publish::handle(app.clone(), req).await,
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
+            if direct_allowed && direct::eligible(&resp) {
+                if let Some(owned) = cell.take() {
+                    // The writer's own future is the task: a wrapping `async` block
+                    // would keep its own copy of the moved socket and response.
+                    tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
+                    // hyper's attempt to write this finds no socket and ends the
+                    // connection, freeing its buffers.
+                    return Ok(hyper::Response::new(crate::http::full("")));
+                }
             }
-        });
+            Ok::<_, Infallible>(resp)
+        })
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(Shared(shared)), service)
+        .into_owned();
+    tokio::pin!(conn);
+    let stopping = stop.stopped();
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
     }
 }
 

@@ -350,6 +350,8 @@ const IGNORED_ROUTE_OPTIONS: &[&str] = &[
     "log_level",
 ];
 
+// One arm per route option, as the routes-file grammar lists them: split up, the grammar would
+// be scattered over several functions that each need the same state.
 fn parse_route(
     tokens: &[Vec<Prop>],
     line: usize,

@@ -305,61 +305,13 @@ impl StreamSession {
                 self.handle(item);
                 continue;
             }
-            let plain = self.passes_plain_chunks();
-            let StreamSession {
-                live,
-                keep_alive,
-                link_timer,
-                sink,
-                ..
-            } = self;
-            let live = live.as_mut().expect("checked above");
-            if plain {
-                sink.park(|| live.rx.is_empty());
-            }
-            let keep_alive = async {
-                match keep_alive.as_mut() {
-                    Some(k) => k.sleep.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let link_timer = async {
-                match link_timer.as_mut() {
-                    Some(t) => t.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
-            enum Event {
-                Item(Option<Delivery>),
-                KeepAlive,
-                LinkTimeout,
-            }
-            let event = tokio::select! {
-                item = live.rx.recv() => Event::Item(item),
-                () = keep_alive => Event::KeepAlive,
-                () = link_timer => Event::LinkTimeout,
-            };
-            if plain {
-                sink.unpark();
-            }
-            match event {
+            match self.wait().await {
                 Event::Item(None) => self.done = true,
                 Event::Item(Some(item)) => self.handle(item),
                 Event::KeepAlive => {
-                    let k = self.keep_alive.as_mut().expect("fired");
-                    let now = Instant::now();
-                    // Chunks the hub wrote itself count as traffic for an idle keep-alive.
-                    let later = (k.mode == KeepAliveMode::Idle)
-                        .then(|| self.sink.last_write())
-                        .flatten()
-                        .map(|at| at + k.every)
-                        .filter(|due| *due > now);
-                    if let Some(due) = later {
-                        k.sleep.as_mut().reset(due);
-                        continue;
+                    if let Some(content) = self.keep_alive_due() {
+                        return Some(Ok(content));
                     }
-                    k.sleep.as_mut().reset(now + k.every);
-                    return Some(Ok(k.content.clone()));
                 }
                 Event::LinkTimeout => {
                     self.delivered();
@@ -367,6 +319,63 @@ impl StreamSession {
                 }
             }
         }
+    }
+
+    /// Waits for the next item, the keep-alive or the next link's timer. While it waits with
+    /// nothing queued and plain chunks pass through unchanged, the hub may write to the socket
+    /// itself ([`Sink::park`]).
+    async fn wait(&mut self) -> Event {
+        let plain = self.passes_plain_chunks();
+        let StreamSession {
+            live,
+            keep_alive,
+            link_timer,
+            sink,
+            ..
+        } = self;
+        let live = live.as_mut().expect("only a live session waits");
+        if plain {
+            sink.park(|| live.rx.is_empty());
+        }
+        let keep_alive = async {
+            match keep_alive.as_mut() {
+                Some(k) => k.sleep.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        let link_timer = async {
+            match link_timer.as_mut() {
+                Some(t) => t.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            item = live.rx.recv() => Event::Item(item),
+            () = keep_alive => Event::KeepAlive,
+            () = link_timer => Event::LinkTimeout,
+        };
+        if plain {
+            sink.unpark();
+        }
+        event
+    }
+
+    /// The keep-alive fired: its content when it is due now. An idle keep-alive counts the
+    /// chunks the hub wrote itself as traffic, and is put off past the last of them.
+    fn keep_alive_due(&mut self) -> Option<Bytes> {
+        let k = self.keep_alive.as_mut().expect("fired");
+        let now = Instant::now();
+        let later = (k.mode == KeepAliveMode::Idle)
+            .then(|| self.sink.last_write())
+            .flatten()
+            .map(|at| at + k.every)
+            .filter(|due| *due > now);
+        if let Some(due) = later {
+            k.sleep.as_mut().reset(due);
+            return None;
+        }
+        k.sleep.as_mut().reset(now + k.every);
+        Some(k.content.clone())
     }
 
     fn handle(&mut self, item: Delivery) {
@@ -515,4 +524,11 @@ impl StreamSession {
         }
         self.done = true;
     }
+}
+
+/// What a waiting stream session woke up for.
+enum Event {
+    Item(Option<Delivery>),
+    KeepAlive,
+    LinkTimeout,
 }

@@ -11,7 +11,7 @@ use crate::sink::Sink;
 /// A connection's membership in its channels; dropping it leaves them all.
 ///
 /// It keeps only a weak handle on the connection's queue: once the hub drops its senders
-/// (the last channel left, or [`Hub::close_all`] at shutdown) the receiver sees the end.
+/// (the last channel left, or [`Hub::close_all`](super::Hub::close_all) at shutdown) the receiver sees the end.
 pub struct Subscription {
     pub(super) inner: Arc<Inner>,
     pub(super) id: u64,

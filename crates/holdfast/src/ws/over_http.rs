@@ -161,16 +161,9 @@ pub struct Conn {
     drain: Option<crate::shutdown::DrainGuard>,
 }
 
-/// Sends `OPEN` to `target`.
-pub async fn open(
-    app: &Arc<App>,
-    route: &Arc<Route>,
-    target: &Target,
-    path: &str,
-    base: &HeaderMap,
-    client: &ClientHandshake,
-) -> Result<Opened<Conn>, ProxyError> {
-    let label = target.label();
+/// The headers every request of one connection starts from: the client's, as the proxy
+/// rewrote them, without what the events protocol sets itself, and with the target's `Host`.
+fn open_headers(base: &HeaderMap, target: &Target) -> HeaderMap {
     // Owned copies: the connection keeps these for every request it makes, for as long as the
     // client stays, and slices of the client's request head would pin hyper's 8 KiB buffer.
     let mut h = crate::proxy::headers::detached(base);
@@ -193,6 +186,20 @@ pub async fn open(
             h.insert(header::HOST, host);
         }
     }
+    h
+}
+
+/// Sends `OPEN` to `target`.
+pub async fn open(
+    app: &Arc<App>,
+    route: &Arc<Route>,
+    target: &Target,
+    path: &str,
+    base: &HeaderMap,
+    client: &ClientHandshake,
+) -> Result<Opened<Conn>, ProxyError> {
+    let label = target.label();
+    let h = open_headers(base, target);
     let cid = HeaderValue::from_str(&connection_id()).expect("hex is a valid header value");
     let origin = Origin {
         app: app.clone(),
