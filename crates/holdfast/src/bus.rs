@@ -119,11 +119,10 @@ impl Bus {
         }
     }
 
-    /// The bus's lines for `GET /metrics` (Prometheus text); empty in local mode.
-    pub fn metrics(&self) -> String {
-        match self {
-            Bus::Local(_) => String::new(),
-            Bus::Redis(bus) => bus.metrics(),
+    /// Writes the bus's metrics for `GET /metrics`; none in local mode.
+    pub fn metrics(&self, page: &mut crate::metrics::Exposition) {
+        if let Bus::Redis(bus) = self {
+            bus.metrics(page);
         }
     }
 }

@@ -30,7 +30,7 @@
 //! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
 //! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
 //! - [`http`]: the response body type and helpers. [`retry`]: retry delays and jitter.
-//!   [`shutdown`]: the shutdown signal and drain.
+//!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the Prometheus text writer.
 //! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
 //!   the Pushpin-syntax routes file and matches requests to routes.
 
@@ -44,6 +44,7 @@ pub mod hold;
 pub mod http;
 pub mod hub;
 pub mod limiter;
+pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod publish;

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::http::text_response;
 use crate::http::{full, Body};
+use crate::metrics::Exposition;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -150,59 +151,67 @@ fn message(format: Format, text: &str) -> Response<Body> {
     }
 }
 
-/// Prometheus text exposition of the hub's counters.
+/// `GET /metrics`: the hub's counters, the origin slots, the descriptor budget and the cluster
+/// bus, in the Prometheus text format.
 fn metrics(app: &App) -> Response<Body> {
     let s = app.hub.stats();
-    let text = format!(
-        "# HELP holdfast_channels Channels with at least one subscriber.\n\
-         # TYPE holdfast_channels gauge\n\
-         holdfast_channels {}\n\
-         # HELP holdfast_subscriptions Channel subscriptions of held connections.\n\
-         # TYPE holdfast_subscriptions gauge\n\
-         holdfast_subscriptions {}\n\
-         # HELP holdfast_items_published_total Items accepted by the hub.\n\
-         # TYPE holdfast_items_published_total counter\n\
-         holdfast_items_published_total {}\n\
-         # HELP holdfast_deliveries_total Items delivered to held connections: queued, or written by the hub itself.\n\
-         # TYPE holdfast_deliveries_total counter\n\
-         holdfast_deliveries_total {}\n\
-         # HELP holdfast_deliveries_written_total Of the deliveries, those the hub wrote to an idle held stream's or WebSocket's socket itself.\n\
-         # TYPE holdfast_deliveries_written_total counter\n\
-         holdfast_deliveries_written_total {}\n\
-         # HELP holdfast_deliveries_dropped_total Items dropped because a connection's queue was full.\n\
-         # TYPE holdfast_deliveries_dropped_total counter\n\
-         holdfast_deliveries_dropped_total {}\n\
-         # HELP holdfast_history_bytes Bytes held by channel histories.\n\
-         # TYPE holdfast_history_bytes gauge\n\
-         holdfast_history_bytes {}\n\
-         # HELP holdfast_origin_requests_waiting Origin requests waiting for a free slot (timeouts.origin_concurrency_per_target).\n\
-         # TYPE holdfast_origin_requests_waiting gauge\n\
-         holdfast_origin_requests_waiting {}\n\
-         # HELP holdfast_descriptors_in_use File descriptors client and origin sockets hold (limits.descriptors).\n\
-         # TYPE holdfast_descriptors_in_use gauge\n\
-         holdfast_descriptors_in_use {}\n\
-         # HELP holdfast_descriptors_budget File descriptors client and origin sockets may hold together.\n\
-         # TYPE holdfast_descriptors_budget gauge\n\
-         holdfast_descriptors_budget {}\n\
-         # HELP holdfast_direct_streams Held HTTP/1.1 streams written straight to their socket.\n\
-         # TYPE holdfast_direct_streams gauge\n\
-         holdfast_direct_streams {}\n",
-        s.channels,
-        s.subscriptions,
-        s.published,
-        s.delivered,
-        s.written,
-        s.dropped,
-        s.history_bytes,
-        app.origins.waiting(),
-        app.descriptors.in_use(),
-        app.descriptors.total(),
-        app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
-    ) + &app.bus.metrics();
-    let mut resp = Response::new(full(text));
+    let mut page = Exposition::default();
+    page.gauge("holdfast_channels", "Channels with at least one subscriber.", s.channels)
+        .gauge(
+            "holdfast_subscriptions",
+            "Channel subscriptions of held connections.",
+            s.subscriptions,
+        )
+        .counter(
+            "holdfast_items_published_total",
+            "Items accepted by the hub.",
+            s.published,
+        )
+        .counter(
+            "holdfast_deliveries_total",
+            "Items delivered to held connections: queued, or written by the hub itself.",
+            s.delivered,
+        )
+        .counter(
+            "holdfast_deliveries_written_total",
+            "Of the deliveries, those the hub wrote to an idle held stream's or WebSocket's socket itself.",
+            s.written,
+        )
+        .counter(
+            "holdfast_deliveries_dropped_total",
+            "Items dropped because a connection's queue was full.",
+            s.dropped,
+        )
+        .gauge(
+            "holdfast_history_bytes",
+            "Bytes held by channel histories.",
+            s.history_bytes,
+        )
+        .gauge(
+            "holdfast_origin_requests_waiting",
+            "Origin requests waiting for a free slot (timeouts.origin_concurrency_per_target).",
+            app.origins.waiting(),
+        )
+        .gauge(
+            "holdfast_descriptors_in_use",
+            "File descriptors client and origin sockets hold (limits.descriptors).",
+            app.descriptors.in_use(),
+        )
+        .gauge(
+            "holdfast_descriptors_budget",
+            "File descriptors client and origin sockets may hold together.",
+            app.descriptors.total(),
+        )
+        .gauge(
+            "holdfast_direct_streams",
+            "Held HTTP/1.1 streams written straight to their socket.",
+            app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    app.bus.metrics(&mut page);
+    let mut resp = Response::new(full(page.into_text()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     resp
 }

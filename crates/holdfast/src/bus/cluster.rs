@@ -25,6 +25,7 @@ use super::shard::Shard;
 use super::BusError;
 use crate::config::Config;
 use crate::hub::{Delivery, Hub};
+use crate::metrics::Exposition;
 
 /// How long a history read waits for this instance's subscription to the channel.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
@@ -211,53 +212,44 @@ impl RedisBus {
         self.shards.iter().all(|s| s.is_connected())
     }
 
-    /// Prometheus lines: connection state, subscriptions, reconnects, items received.
-    pub fn metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            "# HELP holdfast_cluster_connected Whether every Redis server of the cluster bus is connected.\n\
-             # TYPE holdfast_cluster_connected gauge\n\
-             holdfast_cluster_connected {}\n\
-             # HELP holdfast_cluster_redis_connected Whether one Redis server of the cluster bus is connected.\n\
-             # TYPE holdfast_cluster_redis_connected gauge\n",
-            u8::from(self.is_connected())
+    /// Writes its metrics: connection state, subscriptions, reconnects, items received.
+    pub fn metrics(&self, page: &mut Exposition) {
+        page.gauge(
+            "holdfast_cluster_connected",
+            "Whether every Redis server of the cluster bus is connected.",
+            u8::from(self.is_connected()),
+        );
+        let name = "holdfast_cluster_redis_connected";
+        page.family(
+            name,
+            "gauge",
+            "Whether one Redis server of the cluster bus is connected.",
         );
         for s in self.shards.iter() {
-            let _ = writeln!(
-                out,
-                "holdfast_cluster_redis_connected{{shard=\"{}\",addr=\"{}\"}} {}",
-                s.index,
-                label_value(&s.addr),
-                u8::from(s.is_connected())
-            );
+            let index = s.index.to_string();
+            let labels = [("shard", index.as_str()), ("addr", s.addr.as_str())];
+            page.sample(name, &labels, u8::from(s.is_connected()));
         }
         let (subs, reconnects, received) = self.shards.iter().fold((0, 0, 0), |acc, s| {
             let (subs, reconnects, received) = s.counts();
             (acc.0 + subs, acc.1 + reconnects, acc.2 + received)
         });
-        let _ = write!(
-            out,
-            "# HELP holdfast_cluster_subscriptions Channels this instance is subscribed to in Redis.\n\
-             # TYPE holdfast_cluster_subscriptions gauge\n\
-             holdfast_cluster_subscriptions {subs}\n\
-             # HELP holdfast_cluster_reconnects_total Connections to Redis made again after one was lost.\n\
-             # TYPE holdfast_cluster_reconnects_total counter\n\
-             holdfast_cluster_reconnects_total {reconnects}\n\
-             # HELP holdfast_cluster_items_received_total Items received from Redis and handed to the hub.\n\
-             # TYPE holdfast_cluster_items_received_total counter\n\
-             holdfast_cluster_items_received_total {received}\n"
+        page.gauge(
+            "holdfast_cluster_subscriptions",
+            "Channels this instance is subscribed to in Redis.",
+            subs,
+        )
+        .counter(
+            "holdfast_cluster_reconnects_total",
+            "Connections to Redis made again after one was lost.",
+            reconnects,
+        )
+        .counter(
+            "holdfast_cluster_items_received_total",
+            "Items received from Redis and handed to the hub.",
+            received,
         );
-        out
     }
-}
-
-/// Escapes a Prometheus label value.
-fn label_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The Redis server (of `n`) a channel lives on: jump consistent hash (Lamping and Veach) of
