@@ -244,9 +244,10 @@ impl StreamSession {
         }
     }
 
-    /// Whether a plain chunk published to the session's channels would reach the client
-    /// unchanged, so the hub may write it to the socket itself while the session waits: no
-    /// filters, nothing of the session's own to send or fetch.
+    /// The session's half of "may the hub write a plain chunk itself": whether a plain chunk
+    /// published to the session's channels would reach the client unchanged while the session
+    /// waits (no filters, nothing of the session's own to send or fetch). The item's half, which
+    /// items are plain, is [`crate::sink::plain_chunk`].
     fn passes_plain_chunks(&self) -> bool {
         self.next_link.is_none()
             && self.body_in.is_none()

@@ -108,20 +108,55 @@ impl ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
-    #[test]
-    fn unreachable_names_targets_and_details_only_in_debug() {
+    async fn text_of(resp: Response<Body>) -> (StatusCode, String) {
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn unreachable_names_targets_and_details_only_in_debug() {
         let e = ProxyError::Unreachable(vec![
             ("a:1".into(), "connection refused".into()),
             ("b:2".into(), "timed out".into()),
         ]);
-        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(
             e.to_string(),
             "Unable to connect to any targets. Tried: a:1, b:2"
         );
-        let _ = e.to_response(false);
-        let e2 = ProxyError::OriginTimeout("a:1".into());
-        assert_eq!(e2.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            text_of(e.to_response(false)).await,
+            (
+                StatusCode::BAD_GATEWAY,
+                "Unable to connect to any targets. Tried: a:1, b:2\n".to_string()
+            )
+        );
+        assert_eq!(
+            text_of(e.to_response(true)).await.1,
+            "Unable to connect to any targets. Tried: a:1 (connection refused), b:2 (timed out)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn origin_failures_hide_their_reason_unless_debug() {
+        let e = ProxyError::OriginTimeout("a:1".into());
+        assert_eq!(
+            text_of(e.to_response(false)).await,
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timed out waiting for the origin to respond.\n".to_string()
+            )
+        );
+        let e = ProxyError::Origin {
+            target: "a:1".into(),
+            reason: "secret detail".into(),
+        };
+        let (status, text) = text_of(e.to_response(false)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(text, "Error while proxying to origin.\n");
+        let (_, text) = text_of(e.to_response(true)).await;
+        assert!(text.contains("secret detail"), "{text}");
     }
 }
