@@ -29,6 +29,16 @@ async fn proxy_to(origin: &Origin) -> Proxy {
     Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await
 }
 
+/// The response of a held request: bounded well above the longest hold these tests set.
+async fn answered(
+    client: tokio::task::JoinHandle<Response<hyper::body::Incoming>>,
+) -> Response<hyper::body::Incoming> {
+    tokio::time::timeout(Duration::from_secs(30), client)
+        .await
+        .expect("answered within 30 s")
+        .unwrap()
+}
+
 #[tokio::test]
 async fn long_poll_gets_the_published_response_over_the_original_headers() {
     let origin = grip_origin(
@@ -75,9 +85,13 @@ async fn long_poll_timeout_returns_the_origin_response() {
     )
     .await;
     let proxy = proxy_to(&origin).await;
+    let url = proxy.url("/");
+    let client = tokio::spawn(async move { get(&url).await });
+    // The request is held: it waits on channel t, where nothing is published.
+    proxy.wait_subscribers("t", 1).await;
     // Grip-Timeout 1 is below the minimum and is held for 5 s, as in Pushpin (the clamp itself is
     // unit-tested in crates/grip).
-    let resp = get(&proxy.url("/")).await;
+    let resp = answered(client).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-foo"], "bar");
     assert!(resp
@@ -85,6 +99,9 @@ async fn long_poll_timeout_returns_the_origin_response() {
         .keys()
         .all(|k| !k.as_str().starts_with("grip-")));
     assert_eq!(text(resp).await, "timeout-body");
+    // The hold ended by its timeout and left the channel, with nothing delivered to it.
+    proxy.wait_subscribers("t", 0).await;
+    assert_eq!(proxy.app.hub.stats().delivered, 0);
 }
 
 #[tokio::test]
@@ -308,7 +325,7 @@ async fn publish_api_errors_match_pushpin() {
 }
 
 #[tokio::test]
-async fn grip_instruct_json_body_holds_and_times_out_with_its_response() {
+async fn grip_instruct_json_body_streams_its_response_then_publishes() {
     let origin = grip_origin(
         200,
         &[("content-type", "application/grip-instruct")],
@@ -327,6 +344,32 @@ async fn grip_instruct_json_body_holds_and_times_out_with_its_response() {
         )
         .await;
     read_until(&mut body, "more").await;
+}
+
+#[tokio::test]
+async fn grip_instruct_json_body_holds_and_times_out_with_its_response() {
+    let origin = grip_origin(
+        200,
+        &[("content-type", "application/grip-instruct")],
+        r#"{"hold":{"mode":"response","channels":[{"name":"jt"}],"timeout":5},"response":{"code":202,"headers":{"X-A":"1"},"body":"json-timeout\n"}}"#,
+    )
+    .await;
+    let proxy = proxy_to(&origin).await;
+    let url = proxy.url("/");
+    let client = tokio::spawn(async move { get(&url).await });
+    // Held on jt, where nothing is published, until the 5 s timeout.
+    proxy.wait_subscribers("jt", 1).await;
+    let resp = answered(client).await;
+    // The timeout answers with the instruction's response, not the instruction itself.
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["x-a"], "1");
+    assert_ne!(
+        resp.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/grip-instruct"[..])
+    );
+    assert_eq!(text(resp).await, "json-timeout\n");
+    proxy.wait_subscribers("jt", 0).await;
+    assert_eq!(proxy.app.hub.stats().delivered, 0);
 }
 
 #[tokio::test]
