@@ -37,9 +37,25 @@ impl Seen {
     fn count(&self) -> usize {
         self.0.lock().unwrap().len()
     }
+    /// Requests for `path`.
+    fn asked(&self, path: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.1 == path)
+            .count()
+    }
     async fn wait_count(&self, n: usize) {
+        self.wait_until(n, || self.count()).await;
+    }
+    /// Waits until `path` has been asked at least `n` times.
+    async fn wait_asked(&self, path: &str, n: usize) {
+        self.wait_until(n, || self.asked(path)).await;
+    }
+    async fn wait_until(&self, n: usize, count: impl Fn() -> usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.count() < n {
+        while count() < n {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "origin saw {:?}, want {n} requests",
@@ -59,6 +75,15 @@ async fn publish_stream(proxy: &Proxy, channel: &str, id: &str, prev: Option<&st
         .publish_json(
             json!({"items": [{"channel": channel, "id": id, "prev-id": prev,
             "formats": {"http-stream": {"content": content}}}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+async fn publish_response(proxy: &Proxy, channel: &str, body: &str) {
+    let (status, _) = proxy
+        .publish_json(
+            json!({"items": [{"channel": channel, "formats": {"http-response": {"body": body}}}]}),
         )
         .await;
     assert_eq!(status, 200);
@@ -88,21 +113,36 @@ async fn a_missing_predecessor_is_delivered_after_the_wait() {
     let origin = Origin::start(|_| async {
         Response::builder()
             .header("grip-hold", "stream")
-            .header("grip-channel", "wait")
+            .header("grip-channel", "wait, probe")
             .body(full(""))
             .unwrap()
     })
     .await;
+    // The wait only has to outlast one publish and its delivery over loopback.
     let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
         quiet(c);
-        c.reliability.message_wait_ms = 300;
+        c.reliability.message_wait_ms = 3000;
     })
     .await;
     let mut body = get(&proxy.url("/")).await.into_body();
     proxy.wait_subscribers("wait", 1).await;
+    proxy.wait_subscribers("probe", 1).await;
     publish_stream(&proxy, "wait", "1", None, "one;").await;
+    assert_eq!(read_until(&mut body, "one;").await, "one;");
     publish_stream(&proxy, "wait", "3", Some("2"), "three;").await;
-    assert_eq!(read_until(&mut body, "one;three;").await, "one;three;");
+    // A publish is queued for its subscribers before the publish API answers, so an item
+    // published after "three" on another channel of the same stream is read after "three"
+    // would have been, had it not waited.
+    publish_stream(&proxy, "probe", "p", None, "probe;").await;
+    assert_eq!(
+        read_until(&mut body, "probe;").await,
+        "probe;",
+        "three waits for its predecessor"
+    );
+    // Two never comes: three is delivered when the wait is over, and the channel goes on.
+    assert_eq!(read_until(&mut body, "three;").await, "three;");
+    publish_stream(&proxy, "wait", "4", Some("3"), "four;").await;
+    assert_eq!(read_until(&mut body, "four;").await, "four;");
 }
 
 #[tokio::test]
@@ -432,30 +472,57 @@ async fn gone_link_is_posted_when_the_client_leaves() {
 async fn first_subscriber_update_asks_the_origin_once() {
     let seen = Seen::default();
     let s = seen.clone();
+    // Holds each request on the channel its path names.
     let origin = Origin::start(move |req| {
         let s = s.clone();
         async move {
             s.record(&req);
+            let channel = req.uri().path().trim_start_matches('/').to_string();
             Response::builder()
                 .header("grip-hold", "response")
-                .header("grip-channel", "fsu")
+                .header("grip-channel", channel)
                 .body(full("t"))
                 .unwrap()
         }
     })
     .await;
     let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
-    let url = proxy.url("/lp");
-    let client = tokio::spawn(async move { text(get(&url).await).await });
-    seen.wait_count(2).await;
+    let poll = |path: &str| {
+        let url = proxy.url(path);
+        tokio::spawn(async move { text(get(&url).await).await })
+    };
+    // The first subscriber: its request, then one update about a second later.
+    let first = poll("/fsu");
+    seen.wait_asked("/fsu", 2).await;
     proxy.wait_subscribers("fsu", 1).await;
-    proxy
-        .publish_json(
-            json!({"items": [{"channel": "fsu", "formats": {"http-response": {"body": "pub"}}}]}),
-        )
-        .await;
-    assert_eq!(client.await.unwrap(), "pub");
-    assert_eq!(seen.count(), 2, "exactly one update");
+
+    // Neither a second subscriber nor a re-poll after a delivery is a first subscription.
+    let second = poll("/fsu");
+    seen.wait_asked("/fsu", 3).await;
+    proxy.wait_subscribers("fsu", 2).await;
+    publish_response(&proxy, "fsu", "pub").await;
+    assert_eq!(first.await.unwrap(), "pub");
+    assert_eq!(second.await.unwrap(), "pub");
+    let repoll = poll("/fsu");
+    seen.wait_asked("/fsu", 4).await;
+    proxy.wait_subscribers("fsu", 1).await;
+
+    // Another channel's first subscription, made after all of that: its update is due after
+    // any update those could have scheduled, so once it has come, every such one would have.
+    let fence = poll("/fence");
+    seen.wait_asked("/fence", 2).await;
+    proxy.wait_subscribers("fence", 1).await;
+    publish_response(&proxy, "fsu", "pub2").await;
+    publish_response(&proxy, "fence", "pub3").await;
+    assert_eq!(repoll.await.unwrap(), "pub2");
+    assert_eq!(fence.await.unwrap(), "pub3");
+    assert_eq!(seen.asked("/fence"), 2, "{:?}", seen.all());
+    assert_eq!(
+        seen.asked("/fsu"),
+        4,
+        "one request per poll and exactly one update: {:?}",
+        seen.all()
+    );
 }
 
 /// Regression: next-link requests carried the client's `Last-Event-ID`, and origins that read it
