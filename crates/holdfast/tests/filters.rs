@@ -189,11 +189,21 @@ async fn content_filters_pick_the_variant_for_each_subscriber() {
         "content": "hello everyone;", "content-filters": []}}}),
     )
     .await;
+    // An item with no content-filters goes to everyone: by the time it arrives, each
+    // subscriber has had every variant meant for it, and must have had only its own.
+    publish(
+        &proxy,
+        json!({"channel": "room", "formats": {"http-stream": {"content": "end;"}}}),
+    )
+    .await;
     assert_eq!(
-        read_until(&mut plain, "everyone;").await,
-        "open id=%I;hello everyone;"
+        read_until(&mut plain, "end;").await,
+        "open id=%I;hello everyone;end;"
     );
-    assert_eq!(read_until(&mut subst, "s;").await, "open id=%I;hello s;");
+    assert_eq!(
+        read_until(&mut subst, "end;").await,
+        "open id=%I;hello s;end;"
+    );
 }
 
 #[tokio::test]
