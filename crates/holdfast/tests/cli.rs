@@ -3,20 +3,15 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
+use support::binary::Binary;
 use support::*;
-
-fn holdfast() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_holdfast"))
-}
 
 /// Runs `holdfast --config <config> [extra…] --check-config`: its exit code and stderr.
 fn check_config(config: &Path, extra: &[&OsStr]) -> (Option<i32>, String) {
-    let out = holdfast()
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .arg("--config")
         .arg(config)
         .args(extra)
@@ -80,75 +75,6 @@ fn check_config_accepts_good_files_and_names_the_first_problem() {
     assert!(err.contains(&routes_line_2), "{err}");
 }
 
-/// A running binary and the JSON log lines it prints.
-struct Running {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<serde_json::Value>,
-    client: String,
-}
-
-impl Running {
-    fn start(routes: &std::path::Path) -> Running {
-        let mut child = holdfast()
-            .args(["--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0"])
-            .arg("--routes")
-            .arg(routes)
-            .args(["--log-format", "json", "--log-level", "info"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let mut r = Running {
-            child,
-            lines: rx,
-            client: String::new(),
-        };
-        let listening = r
-            .wait_for(|v| v["fields"]["message"] == "listening" && v["fields"]["kind"] == "Client");
-        r.client = listening["fields"]["addr"].as_str().unwrap().to_string();
-        r
-    }
-
-    fn wait_for(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        loop {
-            let v = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("expected log line within 10 s");
-            if pred(&v) {
-                return v;
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn json_access_log_sighup_reload_and_sigterm_exit() {
     use tokio::io::AsyncReadExt;
@@ -162,11 +88,20 @@ async fn json_access_log_sighup_reload_and_sigterm_exit() {
     std::fs::write(&real, "*,id=hello test\n").unwrap();
     let routes = watched.path().join("routes");
     std::os::unix::fs::symlink(&real, &routes).unwrap();
-    let mut running = Running::start(&routes);
-    let url = format!("http://{}/", running.client);
+    let mut running = Binary::start([
+        "--listen",
+        "127.0.0.1:0",
+        "--publish-listen",
+        "127.0.0.1:0",
+        "--routes",
+        routes.to_str().unwrap(),
+        "--log-level",
+        "info",
+    ]);
+    let url = running.url("/");
 
     let mut stream = send_raw(
-        running.client.parse().unwrap(),
+        running.client,
         b"GET /?from=log HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
