@@ -1,8 +1,10 @@
 //! Test harness: a real Holdfast server on 127.0.0.1:0, origins written in the test, a plain
-//! HTTP/1.1 client and publish items; [`binary`] runs the `holdfast` binary as a child process.
+//! HTTP/1.1 client and publish items; [`binary`] runs the `holdfast` binary as a child process,
+//! [`ws`] has WebSocket clients and origins.
 #![allow(dead_code, missing_docs)]
 
 pub mod binary;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;
