@@ -2,14 +2,26 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
 
+use support::binary::Binary;
 use support::*;
 
-fn holdfast() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+/// Runs `holdfast --config <config> [extra…] --check-config`: its exit code and stderr.
+fn check_config(config: &Path, extra: &[&OsStr]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -17,174 +29,110 @@ fn check_config_accepts_good_files_and_names_the_first_problem() {
     let dir = tempfile::tempdir().unwrap();
     let routes = dir.path().join("routes");
     let config = dir.path().join("holdfast.toml");
-    std::fs::write(&routes, "* test\n*,path_beg=/api 127.0.0.1:8000\n").unwrap();
-    std::fs::write(&config, "[server]\nroutes = \"routes\"\n").unwrap();
-    let out = holdfast()
-        .arg("--config")
-        .arg(&config)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    std::fs::write(&routes, "* test\n*,path_beg=/api 127.0.0.1\n").unwrap();
-    let out = holdfast()
-        .arg("--config")
-        .arg(&config)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:2:", routes.display())), "{err}");
-    assert!(err.contains("'127.0.0.1'"), "{err}");
-
-    std::fs::write(
-        &config,
-        "[server]\nroutes = \"routes\"\n\n[limits]\nmax_connections = 0\n",
-    )
-    .unwrap();
-    let out = holdfast()
-        .arg("--config")
-        .arg(&config)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}:5: limits.max_connections", config.display())),
-        "{err}"
-    );
-
-    std::fs::write(&config, "[server]\nlisten = \"not a list\"\n").unwrap();
-    let out = holdfast()
-        .arg("--config")
-        .arg(&config)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(":2:"));
-
-    // Flags override the file.
-    std::fs::write(&config, "[server]\nroutes = \"missing-file\"\n").unwrap();
-    let out = holdfast()
-        .arg("--config")
-        .arg(&config)
-        .arg("--routes")
-        .arg(&routes)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "the --routes file (still broken) was checked"
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:2:", routes.display())));
-}
-
-/// A running binary and the JSON log lines it prints.
-struct Running {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<serde_json::Value>,
-    client: String,
-}
-
-impl Running {
-    fn start(routes: &std::path::Path) -> Running {
-        let mut child = holdfast()
-            .args(["--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0"])
-            .arg("--routes")
-            .arg(routes)
-            .args(["--log-format", "json", "--log-level", "info"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let mut r = Running {
-            child,
-            lines: rx,
-            client: String::new(),
-        };
-        let listening = r
-            .wait_for(|v| v["fields"]["message"] == "listening" && v["fields"]["kind"] == "Client");
-        r.client = listening["fields"]["addr"].as_str().unwrap().to_string();
-        r
-    }
-
-    fn wait_for(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        loop {
-            let v = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("expected log line within 10 s");
-            if pred(&v) {
-                return v;
-            }
+    let bad_routes = "* test\n*,path_beg=/api 127.0.0.1\n";
+    let routes_line_2 = format!("{}:2:", routes.display());
+    // (routes file, config file, exit code, what stderr must name)
+    let cases: Vec<(&str, &str, i32, Vec<String>)> = vec![
+        (
+            "* test\n*,path_beg=/api 127.0.0.1:8000\n",
+            "[server]\nroutes = \"routes\"\n",
+            0,
+            vec![],
+        ),
+        (
+            bad_routes,
+            "[server]\nroutes = \"routes\"\n",
+            2,
+            vec![routes_line_2.clone(), "'127.0.0.1'".into()],
+        ),
+        (
+            bad_routes,
+            "[server]\nroutes = \"routes\"\n\n[limits]\nmax_connections = 0\n",
+            2,
+            vec![format!("{}:5: limits.max_connections", config.display())],
+        ),
+        (
+            bad_routes,
+            "[server]\nlisten = \"not a list\"\n",
+            2,
+            vec![format!("{}:2:", config.display())],
+        ),
+    ];
+    for (routes_text, config_text, code, names) in &cases {
+        std::fs::write(&routes, routes_text).unwrap();
+        std::fs::write(&config, config_text).unwrap();
+        let (got, err) = check_config(&config, &[]);
+        assert_eq!(got, Some(*code), "{config_text:?}: {err}");
+        for name in names {
+            assert!(err.contains(name.as_str()), "{config_text:?}: {err}");
         }
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // Flags override the file: the --routes file (still broken) is the one checked.
+    std::fs::write(&config, "[server]\nroutes = \"missing-file\"\n").unwrap();
+    let (code, err) = check_config(&config, &["--routes".as_ref(), routes.as_ref()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&routes_line_2), "{err}");
 }
 
 #[tokio::test]
 async fn json_access_log_sighup_reload_and_sigterm_exit() {
+    use tokio::io::AsyncReadExt;
     let origin = Origin::start(|_| async { hyper::Response::new(full("from-origin")) }).await;
-    let dir = tempfile::tempdir().unwrap();
-    let routes = dir.path().join("routes");
-    std::fs::write(&routes, "*,id=hello test\n").unwrap();
-    let mut running = Running::start(&routes);
-    let url = format!("http://{}/", running.client);
+    // The routes path is a symlink into another folder. The reload watcher watches the folder
+    // holding the path, so rewriting the file the link points to is invisible to it: only
+    // SIGHUP can make Holdfast read the new routes.
+    let watched = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("routes");
+    std::fs::write(&real, "*,id=hello test\n").unwrap();
+    let routes = watched.path().join("routes");
+    std::os::unix::fs::symlink(&real, &routes).unwrap();
+    let mut running = Binary::start([
+        "--listen",
+        "127.0.0.1:0",
+        "--publish-listen",
+        "127.0.0.1:0",
+        "--routes",
+        routes.to_str().unwrap(),
+        "--log-level",
+        "info",
+    ]);
+    let url = running.url("/");
 
-    let body = text(get(&url).await).await;
-    assert_eq!(body, holdfast::testhandler::HELLO);
+    let mut stream = send_raw(
+        running.client,
+        b"GET /?from=log HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with(holdfast::testhandler::HELLO), "{answer}");
     let line = running.wait_for(|v| v["fields"]["message"] == "request");
+    assert_eq!(line["target"], "holdfast::access");
+    assert_eq!(line["level"], "INFO");
     let f = &line["fields"];
     assert_eq!(f["method"], "GET");
-    assert_eq!(f["uri"], "/");
+    assert_eq!(f["uri"], "/?from=log");
+    assert_eq!(f["from"], stream.local_addr().unwrap().ip().to_string());
     assert_eq!(f["route"], "hello");
     assert_eq!(f["target"], "test");
     assert_eq!(f["status"], 200);
+    assert_eq!(f["hold"], "-");
     assert_eq!(f["bytes"], holdfast::testhandler::HELLO.len());
-    assert!(f["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(
+        f["duration_ms"].is_f64(),
+        "duration_ms is a number of milliseconds: {f}"
+    );
 
-    // Rewrite the file in place and ask for a reload with SIGHUP.
-    std::fs::write(&routes, format!("*,id=origin {}\n", origin.target())).unwrap();
+    // Rewrite the file behind the link, then ask for a reload with SIGHUP.
+    std::fs::write(&real, format!("*,id=origin {}\n", origin.target())).unwrap();
     running.signal("HUP");
     running.wait_for(|v| v["fields"]["message"] == "routes reloaded");
     assert_eq!(text(get(&url).await).await, "from-origin");
+    let line = running.wait_for(|v| v["fields"]["message"] == "request");
+    assert_eq!(line["fields"]["route"], "origin");
 
     running.signal("TERM");
     let status = running.child.wait().unwrap();

@@ -3,12 +3,8 @@
 mod support;
 
 use hyper::{Request, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 use support::*;
-
-fn quiet(c: &mut holdfast::Config) {
-    c.reliability.update_on_first_subscription = false;
-}
 
 /// An origin holding a stream on channel `room` with the filters and meta in the query:
 /// `?user=<u>&filters=a,b&extra=<channel>`.
@@ -46,76 +42,65 @@ async fn filtering_origin() -> Origin {
     .await
 }
 
-async fn publish(proxy: &Proxy, item: serde_json::Value) {
-    let (status, body) = proxy.publish_json(json!({ "items": [item] })).await;
-    assert_eq!(status, 200, "{body}");
+/// Holds a stream in front of [`filtering_origin`] for each query, publishes `items` one request
+/// each, and returns what each stream read, from its initial body up to and including `end`.
+async fn room_reads(queries: &[&str], items: Vec<Value>, end: &str) -> Vec<String> {
+    let origin = filtering_origin().await;
+    let proxy = Proxy::routed_to(&origin, quiet).await;
+    let mut streams = Vec::new();
+    for query in queries {
+        streams.push(get(&proxy.url(&format!("/?{query}"))).await.into_body());
+    }
+    proxy.wait_subscribers("room", queries.len()).await;
+    for item in items {
+        proxy.publish_items([item]).await;
+    }
+    let mut reads = Vec::new();
+    for stream in &mut streams {
+        reads.push(read_until(stream, end).await);
+    }
+    reads
 }
 
 #[tokio::test]
 async fn skip_self_and_skip_users() {
-    let origin = filtering_origin().await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
-    let mut alice = get(&proxy.url("/?user=alice&filters=skip-self,skip-users"))
-        .await
-        .into_body();
-    let mut bob = get(&proxy.url("/?user=bob&filters=skip-self,skip-users"))
-        .await
-        .into_body();
-    proxy.wait_subscribers("room", 2).await;
-    publish(
-        &proxy,
-        json!({"channel": "room", "meta": {"sender": "alice"},
-        "formats": {"http-stream": {"content": "from-alice;"}}}),
-    )
-    .await;
-    publish(
-        &proxy,
-        json!({"channel": "room", "meta": {"skip_users": "bob,carol"},
-        "formats": {"http-stream": {"content": "not-bob;"}}}),
-    )
-    .await;
-    publish(
-        &proxy,
-        json!({"channel": "room", "formats": {"http-stream": {"content": "all;"}}}),
+    let reads = room_reads(
+        &[
+            "user=alice&filters=skip-self,skip-users",
+            "user=bob&filters=skip-self,skip-users",
+        ],
+        vec![
+            json!({"channel": "room", "meta": {"sender": "alice"},
+            "formats": {"http-stream": {"content": "from-alice;"}}}),
+            json!({"channel": "room", "meta": {"skip_users": "bob,carol"},
+            "formats": {"http-stream": {"content": "not-bob;"}}}),
+            stream_item("room", None, None, "all;"),
+        ],
+        "all;",
     )
     .await;
     assert_eq!(
-        read_until(&mut alice, "all;").await,
-        "open id=%I;not-bob;all;"
-    );
-    assert_eq!(
-        read_until(&mut bob, "all;").await,
-        "open id=%I;from-alice;all;"
+        reads,
+        ["open id=%I;not-bob;all;", "open id=%I;from-alice;all;"]
     );
 }
 
 #[tokio::test]
 async fn require_sub_needs_the_other_channel() {
-    let origin = filtering_origin().await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
-    let mut member = get(&proxy.url("/?user=m&filters=require-sub&extra=vip"))
-        .await
-        .into_body();
-    let mut guest = get(&proxy.url("/?user=g&filters=require-sub"))
-        .await
-        .into_body();
-    proxy.wait_subscribers("room", 2).await;
-    publish(
-        &proxy,
-        json!({"channel": "room", "meta": {"require_sub": "vip"},
-        "formats": {"http-stream": {"content": "vip-only;"}}}),
+    let reads = room_reads(
+        &[
+            "user=m&filters=require-sub&extra=vip",
+            "user=g&filters=require-sub",
+        ],
+        vec![
+            json!({"channel": "room", "meta": {"require_sub": "vip"},
+            "formats": {"http-stream": {"content": "vip-only;"}}}),
+            stream_item("room", None, None, "all;"),
+        ],
+        "all;",
     )
     .await;
-    publish(
-        &proxy,
-        json!({"channel": "room", "formats": {"http-stream": {"content": "all;"}}}),
-    )
-    .await;
-    assert_eq!(
-        read_until(&mut member, "all;").await,
-        "open id=%I;vip-only;all;"
-    );
-    assert_eq!(read_until(&mut guest, "all;").await, "open id=%I;all;");
+    assert_eq!(reads, ["open id=%I;vip-only;all;", "open id=%I;all;"]);
 }
 
 #[tokio::test]
@@ -139,7 +124,7 @@ async fn build_id_in_initial_live_and_next_link_bodies() {
             .unwrap()
     })
     .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+    let proxy = Proxy::routed_to(&origin, |c| {
         quiet(c);
         c.reliability.history_items = 0;
         c.reliability.message_wait_ms = 100;
@@ -148,20 +133,14 @@ async fn build_id_in_initial_live_and_next_link_bodies() {
     let mut body = get(&proxy.url("/")).await.into_body();
     assert_eq!(read_until(&mut body, ";").await, "initial id: ids:3;");
     proxy.wait_subscribers("ids", 1).await;
-    publish(
-        &proxy,
-        json!({"channel": "ids", "id": "4", "prev-id": "3",
-        "formats": {"http-stream": {"content": "event id: %I;"}}}),
-    )
-    .await;
+    proxy
+        .publish_stream("ids", Some("4"), Some("3"), "event id: %I;")
+        .await;
     assert_eq!(read_until(&mut body, ";").await, "event id: ids:4;");
     // A gap (prev 9, session at 4) fetches the next link, whose body is rendered too.
-    publish(
-        &proxy,
-        json!({"channel": "ids", "id": "10", "prev-id": "9",
-        "formats": {"http-stream": {"content": "never;"}}}),
-    )
-    .await;
+    proxy
+        .publish_stream("ids", Some("10"), Some("9"), "never;")
+        .await;
     assert_eq!(
         read_until(&mut body, "100%;").await,
         "next id: ids:5, 100%;"
@@ -170,30 +149,24 @@ async fn build_id_in_initial_live_and_next_link_bodies() {
 
 #[tokio::test]
 async fn content_filters_pick_the_variant_for_each_subscriber() {
-    let origin = filtering_origin().await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
-    let mut plain = get(&proxy.url("/?user=p")).await.into_body();
-    let mut subst = get(&proxy.url("/?user=s&filters=var-subst"))
-        .await
-        .into_body();
-    proxy.wait_subscribers("room", 2).await;
-    publish(
-        &proxy,
-        json!({"channel": "room", "formats": {"http-stream": {
-        "content": "hello %(user)s;", "content-filters": ["var-subst"]}}}),
-    )
-    .await;
-    publish(
-        &proxy,
-        json!({"channel": "room", "formats": {"http-stream": {
-        "content": "hello everyone;", "content-filters": []}}}),
+    // The last item has no content-filters, so it goes to everyone: by the time it arrives,
+    // each subscriber has had every variant meant for it, and must have had only its own.
+    let reads = room_reads(
+        &["user=p", "user=s&filters=var-subst"],
+        vec![
+            json!({"channel": "room", "formats": {"http-stream": {
+            "content": "hello %(user)s;", "content-filters": ["var-subst"]}}}),
+            json!({"channel": "room", "formats": {"http-stream": {
+            "content": "hello everyone;", "content-filters": []}}}),
+            stream_item("room", None, None, "end;"),
+        ],
+        "end;",
     )
     .await;
     assert_eq!(
-        read_until(&mut plain, "everyone;").await,
-        "open id=%I;hello everyone;"
+        reads,
+        ["open id=%I;hello everyone;end;", "open id=%I;hello s;end;"]
     );
-    assert_eq!(read_until(&mut subst, "s;").await, "open id=%I;hello s;");
 }
 
 #[tokio::test]

@@ -9,24 +9,14 @@ use hyper::{Request, Response};
 use serde_json::json;
 use support::*;
 
-/// An origin that answers every request with the given status, headers and body.
-async fn grip_origin(
-    status: u16,
-    headers: &'static [(&'static str, &'static str)],
-    body: &'static str,
-) -> Origin {
-    Origin::start(move |_req| async move {
-        let mut resp = Response::builder().status(status);
-        for (k, v) in headers {
-            resp = resp.header(*k, *v);
-        }
-        resp.body(full(body)).unwrap()
-    })
-    .await
-}
-
-async fn proxy_to(origin: &Origin) -> Proxy {
-    Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await
+/// The response of a held request: bounded well above the longest hold these tests set.
+async fn answered(
+    client: tokio::task::JoinHandle<Response<hyper::body::Incoming>>,
+) -> Response<hyper::body::Incoming> {
+    tokio::time::timeout(Duration::from_secs(30), client)
+        .await
+        .expect("answered within 30 s")
+        .unwrap()
 }
 
 #[tokio::test]
@@ -42,7 +32,7 @@ async fn long_poll_gets_the_published_response_over_the_original_headers() {
         "original",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let url = proxy.url("/poll");
     let client = tokio::spawn(async move { get(&url).await });
     proxy.wait_subscribers("lp", 1).await;
@@ -74,10 +64,14 @@ async fn long_poll_timeout_returns_the_origin_response() {
         "timeout-body",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let url = proxy.url("/");
+    let client = tokio::spawn(async move { get(&url).await });
+    // The request is held: it waits on channel t, where nothing is published.
+    proxy.wait_subscribers("t", 1).await;
     // Grip-Timeout 1 is below the minimum and is held for 5 s, as in Pushpin (the clamp itself is
     // unit-tested in crates/grip).
-    let resp = get(&proxy.url("/")).await;
+    let resp = answered(client).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-foo"], "bar");
     assert!(resp
@@ -85,6 +79,9 @@ async fn long_poll_timeout_returns_the_origin_response() {
         .keys()
         .all(|k| !k.as_str().starts_with("grip-")));
     assert_eq!(text(resp).await, "timeout-body");
+    // The hold ended by its timeout and left the channel, with nothing delivered to it.
+    proxy.wait_subscribers("t", 0).await;
+    assert_eq!(proxy.app.hub.stats().delivered, 0);
 }
 
 #[tokio::test]
@@ -95,7 +92,7 @@ async fn a_thousand_long_polls_each_get_one_delivery() {
         "",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut clients = Vec::new();
     for _ in 0..1000 {
         let url = proxy.url("/many");
@@ -127,7 +124,7 @@ async fn stream_hold_sends_initial_body_then_ordered_chunks_then_closes() {
         "initial\n",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let resp = get(&proxy.url("/s")).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("content-length").is_none());
@@ -163,7 +160,7 @@ async fn keep_alives_arrive_on_idle_streams() {
         "open\n",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut body = get(&proxy.url("/")).await.into_body();
     read_until(&mut body, "open\n").await;
     let got = read_until(&mut body, "ka\nka\n").await;
@@ -178,7 +175,7 @@ async fn one_hold_on_two_channels_gets_both() {
         "",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut body = get(&proxy.url("/")).await.into_body();
     proxy.wait_subscribers("a", 1).await;
     proxy.wait_subscribers("b", 1).await;
@@ -199,7 +196,7 @@ async fn a_client_that_leaves_is_removed_from_the_hub() {
         "hi",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let resp = get(&proxy.url("/")).await;
     proxy.wait_subscribers("gone", 1).await;
     drop(resp);
@@ -212,7 +209,7 @@ async fn a_client_that_leaves_is_removed_from_the_hub() {
         "",
     )
     .await;
-    let proxy = proxy_to(&lp).await;
+    let proxy = Proxy::routed_to(&lp, |_| {}).await;
     let stream = send_raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     proxy.wait_subscribers("lp-gone", 1).await;
     drop(stream);
@@ -308,14 +305,14 @@ async fn publish_api_errors_match_pushpin() {
 }
 
 #[tokio::test]
-async fn grip_instruct_json_body_holds_and_times_out_with_its_response() {
+async fn grip_instruct_json_body_streams_its_response_then_publishes() {
     let origin = grip_origin(
         200,
         &[("content-type", "application/grip-instruct")],
         r#"{"hold":{"mode":"stream","channels":[{"name":"j"}]},"response":{"code":202,"headers":{"X-A":"1"},"body":"json-initial\n"}}"#,
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let resp = get(&proxy.url("/")).await;
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.headers()["x-a"], "1");
@@ -327,6 +324,32 @@ async fn grip_instruct_json_body_holds_and_times_out_with_its_response() {
         )
         .await;
     read_until(&mut body, "more").await;
+}
+
+#[tokio::test]
+async fn grip_instruct_json_body_holds_and_times_out_with_its_response() {
+    let origin = grip_origin(
+        200,
+        &[("content-type", "application/grip-instruct")],
+        r#"{"hold":{"mode":"response","channels":[{"name":"jt"}],"timeout":5},"response":{"code":202,"headers":{"X-A":"1"},"body":"json-timeout\n"}}"#,
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let url = proxy.url("/");
+    let client = tokio::spawn(async move { get(&url).await });
+    // Held on jt, where nothing is published, until the 5 s timeout.
+    proxy.wait_subscribers("jt", 1).await;
+    let resp = answered(client).await;
+    // The timeout answers with the instruction's response, not the instruction itself.
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["x-a"], "1");
+    assert_ne!(
+        resp.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/grip-instruct"[..])
+    );
+    assert_eq!(text(resp).await, "json-timeout\n");
+    proxy.wait_subscribers("jt", 0).await;
+    assert_eq!(proxy.app.hub.stats().delivered, 0);
 }
 
 #[tokio::test]
@@ -344,7 +367,7 @@ async fn grip_status_and_expose_headers_shape_the_response() {
         "",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut stream = send_raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut head = Vec::new();
     read_raw_until(&mut stream, &mut head, b"\r\n\r\n").await;
@@ -357,7 +380,7 @@ async fn grip_status_and_expose_headers_shape_the_response() {
 #[tokio::test]
 async fn duplicate_item_ids_are_dropped() {
     let origin = grip_origin(200, &[("grip-hold", "stream"), ("grip-channel", "d")], "").await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut body = get(&proxy.url("/")).await.into_body();
     proxy.wait_subscribers("d", 1).await;
     for content in ["first;", "again;"] {
@@ -383,7 +406,7 @@ async fn body_patch_applies_to_the_original_json_body() {
         r#"{"count":1,"name":"x"}"#,
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let url = proxy.url("/");
     let client = tokio::spawn(async move { text(get(&url).await).await });
     proxy.wait_subscribers("p", 1).await;
@@ -409,7 +432,7 @@ async fn large_initial_stream_body_streams_through() {
             .unwrap()
     })
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut body = get(&proxy.url("/")).await.into_body();
     let mut got = 0usize;
     while got < 300_000 {
@@ -432,7 +455,7 @@ async fn large_initial_stream_body_streams_through() {
             .unwrap()
     })
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     assert_eq!(get(&proxy.url("/")).await.status(), 502);
 }
 
@@ -468,7 +491,7 @@ async fn shutdown_answers_long_polls_and_closes_streams() {
             .unwrap()
     })
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let url = proxy.url("/r");
     let lp = tokio::spawn(async move { text(get(&url).await).await });
     let mut stream = get(&proxy.url("/s")).await.into_body();
@@ -493,7 +516,7 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
         "initial\n",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut stream = send_raw(proxy.addr, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut got = Vec::new();
     read_raw_until(&mut stream, &mut got, b"8\r\ninitial\n\r\n").await;
@@ -547,7 +570,7 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
 #[tokio::test]
 async fn chunks_the_hub_writes_itself_keep_their_order_among_queued_ones() {
     let origin = grip_origin(200, &[("grip-hold", "stream"), ("grip-channel", "mix")], "").await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut body = get(&proxy.url("/")).await.into_body();
     proxy.wait_subscribers("mix", 1).await;
     let before = proxy.app.hub.stats().written;
@@ -597,7 +620,7 @@ async fn concurrent_publishers_keep_their_order_on_every_stream() {
         "",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let (streams, publishers, items) = (40, 4, 50);
     let mut bodies = Vec::new();
     for _ in 0..streams {
@@ -648,7 +671,7 @@ async fn a_slow_reader_gets_every_chunk_whole_and_in_order() {
         "",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut stream = send_raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     proxy.wait_subscribers("slow", 1).await;
     // 40 chunks of 200 KB: more than loopback's socket buffers hold while nobody reads.
@@ -688,7 +711,7 @@ async fn a_held_http10_stream_is_close_delimited() {
         "initial\n",
     )
     .await;
-    let proxy = proxy_to(&origin).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
     let mut stream = send_raw(proxy.addr, b"GET /events HTTP/1.0\r\nHost: x\r\n\r\n").await;
     let mut got = Vec::new();
     read_raw_until(&mut stream, &mut got, b"\r\n\r\ninitial\n").await;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 use support::*;
@@ -19,7 +20,7 @@ type SeenRequest = (String, String, Vec<String>);
 struct Seen(Arc<Mutex<Vec<SeenRequest>>>);
 
 impl Seen {
-    fn record(&self, req: &Request<hyper::body::Incoming>) {
+    fn record(&self, req: &Request<Incoming>) {
         let last = req
             .headers()
             .get_all("grip-last")
@@ -37,82 +38,107 @@ impl Seen {
     fn count(&self) -> usize {
         self.0.lock().unwrap().len()
     }
-    async fn wait_count(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.count() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "origin saw {:?}, want {n} requests",
-                self.all()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// Requests for `path`.
+    fn asked(&self, path: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.1 == path)
+            .count()
     }
-}
-
-fn quiet(c: &mut holdfast::Config) {
-    c.reliability.update_on_first_subscription = false;
-}
-
-async fn publish_stream(proxy: &Proxy, channel: &str, id: &str, prev: Option<&str>, content: &str) {
-    let (status, _) = proxy
-        .publish_json(
-            json!({"items": [{"channel": channel, "id": id, "prev-id": prev,
-            "formats": {"http-stream": {"content": content}}}]}),
+    async fn wait_count(&self, n: usize) {
+        self.wait_until(n, || self.count()).await;
+    }
+    /// Waits until `path` has been asked at least `n` times.
+    async fn wait_asked(&self, path: &str, n: usize) {
+        self.wait_until(n, || self.asked(path)).await;
+    }
+    async fn wait_until(&self, n: usize, count: impl Fn() -> usize) {
+        eventually(
+            Duration::from_secs(30),
+            || format!("origin saw {:?}, want {n} requests", self.all()),
+            || async { count() >= n },
         )
         .await;
-    assert_eq!(status, 200);
+    }
+    /// An origin that records each request here, then answers it with `answer`.
+    async fn origin(
+        &self,
+        answer: impl Fn(&Request<Incoming>) -> Response<TestBody> + Send + Sync + 'static,
+    ) -> Origin {
+        let seen = self.clone();
+        Origin::start(move |req| {
+            seen.record(&req);
+            let resp = answer(&req);
+            async move { resp }
+        })
+        .await
+    }
 }
 
 #[tokio::test]
 async fn reordered_publishes_are_delivered_in_order() {
-    let origin = Origin::start(|_| async {
-        Response::builder()
-            .header("grip-hold", "stream")
-            .header("grip-channel", "ord")
-            .body(full(""))
-            .unwrap()
-    })
-    .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let origin = grip_origin(200, &[("grip-hold", "stream"), ("grip-channel", "ord")], "").await;
+    let proxy = Proxy::routed_to(&origin, quiet).await;
     let mut body = get(&proxy.url("/")).await.into_body();
     proxy.wait_subscribers("ord", 1).await;
-    publish_stream(&proxy, "ord", "1", None, "one;").await;
-    publish_stream(&proxy, "ord", "3", Some("2"), "three;").await;
-    publish_stream(&proxy, "ord", "2", Some("1"), "two;").await;
+    proxy.publish_stream("ord", Some("1"), None, "one;").await;
+    proxy
+        .publish_stream("ord", Some("3"), Some("2"), "three;")
+        .await;
+    proxy
+        .publish_stream("ord", Some("2"), Some("1"), "two;")
+        .await;
     assert_eq!(read_until(&mut body, "three;").await, "one;two;three;");
 }
 
 #[tokio::test]
 async fn a_missing_predecessor_is_delivered_after_the_wait() {
-    let origin = Origin::start(|_| async {
-        Response::builder()
-            .header("grip-hold", "stream")
-            .header("grip-channel", "wait")
-            .body(full(""))
-            .unwrap()
-    })
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "wait, probe")],
+        "",
+    )
     .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+    // The wait only has to outlast one publish and its delivery over loopback.
+    let proxy = Proxy::routed_to(&origin, |c| {
         quiet(c);
-        c.reliability.message_wait_ms = 300;
+        c.reliability.message_wait_ms = 3000;
     })
     .await;
     let mut body = get(&proxy.url("/")).await.into_body();
     proxy.wait_subscribers("wait", 1).await;
-    publish_stream(&proxy, "wait", "1", None, "one;").await;
-    publish_stream(&proxy, "wait", "3", Some("2"), "three;").await;
-    assert_eq!(read_until(&mut body, "one;three;").await, "one;three;");
+    proxy.wait_subscribers("probe", 1).await;
+    proxy.publish_stream("wait", Some("1"), None, "one;").await;
+    assert_eq!(read_until(&mut body, "one;").await, "one;");
+    proxy
+        .publish_stream("wait", Some("3"), Some("2"), "three;")
+        .await;
+    // A publish is queued for its subscribers before the publish API answers, so an item
+    // published after "three" on another channel of the same stream is read after "three"
+    // would have been, had it not waited.
+    proxy
+        .publish_stream("probe", Some("p"), None, "probe;")
+        .await;
+    assert_eq!(
+        read_until(&mut body, "probe;").await,
+        "probe;",
+        "three waits for its predecessor"
+    );
+    // Two never comes: three is delivered when the wait is over, and the channel goes on.
+    assert_eq!(read_until(&mut body, "three;").await, "three;");
+    proxy
+        .publish_stream("wait", Some("4"), Some("3"), "four;")
+        .await;
+    assert_eq!(read_until(&mut body, "four;").await, "four;");
 }
 
 #[tokio::test]
 async fn a_stale_long_poll_is_retried_with_grip_last() {
     let seen = Seen::default();
-    let s = seen.clone();
-    let origin = Origin::start(move |req| {
-        let s = s.clone();
-        async move {
-            s.record(&req);
+    let origin = seen
+        .origin(|req| {
             let resp = Response::builder().header("grip-hold", "response");
             if req.headers().contains_key("grip-last") {
                 // Rendered fresh: the origin now knows about item b.
@@ -124,10 +150,9 @@ async fn a_stale_long_poll_is_retried_with_grip_last() {
                     .body(full("stale"))
                     .unwrap()
             }
-        }
-    })
-    .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        })
+        .await;
+    let proxy = Proxy::routed_to(&origin, |c| {
         quiet(c);
         c.reliability.history_items = 0;
     })
@@ -137,8 +162,8 @@ async fn a_stale_long_poll_is_retried_with_grip_last() {
         .app
         .hub
         .subscribe(vec!["lp".into()], holdfast::hub::Want::HttpStream);
-    publish_stream(&proxy, "lp", "a", None, "").await;
-    publish_stream(&proxy, "lp", "b", Some("a"), "").await;
+    proxy.publish_stream("lp", Some("a"), None, "").await;
+    proxy.publish_stream("lp", Some("b"), Some("a"), "").await;
     let url = proxy.url("/poll");
     let client = tokio::spawn(async move { text(get(&url).await).await });
     seen.wait_count(2).await;
@@ -157,11 +182,8 @@ async fn a_stale_long_poll_is_retried_with_grip_last() {
 #[tokio::test]
 async fn history_fills_a_resuming_stream_with_no_origin_request() {
     let seen = Seen::default();
-    let s = seen.clone();
-    let origin = Origin::start(move |req| {
-        let s = s.clone();
-        async move {
-            s.record(&req);
+    let origin = seen
+        .origin(|req| {
             let last = req
                 .headers()
                 .get("last-event-id")
@@ -174,23 +196,22 @@ async fn history_fills_a_resuming_stream_with_no_origin_request() {
                 None => resp.header("grip-channel", "ev"),
             };
             resp.body(full(": open\n\n")).unwrap()
-        }
-    })
-    .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+        })
+        .await;
+    let proxy = Proxy::routed_to(&origin, quiet).await;
     let mut first = get(&proxy.url("/events")).await.into_body();
     proxy.wait_subscribers("ev", 1).await;
     let mut prev: Option<String> = None;
     for i in 1..=3 {
         let id = i.to_string();
-        publish_stream(
-            &proxy,
-            "ev",
-            &id,
-            prev.as_deref(),
-            &format!("id: {i}\ndata: e{i}\n\n"),
-        )
-        .await;
+        proxy
+            .publish_stream(
+                "ev",
+                Some(&id),
+                prev.as_deref(),
+                &format!("id: {i}\ndata: e{i}\n\n"),
+            )
+            .await;
         prev = Some(id);
     }
     read_until(&mut first, "data: e3").await;
@@ -199,14 +220,14 @@ async fn history_fills_a_resuming_stream_with_no_origin_request() {
     // Published while the client is away.
     for i in 4..=6 {
         let id = i.to_string();
-        publish_stream(
-            &proxy,
-            "ev",
-            &id,
-            prev.as_deref(),
-            &format!("id: {i}\ndata: e{i}\n\n"),
-        )
-        .await;
+        proxy
+            .publish_stream(
+                "ev",
+                Some(&id),
+                prev.as_deref(),
+                &format!("id: {i}\ndata: e{i}\n\n"),
+            )
+            .await;
         prev = Some(id);
     }
     let resp = send(
@@ -224,7 +245,9 @@ async fn history_fills_a_resuming_stream_with_no_origin_request() {
         "{got}"
     );
     assert!(!got.contains("data: e3"), "{got}");
-    publish_stream(&proxy, "ev", "7", Some("6"), "id: 7\ndata: e7\n\n").await;
+    proxy
+        .publish_stream("ev", Some("7"), Some("6"), "id: 7\ndata: e7\n\n")
+        .await;
     read_until(&mut body, "data: e7").await;
     assert_eq!(
         seen.count(),
@@ -236,39 +259,35 @@ async fn history_fills_a_resuming_stream_with_no_origin_request() {
 /// An origin serving a reliable stream: `/stream` holds at `s; prev-id=<after>` with next link
 /// `/next?after=<id>`; `/next` renders the items after `Grip-Last` from its own log.
 async fn reliable_origin(
-    seen: Seen,
+    seen: &Seen,
     log: Arc<Mutex<Vec<String>>>,
     fail_next: Arc<AtomicUsize>,
 ) -> Origin {
-    Origin::start(move |req| {
-        let (seen, log, fail_next) = (seen.clone(), log.clone(), fail_next.clone());
-        async move {
-            seen.record(&req);
-            let path = req.uri().path().to_string();
-            if path == "/next" && fail_next.load(Ordering::SeqCst) > 0 {
-                fail_next.fetch_sub(1, Ordering::SeqCst);
-                return Response::builder().status(500).body(full("down")).unwrap();
-            }
-            let after = req
-                .headers()
-                .get("grip-last")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split("last-id=").nth(1))
-                .map(str::to_string);
-            let items = log.lock().unwrap().clone();
-            let start = after
-                .as_ref()
-                .and_then(|a| items.iter().position(|i| i == a).map(|p| p + 1))
-                .unwrap_or(if path == "/next" { items.len() } else { 0 });
-            let body: String = items[start..].iter().map(|i| format!("{i};")).collect();
-            let last = items.last().cloned().unwrap_or_else(|| "none".into());
-            Response::builder()
-                .header("grip-hold", "stream")
-                .header("grip-channel", format!("s; prev-id={last}"))
-                .header("grip-link", "</next>; rel=next")
-                .body(full(body))
-                .unwrap()
+    seen.origin(move |req| {
+        let path = req.uri().path().to_string();
+        if path == "/next" && fail_next.load(Ordering::SeqCst) > 0 {
+            fail_next.fetch_sub(1, Ordering::SeqCst);
+            return Response::builder().status(500).body(full("down")).unwrap();
         }
+        let after = req
+            .headers()
+            .get("grip-last")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split("last-id=").nth(1))
+            .map(str::to_string);
+        let items = log.lock().unwrap().clone();
+        let start = after
+            .as_ref()
+            .and_then(|a| items.iter().position(|i| i == a).map(|p| p + 1))
+            .unwrap_or(if path == "/next" { items.len() } else { 0 });
+        let body: String = items[start..].iter().map(|i| format!("{i};")).collect();
+        let last = items.last().cloned().unwrap_or_else(|| "none".into());
+        Response::builder()
+            .header("grip-hold", "stream")
+            .header("grip-channel", format!("s; prev-id={last}"))
+            .header("grip-link", "</next>; rel=next")
+            .body(full(body))
+            .unwrap()
     })
     .await
 }
@@ -277,8 +296,8 @@ async fn reliable_origin(
 async fn a_gap_at_publish_time_fetches_the_next_link() {
     let seen = Seen::default();
     let log = Arc::new(Mutex::new(vec!["a".to_string()]));
-    let origin = reliable_origin(seen.clone(), log.clone(), Arc::default()).await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+    let origin = reliable_origin(&seen, log.clone(), Arc::default()).await;
+    let proxy = Proxy::routed_to(&origin, |c| {
         quiet(c);
         c.reliability.history_items = 0;
     })
@@ -290,7 +309,7 @@ async fn a_gap_at_publish_time_fetches_the_next_link() {
     log.lock()
         .unwrap()
         .extend(["b".to_string(), "c".to_string()]);
-    publish_stream(&proxy, "s", "c", Some("b"), "c;").await;
+    proxy.publish_stream("s", Some("c"), Some("b"), "c;").await;
     // The channel has no last id yet, so the hub delivers c at once; the session, at a, sees
     // the gap and, with no history to fill it, asks its next link.
     seen.wait_count(2).await;
@@ -305,8 +324,8 @@ async fn hint_refetches_and_next_link_retries_after_500() {
     let seen = Seen::default();
     let log = Arc::new(Mutex::new(vec!["a".to_string()]));
     let fail = Arc::new(AtomicUsize::new(1));
-    let origin = reliable_origin(seen.clone(), log.clone(), fail.clone()).await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let origin = reliable_origin(&seen, log.clone(), fail.clone()).await;
+    let proxy = Proxy::routed_to(&origin, quiet).await;
     let mut body = get(&proxy.url("/stream")).await.into_body();
     read_until(&mut body, "a;").await;
     proxy.wait_subscribers("s", 1).await;
@@ -329,8 +348,8 @@ async fn hint_refetches_and_next_link_retries_after_500() {
 async fn recover_updates_every_session() {
     let seen = Seen::default();
     let log = Arc::new(Mutex::new(vec!["a".to_string()]));
-    let origin = reliable_origin(seen.clone(), log.clone(), Arc::default()).await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let origin = reliable_origin(&seen, log.clone(), Arc::default()).await;
+    let proxy = Proxy::routed_to(&origin, quiet).await;
     let mut one = get(&proxy.url("/stream")).await.into_body();
     let mut two = get(&proxy.url("/stream")).await.into_body();
     read_until(&mut one, "a;").await;
@@ -353,11 +372,8 @@ async fn recover_updates_every_session() {
 #[tokio::test]
 async fn next_link_chains_stream_history_and_end_in_a_hold() {
     let seen = Seen::default();
-    let s = seen.clone();
-    let origin = Origin::start(move |req| {
-        let s = s.clone();
-        async move {
-            s.record(&req);
+    let origin = seen
+        .origin(|req| {
             let page: u32 = req
                 .uri()
                 .query()
@@ -374,9 +390,8 @@ async fn next_link_chains_stream_history_and_end_in_a_hold() {
                     .body(full("live;"))
                     .unwrap()
             }
-        }
-    })
-    .await;
+        })
+        .await;
     let proxy = Proxy::start(
         &format!("*,path_beg=/rw/,replace_beg=/hist/ {}\n", origin.target()),
         quiet,
@@ -398,28 +413,26 @@ async fn next_link_chains_stream_history_and_end_in_a_hold() {
         ]
     );
     proxy.wait_subscribers("chain", 1).await;
-    publish_stream(&proxy, "chain", "x", None, "pushed;").await;
+    proxy
+        .publish_stream("chain", Some("x"), None, "pushed;")
+        .await;
     read_until(&mut body, "pushed;").await;
 }
 
 #[tokio::test]
 async fn gone_link_is_posted_when_the_client_leaves() {
     let seen = Seen::default();
-    let s = seen.clone();
-    let origin = Origin::start(move |req| {
-        let s = s.clone();
-        async move {
-            s.record(&req);
+    let origin = seen
+        .origin(|_| {
             Response::builder()
                 .header("grip-hold", "stream")
                 .header("grip-channel", "presence")
                 .header("grip-link", "</gone/42>; rel=gone")
                 .body(full("hi"))
                 .unwrap()
-        }
-    })
-    .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+        })
+        .await;
+    let proxy = Proxy::routed_to(&origin, quiet).await;
     let resp = get(&proxy.url("/room")).await;
     proxy.wait_subscribers("presence", 1).await;
     drop(resp);
@@ -432,30 +445,57 @@ async fn gone_link_is_posted_when_the_client_leaves() {
 async fn first_subscriber_update_asks_the_origin_once() {
     let seen = Seen::default();
     let s = seen.clone();
+    // Holds each request on the channel its path names.
     let origin = Origin::start(move |req| {
         let s = s.clone();
         async move {
             s.record(&req);
+            let channel = req.uri().path().trim_start_matches('/').to_string();
             Response::builder()
                 .header("grip-hold", "response")
-                .header("grip-channel", "fsu")
+                .header("grip-channel", channel)
                 .body(full("t"))
                 .unwrap()
         }
     })
     .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
-    let url = proxy.url("/lp");
-    let client = tokio::spawn(async move { text(get(&url).await).await });
-    seen.wait_count(2).await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let poll = |path: &str| {
+        let url = proxy.url(path);
+        tokio::spawn(async move { text(get(&url).await).await })
+    };
+    // The first subscriber: its request, then one update about a second later.
+    let first = poll("/fsu");
+    seen.wait_asked("/fsu", 2).await;
     proxy.wait_subscribers("fsu", 1).await;
-    proxy
-        .publish_json(
-            json!({"items": [{"channel": "fsu", "formats": {"http-response": {"body": "pub"}}}]}),
-        )
-        .await;
-    assert_eq!(client.await.unwrap(), "pub");
-    assert_eq!(seen.count(), 2, "exactly one update");
+
+    // Neither a second subscriber nor a re-poll after a delivery is a first subscription.
+    let second = poll("/fsu");
+    seen.wait_asked("/fsu", 3).await;
+    proxy.wait_subscribers("fsu", 2).await;
+    proxy.publish_items([response_item("fsu", "pub")]).await;
+    assert_eq!(first.await.unwrap(), "pub");
+    assert_eq!(second.await.unwrap(), "pub");
+    let repoll = poll("/fsu");
+    seen.wait_asked("/fsu", 4).await;
+    proxy.wait_subscribers("fsu", 1).await;
+
+    // Another channel's first subscription, made after all of that: its update is due after
+    // any update those could have scheduled, so once it has come, every such one would have.
+    let fence = poll("/fence");
+    seen.wait_asked("/fence", 2).await;
+    proxy.wait_subscribers("fence", 1).await;
+    proxy.publish_items([response_item("fsu", "pub2")]).await;
+    proxy.publish_items([response_item("fence", "pub3")]).await;
+    assert_eq!(repoll.await.unwrap(), "pub2");
+    assert_eq!(fence.await.unwrap(), "pub3");
+    assert_eq!(seen.asked("/fence"), 2, "{:?}", seen.all());
+    assert_eq!(
+        seen.asked("/fsu"),
+        4,
+        "one request per poll and exactly one update: {:?}",
+        seen.all()
+    );
 }
 
 /// Regression: next-link requests carried the client's `Last-Event-ID`, and origins that read it
@@ -483,7 +523,7 @@ async fn next_link_requests_do_not_carry_the_clients_headers() {
         }
     })
     .await;
-    let proxy = Proxy::start(&format!("* {}\n", origin.target()), quiet).await;
+    let proxy = Proxy::routed_to(&origin, quiet).await;
     let resp = send(
         Request::get(proxy.url("/feed"))
             .header("last-event-id", "7")

@@ -87,18 +87,93 @@ fn debug_hides_secret() {
     assert_eq!(format!("{:?}", secret("changeme")), "Secret(<8 bytes>)");
 }
 
+/// The base64url part `index` of a token, decoded by hand, as text.
+fn segment_text(token: &str, index: usize) -> String {
+    let part = token.split('.').nth(index).unwrap();
+    String::from_utf8(URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+// Tokens made by PyJWT 2.15.1 (`pip install pyjwt`), an HS256 implementation independent of
+// jsonwebtoken, each with the Python command that printed it.
+
+/// The claims Holdfast signs at time 1000 with the default issuer, key and TTL, with the header
+/// in the order Holdfast writes it:
+/// ```text
+/// python3 -c 'import jwt; print(jwt.encode({"exp": 4600, "iss": "pushpin"}, "changeme", algorithm="HS256", sort_headers=False))'
+/// ```
+const PYJWT_PUSHPIN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.\
+eyJleHAiOjQ2MDAsImlzcyI6InB1c2hwaW4ifQ.HCihmrrvm83LhsXbYdxms937Qhf-RFwJTiT9XIjZiBs";
+
+/// PyJWT's own (sorted) header order, and `iss` before `exp`:
+/// ```text
+/// python3 -c 'import jwt; print(jwt.encode({"iss": "origin-check", "exp": 1700003600}, "changeme", algorithm="HS256"))'
+/// ```
+const PYJWT_SORTED_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+eyJpc3MiOiJvcmlnaW4tY2hlY2siLCJleHAiOjE3MDAwMDM2MDB9.LvJf9CNu9GhG1C1gh9aCMBEUK5vQyIN57ns2O949fWs";
+
+/// A binary key, no issuer:
+/// ```text
+/// python3 -c 'import base64, jwt; print(jwt.encode({"exp": 2000}, base64.b64decode("3q2+7w=="), algorithm="HS256"))'
+/// ```
+const PYJWT_BINARY_KEY: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+eyJleHAiOjIwMDB9.MhCDDJTGL06AFQhi74GPEzVjuFe1_LXBrVgr1UrUr1Y";
+
 #[test]
 fn token_shape_matches_pushpin() {
     let token = sign("pushpin", &secret("changeme"), 1000, 3600).unwrap();
     assert_eq!(segment(&token, 0), json!({"typ": "JWT", "alg": "HS256"}));
     assert_eq!(segment(&token, 1), json!({"iss": "pushpin", "exp": 4600}));
-    // Same key and claims as a token made by any other HS256 implementation.
-    let expected = forge(
-        Algorithm::HS256,
-        json!({"exp": 4600, "iss": "pushpin"}),
-        "changeme",
+    assert_eq!(segment_text(&token, 0), r#"{"typ":"JWT","alg":"HS256"}"#);
+    assert_eq!(segment_text(&token, 1), r#"{"exp":4600,"iss":"pushpin"}"#);
+}
+
+#[test]
+fn signing_matches_an_independent_implementation() {
+    // Same header, claims and key: the same bytes, signature included.
+    let token = sign("pushpin", &secret("changeme"), 1000, 3600).unwrap();
+    assert_eq!(token, PYJWT_PUSHPIN);
+}
+
+#[test]
+fn tokens_from_an_independent_implementation_verify() {
+    let key = secret("changeme");
+    assert_eq!(
+        verify(PYJWT_PUSHPIN, &key, 1000).unwrap(),
+        Claims {
+            iss: Some("pushpin".into()),
+            exp: 4600
+        }
     );
-    assert_eq!(token, expected);
+    assert_eq!(
+        verify(PYJWT_SORTED_HEADER, &key, 1_700_000_000).unwrap(),
+        Claims {
+            iss: Some("origin-check".into()),
+            exp: 1_700_003_600
+        }
+    );
+    assert_eq!(
+        verify(PYJWT_SORTED_HEADER, &key, 1_700_003_600),
+        Err(SigError::Expired {
+            exp: 1_700_003_600,
+            now: 1_700_003_600
+        })
+    );
+    assert_eq!(
+        verify(PYJWT_SORTED_HEADER, &secret("changemf"), 0),
+        Err(SigError::BadSignature)
+    );
+    let binary = SigKey::parse("base64:3q2+7w==").unwrap();
+    assert_eq!(
+        verify(PYJWT_BINARY_KEY, &binary, 1999).unwrap(),
+        Claims {
+            iss: None,
+            exp: 2000
+        }
+    );
+    assert_eq!(
+        verify(PYJWT_BINARY_KEY, &key, 1999),
+        Err(SigError::BadSignature)
+    );
 }
 
 #[test]

@@ -1,6 +1,10 @@
-//! Test harness: a real Holdfast server on 127.0.0.1:0, origins written in the test, and a
-//! plain HTTP/1.1 client.
+//! Test harness: a real Holdfast server on 127.0.0.1:0, origins written in the test, a plain
+//! HTTP/1.1 client and publish items; [`binary`] runs the `holdfast` binary as a child process,
+//! [`ws`] has WebSocket clients and origins.
 #![allow(dead_code, missing_docs)]
+
+pub mod binary;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -71,6 +76,11 @@ impl Proxy {
         }
     }
 
+    /// Starts Holdfast with every request routed to `origin`.
+    pub async fn routed_to(origin: &Origin, tweak: impl FnOnce(&mut Config)) -> Proxy {
+        Proxy::start(&format!("* {}\n", origin.target()), tweak).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -90,8 +100,27 @@ impl Proxy {
     }
 
     /// Publishes a JSON body; returns status and body text.
-    pub async fn publish_json(&self, body: serde_json::Value) -> (u16, String) {
+    pub async fn publish_json(&self, body: Value) -> (u16, String) {
         publish_json_to(&self.publish_url("/publish/"), body).await
+    }
+
+    /// Publishes `items` in one request and checks the publish API accepted them.
+    pub async fn publish_items(&self, items: impl IntoIterator<Item = Value>) {
+        let items: Vec<Value> = items.into_iter().collect();
+        let (status, body) = self.publish_json(json!({ "items": items })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Publishes one [`stream_item`] and checks the publish API accepted it.
+    pub async fn publish_stream(
+        &self,
+        channel: &str,
+        id: Option<&str>,
+        prev_id: Option<&str>,
+        content: &str,
+    ) {
+        self.publish_items([stream_item(channel, id, prev_id, content)])
+            .await;
     }
 
     /// Waits until `channel` has `n` subscribers (bounded: fails after 10 s).
@@ -119,16 +148,32 @@ impl Proxy {
 
 /// Polls `read` until it gives `want`; fails after 10 s naming `what`.
 async fn wait_until(read: impl Fn() -> usize, want: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while read() != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {}, want {want}",
-            read()
-        );
-        tokio::task::yield_now().await;
+    eventually(
+        Duration::from_secs(10),
+        || format!("{what}: {}, want {want}", read()),
+        || async { read() == want },
+    )
+    .await;
+}
+
+/// Polls `check` until it is true; fails after `within`, with `state()` saying where things
+/// stood.
+pub async fn eventually<F, Fut>(within: Duration, state: impl Fn() -> String, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{}", state());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Leaves out the first-subscription update, for tests that count origin requests or read a
+/// stream exactly.
+pub fn quiet(c: &mut Config) {
+    c.reliability.update_on_first_subscription = false;
 }
 
 /// An origin server written in the test.
@@ -215,6 +260,23 @@ impl Origin {
     }
 }
 
+/// An origin that answers every request with `status`, `headers` (most often GRIP
+/// instructions) and `body`.
+pub async fn grip_origin(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) -> Origin {
+    Origin::start(move |_req| async move {
+        let mut resp = Response::builder().status(status);
+        for (k, v) in headers {
+            resp = resp.header(*k, *v);
+        }
+        resp.body(full(body)).unwrap()
+    })
+    .await
+}
+
 /// A port nothing listens on.
 pub async fn dead_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -293,8 +355,25 @@ pub async fn read_raw_until(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8
     }
 }
 
+/// An `http-stream` publish item on `channel`; `id` and `prev-id` only when given.
+pub fn stream_item(channel: &str, id: Option<&str>, prev_id: Option<&str>, content: &str) -> Value {
+    let mut item = json!({"channel": channel, "formats": {"http-stream": {"content": content}}});
+    if let Some(id) = id {
+        item["id"] = json!(id);
+    }
+    if let Some(prev_id) = prev_id {
+        item["prev-id"] = json!(prev_id);
+    }
+    item
+}
+
+/// An `http-response` publish item on `channel` with `body`.
+pub fn response_item(channel: &str, body: &str) -> Value {
+    json!({"channel": channel, "formats": {"http-response": {"body": body}}})
+}
+
 /// POSTs a JSON publish body to `url` (a proxy's `/publish/`); returns status and body text.
-pub async fn publish_json_to(url: &str, body: serde_json::Value) -> (u16, String) {
+pub async fn publish_json_to(url: &str, body: Value) -> (u16, String) {
     let resp = send(
         Request::post(url)
             .header("content-type", "application/json")
