@@ -27,6 +27,8 @@
 pub mod control;
 mod fields;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod instruct;
 pub mod publish;
 pub mod sig;

@@ -40,6 +40,8 @@ pub mod app;
 pub mod bus;
 pub mod config;
 pub mod descriptors;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hold;
 pub mod http;
 pub mod hub;

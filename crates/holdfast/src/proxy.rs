@@ -125,8 +125,13 @@ pub async fn send<'r>(
                 req.headers_mut().insert(header::HOST, h);
             }
         }
-        let sent = app.origins.request(&label, target.insecure, req);
-        match exchange(app, &label, sent).await {
+        match exchange(
+            app,
+            &label,
+            app.origins.request(&label, target.insecure, req),
+        )
+        .await
+        {
             Ok(resp) => return Ok((resp, target)),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Unreachable(why)) => {
@@ -162,12 +167,28 @@ pub enum Failure {
 
 /// Awaits an origin request to target `label` within `timeouts.origin_response_secs` and
 /// classifies its failure.
-pub async fn exchange(
+///
+/// Not an `async fn`: an `async fn` keeps its parameters in its state for its whole life, so the
+/// request future would be stored twice (as the parameter and inside the timeout), and a held
+/// long-poll, whose retries await this, would carry both for as long as its client stays.
+pub fn exchange<'a>(
+    app: &'a App,
+    label: &'a str,
+    sent: impl Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>> + 'a,
+) -> impl Future<Output = Result<Response<Incoming>, Failure>> + 'a {
+    let timed = tokio::time::timeout(app.config.timeouts.origin_response(), sent);
+    async move { classify(app, label, timed.await) }
+}
+
+fn classify(
     app: &App,
     label: &str,
-    sent: impl Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>>,
+    outcome: Result<
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
 ) -> Result<Response<Incoming>, Failure> {
-    match tokio::time::timeout(app.config.timeouts.origin_response(), sent).await {
+    match outcome {
         Err(_) => Err(Failure::Fatal(ProxyError::OriginTimeout(label.to_string()))),
         Ok(Ok(resp)) => Ok(resp),
         // Every other target would fail the same way.

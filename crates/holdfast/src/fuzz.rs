@@ -1,0 +1,81 @@
+//! Entry points for fuzzing the server's own parsers and encoders of untrusted bytes: the
+//! routes file, the TOML configuration, and the held-stream writer's chunk framing. The GRIP
+//! parsers' entry points are in `grip::fuzz`. Each must return normally for every input; the
+//! framing must decode back to what was framed.
+
+use std::path::Path;
+
+use crate::config::routes::{Proto, RouteTable};
+use crate::config::Config;
+use grip::fuzz::Target;
+
+/// A routes file; a table that parses can be asked for a route.
+pub fn routes(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(table) = RouteTable::parse(&text, Path::new("routes")) else {
+        return;
+    };
+    for host in ["example.com", "localhost:7999", ""] {
+        for proto in [Proto::Http, Proto::Ws] {
+            if let Some(route) = table.find(host, proto, false, "/a/b?c") {
+                let _ = route.rewrite_path("/a/b?c");
+            }
+        }
+    }
+}
+
+/// A TOML configuration file, parsed and validated.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(config) = Config::parse(&text, Path::new("holdfast.toml")) {
+        let _ = config.validate(Path::new("holdfast.toml"));
+    }
+}
+
+/// The held-stream writer's chunk framing: the input cut into pieces (each first byte says how
+/// long the piece is), each framed as one HTTP/1.1 chunk, then the whole decoded again with a
+/// real chunked-encoding parser, which must give back every piece unchanged.
+pub fn held_stream_framing(data: &[u8]) {
+    let mut pieces = Vec::new();
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = usize::from(len).min(tail.len());
+        pieces.push(&tail[..n]);
+        rest = &tail[n..];
+    }
+    let mut wire = Vec::new();
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        crate::sink::frame(&mut wire, piece);
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut decoded = Vec::new();
+    let mut at = 0;
+    loop {
+        let (used, size) = match httparse::parse_chunk_size(&wire[at..]) {
+            Ok(httparse::Status::Complete(c)) => c,
+            other => panic!("chunk size line at {at} does not parse: {other:?}"),
+        };
+        at += used;
+        let size = usize::try_from(size).expect("a chunk fits in memory");
+        if size == 0 {
+            assert_eq!(&wire[at..], b"\r\n", "the last chunk ends the stream");
+            break;
+        }
+        decoded.push(&wire[at..at + size]);
+        assert_eq!(
+            &wire[at + size..at + size + 2],
+            b"\r\n",
+            "chunk data ends its line"
+        );
+        at += size + 2;
+    }
+    let framed: Vec<&[u8]> = pieces.into_iter().filter(|p| !p.is_empty()).collect();
+    assert_eq!(decoded, framed, "framing round trip");
+}
+
+/// Every entry point by name, for the smoke test and the corpus layout (`fuzz/corpus/<name>`).
+pub const TARGETS: [(&str, Target); 3] = [
+    ("routes", routes),
+    ("config", config),
+    ("held_stream_framing", held_stream_framing),
+];
