@@ -1,8 +1,13 @@
-//! The publish/control HTTP API on `--publish-listen`, as Pushpin's (reference §4.1), plus
+//! The publish/control API on `--publish-listen`, as Pushpin's (reference §4.1), plus
 //! `GET /metrics`.
 //!
-//! Errors are plain text and name what was wrong; a bad publish never reaches the hub, and an
-//! accepted one is handed to the hub before the response is sent.
+//! Every request but `GET /` (which answers `Holdfast API` and tells nothing else) must pass
+//! [`auth`] when a scheme is configured; a refused one gets `401` with a `WWW-Authenticate`
+//! challenge per configured scheme and the reason in plain text. Errors are plain text and
+//! name what was wrong; a bad publish never reaches the hub, and an accepted one is handed to the hub
+//! before the response is sent.
+
+pub mod auth;
 
 use std::sync::Arc;
 
@@ -16,27 +21,83 @@ use crate::http::text_response;
 use crate::http::{full, Body};
 use crate::metrics::Exposition;
 
+use auth::{Auth, Rejection};
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
     Text,
     Json,
 }
 
-/// Handles one request to the publish API.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    match (path.as_str(), req.method()) {
-        ("", &Method::GET) => text_response(StatusCode::OK, "Holdfast API\n"),
-        ("/metrics", &Method::GET) => metrics(&app),
-        ("/publish", &Method::POST) => publish(&app, req).await,
-        ("/recover", &Method::POST) => recover(&app, &req),
-        ("/publish" | "/recover", _) => {
-            let mut resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            resp
+/// The publish API: the shared state, and who may use it.
+pub struct Api {
+    app: Arc<App>,
+    auth: Auth,
+}
+
+impl Api {
+    /// The API over `app`, with the authentication of its `[publish]` configuration.
+    pub fn new(app: Arc<App>) -> Result<Api, auth::KeyError> {
+        let auth = Auth::from_config(&app.config.publish)?;
+        Ok(Api { app, auth })
+    }
+
+    /// The authentication, and its rejection counts.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Handles one request to the publish API.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let app = &self.app;
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        if (path.as_str(), req.method()) == ("", &Method::GET) {
+            return text_response(StatusCode::OK, "Holdfast API\n");
         }
-        _ => text_response(StatusCode::NOT_FOUND, "Not Found\n"),
+        if let Err(reason) = self.auth.check(req.headers()) {
+            return self.unauthorized(reason);
+        }
+        match (path.as_str(), req.method()) {
+            ("/metrics", &Method::GET) => self.metrics(),
+            ("/publish", &Method::POST) => publish(app, req).await,
+            ("/recover", &Method::POST) => recover(app, &req),
+            ("/publish" | "/recover", _) => {
+                let mut resp =
+                    text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                resp
+            }
+            _ => text_response(StatusCode::NOT_FOUND, "Not Found\n"),
+        }
+    }
+
+    /// The one place a refusal becomes a response: `401`, a challenge per configured scheme,
+    /// and the reason.
+    fn unauthorized(&self, reason: Rejection) -> Response<Body> {
+        tracing::info!(
+            reason = reason.label(),
+            "publish API request refused: {reason}"
+        );
+        let mut resp = text_response(StatusCode::UNAUTHORIZED, format!("{reason}\n"));
+        for challenge in self.auth.challenges() {
+            resp.headers_mut()
+                .append(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        resp
+    }
+
+    /// `GET /metrics`: the hub's counters, the origin slots, the descriptor budget, the cluster
+    /// bus and the publish API's refusals, in the Prometheus text format.
+    fn metrics(&self) -> Response<Body> {
+        let mut page = metrics_page(&self.app);
+        self.auth.metrics(&mut page);
+        let mut resp = Response::new(full(page.into_text()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        resp
     }
 }
 
@@ -151,9 +212,8 @@ fn message(format: Format, text: &str) -> Response<Body> {
     }
 }
 
-/// `GET /metrics`: the hub's counters, the origin slots, the descriptor budget and the cluster
-/// bus, in the Prometheus text format.
-fn metrics(app: &App) -> Response<Body> {
+/// The figures of `GET /metrics` that come from the shared state.
+fn metrics_page(app: &App) -> Exposition {
     let s = app.hub.stats();
     let mut page = Exposition::default();
     page.gauge("holdfast_channels", "Channels with at least one subscriber.", s.channels)
@@ -208,10 +268,5 @@ fn metrics(app: &App) -> Response<Body> {
             app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
         );
     app.bus.metrics(&mut page);
-    let mut resp = Response::new(full(page.into_text()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-    );
-    resp
+    page
 }
