@@ -3,11 +3,14 @@
 //!
 //! Every request but `GET /` (which answers `Holdfast API` and tells nothing else) must pass
 //! [`auth`] when a scheme is configured; a refused one gets `401` with a `WWW-Authenticate`
-//! challenge per configured scheme and the reason in plain text. Errors are plain text and
-//! name what was wrong; a bad publish never reaches the hub, and an accepted one is handed to the hub
+//! challenge per configured scheme and the reason in plain text. A publish is then held to
+//! `limits.max_publish_body` bytes (`413`), `publish.max_json_depth` levels of nesting (`400`)
+//! and `publish.max_items` items (`413`) — see [`limits`]. Errors are plain text and name what
+//! was wrong; a bad publish never reaches the hub, and an accepted one is handed to the hub
 //! before the response is sent.
 
 pub mod auth;
+pub mod limits;
 
 use std::sync::Arc;
 
@@ -153,6 +156,20 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
             return text_response(StatusCode::BAD_REQUEST, "Request body could not be read.\n");
         }
     };
+    let limits = &app.config.publish;
+    if limits::nests_deeper_than(&body, limits.max_json_depth) {
+        tracing::info!(
+            max = limits.max_json_depth,
+            "publish rejected: nested too deep"
+        );
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Request body nests deeper than publish.max_json_depth ({} levels).\n",
+                limits.max_json_depth
+            ),
+        );
+    }
     let items = match grip::publish::parse_publish_body(&body) {
         Ok(items) => items,
         Err(e) => {
@@ -160,6 +177,21 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
             return text_response(StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
     };
+    if items.len() > limits.max_items {
+        tracing::info!(
+            items = items.len(),
+            max = limits.max_items,
+            "publish rejected: too many items"
+        );
+        return text_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Request has {} items, over publish.max_items ({}).\n",
+                items.len(),
+                limits.max_items
+            ),
+        );
+    }
     let count = items.len();
     if let Err(e) = app.bus.publish(items).await {
         tracing::warn!(error = %e, items = count, "publish refused");
@@ -194,7 +226,7 @@ fn recover(app: &App, req: &Request<Incoming>) -> Response<Body> {
 fn too_large(limit: usize) -> Response<Body> {
     text_response(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("Request body exceeds the limit of {limit} bytes.\n"),
+        format!("Request body exceeds limits.max_publish_body ({limit} bytes).\n"),
     )
 }
 

@@ -1,6 +1,6 @@
 //! The publish API's authentication (JWT with HS256, ES256 and RS256 keys, static Bearer
-//! tokens, HTTP Basic) and its refusal to serve the network unauthenticated, as a publisher and a
-//! subscriber see them.
+//! tokens, HTTP Basic), its refusal to serve the network unauthenticated, and its input limits,
+//! as a publisher and a subscriber see them.
 
 mod support;
 
@@ -12,6 +12,7 @@ use hyper::Request;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
+use holdfast::Config;
 use support::binary::Binary;
 use support::*;
 
@@ -346,6 +347,58 @@ async fn recover_and_metrics_need_auth_and_count_rejections_by_reason() {
     assert!(page
         .text
         .contains("# TYPE holdfast_publish_auth_rejected_total counter\n"));
+}
+
+#[tokio::test]
+async fn publish_limits_name_the_limit_that_was_hit() {
+    let proxy = Proxy::start("* test\n", |c: &mut Config| {
+        c.publish.max_items = 3;
+        c.publish.max_json_depth = 8;
+        c.limits.max_publish_body = 2000;
+    })
+    .await;
+    let items = |n: usize| {
+        json!({"items": (0..n).map(|i| stream_item("c", None, None, &format!("{i}\n"))).collect::<Vec<_>>()})
+            .to_string()
+    };
+    let mut stream = held_stream(&proxy, "c").await;
+
+    let too_many = post(&proxy, "/publish/", None, &items(4)).await;
+    assert_eq!(too_many.status, 413);
+    assert_eq!(
+        too_many.text,
+        "Request has 4 items, over publish.max_items (3).\n"
+    );
+
+    // {"items":[{"x":[…]}]} with `levels` arrays in a field Holdfast ignores: 3 + levels deep.
+    let nested = |levels: usize| {
+        let mut v = json!("x");
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        json!({"items": [{"channel": "c", "x": v, "formats": {"http-stream": {"content": "deep\n"}}}]})
+            .to_string()
+    };
+    let too_deep = post(&proxy, "/publish/", None, &nested(6)).await;
+    assert_eq!(too_deep.status, 400);
+    assert_eq!(
+        too_deep.text,
+        "Request body nests deeper than publish.max_json_depth (8 levels).\n"
+    );
+
+    let too_big = post(&proxy, "/publish/", None, &one_item("c", &"x".repeat(2000))).await;
+    assert_eq!(too_big.status, 413);
+    assert_eq!(
+        too_big.text,
+        "Request body exceeds limits.max_publish_body (2000 bytes).\n"
+    );
+
+    // At the limits: 3 items, and 8 levels.
+    let at_limit = post(&proxy, "/publish/", None, &items(3)).await;
+    assert_eq!(at_limit.status, 200, "{}", at_limit.text);
+    let deep_enough = post(&proxy, "/publish/", None, &nested(5)).await;
+    assert_eq!(deep_enough.status, 200, "{}", deep_enough.text);
+    assert_eq!(read_until(&mut stream, "deep\n").await, "0\n1\n2\ndeep\n");
 }
 
 /// Runs the binary with `args`: its exit code and stderr.

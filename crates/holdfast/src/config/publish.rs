@@ -1,4 +1,4 @@
-//! `[publish]`: who may use the publish API.
+//! `[publish]`: who may use the publish API, and how much one publish request may carry.
 //!
 //! Keys are written as `sig_key` is (`grip::sig::SigKey`): a plain secret, `base64:<data>`, or
 //! `file:<path>`. A key file holds either a hex secret (HS256, as Pushpin reads `sig_key` files)
@@ -15,7 +15,7 @@ use grip::sig::SigKey;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-/// `[publish]`: authentication of the publish API (`/publish`, `/recover`,
+/// `[publish]`: authentication and input limits of the publish API (`/publish`, `/recover`,
 /// `/metrics`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +39,12 @@ pub struct PublishConfig {
     /// Default false: such a configuration refuses to start. It does not turn configured
     /// authentication off. `--publish-allow-unauthenticated`.
     pub allow_unauthenticated: bool,
+    /// Items one publish request may carry; more get `413`. Default 1000.
+    pub max_items: usize,
+    /// How deep arrays and objects may nest in a publish request body (`{"items":[{}]}` is 3);
+    /// deeper gets `400`. Default 32, at least 7 (a standard item with `http-response` headers
+    /// given as pairs nests 7 deep).
+    pub max_json_depth: usize,
 }
 
 impl Default for PublishConfig {
@@ -50,9 +56,14 @@ impl Default for PublishConfig {
             token: Vec::new(),
             basic: Vec::new(),
             allow_unauthenticated: false,
+            max_items: 1000,
+            max_json_depth: 32,
         }
     }
 }
+
+/// The smallest `max_json_depth` that still lets every standard publish item through.
+pub const MIN_JSON_DEPTH: usize = 7;
 
 /// A key a publish JWT may be signed with, read and checked.
 #[derive(Clone)]
@@ -120,7 +131,8 @@ impl PublishConfig {
     }
 
     /// Checks the values: the publish API is not open to the network by accident, every key
-    /// loads, every `basic` is `USER:PASS`, tokens are usable in a header. `listen` is `server.publish_listen`. Returns the field and the problem.
+    /// loads, every `basic` is `USER:PASS`, tokens are usable in a header, and the limits are in
+    /// range. `listen` is `server.publish_listen`. Returns the field and the problem.
     pub(super) fn check(&self, listen: SocketAddr) -> Result<(), (&'static str, String)> {
         if !listen.ip().is_loopback() && !self.is_authenticated() && !self.allow_unauthenticated {
             return Err((
@@ -162,6 +174,18 @@ impl PublishConfig {
                     ))
                 }
             }
+        }
+        if self.max_items == 0 {
+            return Err(("publish.max_items", "must be at least 1".to_string()));
+        }
+        if self.max_json_depth < MIN_JSON_DEPTH {
+            return Err((
+                "publish.max_json_depth",
+                format!(
+                    "{} is below the minimum of {MIN_JSON_DEPTH}",
+                    self.max_json_depth
+                ),
+            ));
         }
         Ok(())
     }
@@ -374,6 +398,16 @@ mod tests {
             (
                 "jwt_iss = \"realm\"".to_string(),
                 "publish.jwt_iss: an issuer is set but no publish.jwt_key".to_string(),
+                None,
+            ),
+            (
+                "max_items = 0".to_string(),
+                "publish.max_items: must be at least 1".to_string(),
+                None,
+            ),
+            (
+                "max_json_depth = 6".to_string(),
+                "publish.max_json_depth: 6 is below the minimum of 7".to_string(),
                 None,
             ),
         ];
