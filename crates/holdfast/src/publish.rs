@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod limits;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -50,15 +51,15 @@ impl Api {
         &self.auth
     }
 
-    /// Handles one request to the publish API.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Handles one request to the publish API from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let app = &self.app;
         let path = req.uri().path().trim_end_matches('/').to_string();
         if (path.as_str(), req.method()) == ("", &Method::GET) {
             return text_response(StatusCode::OK, "Holdfast API\n");
         }
         if let Err(reason) = self.auth.check(req.headers()) {
-            return self.unauthorized(reason);
+            return self.unauthorized(reason, peer);
         }
         match (path.as_str(), req.method()) {
             ("/metrics", &Method::GET) => self.metrics(),
@@ -77,8 +78,9 @@ impl Api {
 
     /// The one place a refusal becomes a response: `401`, a challenge per configured scheme,
     /// and the reason.
-    fn unauthorized(&self, reason: Rejection) -> Response<Body> {
+    fn unauthorized(&self, reason: Rejection, peer: SocketAddr) -> Response<Body> {
         tracing::info!(
+            from = %peer.ip(),
             reason = reason.label(),
             "publish API request refused: {reason}"
         );

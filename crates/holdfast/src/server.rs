@@ -264,7 +264,7 @@ async fn serve_connection(
         Box::pin(async move {
             let resp: hyper::Response<Body> = match kind {
                 Kind::Client => crate::route::handle(app.clone(), req, peer).await,
-                Kind::Publish => api.handle(req).await,
+                Kind::Publish => api.handle(req, peer).await,
             };
             if direct_allowed && direct::eligible(&resp) {
                 if let Some(owned) = cell.take() {

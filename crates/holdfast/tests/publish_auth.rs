@@ -515,6 +515,15 @@ async fn the_binary_takes_the_auth_flags() {
     };
     let refused = post(None).await;
     assert_eq!(refused.status, 401);
+    // The operator sees the refusal in the log, with its reason and where it came from.
+    let logged = binary.wait_for(|v| v["fields"]["reason"].is_string());
+    assert_eq!(logged["level"], "INFO");
+    assert_eq!(logged["fields"]["reason"], "missing");
+    assert_eq!(logged["fields"]["from"], "127.0.0.1");
+    assert_eq!(
+        logged["fields"]["message"],
+        "publish API request refused: missing Authorization"
+    );
     assert_eq!(
         refused.challenges,
         [
