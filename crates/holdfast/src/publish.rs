@@ -46,11 +46,6 @@ impl Api {
         Ok(Api { app, auth })
     }
 
-    /// The authentication, and its rejection counts.
-    pub fn auth(&self) -> &Auth {
-        &self.auth
-    }
-
     /// Handles one request to the publish API from `peer`.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let app = &self.app;

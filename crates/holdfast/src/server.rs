@@ -88,11 +88,6 @@ impl Server {
         self.app.clone()
     }
 
-    /// The publish API, for tests and embedding.
-    pub fn publish_api(&self) -> Arc<crate::publish::Api> {
-        self.api.clone()
-    }
-
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = self.app;
