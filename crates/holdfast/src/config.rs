@@ -5,6 +5,7 @@
 //! ([`Overrides`]), then [`Config::validate`] returns the first problem. Defaults follow Pushpin's
 //! where the reference gives one. The routes file has its own parser in [`routes`].
 
+pub mod publish;
 pub mod redis_url;
 pub mod routes;
 
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use publish::{PublishConfig, PublishOverrides};
 
 /// Everything Holdfast reads from its configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,6 +37,8 @@ pub struct Config {
     pub reliability: ReliabilityConfig,
     /// Sharing publishes between several Holdfast instances through Redis.
     pub cluster: ClusterConfig,
+    /// Authentication and input limits of the publish API.
+    pub publish: PublishConfig,
     /// Logging.
     pub log: LogConfig,
     /// The file's text, kept to point validation errors at a line.
@@ -427,6 +432,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--redis`, repeatable; replaces `cluster.redis` when given.
     pub redis: Vec<String>,
+    /// The `--publish-*` authentication flags.
+    pub publish: PublishOverrides,
 }
 
 impl Config {
@@ -438,12 +445,13 @@ impl Config {
         })?;
         let mut config = Config::parse(&text, path)?;
         config.source = Some(text);
+        let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(routes) = &config.server.routes {
             if routes.is_relative() {
-                let dir = path.parent().unwrap_or(Path::new("."));
                 config.server.routes = Some(dir.join(routes));
             }
         }
+        config.publish.resolve_paths(dir);
         Ok(config)
     }
 
@@ -482,6 +490,7 @@ impl Config {
         if !overrides.redis.is_empty() {
             self.cluster.redis = overrides.redis;
         }
+        self.publish.apply(overrides.publish);
     }
 
     /// Returns the first problem with the values, naming the field (and its line, when the value
@@ -563,6 +572,7 @@ impl Config {
             .map_err(|e| ("forwarding.x_forwarded_for", e))?;
         grip::sig::SigKey::parse(&self.grip.sig_key)
             .map_err(|e| ("grip.sig_key", e.to_string()))?;
+        self.publish.check(self.server.publish_listen)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())

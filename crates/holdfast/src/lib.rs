@@ -13,7 +13,7 @@
 //!
 //! - [`server`]: listeners, the accept loop with its connection cap, and the held-stream writer.
 //! - [`reload`]: reloading the routes file on change and on SIGHUP. [`publish`]: the
-//!   publish/control API.
+//!   publish/control API, its authentication and its input limits.
 //! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
 //!   relay; errors become responses here.
 //! - [`testhandler`]: the built-in `test` target.

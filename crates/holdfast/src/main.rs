@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use holdfast::config::routes::RouteTable;
-use holdfast::config::{Config, LogFormat, Overrides};
+use holdfast::config::{Config, LogFormat, Overrides, PublishOverrides};
 use holdfast::Server;
 
 /// A realtime reverse proxy speaking GRIP, drop-in compatible with Pushpin.
@@ -36,6 +36,26 @@ struct Cli {
     /// over several by a stable hash). Replaces `cluster.redis`. Default: one process, no Redis.
     #[arg(long, value_name = "URL")]
     redis: Vec<String>,
+    /// Key a publish API JWT may be signed with (repeatable, for rotation): a secret (HS256) as
+    /// `sig_key` takes it (plain, `base64:…`, `file:PATH` holding hex), or `file:PATH` holding a
+    /// PEM public key (EC P-256: ES256, RSA: RS256). Replaces `publish.jwt_key`.
+    #[arg(long, value_name = "KEY")]
+    publish_jwt_key: Vec<String>,
+    /// The `iss` a publish API JWT must carry. Default: any.
+    #[arg(long, value_name = "ISS")]
+    publish_jwt_iss: Option<String>,
+    /// Static token accepted as `Authorization: Bearer TOKEN` by the publish API (repeatable).
+    /// Replaces `publish.token`.
+    #[arg(long, value_name = "TOKEN")]
+    publish_token: Vec<String>,
+    /// `USER:PASS` accepted as HTTP Basic credentials by the publish API (repeatable). Replaces
+    /// `publish.basic`.
+    #[arg(long, value_name = "USER:PASS")]
+    publish_basic: Vec<String>,
+    /// Serve the publish API without authentication on a non-loopback address (refused
+    /// otherwise).
+    #[arg(long)]
+    publish_allow_unauthenticated: bool,
     /// Validate the configuration and routes, then exit: 0 if valid, 2 with the first problem.
     #[arg(long)]
     check_config: bool,
@@ -60,6 +80,14 @@ fn main() -> ExitCode {
     tracing::debug!(?open_files, "open-file limit");
     for w in &routes.warnings {
         tracing::warn!("{w}");
+    }
+    let publish = config.server.publish_listen;
+    if !publish.ip().is_loopback() && !config.publish.is_authenticated() {
+        tracing::warn!(
+            addr = %publish,
+            "the publish API accepts publishes from anyone who can reach {publish}: it has no \
+             authentication (--publish-allow-unauthenticated)"
+        );
     }
     // Every scheduler tick takes the oldest task from the shared queue before the worker's own.
     // A publish to thousands of long-polls wakes their tasks at once, and most of them overflow
@@ -99,6 +127,13 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
         log_level: cli.log_level.clone(),
         log_format: cli.log_format.map(LogFormat::from),
         redis: cli.redis.clone(),
+        publish: PublishOverrides {
+            jwt_key: cli.publish_jwt_key.clone(),
+            jwt_iss: cli.publish_jwt_iss.clone(),
+            token: cli.publish_token.clone(),
+            basic: cli.publish_basic.clone(),
+            allow_unauthenticated: cli.publish_allow_unauthenticated,
+        },
     });
     config.validate(&origin)?;
     let routes = match &config.server.routes {

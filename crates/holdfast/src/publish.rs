@@ -1,9 +1,18 @@
-//! The publish/control HTTP API on `--publish-listen`, as Pushpin's (reference §4.1), plus
+//! The publish/control API on `--publish-listen`, as Pushpin's (reference §4.1), plus
 //! `GET /metrics`.
 //!
-//! Errors are plain text and name what was wrong; a bad publish never reaches the hub, and an
-//! accepted one is handed to the hub before the response is sent.
+//! Every request but `GET /` (which answers `Holdfast API` and tells nothing else) must pass
+//! [`auth`] when a scheme is configured; a refused one gets `401` with a `WWW-Authenticate`
+//! challenge per configured scheme and the reason in plain text. A publish is then held to
+//! `limits.max_publish_body` bytes (`413`), `publish.max_json_depth` levels of nesting (`400`)
+//! and `publish.max_items` items (`413`) — see [`limits`]. Errors are plain text and name what
+//! was wrong; a bad publish never reaches the hub, and an accepted one is handed to the hub
+//! before the response is sent.
 
+pub mod auth;
+pub mod limits;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -16,27 +25,79 @@ use crate::http::text_response;
 use crate::http::{full, Body};
 use crate::metrics::Exposition;
 
+use auth::{Auth, Rejection};
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
     Text,
     Json,
 }
 
-/// Handles one request to the publish API.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    match (path.as_str(), req.method()) {
-        ("", &Method::GET) => text_response(StatusCode::OK, "Holdfast API\n"),
-        ("/metrics", &Method::GET) => metrics(&app),
-        ("/publish", &Method::POST) => publish(&app, req).await,
-        ("/recover", &Method::POST) => recover(&app, &req),
-        ("/publish" | "/recover", _) => {
-            let mut resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            resp
+/// The publish API: the shared state, and who may use it.
+pub struct Api {
+    app: Arc<App>,
+    auth: Auth,
+}
+
+impl Api {
+    /// The API over `app`, with the authentication of its `[publish]` configuration.
+    pub fn new(app: Arc<App>) -> Result<Api, auth::KeyError> {
+        let auth = Auth::from_config(&app.config.publish)?;
+        Ok(Api { app, auth })
+    }
+
+    /// Handles one request to the publish API from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let app = &self.app;
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        if (path.as_str(), req.method()) == ("", &Method::GET) {
+            return text_response(StatusCode::OK, "Holdfast API\n");
         }
-        _ => text_response(StatusCode::NOT_FOUND, "Not Found\n"),
+        if let Err(reason) = self.auth.check(req.headers()) {
+            return self.unauthorized(reason, peer);
+        }
+        match (path.as_str(), req.method()) {
+            ("/metrics", &Method::GET) => self.metrics(),
+            ("/publish", &Method::POST) => publish(app, req).await,
+            ("/recover", &Method::POST) => recover(app, &req),
+            ("/publish" | "/recover", _) => {
+                let mut resp =
+                    text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                resp
+            }
+            _ => text_response(StatusCode::NOT_FOUND, "Not Found\n"),
+        }
+    }
+
+    /// The one place a refusal becomes a response: `401`, a challenge per configured scheme,
+    /// and the reason.
+    fn unauthorized(&self, reason: Rejection, peer: SocketAddr) -> Response<Body> {
+        tracing::info!(
+            from = %peer.ip(),
+            reason = reason.label(),
+            "publish API request refused: {reason}"
+        );
+        let mut resp = text_response(StatusCode::UNAUTHORIZED, format!("{reason}\n"));
+        for challenge in self.auth.challenges() {
+            resp.headers_mut()
+                .append(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        resp
+    }
+
+    /// `GET /metrics`: the hub's counters, the origin slots, the descriptor budget, the cluster
+    /// bus and the publish API's refusals, in the Prometheus text format.
+    fn metrics(&self) -> Response<Body> {
+        let mut page = metrics_page(&self.app);
+        self.auth.metrics(&mut page);
+        let mut resp = Response::new(full(page.into_text()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        resp
     }
 }
 
@@ -92,6 +153,20 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
             return text_response(StatusCode::BAD_REQUEST, "Request body could not be read.\n");
         }
     };
+    let limits = &app.config.publish;
+    if limits::nests_deeper_than(&body, limits.max_json_depth) {
+        tracing::info!(
+            max = limits.max_json_depth,
+            "publish rejected: nested too deep"
+        );
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Request body nests deeper than publish.max_json_depth ({} levels).\n",
+                limits.max_json_depth
+            ),
+        );
+    }
     let items = match grip::publish::parse_publish_body(&body) {
         Ok(items) => items,
         Err(e) => {
@@ -99,6 +174,21 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
             return text_response(StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
     };
+    if items.len() > limits.max_items {
+        tracing::info!(
+            items = items.len(),
+            max = limits.max_items,
+            "publish rejected: too many items"
+        );
+        return text_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Request has {} items, over publish.max_items ({}).\n",
+                items.len(),
+                limits.max_items
+            ),
+        );
+    }
     let count = items.len();
     if let Err(e) = app.bus.publish(items).await {
         tracing::warn!(error = %e, items = count, "publish refused");
@@ -133,7 +223,7 @@ fn recover(app: &App, req: &Request<Incoming>) -> Response<Body> {
 fn too_large(limit: usize) -> Response<Body> {
     text_response(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("Request body exceeds the limit of {limit} bytes.\n"),
+        format!("Request body exceeds limits.max_publish_body ({limit} bytes).\n"),
     )
 }
 
@@ -151,9 +241,8 @@ fn message(format: Format, text: &str) -> Response<Body> {
     }
 }
 
-/// `GET /metrics`: the hub's counters, the origin slots, the descriptor budget and the cluster
-/// bus, in the Prometheus text format.
-fn metrics(app: &App) -> Response<Body> {
+/// The figures of `GET /metrics` that come from the shared state.
+fn metrics_page(app: &App) -> Exposition {
     let s = app.hub.stats();
     let mut page = Exposition::default();
     page.gauge("holdfast_channels", "Channels with at least one subscriber.", s.channels)
@@ -208,10 +297,5 @@ fn metrics(app: &App) -> Response<Body> {
             app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
         );
     app.bus.metrics(&mut page);
-    let mut resp = Response::new(full(page.into_text()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-    );
-    resp
+    page
 }

@@ -39,6 +39,7 @@ pub struct Server {
     app: Arc<App>,
     clients: Vec<TcpListener>,
     publish: TcpListener,
+    api: Arc<crate::publish::Api>,
 }
 
 /// Which service a listener runs.
@@ -56,10 +57,14 @@ impl Server {
             clients.push(bind(*addr).await?);
         }
         let publish = bind(config.server.publish_listen).await?;
+        let app = App::new(config, routes);
+        // The keys were read when the configuration was validated; this reads them again.
+        let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
         Ok(Server {
-            app: App::new(config, routes),
+            app,
             clients,
             publish,
+            api: Arc::new(api),
         })
     }
 
@@ -127,6 +132,7 @@ impl Server {
                 listener,
                 kind,
                 app.clone(),
+                self.api.clone(),
                 builder.clone(),
                 permits.clone(),
             )));
@@ -161,6 +167,7 @@ async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
     app: Arc<App>,
+    api: Arc<crate::publish::Api>,
     builder: auto::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
 ) {
@@ -206,6 +213,7 @@ async fn accept_loop(
             peer,
             kind,
             app.clone(),
+            api.clone(),
             builder.clone(),
             stop.clone(),
         ));
@@ -231,12 +239,14 @@ async fn serve_connection(
     peer: SocketAddr,
     kind: Kind,
     app: Arc<App>,
+    api: Arc<crate::publish::Api>,
     builder: auto::Builder<TokioExecutor>,
     mut stop: Signal,
 ) {
     let shared = cell.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
+        let api = api.clone();
         let cell = cell.clone();
         // Only an upgrade can take the socket; other requests skip the extension map.
         if req.headers().contains_key(hyper::header::UPGRADE) {
@@ -249,7 +259,7 @@ async fn serve_connection(
         Box::pin(async move {
             let resp: hyper::Response<Body> = match kind {
                 Kind::Client => crate::route::handle(app.clone(), req, peer).await,
-                Kind::Publish => crate::publish::handle(app.clone(), req).await,
+                Kind::Publish => api.handle(req, peer).await,
             };
             if direct_allowed && direct::eligible(&resp) {
                 if let Some(owned) = cell.take() {

@@ -73,8 +73,13 @@ export async function startOrigin(handler) {
   };
 }
 
-/** Starts the holdfast binary with routes `* 127.0.0.1:<originPort>` and waits until it serves. */
-export async function startHoldfast(originPort) {
+/**
+ * Starts the holdfast binary with routes `* 127.0.0.1:<originPort>` and waits until it serves.
+ * `args` are more command-line arguments; `auth` is the Authorization value sent to the publish
+ * API's /metrics when publish authentication is configured.
+ */
+export async function startHoldfast(originPort, { args = [], auth } = {}) {
+  const metricsHeaders = auth ? { Authorization: auth } : {};
   await access(holdfastBin, constants.X_OK).catch(() => {
     throw new Error(`holdfast binary not found at ${holdfastBin}: build it (cargo build -p holdfast) or set HOLDFAST_BIN`);
   });
@@ -89,7 +94,7 @@ export async function startHoldfast(originPort) {
     const child = spawn(
       holdfastBin,
       ['--listen', `127.0.0.1:${port}`, '--publish-listen', `127.0.0.1:${pubPort}`,
-        '--routes', routes, '--log-level', 'info'],
+        '--routes', routes, '--log-level', 'info', ...args],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
     );
     let exited = false;
@@ -103,12 +108,17 @@ export async function startHoldfast(originPort) {
     });
     child.stdout.on('data', (d) => log.push(d.toString()));
     child.stderr.on('data', (d) => log.push(d.toString()));
-    const hf = holdfastHandle({ child, exit, port, pubPort, dir, log, isExited: () => exited });
+    const hf = holdfastHandle({
+      child, exit, port, pubPort, dir, log, metricsHeaders, isExited: () => exited,
+    });
     const ready = await waitUntil(async () => {
       if (exited) return 'exited';
       if (!(await canConnect(port))) return false;
       try {
-        const res = await fetch(hf.pubUrl('/metrics'), { signal: AbortSignal.timeout(2000) });
+        const res = await fetch(hf.pubUrl('/metrics'), {
+          headers: metricsHeaders,
+          signal: AbortSignal.timeout(2000),
+        });
         await res.text();
         return res.ok ? 'ready' : false;
       } catch {
@@ -122,7 +132,7 @@ export async function startHoldfast(originPort) {
   throw new Error(`holdfast (${holdfastBin}) did not start; log:\n${log.join('')}`);
 }
 
-function holdfastHandle({ child, exit, port, pubPort, dir, log, isExited }) {
+function holdfastHandle({ child, exit, port, pubPort, dir, log, metricsHeaders, isExited }) {
   const hf = {
     port,
     pubPort,
@@ -132,7 +142,10 @@ function holdfastHandle({ child, exit, port, pubPort, dir, log, isExited }) {
     log: () => log.join(''),
     isRunning: () => !isExited(),
     async subscriptions() {
-      const res = await fetch(hf.pubUrl('/metrics'), { signal: AbortSignal.timeout(5000) });
+      const res = await fetch(hf.pubUrl('/metrics'), {
+        headers: metricsHeaders,
+        signal: AbortSignal.timeout(5000),
+      });
       const text = await res.text();
       const m = /^holdfast_subscriptions (\d+)\s*$/m.exec(text);
       if (!m) throw new Error(`no holdfast_subscriptions in /metrics:\n${text}`);

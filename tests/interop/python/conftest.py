@@ -41,14 +41,15 @@ def holdfast(holdfast_bin, origin, tmp_path):
 
 @pytest.fixture
 def start_holdfast(holdfast_bin, tmp_path):
-    """Starts a Holdfast with a given configuration (TOML text) and origin port; every one started
-    is stopped when the test ends."""
+    """Starts a Holdfast with a given configuration (TOML text), more command-line `args` and an
+    origin port; `auth` is the Authorization value for its /metrics when publish auth is on. Every
+    one started is stopped when the test ends."""
     started = []
 
-    def start(origin_port, config=None):
+    def start(origin_port, config=None, args=(), auth=None):
         workdir = tmp_path / f"holdfast-{len(started)}"
         workdir.mkdir()
-        hf = Holdfast(holdfast_bin, workdir, origin_port, config=config)
+        hf = Holdfast(holdfast_bin, workdir, origin_port, config=config, args=args, auth=auth)
         started.append(hf)
         return hf
 

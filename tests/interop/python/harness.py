@@ -105,14 +105,21 @@ class Origin:
 class Holdfast:
     """The holdfast binary as a subprocess on free ports, routing everything to one origin.
 
-    `config`, when given, is the text of a TOML configuration file passed with `--config`.
+    `config`, when given, is the text of a TOML configuration file passed with `--config`;
+    `args` are more command-line arguments. `auth`, when given, is the `Authorization` header
+    value this harness sends to the publish API's `/metrics` (when publish auth is configured).
     """
 
+    # Class defaults, for subclasses that set up their own routes and skip __init__.
     config_path = None
+    args = ()
+    metrics_headers = None
 
-    def __init__(self, binary, workdir, origin_port, config=None):
+    def __init__(self, binary, workdir, origin_port, config=None, args=(), auth=None):
         self.binary = binary
         self.workdir = workdir
+        self.args = list(args)
+        self.metrics_headers = {"Authorization": auth} if auth else None
         self.routes = workdir / "routes"
         self.routes.write_text(f"* 127.0.0.1:{origin_port}\n")
         if config is not None:
@@ -135,6 +142,7 @@ class Holdfast:
             ]
             if self.config_path is not None:
                 args += ["--config", str(self.config_path)]
+            args += list(self.args)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
                 args,
@@ -155,7 +163,10 @@ class Holdfast:
                 return False
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                if requests.get(self.pub_url("/metrics"), timeout=2).status_code == 200:
+                metrics = requests.get(
+                    self.pub_url("/metrics"), headers=self.metrics_headers, timeout=2
+                )
+                if metrics.status_code == 200:
                     return True
             except (OSError, requests.RequestException):
                 pass
@@ -174,7 +185,7 @@ class Holdfast:
         return f"http://127.0.0.1:{self.pub_port}"
 
     def subscriptions(self):
-        text = requests.get(self.pub_url("/metrics"), timeout=5).text
+        text = requests.get(self.pub_url("/metrics"), headers=self.metrics_headers, timeout=5).text
         m = SUBSCRIPTIONS.search(text)
         assert m, f"no holdfast_subscriptions in /metrics:\n{text}"
         return int(m.group(1))

@@ -14,6 +14,8 @@ pub struct Binary {
     pub child: Child,
     /// The client listener, as its "listening" log line gives it.
     pub client: SocketAddr,
+    /// The log lines printed before the client listener's, startup warnings among them.
+    pub startup: Vec<Value>,
     // Kept while the child runs: the reader stops when this is dropped, and the child's writes
     // to stdout would then fail.
     lines: mpsc::Receiver<Value>,
@@ -43,10 +45,16 @@ impl Binary {
         let mut binary = Binary {
             child,
             client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            startup: Vec::new(),
             lines,
         };
-        let listening = binary
-            .wait_for(|v| v["fields"]["message"] == "listening" && v["fields"]["kind"] == "Client");
+        let listening = loop {
+            let v = binary.next_line();
+            if v["fields"]["message"] == "listening" && v["fields"]["kind"] == "Client" {
+                break v;
+            }
+            binary.startup.push(v);
+        };
         binary.client = listening["fields"]["addr"]
             .as_str()
             .unwrap()
@@ -62,14 +70,18 @@ impl Binary {
     /// The next log line that `pred` accepts, skipping the others (bounded: 15 s a line).
     pub fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
         loop {
-            let v = self
-                .lines
-                .recv_timeout(Duration::from_secs(15))
-                .expect("expected log line within 15 s");
+            let v = self.next_line();
             if pred(&v) {
                 return v;
             }
         }
+    }
+
+    /// The next log line (bounded: 15 s).
+    fn next_line(&self) -> Value {
+        self.lines
+            .recv_timeout(Duration::from_secs(15))
+            .expect("expected log line within 15 s")
     }
 
     /// Sends the signal named `sig` (`HUP`, `TERM`, …) with kill(1).
