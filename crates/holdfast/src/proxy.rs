@@ -18,6 +18,8 @@ pub use instructions::{read_grip, Accepted};
 use std::future::Future;
 use std::net::SocketAddr;
 
+use futures_util::FutureExt;
+
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -168,16 +170,16 @@ pub enum Failure {
 /// Awaits an origin request to target `label` within `timeouts.origin_response_secs` and
 /// classifies its failure.
 ///
-/// Not an `async fn`: an `async fn` keeps its parameters in its state for its whole life, so the
-/// request future would be stored twice (as the parameter and inside the timeout), and a held
-/// long-poll, whose retries await this, would carry both for as long as its client stays.
+/// Neither an `async fn` nor an `async` block: both keep what they are given in their state and
+/// move it again to await it, so the request future would be stored twice, and every future
+/// that awaits this one (the entrance's, a held long-poll's retry) would carry both copies.
 pub fn exchange<'a>(
     app: &'a App,
     label: &'a str,
     sent: impl Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>> + 'a,
 ) -> impl Future<Output = Result<Response<Incoming>, Failure>> + 'a {
-    let timed = tokio::time::timeout(app.config.timeouts.origin_response(), sent);
-    async move { classify(app, label, timed.await) }
+    tokio::time::timeout(app.config.timeouts.origin_response(), sent)
+        .map(move |outcome| classify(app, label, outcome))
 }
 
 fn classify(
