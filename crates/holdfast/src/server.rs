@@ -234,7 +234,7 @@ async fn room_for_client(app: &App, permits: &Arc<Semaphore>) -> OwnedSemaphoreP
 
 /// Serves one accepted connection with hyper until it ends, closing it gracefully once shutdown
 /// begins; a held stream on it is handed to [`direct::write`].
-async fn serve_connection(
+fn serve_connection(
     cell: Arc<Cell<Guards>>,
     peer: SocketAddr,
     kind: Kind,
@@ -242,52 +242,56 @@ async fn serve_connection(
     api: Arc<crate::publish::Api>,
     builder: auto::Builder<TokioExecutor>,
     mut stop: Signal,
-) {
-    let shared = cell.clone();
-    let service = service_fn(move |mut req: Request<Incoming>| {
-        let app = app.clone();
-        let api = api.clone();
-        let cell = cell.clone();
-        // Only an upgrade can take the socket; other requests skip the extension map.
-        if req.headers().contains_key(hyper::header::UPGRADE) {
-            req.extensions_mut().insert(ClientSocket(cell.clone()));
-        }
-        let direct_allowed = direct::request_allows(&req);
-        // hyper keeps an allocation the size of this future for the whole life of the
-        // connection; boxed, that is a pointer, and the handler's own state is freed as
-        // soon as the response head is ready (a held connection can last for hours).
-        Box::pin(async move {
-            let resp: hyper::Response<Body> = match kind {
-                Kind::Client => crate::route::handle(app.clone(), req, peer).await,
-                Kind::Publish => api.handle(req, peer).await,
-            };
-            if direct_allowed && direct::eligible(&resp) {
-                if let Some(owned) = cell.take() {
-                    // The writer's own future is the task: a wrapping `async` block
-                    // would keep its own copy of the moved socket and response.
-                    tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
-                    // hyper's attempt to write this finds no socket and ends the
-                    // connection, freeing its buffers.
-                    return Ok(hyper::Response::new(crate::http::full("")));
-                }
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    // An async block, not an `async fn`: an `async fn` moves its arguments into locals and
+    // keeps both copies for the life of the connection (about 300 bytes per connection).
+    async move {
+        let shared = cell.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            let app = app.clone();
+            let api = api.clone();
+            let cell = cell.clone();
+            // Only an upgrade can take the socket; other requests skip the extension map.
+            if req.headers().contains_key(hyper::header::UPGRADE) {
+                req.extensions_mut().insert(ClientSocket(cell.clone()));
             }
-            Ok::<_, Infallible>(resp)
-        })
-    });
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(Shared(shared)), service)
-        .into_owned();
-    tokio::pin!(conn);
-    let stopping = stop.stopped();
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopping => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            let direct_allowed = direct::request_allows(&req);
+            // hyper keeps an allocation the size of this future for the whole life of the
+            // connection; boxed, that is a pointer, and the handler's own state is freed as
+            // soon as the response head is ready (a held connection can last for hours).
+            Box::pin(async move {
+                let resp: hyper::Response<Body> = match kind {
+                    Kind::Client => crate::route::handle(app.clone(), req, peer).await,
+                    Kind::Publish => api.handle(req, peer).await,
+                };
+                if direct_allowed && direct::eligible(&resp) {
+                    if let Some(owned) = cell.take() {
+                        // The writer's own future is the task: a wrapping `async` block
+                        // would keep its own copy of the moved socket and response.
+                        tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
+                        // hyper's attempt to write this finds no socket and ends the
+                        // connection, freeing its buffers.
+                        return Ok(hyper::Response::new(crate::http::full("")));
+                    }
+                }
+                Ok::<_, Infallible>(resp)
+            })
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(Shared(shared)), service)
+            .into_owned();
+        tokio::pin!(conn);
+        let stopping = stop.stopped();
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = stopping => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
     }
 }
 
