@@ -22,7 +22,7 @@ pub struct Config {
     pub server: ServerConfig,
     /// Size and count limits.
     pub limits: LimitsConfig,
-    /// Timeouts towards origins.
+    /// Timeouts towards clients, origins and publishers.
     pub timeouts: TimeoutsConfig,
     /// X-Forwarded-For / X-Forwarded-Proto policy.
     pub forwarding: ForwardingConfig,
@@ -115,10 +115,16 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[timeouts]`: how long Holdfast waits for origins.
+/// `[timeouts]`: how long Holdfast waits for clients, origins and publishers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutsConfig {
+    /// Seconds from a client connection's accept until its first request's head (request line
+    /// and headers) has arrived, and from the end of one response until the next request's head
+    /// has arrived on an HTTP/1.1 keep-alive connection. Over it the connection is closed
+    /// without a response. nginx's `client_header_timeout`, HAProxy's `timeout http-request`.
+    /// Default 10.
+    pub client_header_secs: u64,
     /// Seconds to open a TCP (and TLS) connection to one target before trying the next. Default 5.
     pub origin_connect_secs: u64,
     /// Seconds to wait for an origin's response headers; over it the client gets `504`. Default 60.
@@ -137,6 +143,7 @@ pub struct TimeoutsConfig {
 impl Default for TimeoutsConfig {
     fn default() -> Self {
         Self {
+            client_header_secs: 10,
             origin_connect_secs: 5,
             origin_response_secs: 60,
             origin_idle_secs: 90,
@@ -147,6 +154,10 @@ impl Default for TimeoutsConfig {
 }
 
 impl TimeoutsConfig {
+    /// The client header timeout as a duration.
+    pub fn client_header(&self) -> Duration {
+        Duration::from_secs(self.client_header_secs)
+    }
     /// The connect timeout as a duration.
     pub fn origin_connect(&self) -> Duration {
         Duration::from_secs(self.origin_connect_secs)
@@ -550,6 +561,9 @@ impl Config {
         if self.timeouts.origin_response_secs == 0 {
             return fail("timeouts.origin_response_secs", "must be at least 1");
         }
+        if self.timeouts.client_header_secs == 0 {
+            return fail("timeouts.client_header_secs", "must be at least 1");
+        }
         for (i, url) in self.cluster.redis.iter().enumerate() {
             redis_url::check(url).map_err(|e| ("cluster.redis", e))?;
             if self.cluster.redis[..i].contains(url) {
@@ -648,6 +662,10 @@ mod tests {
             ),
             ("[log]\nlevel = \"=bad=\"\n", "log.level"),
             ("[server]\nlisten = []\n", "server.listen"),
+            (
+                "[timeouts]\nclient_header_secs = 0\n",
+                "timeouts.client_header_secs",
+            ),
             ("[cluster]\nredis = [\"http://r:1\"]\n", "cluster.redis"),
             (
                 "[cluster]\nredis = [\"redis://a:1\", \"redis://a:1\"]\n",

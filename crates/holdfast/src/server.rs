@@ -8,12 +8,20 @@
 //! a drain sender; shutdown stops the loops, tells holds to finish, asks hyper to close each
 //! connection after its in-flight response, and waits — at most the grace period — until every
 //! drain sender is gone.
+//!
+//! A connection's first request head must be in within the header timeout of its accept
+//! (`timeouts.client_header_secs`), else the connection is closed: [`first_request`] watches that, and its timer is gone as soon as the
+//! first request reaches the service. hyper's own HTTP/1.1 header timer, set to the same value,
+//! covers the requests after it; it cannot cover the first, because it starts only once
+//! hyper-util has told HTTP/1.1 from HTTP/2 by the first bytes, and HTTP/2 has none.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -27,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::app::App;
 use crate::config::routes::RouteTable;
 use crate::config::Config;
-use crate::http::Body;
+use crate::http::{Body, BoxError};
 
 mod direct;
 
@@ -99,20 +107,14 @@ impl Server {
             })
         };
         let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+        let timeouts = &app.config.timeouts;
         tracing::info!(
             max_connections = app.config.limits.max_connections,
             descriptors = app.descriptors.total(),
+            client_header_secs = timeouts.client_header_secs,
             "connection limits"
         );
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .max_buf_size(app.config.limits.max_header_size);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(app.config.limits.max_header_size as u32);
+        let http = builder(&app.config, timeouts.client_header());
         let listeners = self
             .clients
             .into_iter()
@@ -127,7 +129,7 @@ impl Server {
                 listener,
                 kind,
                 app.clone(),
-                builder.clone(),
+                http.clone(),
                 permits.clone(),
             )));
         }
@@ -143,6 +145,23 @@ impl Server {
         }
         sweeper.abort();
     }
+}
+
+/// hyper's connection settings: the header limits, and `head_timeout` for the request heads
+/// after a connection's first (HTTP/1.1 keep-alive).
+fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let limits = &config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(limits.max_header_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    builder
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -225,7 +244,8 @@ async fn room_for_client(app: &App, permits: &Arc<Semaphore>) -> OwnedSemaphoreP
 }
 
 /// Serves one accepted connection with hyper until it ends, closing it gracefully once shutdown
-/// begins; a held stream on it is handed to [`direct::write`].
+/// begins; a held stream on it is handed to [`direct::write`]. A connection whose first request
+/// head is not in within the header timeout is closed without a response.
 async fn serve_connection(
     cell: Arc<Cell<Guards>>,
     peer: SocketAddr,
@@ -234,10 +254,13 @@ async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     mut stop: Signal,
 ) {
+    let head_timeout = app.config.timeouts.client_header();
     let shared = cell.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
         let cell = cell.clone();
+        // Called as hyper hands the head on, within its poll of the connection.
+        cell.mark_requested();
         // Only an upgrade can take the socket; other requests skip the extension map.
         if req.headers().contains_key(hyper::header::UPGRADE) {
             req.extensions_mut().insert(ClientSocket(cell.clone()));
@@ -265,20 +288,91 @@ async fn serve_connection(
         })
     });
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(Shared(shared)), service)
+        .serve_connection_with_upgrades(TokioIo::new(Shared(shared.clone())), service)
         .into_owned();
     tokio::pin!(conn);
-    let stopping = stop.stopped();
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopping => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // Boxed: its timer is needed once, at the start, and the task of a connection that then
+    // holds a long-poll for minutes should not keep room for it.
+    let first = Box::pin(first_request(
+        conn.as_mut(),
+        shared,
+        &mut stop,
+        head_timeout,
+    ));
+    let stopping = match first.await {
+        First::Ended(result) => return ended(peer, result),
+        First::Silent => {
+            tracing::debug!(%peer, ?kind, "no request head within the header timeout; connection closed");
+            return;
+        }
+        First::Stopping => true,
+        First::Requested => false,
+    };
+    let result = if stopping {
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    } else {
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = stop.stopped() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
     };
+    ended(peer, result);
+}
+
+/// Logs how a connection ended, when it was not cleanly.
+fn ended(peer: SocketAddr, result: Result<(), BoxError>) {
     if let Err(e) = result {
         tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
     }
+}
+
+/// What happened first on a new connection.
+enum First {
+    /// The connection ended (the client left, or sent something hyper refused).
+    Ended(Result<(), BoxError>),
+    /// A request reached the service: the header timeout is over for this connection.
+    Requested,
+    /// No request head within the header timeout.
+    Silent,
+    /// Shutdown began.
+    Stopping,
+}
+
+/// Drives `conn` until its first request reaches the service (which marks `cell`), it ends,
+/// shutdown begins, or `within` passes. The timer lives only as long as this call.
+async fn first_request<C>(
+    mut conn: Pin<&mut C>,
+    cell: Arc<Cell<Guards>>,
+    stop: &mut Signal,
+    within: Duration,
+) -> First
+where
+    C: Future<Output = Result<(), BoxError>>,
+{
+    let stopping = stop.stopped();
+    let deadline = tokio::time::sleep(within);
+    tokio::pin!(stopping, deadline);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(First::Ended(result));
+        }
+        // The service is called inside the poll above, for HTTP/1.1 and HTTP/2 alike.
+        if cell.was_requested() {
+            return Poll::Ready(First::Requested);
+        }
+        if stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(First::Stopping);
+        }
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(First::Silent);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Counts a held stream in `holdfast_direct_streams` for as long as it lives.
