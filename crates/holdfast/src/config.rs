@@ -125,6 +125,10 @@ pub struct TimeoutsConfig {
     /// without a response. nginx's `client_header_timeout`, HAProxy's `timeout http-request`.
     /// Default 10.
     pub client_header_secs: u64,
+    /// Seconds a client's request body may send nothing while Holdfast waits for it; over it
+    /// the origin request is aborted and the client gets `408`. nginx's `client_body_timeout`.
+    /// 0 turns it off. Default 30.
+    pub client_body_idle_secs: u64,
     /// Seconds to open a TCP (and TLS) connection to one target before trying the next. Default 5.
     pub origin_connect_secs: u64,
     /// Seconds to wait for an origin's response headers; over it the client gets `504`. Default 60.
@@ -144,6 +148,7 @@ impl Default for TimeoutsConfig {
     fn default() -> Self {
         Self {
             client_header_secs: 10,
+            client_body_idle_secs: 30,
             origin_connect_secs: 5,
             origin_response_secs: 60,
             origin_idle_secs: 90,
@@ -157,6 +162,10 @@ impl TimeoutsConfig {
     /// The client header timeout as a duration.
     pub fn client_header(&self) -> Duration {
         Duration::from_secs(self.client_header_secs)
+    }
+    /// The client request body idle timeout; `None` when turned off.
+    pub fn client_body_idle(&self) -> Option<Duration> {
+        (self.client_body_idle_secs > 0).then(|| Duration::from_secs(self.client_body_idle_secs))
     }
     /// The connect timeout as a duration.
     pub fn origin_connect(&self) -> Duration {

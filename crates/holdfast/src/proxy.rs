@@ -3,10 +3,11 @@
 //! [`send`] tries the route's targets in order (a target that cannot be connected to hands the
 //! untouched body on to the next, see [`crate::origin::Reclaimable`]); every origin request, the
 //! WebSocket handshakes and WebSocket-over-HTTP posts included, is timed and its failure
-//! classified once, in [`exchange`]. [`ask`] tells a relayed answer from a GRIP one, for the
-//! entrance and for a held session's retries alike; [`relay`] passes a plain answer on with
-//! hop-by-hop headers removed. The header rewriting ([`headers`]), the access-log body wrapper and
-//! the proxy's error type live here too.
+//! classified once, in [`exchange`]: a request body that broke off or stalled is the client's
+//! fault, whatever hyper's client calls it. [`ask`] tells a relayed answer from a GRIP one, for
+//! the entrance and for a held session's retries alike; [`relay`] passes a plain answer on with
+//! hop-by-hop headers removed. The header rewriting ([`headers`]), the body wrappers and the
+//! proxy's error type live here too.
 
 pub mod body;
 pub mod error;
@@ -27,6 +28,7 @@ use crate::config::routes::{Route, Target, TargetKind};
 use crate::descriptors::Exhausted;
 use crate::http::{boxed, error_chain, Body};
 use crate::origin::Reclaimable;
+use body::ClientBodyError;
 use error::ProxyError;
 
 /// The facts about a request that routing and forwarding need.
@@ -149,6 +151,11 @@ pub fn relay(resp: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, boxed(body))
 }
 
+/// A client's request body under `timeouts.client_body_idle_secs`, its failures the client's.
+pub fn client_body(app: &App, body: Incoming) -> body::ClientBody {
+    body::ClientBody::new(body, app.config.timeouts.client_body_idle())
+}
+
 /// How an origin request failed, classified once for every kind of origin request.
 #[derive(Debug)]
 pub enum Failure {
@@ -156,7 +163,8 @@ pub enum Failure {
     /// better.
     Unreachable(String),
     /// Anything else: no response within `timeouts.origin_response_secs`, no descriptor left,
-    /// or the origin failed mid-exchange. The client gets this error.
+    /// the client's request body broke off or stalled, or the origin failed mid-exchange. The
+    /// client gets this error.
     Fatal(ProxyError),
 }
 
@@ -175,11 +183,30 @@ pub async fn exchange(
             ProxyError::NoDescriptors(Exhausted(app.descriptors.total())),
         )),
         Ok(Err(e)) if e.is_connect() => Err(Failure::Unreachable(error_chain(&e))),
-        Ok(Err(e)) => Err(Failure::Fatal(ProxyError::Origin {
-            target: label.to_string(),
-            reason: error_chain(&e),
+        // hyper's client reports the request body's failure as its own; the body says whose.
+        Ok(Err(e)) => Err(Failure::Fatal(match client_body_error(&e) {
+            Some(stalled @ ClientBodyError::Idle(_)) => {
+                ProxyError::RequestBodyTimeout(stalled.to_string())
+            }
+            Some(broken) => ProxyError::RequestBody(broken.to_string()),
+            None => ProxyError::Origin {
+                target: label.to_string(),
+                reason: error_chain(&e),
+            },
         })),
     }
+}
+
+/// The [`ClientBodyError`] among `e` and its sources, if the client's body is what failed.
+fn client_body_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ClientBodyError> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<ClientBodyError>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// What an origin answered, as far as the proxy is concerned.

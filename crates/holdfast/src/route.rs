@@ -85,6 +85,7 @@ async fn dispatch(
         path,
         headers: crate::proxy::origin_headers(app, route, peer, &info, false, parts.headers),
     };
+    let body = crate::proxy::client_body(app, body);
     if route.options.no_grip {
         let (resp, target) = crate::proxy::send(app, route, &request, boxed(body)).await?;
         record.target = Some(target.label());

@@ -112,6 +112,7 @@ impl Server {
             max_connections = app.config.limits.max_connections,
             descriptors = app.descriptors.total(),
             client_header_secs = timeouts.client_header_secs,
+            client_body_idle_secs = timeouts.client_body_idle_secs,
             "connection limits"
         );
         let http = builder(&app.config, timeouts.client_header());

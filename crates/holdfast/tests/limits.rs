@@ -9,11 +9,14 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::Response;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 use support::*;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 #[tokio::test]
 async fn idle_pooled_origin_connections_are_closed() {
@@ -117,4 +120,145 @@ async fn a_request_whose_answer_takes_longer_than_the_header_timeout_is_answered
             .unwrap();
         assert_eq!(got, "late answer", "http2: {http2}");
     }
+}
+
+/// The status line of a raw HTTP/1.1 response.
+fn status_line(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// An origin that reports each request body's fate: `arrived` once its first bytes are in,
+/// `outcome` with the whole body or the error that ended it.
+struct BodyWatch {
+    arrived: mpsc::UnboundedReceiver<()>,
+    outcome: mpsc::UnboundedReceiver<Result<Bytes, String>>,
+}
+
+impl BodyWatch {
+    async fn arrived(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), self.arrived.recv())
+            .await
+            .expect("the origin got the start of the body within 10 s");
+    }
+
+    async fn outcome(&mut self) -> Result<Bytes, String> {
+        tokio::time::timeout(Duration::from_secs(10), self.outcome.recv())
+            .await
+            .expect("the origin's body ended within 10 s")
+            .unwrap()
+    }
+}
+
+async fn body_watching_origin() -> (Origin, BodyWatch) {
+    let (arrived_tx, arrived) = mpsc::unbounded_channel();
+    let (outcome_tx, outcome) = mpsc::unbounded_channel();
+    let origin = Origin::start(move |req: Request<Incoming>| {
+        let (arrived_tx, outcome_tx) = (arrived_tx.clone(), outcome_tx.clone());
+        async move {
+            if req.uri().path() == "/quick" {
+                return Response::new(full("quick"));
+            }
+            let mut body = req.into_body();
+            let mut got = Vec::new();
+            let result = loop {
+                match body.frame().await {
+                    None => break Ok(Bytes::from(got)),
+                    Some(Err(e)) => break Err(e.to_string()),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            if got.is_empty() {
+                                let _ = arrived_tx.send(());
+                            }
+                            got.extend_from_slice(&data);
+                        }
+                    }
+                }
+            };
+            let read = result.as_ref().map(|b| b.len()).map_err(Clone::clone);
+            let _ = outcome_tx.send(result);
+            Response::new(full(format!("origin read {read:?}")))
+        }
+    })
+    .await;
+    (origin, BodyWatch { arrived, outcome })
+}
+
+#[tokio::test]
+async fn a_malformed_request_body_is_the_clients_400_and_the_origin_request_is_aborted() {
+    let (origin, mut watch) = body_watching_origin().await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let chunked =
+        "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let cases: [(&str, &str, &[u8]); 4] = [
+        ("chunk size not hex", chunked, b"zz\r\n"),
+        (
+            "chunk size overflows",
+            chunked,
+            b"fffffffffffffffffffff\r\n",
+        ),
+        ("chunk data without its CRLF", chunked, b"3\r\nabcXY\r\n"),
+        (
+            "body shorter than its Content-Length",
+            "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhello",
+            b"",
+        ),
+    ];
+    for (case, head, bad) in cases {
+        // The origin has the request and its first bytes before the client goes wrong.
+        let mut client = send_raw(proxy.addr, head.as_bytes()).await;
+        watch.arrived().await;
+        if bad.is_empty() {
+            client.shutdown().await.unwrap();
+        } else {
+            client.write_all(bad).await.unwrap();
+        }
+        let raw = closed_by_server(&mut client, case).await;
+        assert_eq!(
+            status_line(&raw),
+            "HTTP/1.1 400 Bad Request",
+            "{case}: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        let text = String::from_utf8_lossy(&raw).to_string();
+        assert!(text.contains("request body"), "{case}: {text}");
+        let outcome = watch.outcome().await;
+        assert!(
+            outcome.is_err(),
+            "{case}: the origin got a whole body: {outcome:?}"
+        );
+    }
+    // A good body still goes through.
+    let resp = send(Request::post(proxy.url("/up")).body(full("fine")).unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(watch.outcome().await.unwrap(), "fine");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_408_and_frees_its_origin_slot() {
+    let (origin, mut watch) = body_watching_origin().await;
+    let proxy = Proxy::routed_to(&origin, |c| {
+        c.timeouts.origin_concurrency_per_target = 1;
+        c.timeouts.client_body_idle_secs = 1;
+    })
+    .await;
+    let mut stalled = send_raw(
+        proxy.addr,
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .await;
+    watch.arrived().await;
+    // The stalled upload holds the origin's only slot until the body timeout frees it.
+    let quick = tokio::time::timeout(Duration::from_secs(10), async {
+        text(get(&proxy.url("/quick")).await).await
+    });
+    assert_eq!(quick.await.expect("the slot was never freed"), "quick");
+    let raw = closed_by_server(&mut stalled, "stalled upload").await;
+    assert_eq!(
+        status_line(&raw),
+        "HTTP/1.1 408 Request Timeout",
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(watch.outcome().await.is_err());
 }

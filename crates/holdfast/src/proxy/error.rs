@@ -46,6 +46,14 @@ pub enum ProxyError {
     /// The client's request cannot be served as sent.
     #[error("{0}")]
     BadRequest(String),
+    /// The client's request body broke off (malformed chunked framing, shorter than its
+    /// `Content-Length`); the origin request was aborted.
+    #[error("The request body could not be read: {0}.")]
+    RequestBody(String),
+    /// The client's request body sent nothing for `timeouts.client_body_idle_secs`; the origin
+    /// request was aborted.
+    #[error("The request body stalled: {0}.")]
+    RequestBodyTimeout(String),
     /// Holdfast has no file descriptor left for an origin connection.
     #[error("{0}")]
     NoDescriptors(crate::descriptors::Exhausted),
@@ -55,7 +63,10 @@ impl ProxyError {
     /// Who is to blame.
     pub fn source_of(&self) -> Source {
         match self {
-            ProxyError::NoRoute(_) | ProxyError::BadRequest(_) => Source::Client,
+            ProxyError::NoRoute(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::RequestBody(_)
+            | ProxyError::RequestBodyTimeout(_) => Source::Client,
             ProxyError::Unreachable(_)
             | ProxyError::OriginTimeout(_)
             | ProxyError::Origin { .. }
@@ -72,7 +83,8 @@ impl ProxyError {
             | ProxyError::Origin { .. }
             | ProxyError::BadInstructions { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoDescriptors(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -136,6 +148,27 @@ mod tests {
         assert_eq!(
             text_of(e.to_response(true)).await.1,
             "Unable to connect to any targets. Tried: a:1 (connection refused), b:2 (timed out)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broken_request_body_is_the_clients_fault() {
+        let e = ProxyError::RequestBody("invalid chunk size line".into());
+        assert_eq!(e.source_of(), Source::Client);
+        assert_eq!(
+            text_of(e.to_response(false)).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read: invalid chunk size line.\n".to_string()
+            )
+        );
+        let e = ProxyError::RequestBodyTimeout("nothing arrived for 30 s".into());
+        assert_eq!(e.source_of(), Source::Client);
+        let (status, text) = text_of(e.to_response(false)).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            text,
+            "The request body stalled: nothing arrived for 30 s.\n"
         );
     }
 
