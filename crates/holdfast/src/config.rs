@@ -129,6 +129,12 @@ pub struct TimeoutsConfig {
     /// the origin request is aborted and the client gets `408`. nginx's `client_body_timeout`.
     /// 0 turns it off. Default 30.
     pub client_body_idle_secs: u64,
+    /// Seconds an origin's response body may send nothing while Holdfast waits for it: a
+    /// relayed body, a GRIP answer's body, a next link's body. Over it the origin connection is
+    /// closed; a relayed body is cut (the client sees it end early), a GRIP answer gets `504`.
+    /// A held stream's wait for publishes is not an origin read and has no such limit. nginx's
+    /// `proxy_read_timeout`. 0 turns it off. Default 60.
+    pub origin_body_idle_secs: u64,
     /// Seconds to open a TCP (and TLS) connection to one target before trying the next. Default 5.
     pub origin_connect_secs: u64,
     /// Seconds to wait for an origin's response headers; over it the client gets `504`. Default 60.
@@ -149,6 +155,7 @@ impl Default for TimeoutsConfig {
         Self {
             client_header_secs: 10,
             client_body_idle_secs: 30,
+            origin_body_idle_secs: 60,
             origin_connect_secs: 5,
             origin_response_secs: 60,
             origin_idle_secs: 90,
@@ -166,6 +173,10 @@ impl TimeoutsConfig {
     /// The client request body idle timeout; `None` when turned off.
     pub fn client_body_idle(&self) -> Option<Duration> {
         (self.client_body_idle_secs > 0).then(|| Duration::from_secs(self.client_body_idle_secs))
+    }
+    /// The origin response body idle timeout; `None` when turned off.
+    pub fn origin_body_idle(&self) -> Option<Duration> {
+        (self.origin_body_idle_secs > 0).then(|| Duration::from_secs(self.origin_body_idle_secs))
     }
     /// The connect timeout as a duration.
     pub fn origin_connect(&self) -> Duration {

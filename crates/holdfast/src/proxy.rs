@@ -6,8 +6,9 @@
 //! classified once, in [`exchange`]: a request body that broke off or stalled is the client's
 //! fault, whatever hyper's client calls it. [`ask`] tells a relayed answer from a GRIP one, for
 //! the entrance and for a held session's retries alike; [`relay`] passes a plain answer on with
-//! hop-by-hop headers removed. The header rewriting ([`headers`]), the body wrappers and the
-//! proxy's error type live here too.
+//! hop-by-hop headers removed, its body under the origin body idle timeout ([`origin_body`]).
+//! The header rewriting ([`headers`]), the body wrappers and the proxy's error type live here
+//! too.
 
 pub mod body;
 pub mod error;
@@ -28,7 +29,7 @@ use crate::config::routes::{Route, Target, TargetKind};
 use crate::descriptors::Exhausted;
 use crate::http::{boxed, error_chain, Body};
 use crate::origin::Reclaimable;
-use body::ClientBodyError;
+use body::{ClientBodyError, OriginBody};
 use error::ProxyError;
 
 /// The facts about a request that routing and forwarding need.
@@ -144,11 +145,18 @@ pub async fn send<'r>(
     Err(ProxyError::Unreachable(tried))
 }
 
-/// An origin's non-GRIP response, relayed with hop-by-hop headers removed.
-pub fn relay(resp: Response<Incoming>) -> Response<Body> {
+/// An origin's non-GRIP response, relayed with hop-by-hop headers removed. Its body is cut
+/// (the client sees it end early) if the origin sends nothing for
+/// `timeouts.origin_body_idle_secs`.
+pub fn relay(app: &App, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::to_client(&mut parts.headers);
-    Response::from_parts(parts, boxed(body))
+    Response::from_parts(parts, boxed(origin_body(app, body)))
+}
+
+/// An origin's response body under `timeouts.origin_body_idle_secs`.
+pub fn origin_body(app: &App, body: Incoming) -> OriginBody {
+    OriginBody::new(body, app.config.timeouts.origin_body_idle())
 }
 
 /// A client's request body under `timeouts.client_body_idle_secs`, its failures the client's.

@@ -113,6 +113,7 @@ impl Server {
             descriptors = app.descriptors.total(),
             client_header_secs = timeouts.client_header_secs,
             client_body_idle_secs = timeouts.client_body_idle_secs,
+            origin_body_idle_secs = timeouts.origin_body_idle_secs,
             "connection limits"
         );
         let http = builder(&app.config, timeouts.client_header());

@@ -10,13 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::test]
 async fn idle_pooled_origin_connections_are_closed() {
@@ -261,4 +263,117 @@ async fn a_stalled_upload_is_408_and_frees_its_origin_slot() {
         String::from_utf8_lossy(&raw)
     );
     assert!(watch.outcome().await.is_err());
+}
+
+/// Waits until a data frame arrives on `body` (bounded: 10 s).
+async fn first_data(body: &mut Incoming) -> Bytes {
+    next_chunk(body).await.expect("a first chunk")
+}
+
+/// An origin whose response body sends `first` and then nothing, forever; `closed` fires when
+/// Holdfast closes the origin connection.
+async fn stalling_origin(
+    headers: &'static [(&'static str, &'static str)],
+    first: &'static str,
+) -> (Origin, mpsc::UnboundedReceiver<()>) {
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    let origin = Origin::start(move |_req| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+            tx.send(Ok(Frame::data(Bytes::from_static(first.as_bytes()))))
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                tx.closed().await;
+                let _ = closed_tx.send(());
+            });
+            let mut resp = Response::builder();
+            for (k, v) in headers {
+                resp = resp.header(*k, *v);
+            }
+            let body = StreamBody::new(tokio_stream_of(rx));
+            resp.body(body.boxed()).unwrap()
+        }
+    })
+    .await;
+    (origin, closed)
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn a_relayed_body_that_stalls_is_cut_and_its_origin_connection_closed() {
+    let (origin, mut closed) = stalling_origin(&[], "partial").await;
+    let proxy = Proxy::routed_to(&origin, |c| c.timeouts.origin_body_idle_secs = 1).await;
+    let resp = get(&proxy.url("/stall")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    assert_eq!(first_data(&mut body).await, "partial");
+    let end = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the stalled body was cut within 10 s");
+    assert!(
+        matches!(end, Some(Err(_))),
+        "a cut body must not look complete: {end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the origin connection was closed");
+}
+
+#[tokio::test]
+async fn a_grip_answer_whose_body_stalls_is_504() {
+    let (origin, mut closed) = stalling_origin(
+        &[
+            ("grip-hold", "response"),
+            ("grip-channel", "stalls"),
+            ("content-length", "100"),
+        ],
+        "partial",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |c| {
+        quiet(c);
+        c.timeouts.origin_body_idle_secs = 1;
+    })
+    .await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), get(&proxy.url("/hold")))
+        .await
+        .expect("an answer within 10 s");
+    assert_eq!(resp.status(), 504);
+    let body = text(resp).await;
+    assert!(body.contains("origin"), "{body}");
+    tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the origin connection was closed");
+}
+
+#[tokio::test]
+async fn a_held_stream_outlives_the_origin_body_timeout() {
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "quiet")],
+        "start\n",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |c| {
+        quiet(c);
+        c.timeouts.origin_body_idle_secs = 1;
+        c.timeouts.client_header_secs = 1;
+    })
+    .await;
+    let mut body = get(&proxy.url("/s")).await.into_body();
+    assert_eq!(read_until(&mut body, "start\n").await, "start\n");
+    proxy.wait_subscribers("quiet", 1).await;
+    // Opened after the stream's start and closed for sending nothing: more than the body
+    // timeout has passed since.
+    let mut clock = TcpStream::connect(proxy.addr).await.unwrap();
+    closed_by_server(&mut clock, "the silent connection").await;
+    proxy.publish_stream("quiet", None, None, "later\n").await;
+    assert_eq!(read_until(&mut body, "later\n").await, "later\n");
 }

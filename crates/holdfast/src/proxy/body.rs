@@ -1,10 +1,11 @@
-//! Body types of the proxy: a client's request body, tagged as the client's and given an idle
-//! timeout; a request body copied for retries; and the access-log wrapper.
+//! Body types of the proxy: a client's request body and an origin's response body, each
+//! tagged with whose it is and given an idle timeout; a request body copied for retries; and the
+//! access-log wrapper.
 //!
-//! [`ClientBody`] exists so a failed body says who failed: hyper's client reports a request body
-//! that broke mid-way as its own error, with the body's error as the source, and
-//! [`crate::proxy::exchange`] finds a [`ClientBodyError`] there and blames the client (`400`, or
-//! `408` when it stalled) instead of the origin. Its idle timer runs only
+//! [`ClientBody`] and [`OriginBody`] exist so a failed body says who failed: hyper's client
+//! reports a request body that broke mid-way as its own error, with the body's error as the
+//! source, and [`crate::proxy::exchange`] finds a [`ClientBodyError`] there and blames the
+//! client (`400`, or `408` when it stalled) instead of the origin. Their idle timers run only
 //! while the body is being waited on with nothing arriving, are made on the first such wait,
 //! and are gone with the body: a body that arrives at once never has one.
 
@@ -140,6 +141,74 @@ impl HttpBody for ClientBody {
             r.map_err(|e| match e {
                 Some(e) => ClientBodyError::Read(e),
                 None => ClientBodyError::Idle(after.unwrap_or_default()),
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why an origin's response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginBodyError {
+    /// The origin's connection failed mid-body.
+    #[error("{}", crate::http::error_chain(.0))]
+    Read(hyper::Error),
+    /// Nothing arrived for `timeouts.origin_body_idle_secs`.
+    #[error(
+        "the origin sent nothing for {} s (timeouts.origin_body_idle_secs)",
+        .0.as_secs()
+    )]
+    Idle(Duration),
+}
+
+impl OriginBodyError {
+    /// Whether the origin stalled (as opposed to failing).
+    pub fn is_idle(&self) -> bool {
+        matches!(self, OriginBodyError::Idle(_))
+    }
+}
+
+/// An origin's response body as Holdfast reads it — relayed, read for GRIP instructions, or
+/// streamed after them — failing when nothing arrives for `idle`
+/// (`timeouts.origin_body_idle_secs`). Dropping it closes the origin connection, unless the
+/// body had ended.
+pub struct OriginBody {
+    inner: Incoming,
+    timer: IdleTimer,
+}
+
+impl OriginBody {
+    /// Wraps `inner`; `idle: None` waits without end.
+    pub fn new(inner: Incoming, idle: Option<Duration>) -> OriginBody {
+        OriginBody {
+            inner,
+            timer: IdleTimer::new(idle),
+        }
+    }
+}
+
+impl HttpBody for OriginBody {
+    type Data = Bytes;
+    type Error = OriginBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, OriginBodyError>>> {
+        let this = &mut *self;
+        let after = this.timer.after;
+        let polled = ready!(poll_timed(Pin::new(&mut this.inner), &mut this.timer, cx));
+        Poll::Ready(polled.map(|r| {
+            r.map_err(|e| match e {
+                Some(e) => OriginBodyError::Read(e),
+                None => OriginBodyError::Idle(after.unwrap_or_default()),
             })
         }))
     }

@@ -27,6 +27,14 @@ pub enum ProxyError {
     /// The origin did not answer within the response timeout.
     #[error("Timed out waiting for the origin ({0}) to respond.")]
     OriginTimeout(String),
+    /// The origin's body sent nothing for `timeouts.origin_body_idle_secs`.
+    #[error("Timed out waiting for the origin ({target}) to send its body: {reason}.")]
+    OriginBodyTimeout {
+        /// The target label.
+        target: String,
+        /// How long it was silent, naming the setting.
+        reason: String,
+    },
     /// The origin connection failed after the request was sent.
     #[error("Error while proxying to origin {target}: {reason}")]
     Origin {
@@ -69,6 +77,7 @@ impl ProxyError {
             | ProxyError::RequestBodyTimeout(_) => Source::Client,
             ProxyError::Unreachable(_)
             | ProxyError::OriginTimeout(_)
+            | ProxyError::OriginBodyTimeout { .. }
             | ProxyError::Origin { .. }
             | ProxyError::BadInstructions { .. } => Source::Origin,
             ProxyError::NoDescriptors(_) => Source::Internal,
@@ -82,7 +91,9 @@ impl ProxyError {
             | ProxyError::Unreachable(_)
             | ProxyError::Origin { .. }
             | ProxyError::BadInstructions { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::OriginTimeout(_) | ProxyError::OriginBodyTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::BadRequest(_) | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoDescriptors(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +114,7 @@ impl ProxyError {
             (ProxyError::Origin { .. } | ProxyError::BadInstructions { .. }, false) => {
                 "Error while proxying to origin.".to_string()
             }
-            (ProxyError::OriginTimeout(_), false) => {
+            (ProxyError::OriginTimeout(_) | ProxyError::OriginBodyTimeout { .. }, false) => {
                 "Timed out waiting for the origin to respond.".to_string()
             }
             _ => self.to_string(),
@@ -189,6 +200,17 @@ mod tests {
         let (status, text) = text_of(e.to_response(false)).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert_eq!(text, "Error while proxying to origin.\n");
+        let stalled = ProxyError::OriginBodyTimeout {
+            target: "a:1".into(),
+            reason: "the origin sent nothing for 60 s".into(),
+        };
+        assert_eq!(
+            text_of(stalled.to_response(false)).await,
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timed out waiting for the origin to respond.\n".to_string()
+            )
+        );
         let (_, text) = text_of(e.to_response(true)).await;
         assert!(text.contains("secret detail"), "{text}");
     }
