@@ -96,8 +96,13 @@ pub struct LimitsConfig {
     /// process's open-file limit minus `reserved_descriptors`. Over it new clients wait in the
     /// accept backlog and new origin connections fail with `503`.
     pub descriptors: usize,
-    /// Descriptors kept out of that budget for the publish API, Redis and files. Default 512.
+    /// Descriptors kept out of that budget for Redis and files opened at run time. Default 512.
     pub reserved_descriptors: usize,
+    /// Concurrent connections to the publish API. They have their own share of the open-file
+    /// limit, apart from the client and origin budget (`descriptors`) and from
+    /// `reserved_descriptors`, so neither side can use up the other's. Over it new publish
+    /// connections wait in the accept backlog. Default 1024.
+    pub max_publish_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -111,6 +116,7 @@ impl Default for LimitsConfig {
             connection_queue: 100,
             descriptors: 0,
             reserved_descriptors: 512,
+            max_publish_connections: 1024,
         }
     }
 }
@@ -135,6 +141,9 @@ pub struct TimeoutsConfig {
     /// A held stream's wait for publishes is not an origin read and has no such limit. nginx's
     /// `proxy_read_timeout`. 0 turns it off. Default 60.
     pub origin_body_idle_secs: u64,
+    /// Seconds a publish API connection may stay idle: from its accept until its first
+    /// request's head, and between requests. Over it the connection is closed. Default 60.
+    pub publish_idle_secs: u64,
     /// Seconds to open a TCP (and TLS) connection to one target before trying the next. Default 5.
     pub origin_connect_secs: u64,
     /// Seconds to wait for an origin's response headers; over it the client gets `504`. Default 60.
@@ -156,6 +165,7 @@ impl Default for TimeoutsConfig {
             client_header_secs: 10,
             client_body_idle_secs: 30,
             origin_body_idle_secs: 60,
+            publish_idle_secs: 60,
             origin_connect_secs: 5,
             origin_response_secs: 60,
             origin_idle_secs: 90,
@@ -177,6 +187,10 @@ impl TimeoutsConfig {
     /// The origin response body idle timeout; `None` when turned off.
     pub fn origin_body_idle(&self) -> Option<Duration> {
         (self.origin_body_idle_secs > 0).then(|| Duration::from_secs(self.origin_body_idle_secs))
+    }
+    /// The publish connection idle timeout as a duration.
+    pub fn publish_idle(&self) -> Duration {
+        Duration::from_secs(self.publish_idle_secs)
     }
     /// The connect timeout as a duration.
     pub fn origin_connect(&self) -> Duration {
@@ -545,6 +559,9 @@ impl Config {
                 ),
             ));
         }
+        if self.limits.max_publish_connections == 0 {
+            return fail("limits.max_publish_connections", "must be at least 1");
+        }
         if self.limits.connection_queue == 0 {
             return fail("limits.connection_queue", "must be at least 1");
         }
@@ -583,6 +600,9 @@ impl Config {
         }
         if self.timeouts.client_header_secs == 0 {
             return fail("timeouts.client_header_secs", "must be at least 1");
+        }
+        if self.timeouts.publish_idle_secs == 0 {
+            return fail("timeouts.publish_idle_secs", "must be at least 1");
         }
         for (i, url) in self.cluster.redis.iter().enumerate() {
             redis_url::check(url).map_err(|e| ("cluster.redis", e))?;
@@ -683,8 +703,16 @@ mod tests {
             ("[log]\nlevel = \"=bad=\"\n", "log.level"),
             ("[server]\nlisten = []\n", "server.listen"),
             (
+                "[limits]\nmax_publish_connections = 0\n",
+                "limits.max_publish_connections",
+            ),
+            (
                 "[timeouts]\nclient_header_secs = 0\n",
                 "timeouts.client_header_secs",
+            ),
+            (
+                "[timeouts]\npublish_idle_secs = 0\n",
+                "timeouts.publish_idle_secs",
             ),
             ("[cluster]\nredis = [\"http://r:1\"]\n", "cluster.redis"),
             (

@@ -3,14 +3,16 @@
 //! Each listener runs one accept loop. A client connection needs a permit from the shared
 //! semaphore (`limits.max_connections`) and a descriptor from the budget client and origin
 //! sockets share ([`crate::descriptors`]) before it is accepted, so over either cap new clients
-//! wait in the kernel's backlog instead of being accepted and starved; the publish listener
-//! takes neither, its connections come out of the reserve. Every connection task holds a clone of
-//! a drain sender; shutdown stops the loops, tells holds to finish, asks hyper to close each
-//! connection after its in-flight response, and waits — at most the grace period — until every
-//! drain sender is gone.
+//! wait in the kernel's backlog instead of being accepted and starved; a publish connection
+//! needs a descriptor of the publish API's own share (`limits.max_publish_connections`), so
+//! neither listener can starve the other. Every connection task holds a clone of a drain
+//! sender; shutdown stops the loops, tells holds to finish, asks hyper to close each connection
+//! after its in-flight response, and waits — at most the grace period — until every drain
+//! sender is gone.
 //!
 //! A connection's first request head must be in within the header timeout of its accept
-//! (`timeouts.client_header_secs`), else the connection is closed: [`first_request`] watches that, and its timer is gone as soon as the
+//! (`timeouts.client_header_secs`, `timeouts.publish_idle_secs` on the publish listener), else
+//! the connection is closed: [`first_request`] watches that, and its timer is gone as soon as the
 //! first request reaches the service. hyper's own HTTP/1.1 header timer, set to the same value,
 //! covers the requests after it; it cannot cover the first, because it starts only once
 //! hyper-util has told HTTP/1.1 from HTTP/2 by the first bytes, and HTTP/2 has none.
@@ -111,12 +113,15 @@ impl Server {
         tracing::info!(
             max_connections = app.config.limits.max_connections,
             descriptors = app.descriptors.total(),
+            max_publish_connections = app.descriptors.publish_total(),
             client_header_secs = timeouts.client_header_secs,
             client_body_idle_secs = timeouts.client_body_idle_secs,
             origin_body_idle_secs = timeouts.origin_body_idle_secs,
+            publish_idle_secs = timeouts.publish_idle_secs,
             "connection limits"
         );
-        let http = builder(&app.config, timeouts.client_header());
+        let client_builder = builder(&app.config, timeouts.client_header());
+        let publish_builder = builder(&app.config, timeouts.publish_idle());
         let listeners = self
             .clients
             .into_iter()
@@ -127,11 +132,15 @@ impl Server {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, ?kind, "listening");
             }
+            let builder = match kind {
+                Kind::Client => client_builder.clone(),
+                Kind::Publish => publish_builder.clone(),
+            };
             loops.push(tokio::spawn(accept_loop(
                 listener,
                 kind,
                 app.clone(),
-                http.clone(),
+                builder,
                 permits.clone(),
             )));
         }
@@ -190,12 +199,17 @@ async fn accept_loop(
     };
     let mut stop = app.shutdown.signal();
     loop {
-        let permit = match kind {
+        // A client waits for room under the connection cap and in the budget; a publisher for
+        // a descriptor of the publish share, which it keeps.
+        let (permit, publish_held) = match kind {
             Kind::Client => tokio::select! {
-                p = room_for_client(&app, &permits) => Some(p),
+                p = room_for_client(&app, &permits) => (Some(p), None),
                 _ = stop.stopped() => return,
             },
-            Kind::Publish => None,
+            Kind::Publish => tokio::select! {
+                held = app.descriptors.acquire_publish() => (None, Some(held)),
+                _ = stop.stopped() => return,
+            },
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -209,19 +223,19 @@ async fn accept_loop(
             },
             _ = stop.stopped() => return,
         };
-        let permit = match permit {
+        let held = match publish_held {
+            Some(held) => held,
             // Usually at once; if an origin connection took the free descriptor meanwhile, this
             // client waits with its socket open (the reserve covers it).
-            Some(p) => tokio::select! {
-                held = app.descriptors.acquire() => Some((p, held)),
+            None => tokio::select! {
+                held = app.descriptors.acquire() => held,
                 _ = stop.stopped() => return,
             },
-            None => None,
         };
         let _ = stream.set_nodelay(true);
         // The socket and what lives as long as it: the connection's permit and descriptor, and
         // the drain guard. A held stream takes them all from hyper ([`direct`]).
-        let cell = Cell::new(stream, (permit, drain.clone()));
+        let cell = Cell::new(stream, (permit, held, drain.clone()));
         tokio::spawn(serve_connection(
             cell,
             peer,
@@ -256,7 +270,10 @@ async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     mut stop: Signal,
 ) {
-    let head_timeout = app.config.timeouts.client_header();
+    let head_timeout = match kind {
+        Kind::Client => app.config.timeouts.client_header(),
+        Kind::Publish => app.config.timeouts.publish_idle(),
+    };
     let shared = cell.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();

@@ -21,10 +21,12 @@ use tokio::net::TcpStream;
 
 use crate::sink::Sink;
 
-/// What must live exactly as long as a client socket: the connection-cap permit and the
-/// descriptor (none on the publish listener), and the drain guard.
+/// What must live exactly as long as a client socket: the connection-cap permit (none on the
+/// publish listener), the descriptor (from the client budget, or the publish API's share), and
+/// the drain guard.
 pub type Guards = (
-    Option<(tokio::sync::OwnedSemaphorePermit, crate::descriptors::Held)>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    crate::descriptors::Held,
     crate::shutdown::DrainGuard,
 );
 

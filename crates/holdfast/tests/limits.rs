@@ -56,7 +56,11 @@ async fn closed_by_server(stream: &mut TcpStream, what: &str) -> Vec<u8> {
 #[tokio::test]
 async fn connections_that_send_no_request_are_closed_and_others_are_served() {
     let origin = grip_origin(200, &[], "served").await;
-    let proxy = Proxy::routed_to(&origin, |c| c.timeouts.client_header_secs = 1).await;
+    let proxy = Proxy::routed_to(&origin, |c| {
+        c.timeouts.client_header_secs = 1;
+        c.timeouts.publish_idle_secs = 1;
+    })
+    .await;
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let empty_settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
     let mut h2_no_request = preface.to_vec();
@@ -71,11 +75,13 @@ async fn connections_that_send_no_request_are_closed_and_others_are_served() {
     for (case, bytes) in cases {
         silent.push((case, send_raw(proxy.addr, bytes).await));
     }
+    let mut publish_silent = TcpStream::connect(proxy.publish).await.unwrap();
     // Served while those wait.
     assert_eq!(text(get(&proxy.url("/")).await).await, "served");
     for (case, stream) in &mut silent {
         closed_by_server(stream, case).await;
     }
+    closed_by_server(&mut publish_silent, "a silent publish connection").await;
     assert_eq!(text(get(&proxy.url("/")).await).await, "served");
 }
 
@@ -376,4 +382,28 @@ async fn a_held_stream_outlives_the_origin_body_timeout() {
     closed_by_server(&mut clock, "the silent connection").await;
     proxy.publish_stream("quiet", None, None, "later\n").await;
     assert_eq!(read_until(&mut body, "later\n").await, "later\n");
+}
+
+#[tokio::test]
+async fn publish_connections_are_capped_and_idle_ones_closed() {
+    let proxy = Proxy::start("* test\n", |c| {
+        c.limits.max_publish_connections = 1;
+        c.timeouts.publish_idle_secs = 1;
+    })
+    .await;
+    // An idle keep-alive connection: one request, then nothing.
+    let mut idle = send_raw(proxy.publish, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut got = Vec::new();
+    read_raw_until(&mut idle, &mut got, b"Holdfast API\n").await;
+    // The cap is one connection: this one waits until the idle one is closed.
+    let mut waiting = send_raw(proxy.publish, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut answer = Vec::new();
+    read_raw_until(&mut waiting, &mut answer, b"Holdfast API\n").await;
+    let mut byte = [0u8; 1];
+    match idle.try_read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the second connection was served while the first was open: {other:?}"),
+    }
+    assert!(status_line(&answer).starts_with("HTTP/1.1 200"));
 }
