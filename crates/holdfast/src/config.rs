@@ -79,8 +79,13 @@ pub struct LimitsConfig {
     /// Pushpin's `client_maxconn`, default 50000.
     pub max_connections: usize,
     /// Bytes of request line plus headers a client may send (Pushpin's `client_buffer_size`,
-    /// default 8192; hyper needs at least 8192). Over it the client gets `431`.
+    /// default 8192; hyper needs at least 8192). Over it the client gets `431` and the
+    /// connection is closed. Over HTTP/2 it bounds the header list.
     pub max_header_size: usize,
+    /// Header fields one HTTP/1.1 request may have. Over it the client gets `431` and the
+    /// connection is closed. Default 100 (hyper's, as Apache's `LimitRequestFields`); above 100
+    /// each request's header index is allocated on the heap instead of the stack.
+    pub max_headers: usize,
     /// Bytes of an origin response Holdfast buffers to read GRIP instructions, and of a request
     /// body kept for retries. Pushpin's `MAX_ACCEPT_RESPONSE_BODY`, default 100000.
     pub max_accept_body: usize,
@@ -110,6 +115,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections: 50_000,
             max_header_size: 8192,
+            max_headers: 100,
             max_accept_body: 100_000,
             max_publish_body: 1_000_000,
             max_channels_per_connection: 20,
@@ -559,6 +565,9 @@ impl Config {
                 ),
             ));
         }
+        if self.limits.max_headers == 0 {
+            return fail("limits.max_headers", "must be at least 1");
+        }
         if self.limits.max_publish_connections == 0 {
             return fail("limits.max_publish_connections", "must be at least 1");
         }
@@ -702,6 +711,7 @@ mod tests {
             ),
             ("[log]\nlevel = \"=bad=\"\n", "log.level"),
             ("[server]\nlisten = []\n", "server.listen"),
+            ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
             (
                 "[limits]\nmax_publish_connections = 0\n",
                 "limits.max_publish_connections",

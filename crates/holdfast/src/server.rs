@@ -167,7 +167,8 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
-        .max_buf_size(limits.max_header_size);
+        .max_buf_size(limits.max_header_size)
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())

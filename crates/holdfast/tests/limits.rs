@@ -407,3 +407,51 @@ async fn publish_connections_are_capped_and_idle_ones_closed() {
     }
     assert!(status_line(&answer).starts_with("HTTP/1.1 200"));
 }
+
+/// A request head with `n` extra headers of `size` bytes each.
+fn head_with(n: usize, size: usize) -> Vec<u8> {
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..n {
+        head.extend_from_slice(format!("x-h{i}: {}\r\n", "v".repeat(size)).as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Sends each head on its own connection and checks the status it gets.
+async fn assert_statuses(proxy: &Proxy, cases: &[(&str, Vec<u8>, &str)]) {
+    for (case, head, want) in cases {
+        let mut stream = send_raw(proxy.addr, head).await;
+        let mut got = Vec::new();
+        read_raw_until(&mut stream, &mut got, b"\r\n").await;
+        let line = status_line(&got);
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {want}")),
+            "{case}: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_heads_over_the_header_limits_are_431() {
+    // The defaults: 100 header fields (with Host), 8192 bytes.
+    let proxy = Proxy::start("* test\n", |_| {}).await;
+    let cases = [
+        ("too many headers", head_with(100, 1), "431"),
+        ("too many bytes of headers", head_with(2, 5000), "431"),
+        ("within both limits", head_with(99, 10), "200"),
+    ];
+    assert_statuses(&proxy, &cases).await;
+    let proxy = Proxy::start("* test\n", |c| {
+        c.limits.max_headers = 20;
+        c.limits.max_header_size = 16384;
+    })
+    .await;
+    let cases = [
+        ("over the configured count", head_with(20, 1), "431"),
+        ("within the configured count", head_with(19, 1), "200"),
+        ("within the configured size", head_with(2, 5000), "200"),
+        ("over the configured size", head_with(4, 5000), "431"),
+    ];
+    assert_statuses(&proxy, &cases).await;
+}
