@@ -158,6 +158,9 @@ impl Server {
     }
 }
 
+/// The header field count hyper allows when not told otherwise.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// hyper's connection settings: the header limits, and `head_timeout` for the request heads
 /// after a connection's first (HTTP/1.1 keep-alive).
 fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecutor> {
@@ -167,8 +170,12 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
-        .max_buf_size(limits.max_header_size)
-        .max_headers(limits.max_headers);
+        .max_buf_size(limits.max_header_size);
+    // hyper's own limit is 100, and unset it parses every head with a header index built on the
+    // stack in one go; only another value is handed to it.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
