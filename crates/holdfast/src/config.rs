@@ -25,7 +25,7 @@ pub struct Config {
     pub server: ServerConfig,
     /// Size and count limits.
     pub limits: LimitsConfig,
-    /// Timeouts towards origins.
+    /// Timeouts towards clients, origins and publishers.
     pub timeouts: TimeoutsConfig,
     /// X-Forwarded-For / X-Forwarded-Proto policy.
     pub forwarding: ForwardingConfig,
@@ -84,8 +84,13 @@ pub struct LimitsConfig {
     /// Pushpin's `client_maxconn`, default 50000.
     pub max_connections: usize,
     /// Bytes of request line plus headers a client may send (Pushpin's `client_buffer_size`,
-    /// default 8192; hyper needs at least 8192). Over it the client gets `431`.
+    /// default 8192; hyper needs at least 8192). Over it the client gets `431` and the
+    /// connection is closed. Over HTTP/2 it bounds the header list.
     pub max_header_size: usize,
+    /// Header fields one HTTP/1.1 request may have. Over it the client gets `431` and the
+    /// connection is closed. Default 100 (hyper's, as Apache's `LimitRequestFields`); above 100
+    /// each request's header index is allocated on the heap instead of the stack.
+    pub max_headers: usize,
     /// Bytes of an origin response Holdfast buffers to read GRIP instructions, and of a request
     /// body kept for retries. Pushpin's `MAX_ACCEPT_RESPONSE_BODY`, default 100000.
     pub max_accept_body: usize,
@@ -101,8 +106,13 @@ pub struct LimitsConfig {
     /// process's open-file limit minus `reserved_descriptors`. Over it new clients wait in the
     /// accept backlog and new origin connections fail with `503`.
     pub descriptors: usize,
-    /// Descriptors kept out of that budget for the publish API, Redis and files. Default 512.
+    /// Descriptors kept out of that budget for Redis and files opened at run time. Default 512.
     pub reserved_descriptors: usize,
+    /// Concurrent connections to the publish API. They have their own share of the open-file
+    /// limit, apart from the client and origin budget (`descriptors`) and from
+    /// `reserved_descriptors`, so neither side can use up the other's. Over it new publish
+    /// connections wait in the accept backlog. Default 1024.
+    pub max_publish_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -110,20 +120,41 @@ impl Default for LimitsConfig {
         Self {
             max_connections: 50_000,
             max_header_size: 8192,
+            max_headers: 100,
             max_accept_body: 100_000,
             max_publish_body: 1_000_000,
             max_channels_per_connection: 20,
             connection_queue: 100,
             descriptors: 0,
             reserved_descriptors: 512,
+            max_publish_connections: 1024,
         }
     }
 }
 
-/// `[timeouts]`: how long Holdfast waits for origins.
+/// `[timeouts]`: how long Holdfast waits for clients, origins and publishers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutsConfig {
+    /// Seconds from a client connection's accept until its first request's head (request line
+    /// and headers) has arrived, and from the end of one response until the next request's head
+    /// has arrived on an HTTP/1.1 keep-alive connection. Over it the connection is closed
+    /// without a response. nginx's `client_header_timeout`, HAProxy's `timeout http-request`.
+    /// Default 10.
+    pub client_header_secs: u64,
+    /// Seconds a client's request body may send nothing while Holdfast waits for it; over it
+    /// the origin request is aborted and the client gets `408`. nginx's `client_body_timeout`.
+    /// 0 turns it off. Default 30.
+    pub client_body_idle_secs: u64,
+    /// Seconds an origin's response body may send nothing while Holdfast waits for it: a
+    /// relayed body, a GRIP answer's body, a next link's body. Over it the origin connection is
+    /// closed; a relayed body is cut (the client sees it end early), a GRIP answer gets `504`.
+    /// A held stream's wait for publishes is not an origin read and has no such limit. nginx's
+    /// `proxy_read_timeout`. 0 turns it off. Default 60.
+    pub origin_body_idle_secs: u64,
+    /// Seconds a publish API connection may stay idle: from its accept until its first
+    /// request's head, and between requests. Over it the connection is closed. Default 60.
+    pub publish_idle_secs: u64,
     /// Seconds to open a TCP (and TLS) connection to one target before trying the next. Default 5.
     pub origin_connect_secs: u64,
     /// Seconds to wait for an origin's response headers; over it the client gets `504`. Default 60.
@@ -142,6 +173,10 @@ pub struct TimeoutsConfig {
 impl Default for TimeoutsConfig {
     fn default() -> Self {
         Self {
+            client_header_secs: 10,
+            client_body_idle_secs: 30,
+            origin_body_idle_secs: 60,
+            publish_idle_secs: 60,
             origin_connect_secs: 5,
             origin_response_secs: 60,
             origin_idle_secs: 90,
@@ -152,6 +187,22 @@ impl Default for TimeoutsConfig {
 }
 
 impl TimeoutsConfig {
+    /// The client header timeout as a duration.
+    pub fn client_header(&self) -> Duration {
+        Duration::from_secs(self.client_header_secs)
+    }
+    /// The client request body idle timeout; `None` when turned off.
+    pub fn client_body_idle(&self) -> Option<Duration> {
+        (self.client_body_idle_secs > 0).then(|| Duration::from_secs(self.client_body_idle_secs))
+    }
+    /// The origin response body idle timeout; `None` when turned off.
+    pub fn origin_body_idle(&self) -> Option<Duration> {
+        (self.origin_body_idle_secs > 0).then(|| Duration::from_secs(self.origin_body_idle_secs))
+    }
+    /// The publish connection idle timeout as a duration.
+    pub fn publish_idle(&self) -> Duration {
+        Duration::from_secs(self.publish_idle_secs)
+    }
     /// The connect timeout as a duration.
     pub fn origin_connect(&self) -> Duration {
         Duration::from_secs(self.origin_connect_secs)
@@ -523,6 +574,12 @@ impl Config {
                 ),
             ));
         }
+        if self.limits.max_headers == 0 {
+            return fail("limits.max_headers", "must be at least 1");
+        }
+        if self.limits.max_publish_connections == 0 {
+            return fail("limits.max_publish_connections", "must be at least 1");
+        }
         if self.limits.connection_queue == 0 {
             return fail("limits.connection_queue", "must be at least 1");
         }
@@ -558,6 +615,12 @@ impl Config {
         }
         if self.timeouts.origin_response_secs == 0 {
             return fail("timeouts.origin_response_secs", "must be at least 1");
+        }
+        if self.timeouts.client_header_secs == 0 {
+            return fail("timeouts.client_header_secs", "must be at least 1");
+        }
+        if self.timeouts.publish_idle_secs == 0 {
+            return fail("timeouts.publish_idle_secs", "must be at least 1");
         }
         for (i, url) in self.cluster.redis.iter().enumerate() {
             redis_url::check(url).map_err(|e| ("cluster.redis", e))?;
@@ -658,6 +721,19 @@ mod tests {
             ),
             ("[log]\nlevel = \"=bad=\"\n", "log.level"),
             ("[server]\nlisten = []\n", "server.listen"),
+            ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
+            (
+                "[limits]\nmax_publish_connections = 0\n",
+                "limits.max_publish_connections",
+            ),
+            (
+                "[timeouts]\nclient_header_secs = 0\n",
+                "timeouts.client_header_secs",
+            ),
+            (
+                "[timeouts]\npublish_idle_secs = 0\n",
+                "timeouts.publish_idle_secs",
+            ),
             ("[cluster]\nredis = [\"http://r:1\"]\n", "cluster.redis"),
             (
                 "[cluster]\nredis = [\"redis://a:1\", \"redis://a:1\"]\n",

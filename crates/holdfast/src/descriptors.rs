@@ -2,14 +2,16 @@
 //!
 //! A process may hold only so many open files. Client connections, origin connections (pooled,
 //! in flight, or a relayed WebSocket's upstream) all take one descriptor each, and when they run
-//! out the kernel refuses *every* new socket — including the publish API's. So Holdfast counts
-//! them against a budget: the open-file limit minus `limits.reserved_descriptors`, or
-//! `limits.descriptors` when set. The reserve is what the publish API, the cluster's Redis
-//! connections and files opened at run time use; they are not counted.
+//! out the kernel refuses *every* new socket — including the publish API's. So Holdfast splits
+//! the open-file limit three ways: the publish API's connections get a share of their own
+//! (`limits.max_publish_connections`), the reserve (`limits.reserved_descriptors`) is left for
+//! the cluster's Redis connections and files opened at run time, uncounted, and client and
+//! origin sockets share the rest, the budget (or `limits.descriptors` when set).
 //!
 //! When the budget is spent, a new client waits in the accept backlog until a socket closes, and
 //! a new origin connection fails at once with [`Exhausted`] (the client gets `503`), so the
-//! connections already open and the publish API keep working.
+//! connections already open and the publish API keep working. When the publish share is spent,
+//! a new publish connection waits in its listener's backlog, and the clients are not touched.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -27,11 +29,13 @@ use crate::config::LimitsConfig;
 /// Below this many descriptors left after the reserve, half the limit is used instead.
 const MIN_BUDGET: u64 = 64;
 
-/// The shared budget. Cloning shares it.
+/// The shared budget, and the publish API's share. Cloning shares them.
 #[derive(Clone, Debug)]
 pub struct Descriptors {
     permits: Arc<Semaphore>,
     total: usize,
+    publish: Arc<Semaphore>,
+    publish_total: usize,
 }
 
 /// No descriptor is left in the budget for an origin connection.
@@ -50,16 +54,21 @@ pub struct Held {
 
 impl Descriptors {
     /// A budget of `limits.descriptors`, or, when that is 0, of the process's open-file limit
-    /// minus `limits.reserved_descriptors`.
+    /// minus `limits.reserved_descriptors` and the publish API's share,
+    /// `limits.max_publish_connections`.
     pub fn from_limits(limits: &LimitsConfig) -> Descriptors {
+        let publish_total = limits.max_publish_connections;
         let total = if limits.descriptors > 0 {
             limits.descriptors
         } else {
-            derived(open_file_limit(), limits.reserved_descriptors as u64)
+            let kept = limits.reserved_descriptors.saturating_add(publish_total);
+            derived(open_file_limit(), kept as u64)
         };
         Descriptors {
             permits: Arc::new(Semaphore::new(total)),
             total,
+            publish: Arc::new(Semaphore::new(publish_total)),
+            publish_total,
         }
     }
 
@@ -84,6 +93,28 @@ impl Descriptors {
         Held { _permit: permit }
     }
 
+    /// Waits for a descriptor of the publish API's share (for a publish connection about to be
+    /// accepted).
+    pub async fn acquire_publish(&self) -> Held {
+        let permit = self
+            .publish
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("descriptor semaphore is never closed");
+        Held { _permit: permit }
+    }
+
+    /// The size of the publish API's share.
+    pub fn publish_total(&self) -> usize {
+        self.publish_total
+    }
+
+    /// Publish API connections open now.
+    pub fn publish_in_use(&self) -> usize {
+        self.publish_total - self.publish.available_permits()
+    }
+
     /// Takes a descriptor if one is free (for an origin connection).
     pub fn try_acquire(&self) -> Result<Held, Exhausted> {
         self.permits
@@ -94,18 +125,21 @@ impl Descriptors {
     }
 }
 
-fn derived(limit: Option<u64>, reserved: u64) -> usize {
+/// The budget left of the open-file `limit` once `kept` (the reserve and the publish share) is
+/// set aside.
+fn derived(limit: Option<u64>, kept: u64) -> usize {
     let Some(limit) = limit else {
         // No limit at all: only the connection cap applies.
         return usize::MAX >> 4;
     };
-    let budget = match limit.checked_sub(reserved) {
+    let budget = match limit.checked_sub(kept) {
         Some(b) if b >= MIN_BUDGET => b,
         _ => {
             tracing::warn!(
                 limit,
-                reserved,
-                "limits.reserved_descriptors leaves too few of the open-file limit; using half of it"
+                kept,
+                "limits.reserved_descriptors and limits.max_publish_connections leave too few \
+                 of the open-file limit for clients and origins; using half of it"
             );
             limit / 2
         }
@@ -259,6 +293,7 @@ impl<T: Write + Unpin> Write for BudgetedConn<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     #[test]
     fn derived_budget_keeps_the_reserve() {
@@ -266,6 +301,32 @@ mod tests {
         assert_eq!(derived(Some(1024), 2000), 512);
         assert_eq!(derived(Some(600), 512), 88);
         assert_eq!(derived(Some(560), 512), 280);
+        // The default reserve and publish share out of a common hard limit.
+        assert_eq!(derived(Some(65_536), 512 + 1024), 64_000);
+    }
+
+    #[test]
+    fn the_publish_share_is_apart_from_the_budget() {
+        let limits = LimitsConfig {
+            descriptors: 1,
+            max_publish_connections: 2,
+            ..LimitsConfig::default()
+        };
+        let d = Descriptors::from_limits(&limits);
+        let _client = d.try_acquire().expect("the budget's one");
+        assert!(d.try_acquire().is_err());
+        // A full budget leaves the publish share as it was, and the other way round.
+        let a = d
+            .acquire_publish()
+            .now_or_never()
+            .expect("a publish descriptor");
+        let _b = d.acquire_publish().now_or_never().expect("a second one");
+        assert_eq!(d.publish_in_use(), 2);
+        assert!(d.acquire_publish().now_or_never().is_none(), "share spent");
+        assert_eq!(d.in_use(), 1);
+        drop(a);
+        assert_eq!(d.publish_in_use(), 1);
+        assert!(d.acquire_publish().now_or_never().is_some());
     }
 
     #[test]

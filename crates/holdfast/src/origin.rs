@@ -17,7 +17,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -148,6 +148,10 @@ fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig, budget: &Descript
         .enable_http1()
         .wrap_connector(Budgeted::new(http, budget.clone()));
     Client::builder(TokioExecutor::new())
+        // Without a timer the pool never reaps idle connections: the idle timeout is only
+        // checked when a connection is taken out again, so an origin's quiet hour kept every
+        // connection of its last burst open.
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(timeouts.origin_idle_secs))
         .pool_max_idle_per_host(timeouts.origin_idle_per_target)
         .set_host(false)

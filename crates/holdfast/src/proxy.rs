@@ -3,10 +3,12 @@
 //! [`send`] tries the route's targets in order (a target that cannot be connected to hands the
 //! untouched body on to the next, see [`crate::origin::Reclaimable`]); every origin request, the
 //! WebSocket handshakes and WebSocket-over-HTTP posts included, is timed and its failure
-//! classified once, in [`exchange`]. [`ask`] tells a relayed answer from a GRIP one, for the
-//! entrance and for a held session's retries alike; [`relay`] passes a plain answer on with
-//! hop-by-hop headers removed. The header rewriting ([`headers`]), the access-log body wrapper and
-//! the proxy's error type live here too.
+//! classified once, in [`exchange`]: a request body that broke off or stalled is the client's
+//! fault, whatever hyper's client calls it. [`ask`] tells a relayed answer from a GRIP one, for
+//! the entrance and for a held session's retries alike; [`relay`] passes a plain answer on with
+//! hop-by-hop headers removed, its body under the origin body idle timeout ([`origin_body`]).
+//! The header rewriting ([`headers`]), the body wrappers and the proxy's error type live here
+//! too.
 
 pub mod body;
 pub mod error;
@@ -29,6 +31,7 @@ use crate::config::routes::{Route, Target, TargetKind};
 use crate::descriptors::Exhausted;
 use crate::http::{boxed, error_chain, Body};
 use crate::origin::Reclaimable;
+use body::{ClientBodyError, OriginBody};
 use error::ProxyError;
 
 /// The facts about a request that routing and forwarding need.
@@ -149,11 +152,23 @@ pub async fn send<'r>(
     Err(ProxyError::Unreachable(tried))
 }
 
-/// An origin's non-GRIP response, relayed with hop-by-hop headers removed.
-pub fn relay(resp: Response<Incoming>) -> Response<Body> {
+/// An origin's non-GRIP response, relayed with hop-by-hop headers removed. Its body is cut
+/// (the client sees it end early) if the origin sends nothing for
+/// `timeouts.origin_body_idle_secs`.
+pub fn relay(app: &App, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::to_client(&mut parts.headers);
-    Response::from_parts(parts, boxed(body))
+    Response::from_parts(parts, boxed(origin_body(app, body)))
+}
+
+/// An origin's response body under `timeouts.origin_body_idle_secs`.
+pub fn origin_body(app: &App, body: Incoming) -> OriginBody {
+    OriginBody::new(body, app.config.timeouts.origin_body_idle())
+}
+
+/// A client's request body under `timeouts.client_body_idle_secs`, its failures the client's.
+pub fn client_body(app: &App, body: Incoming) -> body::ClientBody {
+    body::ClientBody::new(body, app.config.timeouts.client_body_idle())
 }
 
 /// How an origin request failed, classified once for every kind of origin request.
@@ -163,7 +178,8 @@ pub enum Failure {
     /// better.
     Unreachable(String),
     /// Anything else: no response within `timeouts.origin_response_secs`, no descriptor left,
-    /// or the origin failed mid-exchange. The client gets this error.
+    /// the client's request body broke off or stalled, or the origin failed mid-exchange. The
+    /// client gets this error.
     Fatal(ProxyError),
 }
 
@@ -198,11 +214,30 @@ fn classify(
             ProxyError::NoDescriptors(Exhausted(app.descriptors.total())),
         )),
         Ok(Err(e)) if e.is_connect() => Err(Failure::Unreachable(error_chain(&e))),
-        Ok(Err(e)) => Err(Failure::Fatal(ProxyError::Origin {
-            target: label.to_string(),
-            reason: error_chain(&e),
+        // hyper's client reports the request body's failure as its own; the body says whose.
+        Ok(Err(e)) => Err(Failure::Fatal(match client_body_error(&e) {
+            Some(stalled @ ClientBodyError::Idle(_)) => {
+                ProxyError::RequestBodyTimeout(stalled.to_string())
+            }
+            Some(broken) => ProxyError::RequestBody(broken.to_string()),
+            None => ProxyError::Origin {
+                target: label.to_string(),
+                reason: error_chain(&e),
+            },
         })),
     }
+}
+
+/// The [`ClientBodyError`] among `e` and its sources, if the client's body is what failed.
+fn client_body_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ClientBodyError> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<ClientBodyError>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// What an origin answered, as far as the proxy is concerned.

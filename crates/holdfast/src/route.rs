@@ -85,16 +85,17 @@ async fn dispatch(
         path,
         headers: crate::proxy::origin_headers(app, route, peer, &info, false, parts.headers),
     };
+    let body = crate::proxy::client_body(app, body);
     if route.options.no_grip {
         let (resp, target) = crate::proxy::send(app, route, &request, boxed(body)).await?;
         record.target = Some(target.label());
-        return Ok(crate::proxy::relay(resp));
+        return Ok(crate::proxy::relay(app, resp));
     }
     let (captured, capture) = Captured::new(body, app.config.limits.max_accept_body);
     let (answer, target) = crate::proxy::ask(app, route, &request, boxed(captured)).await?;
     record.target = Some(target.label());
     let resp = match answer {
-        Answer::Relay(resp) => return Ok(crate::proxy::relay(resp)),
+        Answer::Relay(resp) => return Ok(crate::proxy::relay(app, resp)),
         Answer::Grip(resp) => resp,
     };
     let held = HeldRequest {

@@ -3,17 +3,27 @@
 //! Each listener runs one accept loop. A client connection needs a permit from the shared
 //! semaphore (`limits.max_connections`) and a descriptor from the budget client and origin
 //! sockets share ([`crate::descriptors`]) before it is accepted, so over either cap new clients
-//! wait in the kernel's backlog instead of being accepted and starved; the publish listener
-//! takes neither, its connections come out of the reserve. Every connection task holds a clone of
-//! a drain sender; shutdown stops the loops, tells holds to finish, asks hyper to close each
-//! connection after its in-flight response, and waits — at most the grace period — until every
-//! drain sender is gone.
+//! wait in the kernel's backlog instead of being accepted and starved; a publish connection
+//! needs a descriptor of the publish API's own share (`limits.max_publish_connections`), so
+//! neither listener can starve the other. Every connection task holds a clone of a drain
+//! sender; shutdown stops the loops, tells holds to finish, asks hyper to close each connection
+//! after its in-flight response, and waits — at most the grace period — until every drain
+//! sender is gone.
+//!
+//! A connection's first request head must be in within the header timeout of its accept
+//! (`timeouts.client_header_secs`, `timeouts.publish_idle_secs` on the publish listener), else
+//! the connection is closed: [`first_request`] watches that, and its timer is gone as soon as the
+//! first request reaches the service. hyper's own HTTP/1.1 header timer, set to the same value,
+//! covers the requests after it; it cannot cover the first, because it starts only once
+//! hyper-util has told HTTP/1.1 from HTTP/2 by the first bytes, and HTTP/2 has none.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -27,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::app::App;
 use crate::config::routes::RouteTable;
 use crate::config::Config;
-use crate::http::Body;
+use crate::http::{Body, BoxError};
 
 mod direct;
 
@@ -104,20 +114,19 @@ impl Server {
             })
         };
         let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+        let timeouts = &app.config.timeouts;
         tracing::info!(
             max_connections = app.config.limits.max_connections,
             descriptors = app.descriptors.total(),
+            max_publish_connections = app.descriptors.publish_total(),
+            client_header_secs = timeouts.client_header_secs,
+            client_body_idle_secs = timeouts.client_body_idle_secs,
+            origin_body_idle_secs = timeouts.origin_body_idle_secs,
+            publish_idle_secs = timeouts.publish_idle_secs,
             "connection limits"
         );
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .max_buf_size(app.config.limits.max_header_size);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(app.config.limits.max_header_size as u32);
+        let client_builder = builder(&app.config, timeouts.client_header());
+        let publish_builder = builder(&app.config, timeouts.publish_idle());
         let listeners = self
             .clients
             .into_iter()
@@ -128,12 +137,16 @@ impl Server {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, ?kind, "listening");
             }
+            let builder = match kind {
+                Kind::Client => client_builder.clone(),
+                Kind::Publish => publish_builder.clone(),
+            };
             loops.push(tokio::spawn(accept_loop(
                 listener,
                 kind,
                 app.clone(),
                 self.api.clone(),
-                builder.clone(),
+                builder,
                 permits.clone(),
             )));
         }
@@ -149,6 +162,31 @@ impl Server {
         }
         sweeper.abort();
     }
+}
+
+/// The header field count hyper allows when not told otherwise.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// hyper's connection settings: the header limits, and `head_timeout` for the request heads
+/// after a connection's first (HTTP/1.1 keep-alive).
+fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let limits = &config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(limits.max_header_size);
+    // hyper's own limit is 100, and unset it parses every head with a header index built on the
+    // stack in one go; only another value is handed to it.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    builder
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -176,12 +214,17 @@ async fn accept_loop(
     };
     let mut stop = app.shutdown.signal();
     loop {
-        let permit = match kind {
+        // A client waits for room under the connection cap and in the budget; a publisher for
+        // a descriptor of the publish share, which it keeps.
+        let (permit, publish_held) = match kind {
             Kind::Client => tokio::select! {
-                p = room_for_client(&app, &permits) => Some(p),
+                p = room_for_client(&app, &permits) => (Some(p), None),
                 _ = stop.stopped() => return,
             },
-            Kind::Publish => None,
+            Kind::Publish => tokio::select! {
+                held = app.descriptors.acquire_publish() => (None, Some(held)),
+                _ = stop.stopped() => return,
+            },
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -195,19 +238,19 @@ async fn accept_loop(
             },
             _ = stop.stopped() => return,
         };
-        let permit = match permit {
+        let held = match publish_held {
+            Some(held) => held,
             // Usually at once; if an origin connection took the free descriptor meanwhile, this
             // client waits with its socket open (the reserve covers it).
-            Some(p) => tokio::select! {
-                held = app.descriptors.acquire() => Some((p, held)),
+            None => tokio::select! {
+                held = app.descriptors.acquire() => held,
                 _ = stop.stopped() => return,
             },
-            None => None,
         };
         let _ = stream.set_nodelay(true);
         // The socket and what lives as long as it: the connection's permit and descriptor, and
         // the drain guard. A held stream takes them all from hyper ([`direct`]).
-        let cell = Cell::new(stream, (permit, drain.clone()));
+        let cell = Cell::new(stream, (permit, held, drain.clone()));
         tokio::spawn(serve_connection(
             cell,
             peer,
@@ -233,7 +276,10 @@ async fn room_for_client(app: &App, permits: &Arc<Semaphore>) -> OwnedSemaphoreP
 }
 
 /// Serves one accepted connection with hyper until it ends, closing it gracefully once shutdown
-/// begins; a held stream on it is handed to [`direct::write`].
+/// begins; a held stream on it is handed to [`direct::write`]. A connection whose first request
+/// head is not in within the header timeout is closed without a response.
+// Not an `async fn` on purpose: see the comment in the body.
+#[allow(clippy::manual_async_fn)]
 fn serve_connection(
     cell: Arc<Cell<Guards>>,
     peer: SocketAddr,
@@ -246,11 +292,17 @@ fn serve_connection(
     // An async block, not an `async fn`: an `async fn` moves its arguments into locals and
     // keeps both copies for the life of the connection (about 300 bytes per connection).
     async move {
+        let head_timeout = match kind {
+            Kind::Client => app.config.timeouts.client_header(),
+            Kind::Publish => app.config.timeouts.publish_idle(),
+        };
         let shared = cell.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             let app = app.clone();
             let api = api.clone();
             let cell = cell.clone();
+            // Called as hyper hands the head on, within its poll of the connection.
+            cell.mark_requested();
             // Only an upgrade can take the socket; other requests skip the extension map.
             if req.headers().contains_key(hyper::header::UPGRADE) {
                 req.extensions_mut().insert(ClientSocket(cell.clone()));
@@ -278,21 +330,92 @@ fn serve_connection(
             })
         });
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(Shared(shared)), service)
+            .serve_connection_with_upgrades(TokioIo::new(Shared(shared.clone())), service)
             .into_owned();
         tokio::pin!(conn);
-        let stopping = stop.stopped();
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            () = stopping => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        // Boxed: its timer is needed once, at the start, and the task of a connection that then
+        // holds a long-poll for minutes should not keep room for it.
+        let first = Box::pin(first_request(
+            conn.as_mut(),
+            shared,
+            &mut stop,
+            head_timeout,
+        ));
+        let stopping = match first.await {
+            First::Ended(result) => return ended(peer, result),
+            First::Silent => {
+                tracing::debug!(%peer, ?kind, "no request head within the header timeout; connection closed");
+                return;
+            }
+            First::Stopping => true,
+            First::Requested => false,
+        };
+        let result = if stopping {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        } else {
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.stopped() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
             }
         };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
-        }
+        ended(peer, result);
     }
+}
+
+/// Logs how a connection ended, when it was not cleanly.
+fn ended(peer: SocketAddr, result: Result<(), BoxError>) {
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %crate::http::error_chain(&*e), "connection ended with error");
+    }
+}
+
+/// What happened first on a new connection.
+enum First {
+    /// The connection ended (the client left, or sent something hyper refused).
+    Ended(Result<(), BoxError>),
+    /// A request reached the service: the header timeout is over for this connection.
+    Requested,
+    /// No request head within the header timeout.
+    Silent,
+    /// Shutdown began.
+    Stopping,
+}
+
+/// Drives `conn` until its first request reaches the service (which marks `cell`), it ends,
+/// shutdown begins, or `within` passes. The timer lives only as long as this call.
+async fn first_request<C>(
+    mut conn: Pin<&mut C>,
+    cell: Arc<Cell<Guards>>,
+    stop: &mut Signal,
+    within: Duration,
+) -> First
+where
+    C: Future<Output = Result<(), BoxError>>,
+{
+    let stopping = stop.stopped();
+    let deadline = tokio::time::sleep(within);
+    tokio::pin!(stopping, deadline);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(First::Ended(result));
+        }
+        // The service is called inside the poll above, for HTTP/1.1 and HTTP/2 alike.
+        if cell.was_requested() {
+            return Poll::Ready(First::Requested);
+        }
+        if stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(First::Stopping);
+        }
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(First::Silent);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Counts a held stream in `holdfast_direct_streams` for as long as it lives.

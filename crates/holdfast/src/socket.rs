@@ -5,10 +5,13 @@
 //! hyper reads the request through [`Shared`]; a handler that takes the socket ([`Cell::take`])
 //! leaves hyper reading end-of-file and failing its writes, so hyper's connection ends and frees
 //! its buffers. What must live exactly as long as the socket (the connection-cap permit, the
-//! descriptor, the drain guard: [`Guards`]) moves with it.
+//! descriptor, the drain guard: [`Guards`]) moves with it. The cell also records whether hyper
+//! has handed a request on the connection to the service yet, which ends the connection's
+//! header timeout.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -18,10 +21,12 @@ use tokio::net::TcpStream;
 
 use crate::sink::Sink;
 
-/// What must live exactly as long as a client socket: the connection-cap permit and the
-/// descriptor (none on the publish listener), and the drain guard.
+/// What must live exactly as long as a client socket: the connection-cap permit (none on the
+/// publish listener), the descriptor (from the client budget, or the publish API's share), and
+/// the drain guard.
 pub type Guards = (
-    Option<(tokio::sync::OwnedSemaphorePermit, crate::descriptors::Held)>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    crate::descriptors::Held,
     crate::shutdown::DrainGuard,
 );
 
@@ -56,6 +61,7 @@ pub struct Owned<G> {
 /// The socket, in hyper's hands until a held stream takes it.
 pub struct Cell<G> {
     owned: Mutex<Option<Owned<G>>>,
+    requested: AtomicBool,
 }
 
 impl<G> Owned<G> {
@@ -70,7 +76,18 @@ impl<G> Cell<G> {
     pub fn new(stream: TcpStream, guards: G) -> Arc<Cell<G>> {
         Arc::new(Cell {
             owned: Mutex::new(Some(Owned { stream, guards })),
+            requested: AtomicBool::new(false),
         })
+    }
+
+    /// Records that a request on this connection has reached the service.
+    pub fn mark_requested(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a request on this connection has reached the service.
+    pub fn was_requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
     }
 
     /// Takes the socket away from hyper; `None` if already taken.

@@ -130,7 +130,7 @@ async fn retry(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
     let answer = crate::proxy::ask(&ctx.app, &ctx.route, &request, full(body.clone())).await;
     let (resp, target) = match answer {
         Ok((Answer::Grip(resp), target)) => (resp, target),
-        Ok((Answer::Relay(resp), _)) => return Next::Done(crate::proxy::relay(resp)),
+        Ok((Answer::Relay(resp), _)) => return Next::Done(crate::proxy::relay(&ctx.app, resp)),
         Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
     };
     let accepted = match crate::proxy::read_grip(&ctx.app, &target.label(), resp).await {

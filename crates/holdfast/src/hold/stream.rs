@@ -21,7 +21,6 @@ use grip::instruct::{HoldMode, KeepAlive, KeepAliveMode, NextLink};
 use grip::publish::Action;
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
@@ -29,18 +28,19 @@ use super::link::{self, GoneLink};
 use super::{HeldRequest, Positions, Verdict};
 use crate::http::{boxed, Body, BoxError};
 use crate::hub::{Delivery, Subscription};
+use crate::proxy::body::OriginBody;
 use crate::proxy::Answer;
 use crate::sink::Sink;
 
 /// A buffered prefix followed by the rest of an origin body.
 pub struct Prefixed {
     prefix: Option<Bytes>,
-    rest: Option<Incoming>,
+    rest: Option<OriginBody>,
 }
 
 impl Prefixed {
     /// `prefix`, then everything `rest` yields.
-    pub fn new(prefix: Bytes, rest: Incoming) -> Prefixed {
+    pub fn new(prefix: Bytes, rest: OriginBody) -> Prefixed {
         Prefixed {
             prefix: Some(prefix).filter(|b| !b.is_empty()),
             rest: Some(rest),
@@ -86,7 +86,7 @@ pub struct Start {
     /// The initial body (buffered part).
     pub initial: Bytes,
     /// The rest of the initial body, when it was too long to buffer.
-    pub rest: Option<Incoming>,
+    pub rest: Option<OriginBody>,
     /// Channels and positions.
     pub positions: Positions,
     /// A stream hold (subscribe), or only a next-link chain.
@@ -127,7 +127,8 @@ struct Live {
 struct StreamSession {
     ctx: Arc<HeldRequest>,
     out: VecDeque<Bytes>,
-    body_in: Option<Incoming>,
+    /// Boxed: the session lives as long as its client, and this is empty nearly all that time.
+    body_in: Option<Box<OriginBody>>,
     queued: VecDeque<Delivery>,
     live: Option<Live>,
     positions: Positions,
@@ -148,7 +149,7 @@ impl StreamSession {
         let mut s = StreamSession {
             ctx,
             out: VecDeque::new(),
-            body_in: start.rest,
+            body_in: start.rest.map(Box::new),
             queued: VecDeque::new(),
             live: None,
             positions: start.positions,
@@ -455,7 +456,8 @@ impl StreamSession {
             Answer::Grip(resp) => resp,
             Answer::Relay(resp) => {
                 // A plain response ends the chain: its body is the last part of the stream.
-                self.body_in = Some(resp.into_body());
+                let body = crate::proxy::origin_body(&self.ctx.app, resp.into_body());
+                self.body_in = Some(Box::new(body));
                 self.next_link = None;
                 self.done = true;
                 return;
@@ -473,7 +475,7 @@ impl StreamSession {
             .response
             .as_ref()
             .map_or(accepted.body, |r| r.body.clone());
-        self.body_in = accepted.rest;
+        self.body_in = accepted.rest.map(Box::new);
         if ins.hold == Some(HoldMode::Stream) || !ins.channels.is_empty() {
             let next = Positions::new(&app, &self.ctx.route, &target.subs, &ins);
             self.positions.update_from(next);

@@ -27,6 +27,14 @@ pub enum ProxyError {
     /// The origin did not answer within the response timeout.
     #[error("Timed out waiting for the origin ({0}) to respond.")]
     OriginTimeout(String),
+    /// The origin's body sent nothing for `timeouts.origin_body_idle_secs`.
+    #[error("Timed out waiting for the origin ({target}) to send its body: {reason}.")]
+    OriginBodyTimeout {
+        /// The target label.
+        target: String,
+        /// How long it was silent, naming the setting.
+        reason: String,
+    },
     /// The origin connection failed after the request was sent.
     #[error("Error while proxying to origin {target}: {reason}")]
     Origin {
@@ -46,6 +54,14 @@ pub enum ProxyError {
     /// The client's request cannot be served as sent.
     #[error("{0}")]
     BadRequest(String),
+    /// The client's request body broke off (malformed chunked framing, shorter than its
+    /// `Content-Length`); the origin request was aborted.
+    #[error("The request body could not be read: {0}.")]
+    RequestBody(String),
+    /// The client's request body sent nothing for `timeouts.client_body_idle_secs`; the origin
+    /// request was aborted.
+    #[error("The request body stalled: {0}.")]
+    RequestBodyTimeout(String),
     /// Holdfast has no file descriptor left for an origin connection.
     #[error("{0}")]
     NoDescriptors(crate::descriptors::Exhausted),
@@ -55,9 +71,13 @@ impl ProxyError {
     /// Who is to blame.
     pub fn source_of(&self) -> Source {
         match self {
-            ProxyError::NoRoute(_) | ProxyError::BadRequest(_) => Source::Client,
+            ProxyError::NoRoute(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::RequestBody(_)
+            | ProxyError::RequestBodyTimeout(_) => Source::Client,
             ProxyError::Unreachable(_)
             | ProxyError::OriginTimeout(_)
+            | ProxyError::OriginBodyTimeout { .. }
             | ProxyError::Origin { .. }
             | ProxyError::BadInstructions { .. } => Source::Origin,
             ProxyError::NoDescriptors(_) => Source::Internal,
@@ -71,8 +91,11 @@ impl ProxyError {
             | ProxyError::Unreachable(_)
             | ProxyError::Origin { .. }
             | ProxyError::BadInstructions { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::OriginTimeout(_) | ProxyError::OriginBodyTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::BadRequest(_) | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoDescriptors(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -91,7 +114,7 @@ impl ProxyError {
             (ProxyError::Origin { .. } | ProxyError::BadInstructions { .. }, false) => {
                 "Error while proxying to origin.".to_string()
             }
-            (ProxyError::OriginTimeout(_), false) => {
+            (ProxyError::OriginTimeout(_) | ProxyError::OriginBodyTimeout { .. }, false) => {
                 "Timed out waiting for the origin to respond.".to_string()
             }
             _ => self.to_string(),
@@ -140,6 +163,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_broken_request_body_is_the_clients_fault() {
+        let e = ProxyError::RequestBody("invalid chunk size line".into());
+        assert_eq!(e.source_of(), Source::Client);
+        assert_eq!(
+            text_of(e.to_response(false)).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read: invalid chunk size line.\n".to_string()
+            )
+        );
+        let e = ProxyError::RequestBodyTimeout("nothing arrived for 30 s".into());
+        assert_eq!(e.source_of(), Source::Client);
+        let (status, text) = text_of(e.to_response(false)).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            text,
+            "The request body stalled: nothing arrived for 30 s.\n"
+        );
+    }
+
+    #[tokio::test]
     async fn origin_failures_hide_their_reason_unless_debug() {
         let e = ProxyError::OriginTimeout("a:1".into());
         assert_eq!(
@@ -156,6 +200,17 @@ mod tests {
         let (status, text) = text_of(e.to_response(false)).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert_eq!(text, "Error while proxying to origin.\n");
+        let stalled = ProxyError::OriginBodyTimeout {
+            target: "a:1".into(),
+            reason: "the origin sent nothing for 60 s".into(),
+        };
+        assert_eq!(
+            text_of(stalled.to_response(false)).await,
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timed out waiting for the origin to respond.\n".to_string()
+            )
+        );
         let (_, text) = text_of(e.to_response(true)).await;
         assert!(text.contains("secret detail"), "{text}");
     }

@@ -1,5 +1,7 @@
 //! Reading an origin's GRIP answer: its body buffered up to `limits.max_accept_body` and its
-//! instructions parsed, ready for [`crate::hold`] to carry out.
+//! instructions parsed, ready for [`crate::hold`] to carry out. The body is read under
+//! `timeouts.origin_body_idle_secs`: an answer whose body stalls is a `504`, and its origin slot
+//! is freed.
 
 use bytes::{Bytes, BytesMut};
 use grip::instruct::{HoldMode, Instruction};
@@ -8,6 +10,7 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::body::OriginBody;
 use super::error::ProxyError;
 use crate::app::App;
 
@@ -20,7 +23,7 @@ pub struct Accepted {
     /// The buffered body (all of it, unless `rest` is set).
     pub body: Bytes,
     /// The body beyond the buffered prefix; only for stream holds and bare responses.
-    pub rest: Option<Incoming>,
+    pub rest: Option<OriginBody>,
     /// What the origin asked for.
     pub instruction: Instruction,
 }
@@ -31,7 +34,8 @@ pub async fn read_grip(
     label: &str,
     resp: Response<Incoming>,
 ) -> Result<Accepted, ProxyError> {
-    let (parts, mut incoming) = resp.into_parts();
+    let (parts, incoming) = resp.into_parts();
+    let mut incoming = super::origin_body(app, incoming);
     let limit = app.config.limits.max_accept_body;
     let bad = |reason: String| ProxyError::BadInstructions {
         target: label.to_string(),
@@ -40,9 +44,13 @@ pub async fn read_grip(
     let mut buf = BytesMut::new();
     let mut rest = None;
     while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|e| ProxyError::Origin {
-            target: label.to_string(),
-            reason: crate::http::error_chain(&e),
+        let frame = frame.map_err(|e| {
+            let (target, reason) = (label.to_string(), e.to_string());
+            if e.is_idle() {
+                ProxyError::OriginBodyTimeout { target, reason }
+            } else {
+                ProxyError::Origin { target, reason }
+            }
         })?;
         if let Ok(data) = frame.into_data() {
             buf.extend_from_slice(&data);
