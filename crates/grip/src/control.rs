@@ -3,8 +3,10 @@
 //!
 //! [`parse_control_message`] takes the JSON with the prefix already removed.
 //! Defaults are filled in: a keep-alive repeats every 55 s and a delayed
-//! message waits 1 s unless told otherwise. Messages use Pushpin's names for
-//! the object (`grip control object`) so origin authors recognise them.
+//! message waits 1 s unless told otherwise, and a timeout over
+//! [`MAX_TIMEOUT_SECS`](crate::instruct::MAX_TIMEOUT_SECS) is an error. Messages
+//! use Pushpin's names for the object (`grip control object`) so origin authors
+//! recognise them.
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -68,7 +70,7 @@ pub struct WsKeepAlive {
     pub message_type: MessageType,
     /// Payload; may be empty.
     pub content: Bytes,
-    /// Interval in seconds, at least 1.
+    /// Interval in seconds, from 1 to [`MAX_TIMEOUT_SECS`](crate::instruct::MAX_TIMEOUT_SECS).
     pub timeout_secs: u64,
     /// Whether client traffic resets the timer.
     pub mode: KeepAliveMode,
@@ -81,7 +83,7 @@ pub struct DelayedMessage {
     pub message_type: MessageType,
     /// Payload; empty when none was given.
     pub content: Bytes,
-    /// Delay in seconds.
+    /// Delay in seconds, at most [`MAX_TIMEOUT_SECS`](crate::instruct::MAX_TIMEOUT_SECS).
     pub timeout_secs: u64,
 }
 
@@ -171,7 +173,7 @@ pub fn parse_control_message(json: &[u8]) -> Result<ControlMessage, ControlError
                 message_type,
                 content: content.unwrap_or_default(),
                 timeout_secs: obj
-                    .uint_opt("timeout")
+                    .seconds_opt("timeout")
                     .map_err(invalid)?
                     .unwrap_or(DEFAULT_SEND_DELAYED_TIMEOUT_SECS),
             })
@@ -224,7 +226,7 @@ fn keep_alive(obj: Obj<'_>) -> Result<Option<WsKeepAlive>, String> {
         }
     };
     let timeout_secs = obj
-        .uint_opt("timeout")?
+        .seconds_opt("timeout")?
         .unwrap_or(DEFAULT_KEEP_ALIVE_TIMEOUT_SECS)
         .max(1);
     Ok(content.map(|content| WsKeepAlive {

@@ -254,3 +254,43 @@ async fn grip_websocket_filters_use_set_meta() {
         "own message skipped, meta substituted"
     );
 }
+
+/// Sends each control message on a connection of its own and checks that it closes that
+/// connection with 1011, telling the origin `why`, while a subscribed connection keeps getting
+/// publishes.
+async fn assert_each_closes_only_its_connection(cases: &[(String, &str)]) {
+    let mut origin = WsOrigin::start(Some("grip")).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
+    let (mut good, mut good_ws) = grip_pair(&proxy, &mut origin).await;
+    good_ws
+        .send(Message::text(r#"c:{"type":"subscribe","channel":"g"}"#))
+        .await
+        .unwrap();
+    for (control, why) in cases {
+        let (mut bad, mut bad_ws) = grip_pair(&proxy, &mut origin).await;
+        bad_ws.send(Message::text(control.as_str())).await.unwrap();
+        assert_eq!(recv_close(&mut bad).await.0, 1011, "{control}");
+        let (code, reason) = recv_close(&mut bad_ws).await;
+        assert_eq!(code, 1011, "{control}");
+        assert!(reason.contains(why), "{control}: {reason}");
+    }
+    proxy.wait_subscribers("g", 1).await;
+    publish_ws(&proxy, "g", json!({"content": "fine"})).await;
+    assert_eq!(recv_text(&mut good).await, "fine");
+}
+
+#[tokio::test]
+async fn control_message_timeouts_too_large_for_the_clock_close_only_their_connection() {
+    let huge = i64::MAX;
+    assert_each_closes_only_its_connection(&[
+        (
+            format!(r#"c:{{"type":"keep-alive","content":"ka","timeout":{huge}}}"#),
+            "'timeout'",
+        ),
+        (
+            format!(r#"c:{{"type":"send-delayed","content":"later","timeout":{huge}}}"#),
+            "'timeout'",
+        ),
+    ])
+    .await;
+}

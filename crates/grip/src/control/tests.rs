@@ -169,6 +169,14 @@ fn bad_messages() {
             r#"{"type": "send-delayed", "content": "x", "timeout": "1"}"#,
             "invalid grip control message: grip control object contains 'timeout' with wrong type",
         ),
+        (
+            r#"{"type": "keep-alive", "content": "x", "timeout": 9223372036854775807}"#,
+            "invalid grip control message: grip control object contains 'timeout' with invalid value 9223372036854775807, more than 2147483647 seconds",
+        ),
+        (
+            r#"{"type": "send-delayed", "content": "x", "timeout": 2147483648}"#,
+            "invalid grip control message: grip control object contains 'timeout' with invalid value 2147483648, more than 2147483647 seconds",
+        ),
     ];
     for (json, want) in cases {
         assert_eq!(parse(json).unwrap_err(), want, "json {json}");

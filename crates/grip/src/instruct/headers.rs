@@ -12,7 +12,7 @@ use super::params::{self, Head, Item};
 use super::{
     ChannelSpec, HoldMode, InstructError, Instruction, KeepAlive, KeepAliveMode, NextLink,
     StatusOverride, DEFAULT_KEEP_ALIVE_TIMEOUT_SECS, DEFAULT_NEXT_LINK_TIMEOUT_SECS,
-    DEFAULT_TIMEOUT_SECS, MAX_FILTERS_PER_CHANNEL,
+    DEFAULT_TIMEOUT_SECS, MAX_FILTERS_PER_CHANNEL, MAX_TIMEOUT_SECS,
 };
 use crate::fields::decode_base64;
 
@@ -76,9 +76,14 @@ fn items(
     Ok(out)
 }
 
-/// A whole number of seconds; Pushpin rejects negatives and non-integers.
+/// A whole number of seconds up to [`MAX_TIMEOUT_SECS`]; Pushpin rejects negatives,
+/// non-integers and values over a 32-bit int.
 fn seconds(value: &str) -> Option<u64> {
-    value.trim().parse::<u64>().ok()
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s <= MAX_TIMEOUT_SECS)
 }
 
 fn hold(headers: &HeaderMap) -> Result<Option<HoldMode>, InstructError> {

@@ -3,7 +3,6 @@
 //! ask the origin again with `Grip-Last` and carry on with whatever it answers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use grip::instruct::HoldMode;
@@ -76,7 +75,7 @@ pub async fn hold(
                 Verdict::Skip => {}
             }
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+        let deadline = crate::deadline::after_secs(timeout_secs);
         while !update {
             let item = tokio::select! {
                 item = rx.recv() => item,

@@ -293,9 +293,10 @@ async fn on_origin(
         Ok(out) => out,
         Err(e) => {
             tracing::warn!(target = %label, error = %e, "closing WebSocket: bad control message from origin");
+            // The origin is told what was wrong; the client only that it was the origin's fault.
             return Some(End {
                 client: Some(close_frame(1011, "bad control message from origin")),
-                origin: close_frame(1011, "bad control message"),
+                origin: close_frame(1011, &e.to_string()),
             });
         }
     };

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
+use crate::deadline;
 use crate::hub::{filter_delivery, Delivery, FilterScope, Subscription};
 use crate::sink::Sink;
 
@@ -333,7 +334,7 @@ impl Session {
                             message,
                             every,
                             mode: ka.mode,
-                            next: Instant::now() + every,
+                            next: deadline::after(every),
                         })
                     }
                     None => {
@@ -343,7 +344,7 @@ impl Session {
             }
             ControlMessage::SendDelayed(d) => match to_message(d.message_type, d.content) {
                 Some(m) => {
-                    let at = Instant::now() + Duration::from_secs(d.timeout_secs);
+                    let at = deadline::after_secs(d.timeout_secs);
                     self.delayed = Some((m, at));
                 }
                 None => tracing::debug!("send-delayed content cannot be sent as its type, ignored"),
@@ -371,13 +372,16 @@ impl Session {
         }
         if let Some(ka) = &mut self.keep_alive {
             // What the hub wrote itself counts as traffic too.
-            let written = self.sink.last_write().map(|at| at + ka.every);
+            let written = self
+                .sink
+                .last_write()
+                .map(|at| deadline::later(at, ka.every));
             if let Some(w) = written.filter(|w| ka.mode == KeepAliveMode::Idle && *w > ka.next) {
                 ka.next = w;
             }
             if ka.next <= now {
                 out.push(ka.message.clone());
-                ka.next = now + ka.every;
+                ka.next = deadline::later(now, ka.every);
             }
         }
         out
@@ -387,7 +391,7 @@ impl Session {
     pub fn sent(&mut self) {
         if let Some(ka) = &mut self.keep_alive {
             if ka.mode == KeepAliveMode::Idle {
-                ka.next = Instant::now() + ka.every;
+                ka.next = deadline::after(ka.every);
             }
         }
     }
