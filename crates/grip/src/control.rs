@@ -3,7 +3,8 @@
 //!
 //! [`parse_control_message`] takes the JSON with the prefix already removed.
 //! Defaults are filled in: a keep-alive repeats every 55 s and a delayed
-//! message waits 1 s unless told otherwise, and a timeout over
+//! message waits 1 s unless told otherwise. Channel names are checked with
+//! [`check_channel_name`], and a timeout over
 //! [`MAX_TIMEOUT_SECS`](crate::instruct::MAX_TIMEOUT_SECS) is an error. Messages
 //! use Pushpin's names for the object (`grip control object`) so origin authors
 //! recognise them.
@@ -11,6 +12,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::channel::{check_channel_name, ChannelNameError};
 use crate::fields::Obj;
 use crate::instruct::{KeepAliveMode, MAX_FILTERS_PER_CHANNEL};
 use crate::publish::MessageType;
@@ -96,6 +98,10 @@ pub enum ControlError {
     /// The JSON is not a valid control message.
     #[error("invalid grip control message: {0}")]
     Invalid(String),
+    /// A `subscribe` or `unsubscribe` names a channel that is too long or holds a control
+    /// character.
+    #[error("invalid grip control message: {0}")]
+    InvalidChannel(#[from] ChannelNameError),
     /// A `subscribe` with more than [`MAX_FILTERS_PER_CHANNEL`] filters
     /// (Pushpin closes the connection with code 1011).
     #[error("too many filters for channel '{channel}': {count} given, at most 5 allowed")]
@@ -190,6 +196,7 @@ fn channel(obj: Obj<'_>) -> Result<String, ControlError> {
     if channel.is_empty() {
         return Err(ControlError::Invalid(obj.invalid_value("channel", "''")));
     }
+    check_channel_name(channel)?;
     Ok(channel.to_string())
 }
 

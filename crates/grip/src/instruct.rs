@@ -6,7 +6,8 @@
 //! one, overrides them (channels from both are kept), exactly in Pushpin's
 //! order. Defaults and clamps are applied here, so the server never sees a
 //! response timeout under 5 s or a keep-alive interval under 1 s, and bounds are
-//! checked here, so it never sees a timeout over [`MAX_TIMEOUT_SECS`].
+//! checked here, so it never sees a timeout over [`MAX_TIMEOUT_SECS`] or a bad
+//! channel name (see [`crate::channel`]).
 //!
 //! Every failure is an [`InstructError`] naming the header or JSON field and the
 //! offending value; the proxy answers such a response with a 502.
@@ -226,6 +227,14 @@ pub enum InstructError {
     /// A `Grip-Channel` item has no name.
     #[error("Grip-Channel value '{0}' has an item with an empty channel name")]
     EmptyChannel(String),
+    /// A channel name is too long or holds a control character.
+    #[error("{place}: {error}")]
+    InvalidChannel {
+        /// `Grip-Channel`, or the `application/grip-instruct` field.
+        place: &'static str,
+        /// What is wrong with the name.
+        error: crate::channel::ChannelNameError,
+    },
     /// More than [`MAX_FILTERS_PER_CHANNEL`] filters on one channel.
     #[error("too many filters for channel '{channel}': {count} given, at most 5 allowed")]
     TooManyFilters {

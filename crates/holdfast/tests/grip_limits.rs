@@ -123,3 +123,53 @@ async fn timeouts_too_large_for_the_clock_are_502_and_the_server_keeps_serving()
     ];
     assert_all_refused(&proxy, &cases).await;
 }
+
+#[tokio::test]
+async fn bad_channel_names_are_502_naming_the_problem() {
+    let answers = vec![
+        stream_on("/empty", "", &[]),
+        stream_on("/empty-item", "a,,b", &[]),
+        stream_on("/long", &"x".repeat(100 * 1024), &[]),
+        stream_on("/tab", "a\tb", &[]),
+        grip_instruct(
+            "/json-newline",
+            json!({"hold": {"mode": "stream", "channels": [{"name": "a\nb"}]}}),
+        ),
+        grip_instruct(
+            "/json-long",
+            json!({"hold": {"mode": "stream", "channels": [{"name": "y".repeat(600)}]}}),
+        ),
+    ];
+    let origin = origin(answers).await;
+    let proxy = debug_proxy(&origin).await;
+    let cases = [
+        ("/empty", vec!["Grip-Channel".into(), "empty".into()]),
+        ("/empty-item", vec!["'a,,b'".into(), "empty".into()]),
+        (
+            "/long",
+            vec!["Grip-Channel".into(), "102400 bytes".into(), "512".into()],
+        ),
+        ("/tab", vec!["Grip-Channel".into(), "U+0009".into()]),
+        (
+            "/json-newline",
+            vec!["grip-instruct".into(), "U+000A".into()],
+        ),
+        ("/json-long", vec!["600 bytes".into(), "512".into()]),
+    ];
+    assert_all_refused(&proxy, &cases).await;
+}
+
+#[tokio::test]
+async fn a_route_prefix_counts_towards_the_channel_name_limit() {
+    let origin = origin(vec![stream_on("/long", &"z".repeat(510), &[])]).await;
+    let proxy = Proxy::start(
+        &format!(
+            "*,path_beg=/ok {t}\n*,prefix=pre-,debug {t}\n",
+            t = origin.target()
+        ),
+        |_| {},
+    )
+    .await;
+    let cases = [("/long", vec!["514 bytes".into(), "'pre-zzz".into()])];
+    assert_all_refused(&proxy, &cases).await;
+}

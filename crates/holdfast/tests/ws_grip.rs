@@ -294,3 +294,19 @@ async fn control_message_timeouts_too_large_for_the_clock_close_only_their_conne
     ])
     .await;
 }
+
+#[tokio::test]
+async fn bad_channel_names_in_control_messages_close_only_their_connection() {
+    let long = "n".repeat(600);
+    assert_each_closes_only_its_connection(&[
+        (
+            format!(r#"c:{{"type":"subscribe","channel":"{long}"}}"#),
+            "600 bytes",
+        ),
+        (
+            r#"c:{"type":"subscribe","channel":"bell\u0007"}"#.to_string(),
+            "U+0007",
+        ),
+    ])
+    .await;
+}

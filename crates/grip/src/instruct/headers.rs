@@ -14,6 +14,7 @@ use super::{
     StatusOverride, DEFAULT_KEEP_ALIVE_TIMEOUT_SECS, DEFAULT_NEXT_LINK_TIMEOUT_SECS,
     DEFAULT_TIMEOUT_SECS, MAX_FILTERS_PER_CHANNEL, MAX_TIMEOUT_SECS,
 };
+use crate::channel::check_channel_name;
 use crate::fields::decode_base64;
 
 const HOLD: &str = "Grip-Hold";
@@ -99,16 +100,22 @@ fn channels(headers: &HeaderMap) -> Result<Vec<ChannelSpec>, InstructError> {
     let mut out = Vec::new();
     for value in headers.get_all(CHANNEL) {
         let value = text(CHANNEL, value)?;
-        let items =
-            params::parse_list(value, Head::Token).map_err(|reason| InstructError::Malformed {
+        // Empty items are kept: `a,,b` or an empty value names an empty channel.
+        let items = params::parse_elements(value, Head::Token).map_err(|reason| {
+            InstructError::Malformed {
                 header: CHANNEL,
                 value: value.to_string(),
                 reason,
-            })?;
+            }
+        })?;
         for item in items {
             if item.head.is_empty() {
                 return Err(InstructError::EmptyChannel(value.to_string()));
             }
+            check_channel_name(&item.head).map_err(|error| InstructError::InvalidChannel {
+                place: CHANNEL,
+                error,
+            })?;
             let filters: Vec<String> = item.all("filter").map(str::to_string).collect();
             if filters.len() > MAX_FILTERS_PER_CHANNEL {
                 return Err(InstructError::TooManyFilters {

@@ -15,6 +15,7 @@ use super::{
     ChannelSpec, HoldMode, InstructError, InstructResponse, Instruction, KeepAlive, KeepAliveMode,
     DEFAULT_KEEP_ALIVE_TIMEOUT_SECS, MAX_FILTERS_PER_CHANNEL,
 };
+use crate::channel::check_channel_name;
 use crate::fields::Obj;
 
 pub(super) fn apply(instruction: &mut Instruction, body: &[u8]) -> Result<(), InstructError> {
@@ -89,6 +90,10 @@ fn channel(value: &Value) -> Result<ChannelSpec, InstructError> {
     if name.is_empty() {
         return Err(field(c.invalid_value("name", "''")));
     }
+    check_channel_name(name).map_err(|error| InstructError::InvalidChannel {
+        place: "invalid application/grip-instruct content: channel 'name'",
+        error,
+    })?;
     let filters = c
         .string_list_opt("filters", "filters contains value with wrong type")
         .map_err(field)?
@@ -284,6 +289,10 @@ mod tests {
             (
                 r#"{"hold": {"channels": [], "keep-alive": {"content": "k", "timeout": 9223372036854775807}}}"#,
                 "invalid application/grip-instruct content: keep-alive contains 'timeout' with invalid value 9223372036854775807, more than 2147483647 seconds",
+            ),
+            (
+                r#"{"hold": {"channels": [{"name": "a\u0000"}]}}"#,
+                r"invalid application/grip-instruct content: channel 'name': channel name 'a\0' has the control character U+0000 at byte 1",
             ),
             (
                 r#"{"hold": {"channels": [], "keep-alive": {"content": 5}}}"#,

@@ -475,8 +475,13 @@ impl StreamSession {
             .map_or(accepted.body, |r| r.body.clone());
         self.body_in = accepted.rest;
         if ins.hold == Some(HoldMode::Stream) || !ins.channels.is_empty() {
-            let next = Positions::new(&app, &self.ctx.route, &target.subs, &ins);
-            self.positions.update_from(next);
+            match Positions::new(&app, &self.ctx.route, &target.subs, &ins) {
+                Ok(next) => self.positions.update_from(next),
+                Err(e) => {
+                    self.fail(&format!("Next link returned bad channels: {e}"));
+                    return;
+                }
+            }
         }
         // A body streamed past the buffer is sent as is; a buffered one gets build-id.
         let body = if self.body_in.is_none() {

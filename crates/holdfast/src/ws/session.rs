@@ -4,14 +4,16 @@
 //! both.
 //!
 //! Invariants: the connection is in at most `limits.max_channels_per_connection` channels, all
-//! with the route's prefix; implicit (`sub=`) channels cannot be left; the hub queue is the only
-//! queue of published items (bounded, newest dropped when full, see [`crate::hub`]).
+//! with the route's prefix and valid names; implicit (`sub=`) channels cannot be left; the hub
+//! queue is the only queue of published items (bounded, newest dropped when full, see
+//! [`crate::hub`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use grip::channel::{check_channel_name, ChannelNameError};
 use grip::control::{parse_control_message, ControlError, ControlMessage, CONTROL_PREFIX};
 use grip::instruct::KeepAliveMode;
 use grip::publish::{Action, MessageType};
@@ -38,6 +40,25 @@ pub struct SessionSpec {
     pub message_prefix: Option<String>,
     /// The target, for log lines.
     pub label: String,
+}
+
+/// A channel the connection cannot be subscribed to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The name, route prefix included, is not a valid channel name.
+    #[error("{0} (with the route's prefix=)")]
+    Name(#[from] ChannelNameError),
+}
+
+/// Why an origin message cannot be carried out; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginMessageError {
+    /// The control message does not parse.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A `subscribe` that cannot be honoured.
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
 }
 
 /// What a published `ws-message` asks of a connection.
@@ -96,7 +117,9 @@ impl Session {
             detached: false,
         };
         for name in implicit {
-            session.subscribe_prefixed(name);
+            if let Err(e) = session.subscribe_prefixed(name) {
+                tracing::warn!(error = %e, "implicit channel not subscribed");
+            }
         }
         session
     }
@@ -148,29 +171,31 @@ impl Session {
         };
     }
 
-    /// Subscribes to `channel` (route prefix added).
-    pub fn subscribe(&mut self, channel: &str) {
+    /// Subscribes to `channel` (route prefix added). Already subscribed is fine; a name too long
+    /// with the prefix is an error.
+    pub fn subscribe(&mut self, channel: &str) -> Result<(), SubscribeError> {
         let name = format!("{}{channel}", self.spec.channel_prefix);
-        self.subscribe_prefixed(name);
+        self.subscribe_prefixed(name)
     }
 
-    fn subscribe_prefixed(&mut self, name: String) {
+    fn subscribe_prefixed(&mut self, name: String) -> Result<(), SubscribeError> {
         let current = self.sub.as_ref().map_or(0, |(s, _)| s.channels().len());
         if self
             .sub
             .as_ref()
             .is_some_and(|(s, _)| s.channels().contains(&name))
         {
-            return;
+            return Ok(());
         }
+        check_channel_name(&name)?;
         let max = self.app.config.limits.max_channels_per_connection;
         if current >= max {
             tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
-            return;
+            return Ok(());
         }
         if let Some((sub, _)) = &mut self.sub {
             if sub.add(name.clone()) {
-                return;
+                return Ok(());
             }
         }
         // No subscription yet, or its queue ended with its last channel: start a new one.
@@ -185,6 +210,7 @@ impl Session {
                 .hub
                 .subscribe_websocket(channels, self.sink.clone()),
         );
+        Ok(())
     }
 
     /// Leaves `channel` (route prefix added); implicit channels stay.
@@ -281,7 +307,10 @@ impl Session {
     /// Handles one message from the origin: a control message changes the session, a prefixed
     /// message is returned without its prefix for the client, an unprefixed one is dropped.
     /// Without `grip` the message is returned as it is.
-    pub fn on_origin_message(&mut self, msg: Message) -> Result<Option<Message>, ControlError> {
+    pub fn on_origin_message(
+        &mut self,
+        msg: Message,
+    ) -> Result<Option<Message>, OriginMessageError> {
         let Some(prefix) = &self.spec.message_prefix else {
             return Ok(Some(msg));
         };
@@ -289,7 +318,7 @@ impl Session {
             Message::Text(t) => {
                 if let Some(json) = t.as_str().strip_prefix(CONTROL_PREFIX) {
                     let control = parse_control_message(json.as_bytes())?;
-                    return Ok(self.control(control));
+                    return self.control(control);
                 }
                 Bytes::from(t.clone())
             }
@@ -309,9 +338,10 @@ impl Session {
         })
     }
 
-    fn control(&mut self, control: ControlMessage) -> Option<Message> {
+    fn control(&mut self, control: ControlMessage) -> Result<Option<Message>, OriginMessageError> {
         match control {
             ControlMessage::Subscribe { channel, filters } => {
+                self.subscribe(&channel)?;
                 let name = format!("{}{channel}", self.spec.channel_prefix);
                 // Most subscriptions have no filters; they cost no map node.
                 if filters.is_empty() {
@@ -319,7 +349,6 @@ impl Session {
                 } else {
                     self.filters.insert(name, filters);
                 }
-                self.subscribe(&channel)
             }
             ControlMessage::Unsubscribe { channel } => self.unsubscribe(&channel),
             ControlMessage::Detach => self.detached = true,
@@ -349,9 +378,9 @@ impl Session {
                 }
                 None => tracing::debug!("send-delayed content cannot be sent as its type, ignored"),
             },
-            ControlMessage::FlushDelayed => return self.delayed.take().map(|(m, _)| m),
+            ControlMessage::FlushDelayed => return Ok(self.delayed.take().map(|(m, _)| m)),
         }
-        None
+        Ok(None)
     }
 
     /// When a keep-alive or the delayed message is next due.

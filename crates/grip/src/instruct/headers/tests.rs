@@ -58,6 +58,11 @@ fn channel_lists() {
             vec![("Grip-Channel", "a, b; prev-id=3")],
             vec![channel("a", None, &[]), channel("b", Some("3"), &[])],
         ),
+        // One trailing comma closes the list, as in Pushpin.
+        (
+            vec![("Grip-Channel", "a, b,")],
+            vec![channel("a", None, &[]), channel("b", None, &[])],
+        ),
         (
             vec![("Grip-Channel", "a"), ("Grip-Channel", "b")],
             vec![channel("a", None, &[]), channel("b", None, &[])],
@@ -95,6 +100,22 @@ fn channel_errors() {
             "Grip-Channel value 'a, ; prev-id=1' has an item with an empty channel name",
         ),
         (
+            "",
+            "Grip-Channel value '' has an item with an empty channel name",
+        ),
+        (
+            "a,,b",
+            "Grip-Channel value 'a,,b' has an item with an empty channel name",
+        ),
+        (
+            ", a",
+            "Grip-Channel value ', a' has an item with an empty channel name",
+        ),
+        (
+            "a\tb",
+            "Grip-Channel: channel name 'a\\tb' has the control character U+0009 at byte 1",
+        ),
+        (
             "a; prev-id=\"x",
             "Grip-Channel value 'a; prev-id=\"x' is malformed: quoted string at byte 11 is not terminated",
         ),
@@ -102,6 +123,11 @@ fn channel_errors() {
     for (value, want) in cases {
         assert_eq!(parse_err(&[("Grip-Channel", value)]), want);
     }
+    let long = format!("ok, {}", "x".repeat(513));
+    assert_eq!(
+        parse_err(&[("Grip-Channel", &long)]),
+        "Grip-Channel: channel name 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…' is 513 bytes, over the limit of 512"
+    );
 }
 
 #[test]
