@@ -86,8 +86,10 @@ pub struct LimitsConfig {
     pub max_accept_body: usize,
     /// Bytes of a publish request body. Pushpin's `push_in_http_max_body_size`, default 1000000.
     pub max_publish_body: usize,
-    /// Channels one held connection may subscribe to; extra channels are ignored with a debug log.
-    /// Pushpin's `connection_subscription_max`, default 20.
+    /// Distinct channels one connection may be in (an instruction's channels and the target's
+    /// `sub=` channels together). An instruction asking for more is refused with `502`, a
+    /// WebSocket `subscribe` past it closes the connection with 1011. Pushpin's
+    /// `connection_subscription_max`, default 20 (Pushpin ignores the extra channels instead).
     pub max_channels_per_connection: usize,
     /// Published items queued per held connection while it is slow to read; when full the newest
     /// item is dropped and counted. Pushpin's per-session queue, default 100.

@@ -211,6 +211,9 @@ pub fn serve_test(
         message_prefix: None,
         label: "test".to_string(),
     };
+    // The channels come from the client's query here.
+    spec.check(app)
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     let app = app.clone();
     let guard = app.shutdown.guard();
     tokio::spawn(async move {

@@ -173,3 +173,67 @@ async fn a_route_prefix_counts_towards_the_channel_name_limit() {
     let cases = [("/long", vec!["514 bytes".into(), "'pre-zzz".into()])];
     assert_all_refused(&proxy, &cases).await;
 }
+
+/// `c0, c1, …` up to `n` channels.
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[tokio::test]
+async fn more_channels_than_the_limit_are_refused_whole_not_cut_short() {
+    let json_channels: Vec<_> = names("j", 21)
+        .into_iter()
+        .map(|n| json!({ "name": n }))
+        .collect();
+    let answers = vec![
+        stream_on("/twenty", &names("c", 20).join(", "), &[]),
+        stream_on("/twenty-one", &names("c", 21).join(", "), &[]),
+        grip_instruct(
+            "/json",
+            json!({"hold": {"mode": "stream", "channels": json_channels}}),
+        ),
+    ];
+    let origin = origin(answers).await;
+    let proxy = debug_proxy(&origin).await;
+    let refused = vec![
+        "21 channels".to_string(),
+        "limits.max_channels_per_connection".to_string(),
+        "(20)".to_string(),
+    ];
+    let cases = [("/twenty-one", refused.clone()), ("/json", refused)];
+    assert_all_refused(&proxy, &cases).await;
+
+    // At the limit every channel is held, the last one included.
+    let resp = get(&proxy.url("/twenty")).await;
+    assert_eq!(resp.status(), 200);
+    proxy.wait_subscribers("c19", 1).await;
+    proxy.publish_stream("c19", None, None, "to the 20th").await;
+    let mut body = resp.into_body();
+    assert_eq!(read_until(&mut body, "to the 20th").await, "to the 20th");
+}
+
+#[tokio::test]
+async fn a_higher_limit_holds_every_channel_and_sub_channels_count() {
+    let answers = vec![
+        stream_on("/twenty-one", &names("c", 21).join(", "), &[]),
+        stream_on("/with-subs", &names("d", 29).join(", "), &[]),
+    ];
+    let origin = origin(answers).await;
+    let proxy = Proxy::start(
+        &format!(
+            "*,path_beg=/with-subs,debug {t},sub=s1,sub=s2\n*,debug {t}\n",
+            t = origin.target()
+        ),
+        |c| c.limits.max_channels_per_connection = 30,
+    )
+    .await;
+    let resp = get(&proxy.url("/twenty-one")).await;
+    assert_eq!(resp.status(), 200);
+    proxy.wait_subscribers("c20", 1).await;
+    proxy.publish_stream("c20", None, None, "to the 21st").await;
+    let mut body = resp.into_body();
+    assert_eq!(read_until(&mut body, "to the 21st").await, "to the 21st");
+
+    let cases = [("/with-subs", vec!["31 channels".into(), "(30)".into()])];
+    assert_all_refused(&proxy, &cases).await;
+}

@@ -255,6 +255,42 @@ async fn grip_websocket_filters_use_set_meta() {
     );
 }
 
+#[tokio::test]
+async fn a_subscribe_over_the_channel_limit_closes_the_connection_naming_the_limit() {
+    let mut origin = WsOrigin::start(Some("grip")).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        c.limits.max_channels_per_connection = 2
+    })
+    .await;
+    let (mut good, mut good_ws) = grip_pair(&proxy, &mut origin).await;
+    let (mut bad, mut bad_ws) = grip_pair(&proxy, &mut origin).await;
+    for channel in ["a", "b", "a", "c"] {
+        let subscribe = format!(r#"c:{{"type":"subscribe","channel":"{channel}"}}"#);
+        bad_ws.send(Message::text(subscribe)).await.unwrap();
+    }
+    // The third distinct channel is refused: the client is closed and the origin told why,
+    // instead of a subscription that silently never delivers.
+    assert_eq!(
+        recv_close(&mut bad).await,
+        (1011, "bad control message from origin".to_string())
+    );
+    let (code, reason) = recv_close(&mut bad_ws).await;
+    assert_eq!(code, 1011);
+    assert!(
+        reason.contains("'c'") && reason.contains("limits.max_channels_per_connection (2)"),
+        "{reason}"
+    );
+    proxy.wait_subscribers("a", 0).await;
+
+    good_ws
+        .send(Message::text(r#"c:{"type":"subscribe","channel":"a"}"#))
+        .await
+        .unwrap();
+    proxy.wait_subscribers("a", 1).await;
+    publish_ws(&proxy, "a", json!({"content": "still here"})).await;
+    assert_eq!(recv_text(&mut good).await, "still here");
+}
+
 /// Sends each control message on a connection of its own and checks that it closes that
 /// connection with 1011, telling the origin `why`, while a subscribed connection keeps getting
 /// publishes.

@@ -48,15 +48,27 @@ pub enum Verdict {
 /// Why the channels an instruction asks for cannot be held.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelsError {
+    /// More distinct channels than `limits.max_channels_per_connection`. The whole instruction
+    /// is refused: holding some of them would leave publishes to the others undelivered.
+    #[error(
+        "{count} channels for one connection (the instruction's and the target's sub= channels), \
+         over limits.max_channels_per_connection ({max})"
+    )]
+    TooMany {
+        /// Distinct channels asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A name that is too long once the route's `prefix=` is added, or a bad `sub=` name.
     #[error("{0} (with the route's prefix=, as the hub and publishers see it)")]
     Name(#[from] ChannelNameError),
 }
 
 impl Positions {
-    /// The channels of an instruction plus the target's implicit `sub=` channels, prefixed,
-    /// without duplicates, capped at `limits.max_channels_per_connection`; refused when a
-    /// prefixed name is too long.
+    /// The channels of an instruction plus the target's implicit `sub=` channels, prefixed and
+    /// without duplicates; refused when there are more than
+    /// `limits.max_channels_per_connection` or a prefixed name is too long.
     pub fn new(
         app: &App,
         route: &Route,
@@ -81,15 +93,17 @@ impl Positions {
                 continue;
             }
             check_channel_name(&name)?;
-            if out.channels.len() == max {
-                tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
-                continue;
-            }
             out.channels.push(ChannelPos {
                 name,
                 origin_name: origin_name.clone(),
                 position: prev,
                 filters,
+            });
+        }
+        if out.channels.len() > max {
+            return Err(ChannelsError::TooMany {
+                count: out.channels.len(),
+                max,
             });
         }
         Ok(out)

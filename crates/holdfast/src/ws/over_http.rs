@@ -257,6 +257,10 @@ pub async fn open(
         message_prefix,
         label,
     };
+    spec.check(app).map_err(|e| ProxyError::BadInstructions {
+        target: spec.label.clone(),
+        reason: e.to_string(),
+    })?;
     let mut conn = Conn {
         session: Session::new(app.clone(), spec),
         cid,

@@ -88,6 +88,10 @@ pub async fn open(
         message_prefix,
         label,
     };
+    spec.check(app).map_err(|e| ProxyError::BadInstructions {
+        target: spec.label.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(Opened::Accepted(
         client.accept(extra),
         Pending { origin, spec },

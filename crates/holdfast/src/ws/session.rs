@@ -4,9 +4,10 @@
 //! both.
 //!
 //! Invariants: the connection is in at most `limits.max_channels_per_connection` channels, all
-//! with the route's prefix and valid names; implicit (`sub=`) channels cannot be left; the hub
-//! queue is the only queue of published items (bounded, newest dropped when full, see
-//! [`crate::hub`]).
+//! with the route's prefix and valid names (a `subscribe` past the limit is an error that closes
+//! the connection, never a subscription silently left out); implicit (`sub=`) channels cannot
+//! be left; the hub queue is the only queue of published items (bounded, newest dropped when
+//! full, see [`crate::hub`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,9 +43,48 @@ pub struct SessionSpec {
     pub label: String,
 }
 
+impl SessionSpec {
+    /// Checks the implicit channels against `limits.max_channels_per_connection` and the
+    /// channel-name rules, before the connection is accepted.
+    pub fn check(&self, app: &App) -> Result<(), SubscribeError> {
+        let max = app.config.limits.max_channels_per_connection;
+        let mut names: Vec<String> = Vec::new();
+        for c in &self.implicit {
+            let name = format!("{}{c}", self.channel_prefix);
+            check_channel_name(&name)?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.len() > max {
+            return Err(SubscribeError::TooManyImplicit {
+                count: names.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A channel the connection cannot be subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
+    /// A `subscribe` past `limits.max_channels_per_connection`.
+    #[error("subscribe to '{channel}' is over limits.max_channels_per_connection ({max})")]
+    TooMany {
+        /// The channel (route prefix included), shortened when long.
+        channel: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The target's `sub=` channels (or the test handler's) are already over the limit.
+    #[error("{count} implicit channels, over limits.max_channels_per_connection ({max})")]
+    TooManyImplicit {
+        /// Distinct implicit channels.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The name, route prefix included, is not a valid channel name.
     #[error("{0} (with the route's prefix=)")]
     Name(#[from] ChannelNameError),
@@ -117,6 +157,7 @@ impl Session {
             detached: false,
         };
         for name in implicit {
+            // `SessionSpec::check` passed before the connection was accepted.
             if let Err(e) = session.subscribe_prefixed(name) {
                 tracing::warn!(error = %e, "implicit channel not subscribed");
             }
@@ -171,8 +212,8 @@ impl Session {
         };
     }
 
-    /// Subscribes to `channel` (route prefix added). Already subscribed is fine; a name too long
-    /// with the prefix is an error.
+    /// Subscribes to `channel` (route prefix added). Already subscribed is fine; a channel past
+    /// `limits.max_channels_per_connection`, or a name too long with the prefix, is an error.
     pub fn subscribe(&mut self, channel: &str) -> Result<(), SubscribeError> {
         let name = format!("{}{channel}", self.spec.channel_prefix);
         self.subscribe_prefixed(name)
@@ -190,8 +231,11 @@ impl Session {
         check_channel_name(&name)?;
         let max = self.app.config.limits.max_channels_per_connection;
         if current >= max {
-            tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
-            return Ok(());
+            let mut channel: String = name.chars().take(32).collect();
+            if channel.len() < name.len() {
+                channel.push('…');
+            }
+            return Err(SubscribeError::TooMany { channel, max });
         }
         if let Some((sub, _)) = &mut self.sub {
             if sub.add(name.clone()) {
