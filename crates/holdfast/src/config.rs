@@ -207,6 +207,10 @@ pub enum XffRule {
     Append,
 }
 
+/// Pushpin's default `sig_key`, kept for compatibility. A `Grip-Sig` signed with it proves
+/// nothing, so Holdfast warns at start when a route signs with it.
+pub const DEFAULT_SIG_KEY: &str = "changeme";
+
 /// `[grip]`: request signing and hold behaviour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,7 +219,7 @@ pub struct GripConfig {
     /// (GRIP libraries check it).
     pub sig_iss: String,
     /// HS256 key of the `Grip-Sig` JWT: a plain string or `base64:<data>`. Pushpin's `sig_key`,
-    /// default `changeme`.
+    /// default `changeme` ([`DEFAULT_SIG_KEY`]), which is warned about at start.
     pub sig_key: String,
     /// Seconds a duplicate item id on a channel is remembered and dropped. Pushpin's
     /// `id_cache_ttl`, default 60; 0 turns duplicate detection off.
@@ -226,7 +230,7 @@ impl Default for GripConfig {
     fn default() -> Self {
         Self {
             sig_iss: "pushpin".to_string(),
-            sig_key: "changeme".to_string(),
+            sig_key: DEFAULT_SIG_KEY.to_string(),
             id_cache_ttl_secs: 60,
         }
     }

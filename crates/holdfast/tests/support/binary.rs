@@ -14,6 +14,8 @@ pub struct Binary {
     pub child: Child,
     /// The client listener, as its "listening" log line gives it.
     pub client: SocketAddr,
+    /// The log lines printed before the client listener's "listening" line.
+    pub startup: Vec<Value>,
     // Kept while the child runs: the reader stops when this is dropped, and the child's writes
     // to stdout would then fail.
     lines: mpsc::Receiver<Value>,
@@ -43,10 +45,19 @@ impl Binary {
         let mut binary = Binary {
             child,
             client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            startup: Vec::new(),
             lines,
         };
-        let listening = binary
-            .wait_for(|v| v["fields"]["message"] == "listening" && v["fields"]["kind"] == "Client");
+        let mut startup = Vec::new();
+        let listening = binary.wait_for(|v| {
+            let listening =
+                v["fields"]["message"] == "listening" && v["fields"]["kind"] == "Client";
+            if !listening {
+                startup.push(v.clone());
+            }
+            listening
+        });
+        binary.startup = startup;
         binary.client = listening["fields"]["addr"]
             .as_str()
             .unwrap()
@@ -60,7 +71,7 @@ impl Binary {
     }
 
     /// The next log line that `pred` accepts, skipping the others (bounded: 15 s a line).
-    pub fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(&self, mut pred: impl FnMut(&Value) -> bool) -> Value {
         loop {
             let v = self
                 .lines
