@@ -3,12 +3,16 @@
 //!
 //! [`parse_control_message`] takes the JSON with the prefix already removed.
 //! Defaults are filled in: a keep-alive repeats every 55 s and a delayed
-//! message waits 1 s unless told otherwise. Messages use Pushpin's names for
-//! the object (`grip control object`) so origin authors recognise them.
+//! message waits 1 s unless told otherwise. Channel names are checked with
+//! [`check_channel_name`], and a timeout over
+//! [`MAX_TIMEOUT_SECS`](crate::instruct::MAX_TIMEOUT_SECS) is an error. Messages
+//! use Pushpin's names for the object (`grip control object`) so origin authors
+//! recognise them.
 
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::channel::{check_channel_name, ChannelNameError};
 use crate::fields::Obj;
 use crate::instruct::{KeepAliveMode, MAX_FILTERS_PER_CHANNEL};
 use crate::publish::MessageType;
@@ -68,7 +72,7 @@ pub struct WsKeepAlive {
     pub message_type: MessageType,
     /// Payload; may be empty.
     pub content: Bytes,
-    /// Interval in seconds, at least 1.
+    /// Interval in seconds, from 1 to [`MAX_TIMEOUT_SECS`](crate::instruct::MAX_TIMEOUT_SECS).
     pub timeout_secs: u64,
     /// Whether client traffic resets the timer.
     pub mode: KeepAliveMode,
@@ -81,7 +85,7 @@ pub struct DelayedMessage {
     pub message_type: MessageType,
     /// Payload; empty when none was given.
     pub content: Bytes,
-    /// Delay in seconds.
+    /// Delay in seconds, at most [`MAX_TIMEOUT_SECS`](crate::instruct::MAX_TIMEOUT_SECS).
     pub timeout_secs: u64,
 }
 
@@ -94,6 +98,10 @@ pub enum ControlError {
     /// The JSON is not a valid control message.
     #[error("invalid grip control message: {0}")]
     Invalid(String),
+    /// A `subscribe` or `unsubscribe` names a channel that is too long or holds a control
+    /// character.
+    #[error("invalid grip control message: {0}")]
+    InvalidChannel(#[from] ChannelNameError),
     /// A `subscribe` with more than [`MAX_FILTERS_PER_CHANNEL`] filters
     /// (Pushpin closes the connection with code 1011).
     #[error("too many filters for channel '{channel}': {count} given, at most 5 allowed")]
@@ -171,7 +179,7 @@ pub fn parse_control_message(json: &[u8]) -> Result<ControlMessage, ControlError
                 message_type,
                 content: content.unwrap_or_default(),
                 timeout_secs: obj
-                    .uint_opt("timeout")
+                    .seconds_opt("timeout")
                     .map_err(invalid)?
                     .unwrap_or(DEFAULT_SEND_DELAYED_TIMEOUT_SECS),
             })
@@ -188,6 +196,7 @@ fn channel(obj: Obj<'_>) -> Result<String, ControlError> {
     if channel.is_empty() {
         return Err(ControlError::Invalid(obj.invalid_value("channel", "''")));
     }
+    check_channel_name(channel)?;
     Ok(channel.to_string())
 }
 
@@ -224,7 +233,7 @@ fn keep_alive(obj: Obj<'_>) -> Result<Option<WsKeepAlive>, String> {
         }
     };
     let timeout_secs = obj
-        .uint_opt("timeout")?
+        .seconds_opt("timeout")?
         .unwrap_or(DEFAULT_KEEP_ALIVE_TIMEOUT_SECS)
         .max(1);
     Ok(content.map(|content| WsKeepAlive {

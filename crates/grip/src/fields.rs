@@ -13,6 +13,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::instruct::MAX_TIMEOUT_SECS;
+
 /// Standard alphabet, padding optional: publishers differ on padding.
 const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
@@ -127,6 +129,17 @@ impl<'a> Obj<'a> {
             Some(i) => u64::try_from(i)
                 .map(Some)
                 .map_err(|_| self.invalid_value(key, i)),
+        }
+    }
+
+    /// A timeout or interval in whole seconds, from 0 to [`MAX_TIMEOUT_SECS`].
+    pub(crate) fn seconds_opt(&self, key: &str) -> Result<Option<u64>, String> {
+        match self.uint_opt(key)? {
+            Some(secs) if secs > MAX_TIMEOUT_SECS => Err(format!(
+                "{}, more than {MAX_TIMEOUT_SECS} seconds",
+                self.invalid_value(key, secs)
+            )),
+            secs => Ok(secs),
         }
     }
 
@@ -301,6 +314,33 @@ mod tests {
             Obj::new(&json!([]), "thing").err().unwrap(),
             "thing is not an object"
         );
+    }
+
+    #[test]
+    fn seconds_stop_at_a_32_bit_int() {
+        let cases: &[(Value, Result<Option<u64>, &str>)] = &[
+            (json!({}), Ok(None)),
+            (json!({"t": 0}), Ok(Some(0))),
+            (json!({"t": 2147483647}), Ok(Some(2147483647))),
+            (json!({"t": 30.0}), Ok(Some(30))),
+            (
+                json!({"t": 2147483648_u64}),
+                Err("thing contains 't' with invalid value 2147483648, more than 2147483647 seconds"),
+            ),
+            (
+                json!({"t": i64::MAX}),
+                Err("thing contains 't' with invalid value 9223372036854775807, more than 2147483647 seconds"),
+            ),
+            (
+                json!({"t": u64::MAX}),
+                Err("thing contains 't' with invalid value 18446744073709551615"),
+            ),
+            (json!({"t": -1}), Err("thing contains 't' with invalid value -1")),
+        ];
+        for (doc, want) in cases {
+            let got = Obj::new(doc, "thing").unwrap().seconds_opt("t");
+            assert_eq!(got, want.map_err(str::to_string), "{doc}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! one [`Instruction`]. Headers are read first and the JSON body, when there is
 //! one, overrides them (channels from both are kept), exactly in Pushpin's
 //! order. Defaults and clamps are applied here, so the server never sees a
-//! response timeout under 5 s or a keep-alive interval under 1 s.
+//! response timeout under 5 s or a keep-alive interval under 1 s, and bounds are
+//! checked here, so it never sees a timeout over [`MAX_TIMEOUT_SECS`] or a bad
+//! channel name (see [`crate::channel`]).
 //!
 //! Every failure is an [`InstructError`] naming the header or JSON field and the
 //! offending value; the proxy answers such a response with a 502.
@@ -33,6 +35,13 @@ pub const DEFAULT_KEEP_ALIVE_TIMEOUT_SECS: u64 = 55;
 pub const DEFAULT_NEXT_LINK_TIMEOUT_SECS: u64 = 120;
 /// Most filters one channel subscription may carry.
 pub const MAX_FILTERS_PER_CHANNEL: usize = 5;
+/// Largest timeout or interval an origin may give, in seconds, wherever it gives one
+/// (`Grip-Timeout`, keep-alive and `Grip-Link` timeouts, `application/grip-instruct`
+/// timeouts, WebSocket control messages): 2147483647, about 68 years. Pushpin reads these
+/// values as a 32-bit int and rejects larger ones; the bound also keeps every deadline
+/// computed from them within what the clock can hold. A larger value is an error, like a
+/// negative one.
+pub const MAX_TIMEOUT_SECS: u64 = i32::MAX as u64;
 
 /// The media type of a JSON instruct body.
 pub const GRIP_INSTRUCT_CONTENT_TYPE: &str = "application/grip-instruct";
@@ -218,6 +227,14 @@ pub enum InstructError {
     /// A `Grip-Channel` item has no name.
     #[error("Grip-Channel value '{0}' has an item with an empty channel name")]
     EmptyChannel(String),
+    /// A channel name is too long or holds a control character.
+    #[error("{place}: {error}")]
+    InvalidChannel {
+        /// `Grip-Channel`, or the `application/grip-instruct` field.
+        place: &'static str,
+        /// What is wrong with the name.
+        error: crate::channel::ChannelNameError,
+    },
     /// More than [`MAX_FILTERS_PER_CHANNEL`] filters on one channel.
     #[error("too many filters for channel '{channel}': {count} given, at most 5 allowed")]
     TooManyFilters {
@@ -226,8 +243,10 @@ pub enum InstructError {
         /// How many filters were given.
         count: usize,
     },
-    /// `Grip-Timeout` is not a non-negative integer.
-    #[error("Grip-Timeout must be a non-negative whole number of seconds, not '{0}'")]
+    /// `Grip-Timeout` is not a whole number from 0 to [`MAX_TIMEOUT_SECS`].
+    #[error(
+        "Grip-Timeout must be a whole number of seconds from 0 to {MAX_TIMEOUT_SECS}, not '{0}'"
+    )]
     InvalidTimeout(String),
     /// `Grip-Keep-Alive` has no data.
     #[error("Grip-Keep-Alive cannot be empty")]
@@ -238,8 +257,8 @@ pub enum InstructError {
     /// Unknown `Grip-Keep-Alive` `mode`.
     #[error("Grip-Keep-Alive mode must be 'idle' or 'interval', not '{0}'")]
     InvalidKeepAliveMode(String),
-    /// `Grip-Keep-Alive` `timeout` is not a non-negative integer.
-    #[error("Grip-Keep-Alive timeout must be a non-negative whole number of seconds, not '{0}'")]
+    /// `Grip-Keep-Alive` `timeout` is not a whole number from 0 to [`MAX_TIMEOUT_SECS`].
+    #[error("Grip-Keep-Alive timeout must be a whole number of seconds from 0 to {MAX_TIMEOUT_SECS}, not '{0}'")]
     InvalidKeepAliveTimeout(String),
     /// `Grip-Keep-Alive` data does not decode in its format.
     #[error("Grip-Keep-Alive data '{data}' is not valid {format}: {reason}")]
@@ -259,8 +278,8 @@ pub enum InstructError {
         "Grip-Link value '{0}' must start with a URL in angle brackets, like '</next>; rel=next'"
     )]
     InvalidLink(String),
-    /// `Grip-Link` `timeout` is not a non-negative integer.
-    #[error("Grip-Link timeout must be a non-negative whole number of seconds, not '{0}'")]
+    /// `Grip-Link` `timeout` is not a whole number from 0 to [`MAX_TIMEOUT_SECS`].
+    #[error("Grip-Link timeout must be a whole number of seconds from 0 to {MAX_TIMEOUT_SECS}, not '{0}'")]
     InvalidLinkTimeout(String),
     /// `Grip-Status` is not `<code>[ <reason>]` with a code up to 999.
     #[error("Grip-Status must be a status code from 0 to 999, optionally followed by a reason, not '{0}'")]

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //!
+//! - [`channel`]: what a channel name may be, checked wherever one is read.
 //! - [`instruct`]: GRIP instructions in an origin response (`Grip-*` headers
 //!   and `application/grip-instruct` bodies) → [`instruct::Instruction`].
 //! - [`publish`]: publish API bodies and items with their `http-response`,
@@ -24,6 +25,7 @@
 //! access and the same error wording.
 #![deny(missing_docs)]
 
+pub mod channel;
 pub mod control;
 mod fields;
 pub mod filter;

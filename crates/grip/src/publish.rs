@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::channel::check_channel_name;
 use crate::fields::Obj;
 
 /// One item published to a channel.
@@ -219,6 +220,8 @@ pub fn parse_publish_item(item: &Value) -> Result<PublishItem, PublishError> {
     if channel.is_empty() {
         return Err(invalid(&obj.invalid_value("channel", "''")));
     }
+    // No subscription can have such a name, so the item could never be delivered.
+    check_channel_name(channel).map_err(|e| invalid(&e.to_string()))?;
     // Legacy items put the formats directly on the item.
     let formats_obj = obj
         .obj_opt("formats", "formats")

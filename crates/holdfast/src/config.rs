@@ -96,8 +96,10 @@ pub struct LimitsConfig {
     pub max_accept_body: usize,
     /// Bytes of a publish request body. Pushpin's `push_in_http_max_body_size`, default 1000000.
     pub max_publish_body: usize,
-    /// Channels one held connection may subscribe to; extra channels are ignored with a debug log.
-    /// Pushpin's `connection_subscription_max`, default 20.
+    /// Distinct channels one connection may be in (an instruction's channels and the target's
+    /// `sub=` channels together). An instruction asking for more is refused with `502`, a
+    /// WebSocket `subscribe` past it closes the connection with 1011. Pushpin's
+    /// `connection_subscription_max`, default 20 (Pushpin ignores the extra channels instead).
     pub max_channels_per_connection: usize,
     /// Published items queued per held connection while it is slow to read; when full the newest
     /// item is dropped and counted. Pushpin's per-session queue, default 100.
@@ -261,6 +263,10 @@ pub enum XffRule {
     Append,
 }
 
+/// Pushpin's default `sig_key`, kept for compatibility. A `Grip-Sig` signed with it proves
+/// nothing, so Holdfast warns at start when a route signs with it.
+pub const DEFAULT_SIG_KEY: &str = "changeme";
+
 /// `[grip]`: request signing and hold behaviour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -269,7 +275,7 @@ pub struct GripConfig {
     /// (GRIP libraries check it).
     pub sig_iss: String,
     /// HS256 key of the `Grip-Sig` JWT: a plain string or `base64:<data>`. Pushpin's `sig_key`,
-    /// default `changeme`.
+    /// default `changeme` ([`DEFAULT_SIG_KEY`]), which is warned about at start.
     pub sig_key: String,
     /// Seconds a duplicate item id on a channel is remembered and dropped. Pushpin's
     /// `id_cache_ttl`, default 60; 0 turns duplicate detection off.
@@ -280,7 +286,7 @@ impl Default for GripConfig {
     fn default() -> Self {
         Self {
             sig_iss: "pushpin".to_string(),
-            sig_key: "changeme".to_string(),
+            sig_key: DEFAULT_SIG_KEY.to_string(),
             id_cache_ttl_secs: 60,
         }
     }

@@ -34,7 +34,7 @@ use crate::proxy::body::AccessRecord;
 use crate::proxy::error::ProxyError;
 use crate::proxy::{headers, Accepted, OriginRequest};
 use crate::sink::{HeldStream, Sink};
-pub use positions::{ChannelPos, Positions, Verdict};
+pub use positions::{ChannelPos, ChannelsError, Positions, Verdict};
 
 /// What a session needs to ask its origin again: for retries, next links and gone links.
 pub struct HeldRequest {
@@ -153,7 +153,8 @@ pub async fn hold(
     let mut base = BaseResponse::of(&accepted).map_err(bad)?;
     let ins = accepted.instruction;
     let subs = target.map(|t| t.subs.as_slice()).unwrap_or_default();
-    let positions = Positions::new(&ctx.app, &ctx.route, subs, &ins);
+    let positions =
+        Positions::new(&ctx.app, &ctx.route, subs, &ins).map_err(|e| bad(e.to_string()))?;
     let gone = ins
         .gone_link
         .as_deref()

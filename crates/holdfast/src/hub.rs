@@ -379,7 +379,8 @@ impl Hub {
                 sent += inner.deliver(&mut shard, &name, &oldest.item);
                 sent += inner.release_ready(&mut shard, &name);
             }
-            let deadline = tokio::time::Instant::now() + inner.limits.message_wait;
+            // `reliability.message_wait_ms` is the operator's: it may be anything.
+            let deadline = crate::deadline::after(inner.limits.message_wait);
             if let Some(ch) = shard.get_mut(&name) {
                 ch.pending.push_back(Pending { item, deadline });
             }

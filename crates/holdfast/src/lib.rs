@@ -31,6 +31,7 @@
 //! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
 //! - [`http`]: the response body type and helpers. [`retry`]: retry delays and jitter.
 //!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the Prometheus text writer.
+//!   [`deadline`]: deadlines that saturate instead of overflowing the clock.
 //! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
 //!   the Pushpin-syntax routes file and matches requests to routes.
 
@@ -39,6 +40,7 @@
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod deadline;
 pub mod descriptors;
 #[doc(hidden)]
 pub mod fuzz;

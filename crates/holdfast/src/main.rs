@@ -89,6 +89,9 @@ fn main() -> ExitCode {
              authentication (--publish-allow-unauthenticated)"
         );
     }
+    if let Some(w) = routes.default_sig_key_warning(&config.grip.sig_key) {
+        tracing::warn!("{w}");
+    }
     // Every scheduler tick takes the oldest task from the shared queue before the worker's own.
     // A publish to thousands of long-polls wakes their tasks at once, and most of them overflow
     // into the shared queue; by default the re-polls that the first answers bring back (woken

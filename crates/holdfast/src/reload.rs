@@ -42,7 +42,13 @@ pub fn spawn(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
             tokio::time::sleep(SETTLE).await;
             while rx.try_recv().is_ok() {}
             match app.routes.reload() {
-                Ok(n) => tracing::info!(routes = n, "routes reloaded"),
+                Ok(n) => {
+                    tracing::info!(routes = n, "routes reloaded");
+                    let sig_key = &app.config.grip.sig_key;
+                    if let Some(w) = app.routes.current().default_sig_key_warning(sig_key) {
+                        tracing::warn!("{w}");
+                    }
+                }
                 Err(e) => {
                     tracing::error!("routes file rejected, previous routes stay in force: {e}")
                 }

@@ -211,6 +211,9 @@ pub fn serve_test(
         message_prefix: None,
         label: "test".to_string(),
     };
+    // The channels come from the client's query here.
+    spec.check(app)
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     let app = app.clone();
     let guard = app.shutdown.guard();
     tokio::spawn(async move {
@@ -287,11 +290,15 @@ async fn socket(app: &App, io: Io, role: Role) -> Socket {
     WebSocketStream::from_raw_socket(io, role, Some(config)).await
 }
 
-/// A close frame with `code` and `reason`.
+/// A close frame with `code` and `reason`, cut to the 123 bytes a close frame can carry.
 fn close_frame(code: u16, reason: &str) -> Option<CloseFrame> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     Some(CloseFrame {
         code: CloseCode::from(code),
-        reason: Utf8Bytes::from(reason),
+        reason: Utf8Bytes::from(&reason[..end]),
     })
 }
 

@@ -138,3 +138,66 @@ async fn json_access_log_sighup_reload_and_sigterm_exit() {
     let status = running.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn signing_with_the_default_sig_key_is_warned_about_once_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes");
+    let own_key = dir.path().join("own-key.toml");
+    std::fs::write(&own_key, "[grip]\nsig_key = \"s3cret\"\n").unwrap();
+    let default_key = dir.path().join("default-key.toml");
+    std::fs::write(&default_key, "[grip]\nsig_iss = \"me\"\n").unwrap();
+    // (routes file, config file, the routes the warning names; none when there is no warning)
+    let cases: &[(&str, Option<&Path>, Option<&str>)] = &[
+        (
+            "* test\n*,path_beg=/api,id=api 127.0.0.1:9\n*,path_beg=/b 127.0.0.1:9,over_http\n",
+            None,
+            Some("api (line 2), *,/b,*,* (line 3)"),
+        ),
+        ("* 127.0.0.1:9\n", Some(&default_key), Some("line 1")),
+        ("*,sig_key=other 127.0.0.1:9\n", None, None),
+        ("* 127.0.0.1:9\n", Some(&own_key), None),
+        (
+            "*,sig_key=changeme 127.0.0.1:9\n",
+            Some(&own_key),
+            Some("line 1"),
+        ),
+        ("* test\n", None, None),
+        ("*,no_grip 127.0.0.1:9\n", None, None),
+    ];
+    for (routes_text, config, names) in cases {
+        std::fs::write(&routes, routes_text).unwrap();
+        let mut args = vec![
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--publish-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--routes".as_ref(),
+            routes.as_os_str(),
+        ];
+        if let Some(config) = config {
+            args.extend(["--config".as_ref(), config.as_os_str()]);
+        }
+        let running = Binary::start(args);
+        let warnings: Vec<String> = running
+            .startup
+            .iter()
+            .filter(|v| v["level"] == "WARN")
+            .map(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .filter(|m| m.contains("sig_key"))
+            .collect();
+        match names {
+            None => assert!(warnings.is_empty(), "{routes_text:?}: {warnings:?}"),
+            Some(names) => {
+                assert_eq!(warnings.len(), 1, "{routes_text:?}: {warnings:?}");
+                assert!(warnings[0].contains(names), "{routes_text:?}: {warnings:?}");
+                assert!(warnings[0].contains("changeme"), "{warnings:?}");
+            }
+        }
+    }
+}

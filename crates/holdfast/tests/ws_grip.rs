@@ -254,3 +254,95 @@ async fn grip_websocket_filters_use_set_meta() {
         "own message skipped, meta substituted"
     );
 }
+
+#[tokio::test]
+async fn a_subscribe_over_the_channel_limit_closes_the_connection_naming_the_limit() {
+    let mut origin = WsOrigin::start(Some("grip")).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |c| {
+        c.limits.max_channels_per_connection = 2
+    })
+    .await;
+    let (mut good, mut good_ws) = grip_pair(&proxy, &mut origin).await;
+    let (mut bad, mut bad_ws) = grip_pair(&proxy, &mut origin).await;
+    for channel in ["a", "b", "a", "c"] {
+        let subscribe = format!(r#"c:{{"type":"subscribe","channel":"{channel}"}}"#);
+        bad_ws.send(Message::text(subscribe)).await.unwrap();
+    }
+    // The third distinct channel is refused: the client is closed and the origin told why,
+    // instead of a subscription that silently never delivers.
+    assert_eq!(
+        recv_close(&mut bad).await,
+        (1011, "bad control message from origin".to_string())
+    );
+    let (code, reason) = recv_close(&mut bad_ws).await;
+    assert_eq!(code, 1011);
+    assert!(
+        reason.contains("'c'") && reason.contains("limits.max_channels_per_connection (2)"),
+        "{reason}"
+    );
+    proxy.wait_subscribers("a", 0).await;
+
+    good_ws
+        .send(Message::text(r#"c:{"type":"subscribe","channel":"a"}"#))
+        .await
+        .unwrap();
+    proxy.wait_subscribers("a", 1).await;
+    publish_ws(&proxy, "a", json!({"content": "still here"})).await;
+    assert_eq!(recv_text(&mut good).await, "still here");
+}
+
+/// Sends each control message on a connection of its own and checks that it closes that
+/// connection with 1011, telling the origin `why`, while a subscribed connection keeps getting
+/// publishes.
+async fn assert_each_closes_only_its_connection(cases: &[(String, &str)]) {
+    let mut origin = WsOrigin::start(Some("grip")).await;
+    let proxy = Proxy::start(&format!("* {}\n", origin.target()), |_| {}).await;
+    let (mut good, mut good_ws) = grip_pair(&proxy, &mut origin).await;
+    good_ws
+        .send(Message::text(r#"c:{"type":"subscribe","channel":"g"}"#))
+        .await
+        .unwrap();
+    for (control, why) in cases {
+        let (mut bad, mut bad_ws) = grip_pair(&proxy, &mut origin).await;
+        bad_ws.send(Message::text(control.as_str())).await.unwrap();
+        assert_eq!(recv_close(&mut bad).await.0, 1011, "{control}");
+        let (code, reason) = recv_close(&mut bad_ws).await;
+        assert_eq!(code, 1011, "{control}");
+        assert!(reason.contains(why), "{control}: {reason}");
+    }
+    proxy.wait_subscribers("g", 1).await;
+    publish_ws(&proxy, "g", json!({"content": "fine"})).await;
+    assert_eq!(recv_text(&mut good).await, "fine");
+}
+
+#[tokio::test]
+async fn control_message_timeouts_too_large_for_the_clock_close_only_their_connection() {
+    let huge = i64::MAX;
+    assert_each_closes_only_its_connection(&[
+        (
+            format!(r#"c:{{"type":"keep-alive","content":"ka","timeout":{huge}}}"#),
+            "'timeout'",
+        ),
+        (
+            format!(r#"c:{{"type":"send-delayed","content":"later","timeout":{huge}}}"#),
+            "'timeout'",
+        ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn bad_channel_names_in_control_messages_close_only_their_connection() {
+    let long = "n".repeat(600);
+    assert_each_closes_only_its_connection(&[
+        (
+            format!(r#"c:{{"type":"subscribe","channel":"{long}"}}"#),
+            "600 bytes",
+        ),
+        (
+            r#"c:{"type":"subscribe","channel":"bell\u0007"}"#.to_string(),
+            "U+0007",
+        ),
+    ])
+    .await;
+}

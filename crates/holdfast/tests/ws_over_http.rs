@@ -389,3 +389,54 @@ async fn woh_messages_the_hub_writes_itself_keep_their_order_among_queued_ones()
     client.send(Message::text("hello")).await.unwrap();
     assert_eq!(recv_text(&mut client).await, "you said hello");
 }
+
+#[tokio::test]
+async fn woh_a_keep_alive_interval_too_large_for_the_clock_is_ignored_with_a_warning() {
+    let logs = logs();
+    const HUGE: &str = "18446744073709551615";
+    let chat = chat_script();
+    let script: Script = Arc::new(move |h, events| {
+        let mut resp = chat(h, events);
+        if events.first().map(|e| e.kind) == Some(EventKind::Open) {
+            resp.headers_mut()
+                .insert("keep-alive-interval", HUGE.parse().unwrap());
+        }
+        resp
+    });
+    let mut origin = WohOrigin::start(script).await;
+    let proxy = woh_proxy(&origin).await;
+    let mut client = connect(&proxy, "/").await;
+    origin.next().await;
+    wait_log(&logs, &["Keep-Alive-Interval", HUGE]).await;
+    client.send(Message::text("hello")).await.unwrap();
+    assert_eq!(origin.next().await.events, [text_event("hello")]);
+    assert_eq!(recv_text(&mut client).await, "you said hello");
+}
+
+#[tokio::test]
+async fn woh_a_subscribe_over_the_channel_limit_closes_the_connection() {
+    let script: Script = Arc::new(|_h, events| {
+        if events.first().map(|e| e.kind) == Some(EventKind::Open) {
+            let mut out = vec![Event::new(EventKind::Open)];
+            for c in ["x", "y", "z"] {
+                out.push(text_event(&format!(
+                    r#"c:{{"type":"subscribe","channel":"{c}"}}"#
+                )));
+            }
+            return events_response(&out, &[("sec-websocket-extensions", "grip")]);
+        }
+        events_response(&[text_event("m:ok")], &[])
+    });
+    let mut origin = WohOrigin::start(script).await;
+    let proxy = Proxy::start(&format!("* {},over_http\n", origin.target()), |c| {
+        c.limits.max_channels_per_connection = 2
+    })
+    .await;
+    let mut client = connect(&proxy, "/").await;
+    origin.next().await;
+    assert_eq!(
+        recv_close(&mut client).await,
+        (1011, "bad control message from origin".to_string())
+    );
+    proxy.wait_subscribers("x", 0).await;
+}

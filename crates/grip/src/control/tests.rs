@@ -169,8 +169,32 @@ fn bad_messages() {
             r#"{"type": "send-delayed", "content": "x", "timeout": "1"}"#,
             "invalid grip control message: grip control object contains 'timeout' with wrong type",
         ),
+        (
+            r#"{"type": "keep-alive", "content": "x", "timeout": 9223372036854775807}"#,
+            "invalid grip control message: grip control object contains 'timeout' with invalid value 9223372036854775807, more than 2147483647 seconds",
+        ),
+        (
+            r#"{"type": "send-delayed", "content": "x", "timeout": 2147483648}"#,
+            "invalid grip control message: grip control object contains 'timeout' with invalid value 2147483648, more than 2147483647 seconds",
+        ),
+        (
+            r#"{"type": "subscribe", "channel": "bell\u0007"}"#,
+            r"invalid grip control message: channel name 'bell\u{7}' has the control character U+0007 at byte 4",
+        ),
+        (
+            r#"{"type": "unsubscribe", "channel": "a\nb"}"#,
+            r"invalid grip control message: channel name 'a\nb' has the control character U+000A at byte 1",
+        ),
     ];
     for (json, want) in cases {
         assert_eq!(parse(json).unwrap_err(), want, "json {json}");
     }
+    let long = format!(
+        r#"{{"type": "subscribe", "channel": "{}"}}"#,
+        "x".repeat(513)
+    );
+    assert_eq!(
+        parse(&long).unwrap_err(),
+        "invalid grip control message: channel name 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…' is 513 bytes, over the limit of 512"
+    );
 }

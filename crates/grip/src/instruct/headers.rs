@@ -12,8 +12,9 @@ use super::params::{self, Head, Item};
 use super::{
     ChannelSpec, HoldMode, InstructError, Instruction, KeepAlive, KeepAliveMode, NextLink,
     StatusOverride, DEFAULT_KEEP_ALIVE_TIMEOUT_SECS, DEFAULT_NEXT_LINK_TIMEOUT_SECS,
-    DEFAULT_TIMEOUT_SECS, MAX_FILTERS_PER_CHANNEL,
+    DEFAULT_TIMEOUT_SECS, MAX_FILTERS_PER_CHANNEL, MAX_TIMEOUT_SECS,
 };
+use crate::channel::check_channel_name;
 use crate::fields::decode_base64;
 
 const HOLD: &str = "Grip-Hold";
@@ -76,9 +77,14 @@ fn items(
     Ok(out)
 }
 
-/// A whole number of seconds; Pushpin rejects negatives and non-integers.
+/// A whole number of seconds up to [`MAX_TIMEOUT_SECS`]; Pushpin rejects negatives,
+/// non-integers and values over a 32-bit int.
 fn seconds(value: &str) -> Option<u64> {
-    value.trim().parse::<u64>().ok()
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s <= MAX_TIMEOUT_SECS)
 }
 
 fn hold(headers: &HeaderMap) -> Result<Option<HoldMode>, InstructError> {
@@ -94,16 +100,22 @@ fn channels(headers: &HeaderMap) -> Result<Vec<ChannelSpec>, InstructError> {
     let mut out = Vec::new();
     for value in headers.get_all(CHANNEL) {
         let value = text(CHANNEL, value)?;
-        let items =
-            params::parse_list(value, Head::Token).map_err(|reason| InstructError::Malformed {
+        // Empty items are kept: `a,,b` or an empty value names an empty channel.
+        let items = params::parse_elements(value, Head::Token).map_err(|reason| {
+            InstructError::Malformed {
                 header: CHANNEL,
                 value: value.to_string(),
                 reason,
-            })?;
+            }
+        })?;
         for item in items {
             if item.head.is_empty() {
                 return Err(InstructError::EmptyChannel(value.to_string()));
             }
+            check_channel_name(&item.head).map_err(|error| InstructError::InvalidChannel {
+                place: CHANNEL,
+                error,
+            })?;
             let filters: Vec<String> = item.all("filter").map(str::to_string).collect();
             if filters.len() > MAX_FILTERS_PER_CHANNEL {
                 return Err(InstructError::TooManyFilters {

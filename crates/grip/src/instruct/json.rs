@@ -15,6 +15,7 @@ use super::{
     ChannelSpec, HoldMode, InstructError, InstructResponse, Instruction, KeepAlive, KeepAliveMode,
     DEFAULT_KEEP_ALIVE_TIMEOUT_SECS, MAX_FILTERS_PER_CHANNEL,
 };
+use crate::channel::check_channel_name;
 use crate::fields::Obj;
 
 pub(super) fn apply(instruction: &mut Instruction, body: &[u8]) -> Result<(), InstructError> {
@@ -66,7 +67,7 @@ fn apply_hold(instruction: &mut Instruction, hold: Obj<'_>) -> Result<(), Instru
     for value in channels {
         instruction.channels.push(channel(value)?);
     }
-    if let Some(timeout) = hold.uint_opt("timeout").map_err(field)? {
+    if let Some(timeout) = hold.seconds_opt("timeout").map_err(field)? {
         instruction.timeout_secs = timeout;
     }
     if let Some(ka) = hold.obj_opt("keep-alive", "keep-alive").map_err(field)? {
@@ -89,6 +90,10 @@ fn channel(value: &Value) -> Result<ChannelSpec, InstructError> {
     if name.is_empty() {
         return Err(field(c.invalid_value("name", "''")));
     }
+    check_channel_name(name).map_err(|error| InstructError::InvalidChannel {
+        place: "invalid application/grip-instruct content: channel 'name'",
+        error,
+    })?;
     let filters = c
         .string_list_opt("filters", "filters contains value with wrong type")
         .map_err(field)?
@@ -123,7 +128,7 @@ fn apply_keep_alive(instruction: &mut Instruction, ka: Obj<'_>) -> Result<(), St
         None => from_header.map(|h| h.content).unwrap_or_default(),
     };
     let timeout_secs = ka
-        .uint_opt("timeout")?
+        .seconds_opt("timeout")?
         .unwrap_or(DEFAULT_KEEP_ALIVE_TIMEOUT_SECS);
     // Writing empty data would end a chunked stream, so empty means none.
     instruction.keep_alive = (!content.is_empty()).then_some(KeepAlive {
@@ -277,6 +282,18 @@ mod tests {
             ),
             (r#"{"hold": {"channels": [], "timeout": "5"}}"#, "invalid application/grip-instruct content: hold contains 'timeout' with wrong type"),
             (r#"{"hold": {"channels": [], "timeout": -5}}"#, "invalid application/grip-instruct content: hold contains 'timeout' with invalid value -5"),
+            (
+                r#"{"hold": {"channels": [], "timeout": 2147483648}}"#,
+                "invalid application/grip-instruct content: hold contains 'timeout' with invalid value 2147483648, more than 2147483647 seconds",
+            ),
+            (
+                r#"{"hold": {"channels": [], "keep-alive": {"content": "k", "timeout": 9223372036854775807}}}"#,
+                "invalid application/grip-instruct content: keep-alive contains 'timeout' with invalid value 9223372036854775807, more than 2147483647 seconds",
+            ),
+            (
+                r#"{"hold": {"channels": [{"name": "a\u0000"}]}}"#,
+                r"invalid application/grip-instruct content: channel 'name': channel name 'a\0' has the control character U+0000 at byte 1",
+            ),
             (
                 r#"{"hold": {"channels": [], "keep-alive": {"content": 5}}}"#,
                 "invalid application/grip-instruct content: keep-alive contains 'content' with wrong type",

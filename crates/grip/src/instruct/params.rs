@@ -55,6 +55,15 @@ pub(super) enum Head {
 
 /// Parses a comma-separated list of items. Empty items are skipped.
 pub(super) fn parse_list(value: &str, head: Head) -> Result<Vec<Item>, String> {
+    let mut items = parse_elements(value, head)?;
+    items.retain(|item| !item.head.is_empty() || !item.params.is_empty());
+    Ok(items)
+}
+
+/// Parses a comma-separated list of items, keeping empty ones: `a,,b` has three items, the
+/// second empty, and an empty value is one empty item. As in Pushpin's header splitting, one
+/// comma at the end closes the list without adding an item (`a,` is just `a`).
+pub(super) fn parse_elements(value: &str, head: Head) -> Result<Vec<Item>, String> {
     let mut cursor = Cursor {
         text: value.as_bytes(),
         pos: 0,
@@ -62,16 +71,15 @@ pub(super) fn parse_list(value: &str, head: Head) -> Result<Vec<Item>, String> {
     };
     let mut items = Vec::new();
     loop {
+        items.push(cursor.item(head)?);
+        // An item ends at a comma or at the end of the value.
+        if cursor.peek().is_none() {
+            return Ok(items);
+        }
+        cursor.pos += 1;
         cursor.skip_spaces();
-        match cursor.peek() {
-            None => return Ok(items),
-            Some(b',') => cursor.pos += 1,
-            Some(_) => {
-                let item = cursor.item(head)?;
-                if !item.head.is_empty() || !item.params.is_empty() {
-                    items.push(item);
-                }
-            }
+        if cursor.peek().is_none() {
+            return Ok(items);
         }
     }
 }
@@ -275,6 +283,31 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(
                 parse_list(input, Head::Token).unwrap(),
+                want,
+                "input {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn elements_keep_empty_items() {
+        let cases: Vec<(&str, Vec<Item>)> = vec![
+            ("", vec![item("", &[])]),
+            ("  ", vec![item("", &[])]),
+            ("a", vec![item("a", &[])]),
+            ("a,", vec![item("a", &[])]),
+            ("a, ", vec![item("a", &[])]),
+            ("a,,b", vec![item("a", &[]), item("", &[]), item("b", &[])]),
+            (",a", vec![item("", &[]), item("a", &[])]),
+            ("a,,", vec![item("a", &[]), item("", &[])]),
+            (
+                "a; p=\"x,y\", ; q=1",
+                vec![item("a", &[("p", "x,y")]), item("", &[("q", "1")])],
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                parse_elements(input, Head::Token).unwrap(),
                 want,
                 "input {input:?}"
             );

@@ -76,6 +76,14 @@ fn item_errors() {
             "publish item object contains 'channel' with invalid value ''",
         ),
         (
+            json!({"channel": "x".repeat(513), "formats": stream}),
+            "channel name 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…' is 513 bytes, over the limit of 512",
+        ),
+        (
+            json!({"channel": "a\rb", "formats": stream}),
+            r"channel name 'a\rb' has the control character U+000D at byte 1",
+        ),
+        (
             json!({"channel": "c", "id": 3, "formats": stream}),
             "publish item object contains 'id' with wrong type",
         ),

@@ -597,7 +597,8 @@ impl Wanted {
             self.channels.remove(&channel);
             return Some(channel);
         }
-        let at = Instant::now() + self.delay;
+        // `cluster.unsubscribe_delay_secs` is the operator's: it may be anything.
+        let at = crate::deadline::after(self.delay);
         self.channels.insert(channel.clone(), Some(at));
         self.expiry.push_back((at, channel));
         None

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::DEFAULT_SIG_KEY;
+
 /// A routes-file problem, with the file and 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}:{line}: {message}")]
@@ -243,6 +245,29 @@ impl RouteTable {
     /// The route with this id.
     pub fn by_id(&self, id: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| r.id == id)
+    }
+
+    /// One warning naming every route that signs its origin requests' `Grip-Sig` with
+    /// [`DEFAULT_SIG_KEY`] (its own `sig_key=`, or `sig_key`, the global key, when it has none);
+    /// `None` when no route does. Routes that never sign (`no_grip`, or only the `test`
+    /// target) are left out.
+    pub fn default_sig_key_warning(&self, sig_key: &str) -> Option<String> {
+        let weak: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| !r.options.no_grip)
+            .filter(|r| r.targets.iter().any(|t| t.kind != TargetKind::Test))
+            .filter(|r| r.options.sig_key.as_deref().unwrap_or(sig_key) == DEFAULT_SIG_KEY)
+            .map(|r| format!("{} (line {})", r.id, r.line))
+            .collect();
+        (!weak.is_empty()).then(|| {
+            format!(
+                "routes {} sign Grip-Sig with the default sig_key \"{DEFAULT_SIG_KEY}\", so anyone \
+                 can forge requests that origins take for Holdfast's; set grip.sig_key, or \
+                 sig_key= on the route",
+                weak.join(", ")
+            )
+        })
     }
 }
 

@@ -1,9 +1,10 @@
 //! A held session's channels and its position on each: which items it gets, which it already
 //! has, and when it must ask the origin again ([`Positions::judge`]); and the filters it runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
+use grip::channel::{check_channel_name, ChannelNameError};
 use grip::instruct::Instruction;
 use grip::publish::Action;
 use http::header::{HeaderMap, HeaderValue};
@@ -44,10 +45,36 @@ pub enum Verdict {
     Update,
 }
 
+/// Why the channels an instruction asks for cannot be held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelsError {
+    /// More distinct channels than `limits.max_channels_per_connection`. The whole instruction
+    /// is refused: holding some of them would leave publishes to the others undelivered.
+    #[error(
+        "{count} channels for one connection (the instruction's and the target's sub= channels), \
+         over limits.max_channels_per_connection ({max})"
+    )]
+    TooMany {
+        /// Distinct channels asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A name that is too long once the route's `prefix=` is added, or a bad `sub=` name.
+    #[error("{0} (with the route's prefix=, as the hub and publishers see it)")]
+    Name(#[from] ChannelNameError),
+}
+
 impl Positions {
-    /// The channels of an instruction plus the target's implicit `sub=` channels, prefixed,
-    /// without duplicates, capped at `limits.max_channels_per_connection`.
-    pub fn new(app: &App, route: &Route, subs: &[String], ins: &Instruction) -> Positions {
+    /// The channels of an instruction plus the target's implicit `sub=` channels, prefixed and
+    /// without duplicates; refused when there are more than
+    /// `limits.max_channels_per_connection` or a prefixed name is too long.
+    pub fn new(
+        app: &App,
+        route: &Route,
+        subs: &[String],
+        ins: &Instruction,
+    ) -> Result<Positions, ChannelsError> {
         let prefix = &route.options.channel_prefix;
         let max = app.config.limits.max_channels_per_connection;
         let mut out = Positions {
@@ -59,15 +86,13 @@ impl Positions {
             .iter()
             .map(|c| (&c.name, c.prev_id.clone(), c.filters.clone()));
         let implicit = subs.iter().map(|s| (s, None, Vec::new()));
+        let mut seen = HashSet::new();
         for (origin_name, prev, filters) in explicit.chain(implicit) {
             let name = format!("{prefix}{origin_name}");
-            if out.channels.iter().any(|c| c.name == name) {
+            if !seen.insert(name.clone()) {
                 continue;
             }
-            if out.channels.len() == max {
-                tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
-                continue;
-            }
+            check_channel_name(&name)?;
             out.channels.push(ChannelPos {
                 name,
                 origin_name: origin_name.clone(),
@@ -75,7 +100,13 @@ impl Positions {
                 filters,
             });
         }
-        out
+        if out.channels.len() > max {
+            return Err(ChannelsError::TooMany {
+                count: out.channels.len(),
+                max,
+            });
+        }
+        Ok(out)
     }
 
     /// What to subscribe to, with each channel's position.

@@ -3,7 +3,6 @@
 //! ask the origin again with `Grip-Last` and carry on with whatever it answers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use grip::instruct::HoldMode;
@@ -76,7 +75,7 @@ pub async fn hold(
                 Verdict::Skip => {}
             }
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+        let deadline = crate::deadline::after_secs(timeout_secs);
         while !update {
             let item = tokio::select! {
                 item = rx.recv() => item,
@@ -138,19 +137,24 @@ async fn retry(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
         Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
     };
     if accepted.instruction.hold == Some(HoldMode::Response) {
+        let bad = |reason: String| {
+            Next::Done(
+                crate::proxy::error::ProxyError::BadInstructions {
+                    target: target.label(),
+                    reason,
+                }
+                .to_response(ctx.route.options.debug),
+            )
+        };
         let base = match BaseResponse::of(&accepted) {
             Ok(b) => b,
-            Err(reason) => {
-                return Next::Done(
-                    crate::proxy::error::ProxyError::BadInstructions {
-                        target: target.label(),
-                        reason,
-                    }
-                    .to_response(ctx.route.options.debug),
-                )
-            }
+            Err(reason) => return bad(reason),
         };
-        let mut next = Positions::new(&ctx.app, &ctx.route, &target.subs, &accepted.instruction);
+        let mut next =
+            match Positions::new(&ctx.app, &ctx.route, &target.subs, &accepted.instruction) {
+                Ok(p) => p,
+                Err(e) => return bad(e.to_string()),
+            };
         let mut merged = positions.clone();
         merged.update_from(std::mem::take(&mut next));
         return Next::Hold(base, merged, accepted.instruction.timeout_secs);

@@ -26,6 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::link::{self, GoneLink};
 use super::{HeldRequest, Positions, Verdict};
+use crate::deadline;
 use crate::http::{boxed, Body, BoxError};
 use crate::hub::{Delivery, Subscription};
 use crate::proxy::body::OriginBody;
@@ -231,8 +232,7 @@ impl StreamSession {
     fn wrote(&mut self) {
         if let Some(k) = self.keep_alive.as_mut() {
             if k.mode == KeepAliveMode::Idle {
-                let at = Instant::now() + k.every;
-                k.sleep.as_mut().reset(at);
+                k.sleep.as_mut().reset(deadline::after(k.every));
             }
         }
     }
@@ -241,7 +241,7 @@ impl StreamSession {
         if let (Some(timer), Some(link)) = (self.link_timer.as_mut(), self.next_link.as_ref()) {
             timer
                 .as_mut()
-                .reset(Instant::now() + Duration::from_secs(link.timeout_secs));
+                .reset(deadline::after_secs(link.timeout_secs));
         }
     }
 
@@ -370,13 +370,13 @@ impl StreamSession {
         let later = (k.mode == KeepAliveMode::Idle)
             .then(|| self.sink.last_write())
             .flatten()
-            .map(|at| at + k.every)
+            .map(|at| deadline::later(at, k.every))
             .filter(|due| *due > now);
         if let Some(due) = later {
             k.sleep.as_mut().reset(due);
             return None;
         }
-        k.sleep.as_mut().reset(now + k.every);
+        k.sleep.as_mut().reset(deadline::later(now, k.every));
         Some(k.content.clone())
     }
 
@@ -477,8 +477,13 @@ impl StreamSession {
             .map_or(accepted.body, |r| r.body.clone());
         self.body_in = accepted.rest.map(Box::new);
         if ins.hold == Some(HoldMode::Stream) || !ins.channels.is_empty() {
-            let next = Positions::new(&app, &self.ctx.route, &target.subs, &ins);
-            self.positions.update_from(next);
+            match Positions::new(&app, &self.ctx.route, &target.subs, &ins) {
+                Ok(next) => self.positions.update_from(next),
+                Err(e) => {
+                    self.fail(&format!("Next link returned bad channels: {e}"));
+                    return;
+                }
+            }
         }
         // A body streamed past the buffer is sent as is; a buffered one gets build-id.
         let body = if self.body_in.is_none() {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use grip::instruct::MAX_TIMEOUT_SECS;
 use grip::wsevents::{self, Event, EventKind};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -34,6 +35,7 @@ use super::session::{Published, Session, SessionSpec};
 use super::{close_for, close_frame, finish, flush_left, send_all, Opened, Socket};
 use crate::app::App;
 use crate::config::routes::{Route, Target};
+use crate::deadline;
 use crate::http::full;
 use crate::origin::Reclaimable;
 use crate::proxy::error::ProxyError;
@@ -255,6 +257,10 @@ pub async fn open(
         message_prefix,
         label,
     };
+    spec.check(app).map_err(|e| ProxyError::BadInstructions {
+        target: spec.label.clone(),
+        reason: e.to_string(),
+    })?;
     let mut conn = Conn {
         session: Session::new(app.clone(), spec),
         cid,
@@ -432,7 +438,7 @@ impl Conn {
         let ka = self
             .keep_alive
             .filter(|_| self.in_flight.is_none())
-            .map(|every| self.last_request + every);
+            .map(|every| deadline::later(self.last_request, every));
         match (ka, self.session.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -447,12 +453,22 @@ impl Conn {
                     .set_meta(meta.to_string(), value.map(str::to_string));
             }
         }
-        if let Some(secs) = h
-            .get("keep-alive-interval")
-            .and_then(|v| v.to_str().ok())
+        let Some(value) = h.get("keep-alive-interval") else {
+            return;
+        };
+        match value
+            .to_str()
+            .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|secs| *secs <= MAX_TIMEOUT_SECS)
         {
-            self.keep_alive = Some(Duration::from_secs(secs).max(MIN_KEEP_ALIVE));
+            Some(secs) => self.keep_alive = Some(Duration::from_secs(secs).max(MIN_KEEP_ALIVE)),
+            // Pushpin ignores a value it cannot read as an int; so does this, but says so.
+            None => tracing::warn!(
+                target = %self.origin.label,
+                value = %String::from_utf8_lossy(value.as_bytes()),
+                "ignoring Keep-Alive-Interval from origin: not a whole number of seconds from 0 to {MAX_TIMEOUT_SECS}"
+            ),
         }
     }
 
@@ -633,10 +649,9 @@ impl Conn {
 
     async fn timer(&mut self, client: &mut Socket) -> Option<End> {
         let now = Instant::now();
-        if self
-            .keep_alive
-            .is_some_and(|every| self.in_flight.is_none() && self.last_request + every <= now)
-        {
+        if self.keep_alive.is_some_and(|every| {
+            self.in_flight.is_none() && deadline::later(self.last_request, every) <= now
+        }) {
             self.refresh = true;
         }
         let due = self.session.due(now);

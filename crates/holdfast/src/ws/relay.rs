@@ -88,6 +88,10 @@ pub async fn open(
         message_prefix,
         label,
     };
+    spec.check(app).map_err(|e| ProxyError::BadInstructions {
+        target: spec.label.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(Opened::Accepted(
         client.accept(extra),
         Pending { origin, spec },
@@ -293,9 +297,10 @@ async fn on_origin(
         Ok(out) => out,
         Err(e) => {
             tracing::warn!(target = %label, error = %e, "closing WebSocket: bad control message from origin");
+            // The origin is told what was wrong; the client only that it was the origin's fault.
             return Some(End {
                 client: Some(close_frame(1011, "bad control message from origin")),
-                origin: close_frame(1011, "bad control message"),
+                origin: close_frame(1011, &e.to_string()),
             });
         }
     };

@@ -4,14 +4,17 @@
 //! both.
 //!
 //! Invariants: the connection is in at most `limits.max_channels_per_connection` channels, all
-//! with the route's prefix; implicit (`sub=`) channels cannot be left; the hub queue is the only
-//! queue of published items (bounded, newest dropped when full, see [`crate::hub`]).
+//! with the route's prefix and valid names (a `subscribe` past the limit is an error that closes
+//! the connection, never a subscription silently left out); implicit (`sub=`) channels cannot
+//! be left; the hub queue is the only queue of published items (bounded, newest dropped when
+//! full, see [`crate::hub`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use grip::channel::{check_channel_name, ChannelNameError};
 use grip::control::{parse_control_message, ControlError, ControlMessage, CONTROL_PREFIX};
 use grip::instruct::KeepAliveMode;
 use grip::publish::{Action, MessageType};
@@ -22,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
+use crate::deadline;
 use crate::hub::{filter_delivery, Delivery, FilterScope, Subscription};
 use crate::sink::Sink;
 
@@ -37,6 +41,64 @@ pub struct SessionSpec {
     pub message_prefix: Option<String>,
     /// The target, for log lines.
     pub label: String,
+}
+
+impl SessionSpec {
+    /// Checks the implicit channels against `limits.max_channels_per_connection` and the
+    /// channel-name rules, before the connection is accepted.
+    pub fn check(&self, app: &App) -> Result<(), SubscribeError> {
+        let max = app.config.limits.max_channels_per_connection;
+        let mut names: Vec<String> = Vec::new();
+        for c in &self.implicit {
+            let name = format!("{}{c}", self.channel_prefix);
+            check_channel_name(&name)?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.len() > max {
+            return Err(SubscribeError::TooManyImplicit {
+                count: names.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A channel the connection cannot be subscribed to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// A `subscribe` past `limits.max_channels_per_connection`.
+    #[error("subscribe to '{channel}' is over limits.max_channels_per_connection ({max})")]
+    TooMany {
+        /// The channel (route prefix included), shortened when long.
+        channel: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The target's `sub=` channels (or the test handler's) are already over the limit.
+    #[error("{count} implicit channels, over limits.max_channels_per_connection ({max})")]
+    TooManyImplicit {
+        /// Distinct implicit channels.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The name, route prefix included, is not a valid channel name.
+    #[error("{0} (with the route's prefix=)")]
+    Name(#[from] ChannelNameError),
+}
+
+/// Why an origin message cannot be carried out; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginMessageError {
+    /// The control message does not parse.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A `subscribe` that cannot be honoured.
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
 }
 
 /// What a published `ws-message` asks of a connection.
@@ -95,7 +157,10 @@ impl Session {
             detached: false,
         };
         for name in implicit {
-            session.subscribe_prefixed(name);
+            // `SessionSpec::check` passed before the connection was accepted.
+            if let Err(e) = session.subscribe_prefixed(name) {
+                tracing::warn!(error = %e, "implicit channel not subscribed");
+            }
         }
         session
     }
@@ -147,29 +212,34 @@ impl Session {
         };
     }
 
-    /// Subscribes to `channel` (route prefix added).
-    pub fn subscribe(&mut self, channel: &str) {
+    /// Subscribes to `channel` (route prefix added). Already subscribed is fine; a channel past
+    /// `limits.max_channels_per_connection`, or a name too long with the prefix, is an error.
+    pub fn subscribe(&mut self, channel: &str) -> Result<(), SubscribeError> {
         let name = format!("{}{channel}", self.spec.channel_prefix);
-        self.subscribe_prefixed(name);
+        self.subscribe_prefixed(name)
     }
 
-    fn subscribe_prefixed(&mut self, name: String) {
+    fn subscribe_prefixed(&mut self, name: String) -> Result<(), SubscribeError> {
         let current = self.sub.as_ref().map_or(0, |(s, _)| s.channels().len());
         if self
             .sub
             .as_ref()
             .is_some_and(|(s, _)| s.channels().contains(&name))
         {
-            return;
+            return Ok(());
         }
+        check_channel_name(&name)?;
         let max = self.app.config.limits.max_channels_per_connection;
         if current >= max {
-            tracing::debug!(channel = %name, max, "too many channels for one connection, ignored");
-            return;
+            let mut channel: String = name.chars().take(32).collect();
+            if channel.len() < name.len() {
+                channel.push('…');
+            }
+            return Err(SubscribeError::TooMany { channel, max });
         }
         if let Some((sub, _)) = &mut self.sub {
             if sub.add(name.clone()) {
-                return;
+                return Ok(());
             }
         }
         // No subscription yet, or its queue ended with its last channel: start a new one.
@@ -184,6 +254,7 @@ impl Session {
                 .hub
                 .subscribe_websocket(channels, self.sink.clone()),
         );
+        Ok(())
     }
 
     /// Leaves `channel` (route prefix added); implicit channels stay.
@@ -280,7 +351,10 @@ impl Session {
     /// Handles one message from the origin: a control message changes the session, a prefixed
     /// message is returned without its prefix for the client, an unprefixed one is dropped.
     /// Without `grip` the message is returned as it is.
-    pub fn on_origin_message(&mut self, msg: Message) -> Result<Option<Message>, ControlError> {
+    pub fn on_origin_message(
+        &mut self,
+        msg: Message,
+    ) -> Result<Option<Message>, OriginMessageError> {
         let Some(prefix) = &self.spec.message_prefix else {
             return Ok(Some(msg));
         };
@@ -288,7 +362,7 @@ impl Session {
             Message::Text(t) => {
                 if let Some(json) = t.as_str().strip_prefix(CONTROL_PREFIX) {
                     let control = parse_control_message(json.as_bytes())?;
-                    return Ok(self.control(control));
+                    return self.control(control);
                 }
                 Bytes::from(t.clone())
             }
@@ -308,9 +382,10 @@ impl Session {
         })
     }
 
-    fn control(&mut self, control: ControlMessage) -> Option<Message> {
+    fn control(&mut self, control: ControlMessage) -> Result<Option<Message>, OriginMessageError> {
         match control {
             ControlMessage::Subscribe { channel, filters } => {
+                self.subscribe(&channel)?;
                 let name = format!("{}{channel}", self.spec.channel_prefix);
                 // Most subscriptions have no filters; they cost no map node.
                 if filters.is_empty() {
@@ -318,7 +393,6 @@ impl Session {
                 } else {
                     self.filters.insert(name, filters);
                 }
-                self.subscribe(&channel)
             }
             ControlMessage::Unsubscribe { channel } => self.unsubscribe(&channel),
             ControlMessage::Detach => self.detached = true,
@@ -333,7 +407,7 @@ impl Session {
                             message,
                             every,
                             mode: ka.mode,
-                            next: Instant::now() + every,
+                            next: deadline::after(every),
                         })
                     }
                     None => {
@@ -343,14 +417,14 @@ impl Session {
             }
             ControlMessage::SendDelayed(d) => match to_message(d.message_type, d.content) {
                 Some(m) => {
-                    let at = Instant::now() + Duration::from_secs(d.timeout_secs);
+                    let at = deadline::after_secs(d.timeout_secs);
                     self.delayed = Some((m, at));
                 }
                 None => tracing::debug!("send-delayed content cannot be sent as its type, ignored"),
             },
-            ControlMessage::FlushDelayed => return self.delayed.take().map(|(m, _)| m),
+            ControlMessage::FlushDelayed => return Ok(self.delayed.take().map(|(m, _)| m)),
         }
-        None
+        Ok(None)
     }
 
     /// When a keep-alive or the delayed message is next due.
@@ -371,13 +445,16 @@ impl Session {
         }
         if let Some(ka) = &mut self.keep_alive {
             // What the hub wrote itself counts as traffic too.
-            let written = self.sink.last_write().map(|at| at + ka.every);
+            let written = self
+                .sink
+                .last_write()
+                .map(|at| deadline::later(at, ka.every));
             if let Some(w) = written.filter(|w| ka.mode == KeepAliveMode::Idle && *w > ka.next) {
                 ka.next = w;
             }
             if ka.next <= now {
                 out.push(ka.message.clone());
-                ka.next = now + ka.every;
+                ka.next = deadline::later(now, ka.every);
             }
         }
         out
@@ -387,7 +464,7 @@ impl Session {
     pub fn sent(&mut self) {
         if let Some(ka) = &mut self.keep_alive {
             if ka.mode == KeepAliveMode::Idle {
-                ka.next = Instant::now() + ka.every;
+                ka.next = deadline::after(ka.every);
             }
         }
     }

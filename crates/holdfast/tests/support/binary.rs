@@ -68,7 +68,7 @@ impl Binary {
     }
 
     /// The next log line that `pred` accepts, skipping the others (bounded: 15 s a line).
-    pub fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(&self, mut pred: impl FnMut(&Value) -> bool) -> Value {
         loop {
             let v = self.next_line();
             if pred(&v) {

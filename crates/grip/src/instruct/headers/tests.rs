@@ -58,6 +58,11 @@ fn channel_lists() {
             vec![("Grip-Channel", "a, b; prev-id=3")],
             vec![channel("a", None, &[]), channel("b", Some("3"), &[])],
         ),
+        // One trailing comma closes the list, as in Pushpin.
+        (
+            vec![("Grip-Channel", "a, b,")],
+            vec![channel("a", None, &[]), channel("b", None, &[])],
+        ),
         (
             vec![("Grip-Channel", "a"), ("Grip-Channel", "b")],
             vec![channel("a", None, &[]), channel("b", None, &[])],
@@ -95,6 +100,22 @@ fn channel_errors() {
             "Grip-Channel value 'a, ; prev-id=1' has an item with an empty channel name",
         ),
         (
+            "",
+            "Grip-Channel value '' has an item with an empty channel name",
+        ),
+        (
+            "a,,b",
+            "Grip-Channel value 'a,,b' has an item with an empty channel name",
+        ),
+        (
+            ", a",
+            "Grip-Channel value ', a' has an item with an empty channel name",
+        ),
+        (
+            "a\tb",
+            "Grip-Channel: channel name 'a\\tb' has the control character U+0009 at byte 1",
+        ),
+        (
             "a; prev-id=\"x",
             "Grip-Channel value 'a; prev-id=\"x' is malformed: quoted string at byte 11 is not terminated",
         ),
@@ -102,18 +123,41 @@ fn channel_errors() {
     for (value, want) in cases {
         assert_eq!(parse_err(&[("Grip-Channel", value)]), want);
     }
+    let long = format!("ok, {}", "x".repeat(513));
+    assert_eq!(
+        parse_err(&[("Grip-Channel", &long)]),
+        "Grip-Channel: channel name 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…' is 513 bytes, over the limit of 512"
+    );
 }
 
 #[test]
 fn timeouts() {
-    let cases = [("30", 30), (" 120 ", 120), ("5", 5), ("0", 5), ("4", 5)];
+    let cases = [
+        ("30", 30),
+        (" 120 ", 120),
+        ("5", 5),
+        ("0", 5),
+        ("4", 5),
+        ("2147483647", 2147483647),
+    ];
     for (value, want) in cases {
         assert_eq!(parse_ok(&[("Grip-Timeout", value)]).timeout_secs, want);
     }
-    for bad in ["-1", "abc", "1.5", ""] {
+    // Past a 32-bit int, as in Pushpin: the clock could not hold the deadline.
+    for bad in [
+        "-1",
+        "abc",
+        "1.5",
+        "",
+        "2147483648",
+        "18446744073709551615",
+        "18446744073709551616",
+    ] {
         assert_eq!(
             parse_err(&[("Grip-Timeout", bad)]),
-            format!("Grip-Timeout must be a non-negative whole number of seconds, not '{bad}'")
+            format!(
+                "Grip-Timeout must be a whole number of seconds from 0 to 2147483647, not '{bad}'"
+            )
         );
     }
 }
@@ -170,7 +214,11 @@ fn keep_alive_errors() {
         ),
         (
             "x; timeout=-2",
-            "Grip-Keep-Alive timeout must be a non-negative whole number of seconds, not '-2'",
+            "Grip-Keep-Alive timeout must be a whole number of seconds from 0 to 2147483647, not '-2'",
+        ),
+        (
+            "x; timeout=18446744073709551615",
+            "Grip-Keep-Alive timeout must be a whole number of seconds from 0 to 2147483647, not '18446744073709551615'",
         ),
         (
             r"a\q; format=cstring",
@@ -253,7 +301,11 @@ fn links() {
         ("<>; rel=next", "Grip-Link value '<>' must start with a URL in angle brackets, like '</next>; rel=next'"),
         (
             "</n>; rel=next; timeout=soon",
-            "Grip-Link timeout must be a non-negative whole number of seconds, not 'soon'",
+            "Grip-Link timeout must be a whole number of seconds from 0 to 2147483647, not 'soon'",
+        ),
+        (
+            "</n>; rel=next; timeout=2147483648",
+            "Grip-Link timeout must be a whole number of seconds from 0 to 2147483647, not '2147483648'",
         ),
         ("</n; rel=next", "Grip-Link value '</n; rel=next' is malformed: '<' at byte 0 has no closing '>'"),
     ];
