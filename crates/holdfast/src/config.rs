@@ -568,9 +568,6 @@ impl Config {
         if self.server.listen.is_empty() {
             return fail("server.listen", "at least one address is needed");
         }
-        if self.limits.max_connections == 0 {
-            return fail("limits.max_connections", "must be at least 1");
-        }
         if self.limits.max_header_size < 8192 {
             return Err((
                 "limits.max_header_size",
@@ -580,53 +577,51 @@ impl Config {
                 ),
             ));
         }
-        if self.limits.max_headers == 0 {
-            return fail("limits.max_headers", "must be at least 1");
-        }
-        if self.limits.max_publish_connections == 0 {
-            return fail("limits.max_publish_connections", "must be at least 1");
-        }
-        if self.limits.connection_queue == 0 {
-            return fail("limits.connection_queue", "must be at least 1");
-        }
-        if self.limits.max_channels_per_connection == 0 {
-            return fail("limits.max_channels_per_connection", "must be at least 1");
-        }
-        if self.reliability.session_requests_per_sec == 0 {
-            return fail("reliability.session_requests_per_sec", "must be at least 1");
-        }
-        if self.reliability.max_pending_per_channel == 0 {
-            return fail("reliability.max_pending_per_channel", "must be at least 1");
-        }
-        if self.websocket.max_message_size == 0 {
-            return fail("websocket.max_message_size", "must be at least 1");
-        }
         if self.websocket.read_buffer_size < 512 {
             return fail("websocket.read_buffer_size", "must be at least 512");
         }
-        if self.websocket.over_http_max_pending == 0 {
-            return fail("websocket.over_http_max_pending", "must be at least 1");
-        }
-        if self.cluster.ping_timeout_secs == 0 {
-            return fail("cluster.ping_timeout_secs", "must be at least 1");
-        }
-        if self.timeouts.origin_concurrency_per_target == 0 {
-            return fail(
+        let l = &self.limits;
+        let t = &self.timeouts;
+        let counts = [
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.max_headers", l.max_headers as u64),
+            (
+                "limits.max_publish_connections",
+                l.max_publish_connections as u64,
+            ),
+            ("limits.connection_queue", l.connection_queue as u64),
+            (
+                "limits.max_channels_per_connection",
+                l.max_channels_per_connection as u64,
+            ),
+            (
+                "reliability.session_requests_per_sec",
+                u64::from(self.reliability.session_requests_per_sec),
+            ),
+            (
+                "reliability.max_pending_per_channel",
+                self.reliability.max_pending_per_channel as u64,
+            ),
+            (
+                "websocket.max_message_size",
+                self.websocket.max_message_size as u64,
+            ),
+            (
+                "websocket.over_http_max_pending",
+                self.websocket.over_http_max_pending as u64,
+            ),
+            ("cluster.ping_timeout_secs", self.cluster.ping_timeout_secs),
+            (
                 "timeouts.origin_concurrency_per_target",
-                "must be at least 1",
-            );
-        }
-        if self.timeouts.origin_connect_secs == 0 {
-            return fail("timeouts.origin_connect_secs", "must be at least 1");
-        }
-        if self.timeouts.origin_response_secs == 0 {
-            return fail("timeouts.origin_response_secs", "must be at least 1");
-        }
-        if self.timeouts.client_header_secs == 0 {
-            return fail("timeouts.client_header_secs", "must be at least 1");
-        }
-        if self.timeouts.publish_idle_secs == 0 {
-            return fail("timeouts.publish_idle_secs", "must be at least 1");
+                t.origin_concurrency_per_target as u64,
+            ),
+            ("timeouts.origin_connect_secs", t.origin_connect_secs),
+            ("timeouts.origin_response_secs", t.origin_response_secs),
+            ("timeouts.client_header_secs", t.client_header_secs),
+            ("timeouts.publish_idle_secs", t.publish_idle_secs),
+        ];
+        if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return fail(field, "must be at least 1");
         }
         for (i, url) in self.cluster.redis.iter().enumerate() {
             redis_url::check(url).map_err(|e| ("cluster.redis", e))?;

@@ -297,38 +297,7 @@ fn serve_connection(
             Kind::Publish => app.config.timeouts.publish_idle(),
         };
         let shared = cell.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            let app = app.clone();
-            let api = api.clone();
-            let cell = cell.clone();
-            // Called as hyper hands the head on, within its poll of the connection.
-            cell.mark_requested();
-            // Only an upgrade can take the socket; other requests skip the extension map.
-            if req.headers().contains_key(hyper::header::UPGRADE) {
-                req.extensions_mut().insert(ClientSocket(cell.clone()));
-            }
-            let direct_allowed = direct::request_allows(&req);
-            // hyper keeps an allocation the size of this future for the whole life of the
-            // connection; boxed, that is a pointer, and the handler's own state is freed as
-            // soon as the response head is ready (a held connection can last for hours).
-            Box::pin(async move {
-                let resp: hyper::Response<Body> = match kind {
-                    Kind::Client => crate::route::handle(app.clone(), req, peer).await,
-                    Kind::Publish => api.handle(req, peer).await,
-                };
-                if direct_allowed && direct::eligible(&resp) {
-                    if let Some(owned) = cell.take() {
-                        // The writer's own future is the task: a wrapping `async` block
-                        // would keep its own copy of the moved socket and response.
-                        tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
-                        // hyper's attempt to write this finds no socket and ends the
-                        // connection, freeing its buffers.
-                        return Ok(hyper::Response::new(crate::http::full("")));
-                    }
-                }
-                Ok::<_, Infallible>(resp)
-            })
-        });
+        let service = service_fn(move |req| respond(req, &cell, &app, &api, kind, peer));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(Shared(shared.clone())), service)
             .into_owned();
@@ -364,6 +333,47 @@ fn serve_connection(
         };
         ended(peer, result);
     }
+}
+
+/// Answers one request of a connection: routes a client's, or hands a publisher's to the publish
+/// API; a held stream's response takes the socket from hyper and is written by
+/// [`direct::write`].
+fn respond(
+    mut req: Request<Incoming>,
+    cell: &Arc<Cell<Guards>>,
+    app: &Arc<App>,
+    api: &Arc<crate::publish::Api>,
+    kind: Kind,
+    peer: SocketAddr,
+) -> Pin<Box<impl std::future::Future<Output = Result<hyper::Response<Body>, Infallible>> + Send>> {
+    let (app, api, cell) = (app.clone(), api.clone(), cell.clone());
+    // Called as hyper hands the head on, within its poll of the connection.
+    cell.mark_requested();
+    // Only an upgrade can take the socket; other requests skip the extension map.
+    if req.headers().contains_key(hyper::header::UPGRADE) {
+        req.extensions_mut().insert(ClientSocket(cell.clone()));
+    }
+    let direct_allowed = direct::request_allows(&req);
+    // hyper keeps an allocation the size of this future for the whole life of the
+    // connection; boxed, that is a pointer, and the handler's own state is freed as
+    // soon as the response head is ready (a held connection can last for hours).
+    Box::pin(async move {
+        let resp: hyper::Response<Body> = match kind {
+            Kind::Client => crate::route::handle(app.clone(), req, peer).await,
+            Kind::Publish => api.handle(req, peer).await,
+        };
+        if direct_allowed && direct::eligible(&resp) {
+            if let Some(owned) = cell.take() {
+                // The writer's own future is the task: a wrapping `async` block
+                // would keep its own copy of the moved socket and response.
+                tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
+                // hyper's attempt to write this finds no socket and ends the
+                // connection, freeing its buffers.
+                return Ok(hyper::Response::new(crate::http::full("")));
+            }
+        }
+        Ok::<_, Infallible>(resp)
+    })
 }
 
 /// Logs how a connection ended, when it was not cleanly.

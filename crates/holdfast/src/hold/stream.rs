@@ -498,23 +498,10 @@ impl StreamSession {
             Some(HoldMode::Response) => self.fail("Next link returned non-stream hold."),
             Some(HoldMode::Stream) => {
                 self.set_instructions(ins.keep_alive, ins.next_link);
-                match self.live.as_mut() {
-                    Some(live) => {
-                        let want: Vec<String> = self
-                            .positions
-                            .channels
-                            .iter()
-                            .map(|c| c.name.clone())
-                            .collect();
-                        let old: Vec<String> = live.sub.channels().to_vec();
-                        for name in old.iter().filter(|c| !want.contains(c)) {
-                            live.sub.remove(name);
-                        }
-                        for name in want {
-                            live.sub.add(name);
-                        }
-                    }
-                    None => self.go_live(),
+                if self.live.is_some() {
+                    self.resubscribe();
+                } else {
+                    self.go_live();
                 }
             }
             None => {
@@ -522,6 +509,27 @@ impl StreamSession {
                 self.done = ins.next_link.is_none();
                 self.set_instructions(ins.keep_alive, ins.next_link);
             }
+        }
+    }
+
+    /// Makes a live session's subscription match its positions' channels (a next link's
+    /// stream hold may name other channels than the session had).
+    fn resubscribe(&mut self) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let want: Vec<String> = self
+            .positions
+            .channels
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let old: Vec<String> = live.sub.channels().to_vec();
+        for name in old.iter().filter(|c| !want.contains(c)) {
+            live.sub.remove(name);
+        }
+        for name in want {
+            live.sub.add(name);
         }
     }
 

@@ -233,19 +233,7 @@ pub async fn open(
         headers::to_client(resp.headers_mut());
         return Ok(Opened::Refused(resp));
     }
-    let bad = |reason: String| ProxyError::Origin {
-        target: label.clone(),
-        reason,
-    };
-    let mut events = wsevents::parse_events_shared(&reply.body).map_err(|e| {
-        bad(format!(
-            "malformed websocket-events in the OPEN answer: {e}"
-        ))
-    })?;
-    if events.first().map(|e| e.kind) != Some(EventKind::Open) {
-        return Err(bad("the OPEN answer does not start with OPEN".to_string()));
-    }
-    events.remove(0);
+    let events = opened_events(&reply.body, &label)?;
     let message_prefix = if route.options.no_grip {
         None
     } else {
@@ -284,6 +272,24 @@ pub async fn open(
         extra.remove(name);
     }
     Ok(Opened::Accepted(client.accept(extra), conn))
+}
+
+/// The events of the origin's answer to `OPEN`, past the `OPEN` it must start with.
+fn opened_events(body: &Bytes, label: &str) -> Result<Vec<Event>, ProxyError> {
+    let bad = |reason: String| ProxyError::Origin {
+        target: label.to_string(),
+        reason,
+    };
+    let mut events = wsevents::parse_events_shared(body).map_err(|e| {
+        bad(format!(
+            "malformed websocket-events in the OPEN answer: {e}"
+        ))
+    })?;
+    if events.first().map(|e| e.kind) != Some(EventKind::Open) {
+        return Err(bad("the OPEN answer does not start with OPEN".to_string()));
+    }
+    events.remove(0);
+    Ok(events)
 }
 
 /// A random version-4 UUID, the `Connection-Id` of one client connection.

@@ -28,6 +28,7 @@ fn with(authorization: &str) -> HeaderMap {
     headers
 }
 
+// A table of tokens and the reason each gets: one row per case, read top to bottom.
 #[test]
 fn jwt_claims_and_keys_give_each_reason() {
     let a = auth(|c| {
