@@ -102,17 +102,19 @@ impl App {
                 return Some(c.token.clone());
             }
         }
-        let parsed = match grip::sig::SigKey::parse(key).and_then(load_key_file) {
-            Ok(k) => k,
+        // Both were read once at start (a route's when its routes file was loaded); a key file
+        // that has gone or changed since is read again here.
+        let signer = match crate::config::keys::signer(key) {
+            Ok(signer) => signer,
             Err(e) => {
-                tracing::warn!(error = %e, "route sig_key is invalid; no Grip-Sig sent");
+                tracing::warn!(error = %e, "route sig_key is unusable; no Grip-Sig sent");
                 return None;
             }
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let token = grip::sig::sign(iss, &parsed, now, SIG_TTL_SECS).ok()?;
+        let token = signer.sign(iss, now, SIG_TTL_SECS).ok()?;
         let token = HeaderValue::from_str(&token).ok()?;
         cache.retain(|c| !(c.iss == iss && c.key == key));
         if cache.len() >= 64 {
@@ -152,20 +154,6 @@ impl From<&Config> for HubLimits {
             // Cluster mode is the configuration's to say; the hub only learns what follows.
             shared: !config.cluster.redis.is_empty(),
         }
-    }
-}
-
-/// Reads a `file:` key (hex-encoded secret), as Pushpin 1.38+ does.
-fn load_key_file(key: grip::sig::SigKey) -> Result<grip::sig::SigKey, grip::sig::SigError> {
-    match &key {
-        grip::sig::SigKey::File(path) => match std::fs::read(path) {
-            Ok(contents) => grip::sig::SigKey::from_file_contents(&contents),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read sig_key file");
-                Ok(key)
-            }
-        },
-        _ => Ok(key),
     }
 }
 

@@ -5,6 +5,7 @@
 //! ([`Overrides`]), then [`Config::validate`] returns the first problem. Defaults follow Pushpin's
 //! where the reference gives one. The routes file has its own parser in [`routes`].
 
+pub mod keys;
 pub mod publish;
 pub mod redis_url;
 pub mod routes;
@@ -217,8 +218,11 @@ pub struct GripConfig {
     /// `iss` claim of the `Grip-Sig` JWT sent to origins. Pushpin's `sig_iss`, default `pushpin`
     /// (GRIP libraries check it).
     pub sig_iss: String,
-    /// HS256 key of the `Grip-Sig` JWT: a plain string or `base64:<data>`. Pushpin's `sig_key`,
-    /// default `changeme`.
+    /// Key of the `Grip-Sig` JWT. A secret signs HS256: a plain string, `base64:<data>`, or
+    /// `file:<path>` holding it hex-encoded. A PEM private key signs ES256 (EC P-256) or RS256
+    /// (RSA): `file:<path>` (as Pushpin 1.38+), or inline, or `base64:` of the PEM text.
+    /// Relative paths are relative to the config file's folder. Pushpin's `sig_key`, default
+    /// `changeme`.
     pub sig_key: String,
     /// Seconds a duplicate item id on a channel is remembered and dropped. Pushpin's
     /// `id_cache_ttl`, default 60; 0 turns duplicate detection off.
@@ -451,6 +455,7 @@ impl Config {
                 config.server.routes = Some(dir.join(routes));
             }
         }
+        config.grip.sig_key = keys::resolve(&config.grip.sig_key, dir);
         config.publish.resolve_paths(dir);
         Ok(config)
     }
@@ -570,8 +575,7 @@ impl Config {
         }
         self.xff_rules()
             .map_err(|e| ("forwarding.x_forwarded_for", e))?;
-        grip::sig::SigKey::parse(&self.grip.sig_key)
-            .map_err(|e| ("grip.sig_key", e.to_string()))?;
+        keys::signer(&self.grip.sig_key).map_err(|e| ("grip.sig_key", e))?;
         self.publish.check(self.server.publish_listen)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;

@@ -1,9 +1,15 @@
-"""The `Grip-Sig` Holdfast signs proxied requests with, checked by `gripcontrol.validate_sig`."""
+"""The `Grip-Sig` Holdfast signs proxied requests with, checked by `gripcontrol.validate_sig`:
+with the default HS256 key, and with ES256 and RS256 PEM private keys made by the test, which the
+origin checks with the public key alone."""
 
+import base64
 import time
 
 import jwt
+import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from gripcontrol import validate_sig
 
 from harness import Reply
@@ -46,3 +52,60 @@ def test_client_grip_headers_do_not_reach_the_origin(origin, holdfast):
     assert seen["Grip-Sig"] != forged
     assert seen.get("Grip-Last") is None
     assert seen["X-Kept"] == "yes"
+
+
+def pem_pair(kind):
+    """A new private key (PKCS#8 PEM) and its public key (PEM), as bytes."""
+    if kind == "ES256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private_pem, public_pem
+
+
+@pytest.mark.parametrize(
+    "alg, form",
+    [("ES256", "file"), ("RS256", "file"), ("ES256", "inline"), ("RS256", "base64")],
+)
+def test_origin_validates_a_pem_signed_grip_sig_with_the_public_key(
+    origin, start_holdfast, tmp_path, alg, form
+):
+    private_pem, public_pem = pem_pair(alg)
+    other_private, other_public = pem_pair(alg)
+    if form == "file":
+        # Relative to the config file's folder (tmp_path/holdfast-0), as Pushpin reads sig_key
+        # files; Holdfast runs in another folder.
+        (tmp_path / "grip-key.pem").write_bytes(private_pem)
+        key = "file:../grip-key.pem"
+    elif form == "inline":
+        key = private_pem.decode()
+    else:
+        key = "base64:" + base64.b64encode(private_pem).decode()
+
+    def origin_with_public_key(req):
+        sig = req.headers.get("Grip-Sig")
+        verdict = "valid" if sig and validate_sig(sig, public_pem, iss="pushpin") else "invalid"
+        return Reply(200, [("Content-Type", "text/plain")], verdict + "\n")
+
+    origin.respond = origin_with_public_key
+    hf = start_holdfast(origin.port, config=f'[grip]\nsig_key = """{key}"""\n')
+
+    resp = requests.get(hf.url("/signed"), timeout=10)
+    assert resp.status_code == 200
+    assert resp.text == "valid\n"
+
+    sig = origin.seen()[-1].headers["Grip-Sig"]
+    assert jwt.get_unverified_header(sig) == {"typ": "JWT", "alg": alg}
+    claims = jwt.decode(sig, public_pem, algorithms=[alg])
+    assert claims["iss"] == "pushpin"
+    assert time.time() + 3000 < claims["exp"] <= time.time() + 3600
+    assert not validate_sig(sig, other_public)
+    assert not validate_sig(sig, "changeme")
