@@ -286,11 +286,16 @@ impl Default for ReliabilityConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Redis servers, as `redis://[[user]:password@]host[:port][/db]` or `unix:///path/to/socket`
-    /// URLs. Empty (default): cluster mode is off. With several, channels are spread over them by
-    /// a stable hash of the channel name, so every instance must list the same servers in the
-    /// same order. `--redis` (repeatable) replaces this list.
+    /// Redis servers, as `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS) or
+    /// `unix:///path/to/socket` URLs (`valkey://` and `valkeys://` too). Empty (default):
+    /// cluster mode is off. With several, channels are spread over them by a stable hash of the
+    /// channel name, so every instance must list the same servers in the same order. `--redis`
+    /// (repeatable) replaces this list.
     pub redis: Vec<String>,
+    /// PEM file of the certificate authorities `rediss://` servers are checked against, instead
+    /// of the system's roots (for a private CA). Relative to the config file's folder.
+    /// `--redis-ca-file`.
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key and pubsub channel Holdfast uses (`<prefix>ch:<channel>`,
     /// `<prefix>history:<channel>`), so several deployments can share one Redis. Default
     /// `holdfast:`.
@@ -309,10 +314,21 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis: Vec::new(),
+            redis_ca_file: None,
             prefix: "holdfast:".to_string(),
             unsubscribe_delay_secs: 60,
             ping_timeout_secs: 10,
         }
+    }
+}
+
+impl ClusterConfig {
+    /// The certificates of `redis_ca_file`, when one is set.
+    pub fn redis_ca(&self) -> Result<Option<Vec<u8>>, String> {
+        self.redis_ca_file
+            .as_deref()
+            .map(redis_url::read_ca)
+            .transpose()
     }
 }
 
@@ -436,6 +452,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--redis`, repeatable; replaces `cluster.redis` when given.
     pub redis: Vec<String>,
+    /// `--redis-ca-file`.
+    pub redis_ca_file: Option<PathBuf>,
     /// The `--publish-*` authentication flags.
     pub publish: PublishOverrides,
 }
@@ -453,6 +471,11 @@ impl Config {
         if let Some(routes) = &config.server.routes {
             if routes.is_relative() {
                 config.server.routes = Some(dir.join(routes));
+            }
+        }
+        if let Some(ca) = &config.cluster.redis_ca_file {
+            if ca.is_relative() {
+                config.cluster.redis_ca_file = Some(dir.join(ca));
             }
         }
         config.grip.sig_key = keys::resolve(&config.grip.sig_key, dir);
@@ -494,6 +517,9 @@ impl Config {
         }
         if !overrides.redis.is_empty() {
             self.cluster.redis = overrides.redis;
+        }
+        if let Some(ca) = overrides.redis_ca_file {
+            self.cluster.redis_ca_file = Some(ca);
         }
         self.publish.apply(overrides.publish);
     }
@@ -564,8 +590,18 @@ impl Config {
         if self.timeouts.origin_response_secs == 0 {
             return fail("timeouts.origin_response_secs", "must be at least 1");
         }
+        let ca = self
+            .cluster
+            .redis_ca()
+            .map_err(|e| ("cluster.redis_ca_file", e))?;
+        if ca.is_some() && !self.cluster.redis.iter().any(|u| redis_url::is_tls(u)) {
+            return fail(
+                "cluster.redis_ca_file",
+                "is set but no cluster.redis URL uses TLS (rediss:// or valkeys://)",
+            );
+        }
         for (i, url) in self.cluster.redis.iter().enumerate() {
-            redis_url::check(url).map_err(|e| ("cluster.redis", e))?;
+            redis_url::check(url, ca.as_deref()).map_err(|e| ("cluster.redis", e))?;
             if self.cluster.redis[..i].contains(url) {
                 return Err((
                     "cluster.redis",
