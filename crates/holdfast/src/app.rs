@@ -20,6 +20,10 @@ pub struct App {
     pub config: Config,
     /// Parsed `forwarding.x_forwarded_for` rules.
     pub xff: Vec<XffRule>,
+    /// Parsed `forwarding.x_forwarded_for_trusted` rules, for an upstream GRIP proxy's requests.
+    pub xff_trusted: Vec<XffRule>,
+    /// `grip.upstream_key`, read.
+    upstream: Option<grip::sig::Verifier>,
     /// The route table in force.
     pub routes: Routes,
     /// Pooled origin clients.
@@ -54,11 +58,15 @@ impl App {
     /// Builds the state from a validated config and its route table.
     pub fn new(config: Config, routes: RouteTable) -> Arc<App> {
         let xff = config.xff_rules().expect("config was validated");
+        let xff_trusted = config.xff_trusted_rules().expect("config was validated");
+        let upstream = config.upstream_verifier().expect("config was validated");
         let descriptors = Descriptors::from_limits(&config.limits);
         let origins = OriginClients::new(&config.timeouts, &descriptors);
         let hub = Hub::new(HubLimits::from(&config));
         Arc::new(App {
             xff,
+            xff_trusted,
+            upstream,
             routes: Routes::new(routes, config.server.routes.clone()),
             origins,
             descriptors,
@@ -93,6 +101,29 @@ impl App {
             "grip-feature",
             HeaderValue::from_static(grip::sig::GRIP_FEATURES),
         );
+    }
+
+    /// Whether a request comes from an upstream GRIP proxy: `grip.upstream_key` is set and the
+    /// request's `Grip-Sig` verifies with it and has not expired. As in Pushpin, the issuer is
+    /// not checked.
+    pub fn is_trusted_upstream(&self, headers: &HeaderMap) -> bool {
+        let (Some(key), Some(sig)) = (&self.upstream, headers.get("grip-sig")) else {
+            return false;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match sig.to_str().map(|token| key.verify(token, now)) {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "Grip-Sig does not verify with grip.upstream_key; client not trusted");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("Grip-Sig is not text; client not trusted");
+                false
+            }
+        }
     }
 
     fn signature(&self, iss: &str, key: &str) -> Option<HeaderValue> {

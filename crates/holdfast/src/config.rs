@@ -171,6 +171,10 @@ pub struct ForwardingConfig {
     /// values, `"append"` appends the client's address. Default `["append"]` (Pushpin's default is
     /// empty, which passes the header through unchanged: set `[]` for that).
     pub x_forwarded_for: Vec<String>,
+    /// The same rules for requests from an upstream GRIP proxy (`grip.upstream_key`), whose
+    /// `X-Forwarded-For` can be believed. Pushpin's `x_forwarded_for_trusted`. Default
+    /// `["append"]`, as `x_forwarded_for` (Pushpin's default is empty).
+    pub x_forwarded_for_trusted: Vec<String>,
     /// `X-Forwarded-Proto` on requests that arrived over TLS: `"proto-only"` (default, as Pushpin)
     /// sets `X-Forwarded-Proto`, `"both"` also sets the legacy `X-Forwarded-Protocol`, `"none"`
     /// sets neither. Values a client sent are always removed.
@@ -184,6 +188,7 @@ impl Default for ForwardingConfig {
     fn default() -> Self {
         Self {
             x_forwarded_for: vec!["append".to_string()],
+            x_forwarded_for_trusted: vec!["append".to_string()],
             set_x_forwarded_proto: ForwardedProto::ProtoOnly,
             accept_x_forwarded_proto: false,
         }
@@ -227,6 +232,13 @@ pub struct GripConfig {
     /// Seconds a duplicate item id on a channel is remembered and dropped. Pushpin's
     /// `id_cache_ttl`, default 60; 0 turns duplicate detection off.
     pub id_cache_ttl_secs: u64,
+    /// Key that marks a request as coming from an upstream GRIP proxy (Fastly Fanout, another
+    /// Pushpin or Holdfast in front): a request whose `Grip-Sig` verifies with it (and has not
+    /// expired) keeps its `Grip-*` headers, gets no `Grip-Sig` of Holdfast's, and the origin's
+    /// GRIP answer is passed to the upstream proxy instead of acted on. In `sig_key`'s forms: a
+    /// secret (HS256), or a PEM public key (ES256, RS256). Unset (default): every client's
+    /// `Grip-*` headers are removed. Pushpin's `upstream_key`.
+    pub upstream_key: Option<String>,
 }
 
 impl Default for GripConfig {
@@ -235,6 +247,7 @@ impl Default for GripConfig {
             sig_iss: "pushpin".to_string(),
             sig_key: "changeme".to_string(),
             id_cache_ttl_secs: 60,
+            upstream_key: None,
         }
     }
 }
@@ -479,6 +492,9 @@ impl Config {
             }
         }
         config.grip.sig_key = keys::resolve(&config.grip.sig_key, dir);
+        if let Some(key) = &config.grip.upstream_key {
+            config.grip.upstream_key = Some(keys::resolve(key, dir));
+        }
         config.publish.resolve_paths(dir);
         Ok(config)
     }
@@ -612,6 +628,10 @@ impl Config {
         self.xff_rules()
             .map_err(|e| ("forwarding.x_forwarded_for", e))?;
         keys::signer(&self.grip.sig_key).map_err(|e| ("grip.sig_key", e))?;
+        self.upstream_verifier()
+            .map_err(|e| ("grip.upstream_key", e))?;
+        self.xff_trusted_rules()
+            .map_err(|e| ("forwarding.x_forwarded_for_trusted", e))?;
         self.publish.check(self.server.publish_listen)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
@@ -620,21 +640,38 @@ impl Config {
 
     /// The `forwarding.x_forwarded_for` rules, parsed.
     pub fn xff_rules(&self) -> Result<Vec<XffRule>, String> {
-        self.forwarding
-            .x_forwarded_for
-            .iter()
-            .map(|rule| match rule.split_once(':') {
-                None if rule == "append" => Ok(XffRule::Append),
-                Some(("truncate", n)) => n
-                    .parse()
-                    .map(XffRule::Truncate)
-                    .map_err(|_| format!("{rule:?}: truncate needs a number")),
-                _ => Err(format!(
-                    "unknown rule {rule:?} (expected \"append\" or \"truncate:N\")"
-                )),
-            })
-            .collect()
+        parse_xff_rules(&self.forwarding.x_forwarded_for)
     }
+
+    /// The `forwarding.x_forwarded_for_trusted` rules, parsed.
+    pub fn xff_trusted_rules(&self) -> Result<Vec<XffRule>, String> {
+        parse_xff_rules(&self.forwarding.x_forwarded_for_trusted)
+    }
+
+    /// The key of `grip.upstream_key`, read, when one is set.
+    pub fn upstream_verifier(&self) -> Result<Option<grip::sig::Verifier>, String> {
+        self.grip
+            .upstream_key
+            .as_deref()
+            .map(keys::verifier)
+            .transpose()
+    }
+}
+
+fn parse_xff_rules(rules: &[String]) -> Result<Vec<XffRule>, String> {
+    rules
+        .iter()
+        .map(|rule| match rule.split_once(':') {
+            None if rule == "append" => Ok(XffRule::Append),
+            Some(("truncate", n)) => n
+                .parse()
+                .map(XffRule::Truncate)
+                .map_err(|_| format!("{rule:?}: truncate needs a number")),
+            _ => Err(format!(
+                "unknown rule {rule:?} (expected \"append\" or \"truncate:N\")"
+            )),
+        })
+        .collect()
 }
 
 /// The line of `section.key` in TOML text, found by scanning section headers and keys.
@@ -669,6 +706,8 @@ mod tests {
         assert_eq!(c.limits.max_connections, 50_000);
         assert_eq!(c.grip.sig_iss, "pushpin");
         assert_eq!(c.xff_rules().unwrap(), vec![XffRule::Append]);
+        assert_eq!(c.xff_trusted_rules().unwrap(), vec![XffRule::Append]);
+        assert!(c.grip.upstream_key.is_none());
         c.validate(Path::new("x.toml")).unwrap();
     }
 

@@ -1,6 +1,7 @@
 """The `Grip-Sig` Holdfast signs proxied requests with, checked by `gripcontrol.validate_sig`:
 with the default HS256 key, and with ES256 and RS256 PEM private keys made by the test, which the
-origin checks with the public key alone."""
+origin checks with the public key alone. And `grip.upstream_key`: a request signed by an upstream
+GRIP proxy (with PyJWT, as Fanout would) passes through with its `Grip-*` headers."""
 
 import base64
 import time
@@ -10,9 +11,9 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from gripcontrol import validate_sig
+from gripcontrol import GripPubControl, validate_sig
 
-from harness import Reply
+from harness import Background, Reply
 
 
 def signature_checking_origin(req):
@@ -109,3 +110,66 @@ def test_origin_validates_a_pem_signed_grip_sig_with_the_public_key(
     assert time.time() + 3000 < claims["exp"] <= time.time() + 3600
     assert not validate_sig(sig, other_public)
     assert not validate_sig(sig, "changeme")
+
+
+def holding_origin(req):
+    """Answers every request with a GRIP response hold on channel `up`."""
+    return Reply(
+        200,
+        [("Content-Type", "text/plain"), ("Grip-Hold", "response"), ("Grip-Channel", "up")],
+        "instructions for the upstream\n",
+    )
+
+
+@pytest.mark.parametrize("alg", ["HS256", "ES256"])
+def test_an_upstream_grip_proxys_signed_request_passes_through_with_its_grip_headers(
+    origin, start_holdfast, tmp_path, alg
+):
+    if alg == "HS256":
+        signing_key = upstream_key = "fanout-realm-secret"
+    else:
+        signing_key, public_pem = pem_pair("ES256")
+        (tmp_path / "upstream.pem").write_bytes(public_pem)
+        upstream_key = "file:../upstream.pem"
+    origin.respond = holding_origin
+    hf = start_holdfast(origin.port, config=f'[grip]\nupstream_key = "{upstream_key}"\n')
+    # What an upstream GRIP proxy such as Fanout sends: its own Grip-Sig, and Grip-Last.
+    sig = jwt.encode({"iss": "fanout", "exp": int(time.time()) + 600}, signing_key, algorithm=alg)
+
+    resp = requests.get(
+        hf.url("/resume"), headers={"Grip-Sig": sig, "Grip-Last": "up; last-id=3"}, timeout=10
+    )
+    # Not held: the GRIP instructions go to the upstream proxy, which acts on them.
+    assert resp.status_code == 200
+    assert resp.headers["Grip-Hold"] == "response"
+    assert resp.headers["Grip-Channel"] == "up"
+    assert resp.text == "instructions for the upstream\n"
+    seen = origin.seen()[-1].headers
+    assert seen["Grip-Sig"] == sig
+    assert seen["Grip-Last"] == "up; last-id=3"
+
+
+def test_a_forged_upstream_signature_is_stripped_and_the_request_held(origin, start_holdfast):
+    origin.respond = holding_origin
+    hf = start_holdfast(origin.port, config='[grip]\nupstream_key = "fanout-realm-secret"\n')
+    forged = jwt.encode({"iss": "fanout", "exp": int(time.time()) + 600}, "guessed", "HS256")
+
+    poll = Background(
+        requests.get,
+        hf.url("/resume"),
+        headers={"Grip-Sig": forged, "Grip-Last": "up; last-id=3"},
+        timeout=30,
+    )
+    # Held by Holdfast until a publish, as any client's request.
+    hf.wait_subscriptions(1)
+    pub = GripPubControl({"control_uri": hf.control_uri})
+    pub.publish_http_response("up", "published\n", blocking=True)
+    pub.close()
+    resp = poll.result(timeout=10)
+    assert resp.text == "published\n"
+    assert "Grip-Hold" not in resp.headers
+
+    seen = origin.seen()[-1].headers
+    assert seen["Grip-Sig"] != forged
+    assert validate_sig(seen["Grip-Sig"], "changeme", iss="pushpin")
+    assert seen.get("Grip-Last") is None

@@ -97,6 +97,32 @@ mod tests {
     }
 
     #[test]
+    fn upstream_keys_are_secrets_or_public_keys_checked_at_start() {
+        let private = data("publish-rs256-private.pem");
+        let public = data("publish-rs256-public.pem");
+        validate("[grip]\nupstream_key = \"realm-secret\"\n").unwrap();
+        validate(&format!("[grip]\nupstream_key = \"file:{public}\"\n")).unwrap();
+        let cases = [
+            (
+                format!("[grip]\nupstream_key = \"file:{private}\""),
+                format!("grip.upstream_key: key file {private}: the PEM key is a private key (PRIVATE KEY); give the public key"),
+            ),
+            (
+                "[grip]\nupstream_key = \"\"".to_string(),
+                "grip.upstream_key: the key is empty".to_string(),
+            ),
+            (
+                "[forwarding]\nx_forwarded_for_trusted = [\"prepend\"]".to_string(),
+                "forwarding.x_forwarded_for_trusted: unknown rule \"prepend\"".to_string(),
+            ),
+        ];
+        for (text, want) in cases {
+            let err = validate(&format!("{text}\n")).unwrap_err();
+            assert!(err.contains(&want), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn route_key_files_are_found_beside_the_routes_file_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(
