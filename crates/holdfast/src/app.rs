@@ -133,12 +133,12 @@ impl App {
                 return Some(c.token.clone());
             }
         }
-        // Both were read once at start (a route's when its routes file was loaded); a key file
+        // Every key was read once at start (a route's when its routes file was loaded); a key file
         // that has gone or changed since is read again here.
         let signer = match crate::config::keys::signer(key) {
             Ok(signer) => signer,
             Err(e) => {
-                tracing::warn!(error = %e, "route sig_key is unusable; no Grip-Sig sent");
+                tracing::warn!(error = %e, "sig_key is unusable; no Grip-Sig sent");
                 return None;
             }
         };
