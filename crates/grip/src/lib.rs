@@ -13,7 +13,7 @@
 //!   and `application/grip-instruct` bodies) → [`instruct::Instruction`].
 //! - [`publish`]: publish API bodies and items with their `http-response`,
 //!   `http-stream` and `ws-message` formats → [`publish::PublishItem`].
-//! - [`sig`]: `Grip-Sig` tokens (HS256 JWT) and the `Grip-Feature` list.
+//! - [`sig`]: `Grip-Sig` tokens (HS256, ES256 or RS256 JWT) and the `Grip-Feature` list.
 //! - [`wsevents`]: the `application/websocket-events` codec of
 //!   WebSocket-over-HTTP → [`wsevents::Event`].
 //! - [`control`]: WebSocket control messages (`c:{...}`) →

@@ -20,6 +20,10 @@ pub struct App {
     pub config: Config,
     /// Parsed `forwarding.x_forwarded_for` rules.
     pub xff: Vec<XffRule>,
+    /// Parsed `forwarding.x_forwarded_for_trusted` rules, for an upstream GRIP proxy's requests.
+    pub xff_trusted: Vec<XffRule>,
+    /// `grip.upstream_key`, read.
+    upstream: Option<grip::sig::Verifier>,
     /// The route table in force.
     pub routes: Routes,
     /// Pooled origin clients.
@@ -54,11 +58,15 @@ impl App {
     /// Builds the state from a validated config and its route table.
     pub fn new(config: Config, routes: RouteTable) -> Arc<App> {
         let xff = config.xff_rules().expect("config was validated");
+        let xff_trusted = config.xff_trusted_rules().expect("config was validated");
+        let upstream = config.upstream_verifier().expect("config was validated");
         let descriptors = Descriptors::from_limits(&config.limits);
         let origins = OriginClients::new(&config.timeouts, &descriptors);
         let hub = Hub::new(HubLimits::from(&config));
         Arc::new(App {
             xff,
+            xff_trusted,
+            upstream,
             routes: Routes::new(routes, config.server.routes.clone()),
             origins,
             descriptors,
@@ -95,6 +103,29 @@ impl App {
         );
     }
 
+    /// Whether a request comes from an upstream GRIP proxy: `grip.upstream_key` is set and the
+    /// request's `Grip-Sig` verifies with it and has not expired. As in Pushpin, the issuer is
+    /// not checked.
+    pub fn is_trusted_upstream(&self, headers: &HeaderMap) -> bool {
+        let (Some(key), Some(sig)) = (&self.upstream, headers.get("grip-sig")) else {
+            return false;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match sig.to_str().map(|token| key.verify(token, now)) {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "Grip-Sig does not verify with grip.upstream_key; client not trusted");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("Grip-Sig is not text; client not trusted");
+                false
+            }
+        }
+    }
+
     fn signature(&self, iss: &str, key: &str) -> Option<HeaderValue> {
         let mut cache = self.signatures.lock().expect("signature cache poisoned");
         if let Some(c) = cache.iter().find(|c| c.iss == iss && c.key == key) {
@@ -102,17 +133,19 @@ impl App {
                 return Some(c.token.clone());
             }
         }
-        let parsed = match grip::sig::SigKey::parse(key).and_then(load_key_file) {
-            Ok(k) => k,
+        // Every key was read once at start (a route's when its routes file was loaded); a key file
+        // that has gone or changed since is read again here.
+        let signer = match crate::config::keys::signer(key) {
+            Ok(signer) => signer,
             Err(e) => {
-                tracing::warn!(error = %e, "route sig_key is invalid; no Grip-Sig sent");
+                tracing::warn!(error = %e, "sig_key is unusable; no Grip-Sig sent");
                 return None;
             }
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let token = grip::sig::sign(iss, &parsed, now, SIG_TTL_SECS).ok()?;
+        let token = signer.sign(iss, now, SIG_TTL_SECS).ok()?;
         let token = HeaderValue::from_str(&token).ok()?;
         cache.retain(|c| !(c.iss == iss && c.key == key));
         if cache.len() >= 64 {
@@ -152,20 +185,6 @@ impl From<&Config> for HubLimits {
             // Cluster mode is the configuration's to say; the hub only learns what follows.
             shared: !config.cluster.redis.is_empty(),
         }
-    }
-}
-
-/// Reads a `file:` key (hex-encoded secret), as Pushpin 1.38+ does.
-fn load_key_file(key: grip::sig::SigKey) -> Result<grip::sig::SigKey, grip::sig::SigError> {
-    match &key {
-        grip::sig::SigKey::File(path) => match std::fs::read(path) {
-            Ok(contents) => grip::sig::SigKey::from_file_contents(&contents),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read sig_key file");
-                Ok(key)
-            }
-        },
-        _ => Ok(key),
     }
 }
 

@@ -5,6 +5,7 @@
 //! ([`Overrides`]), then [`Config::validate`] returns the first problem. Defaults follow Pushpin's
 //! where the reference gives one. The routes file has its own parser in [`routes`].
 
+pub mod keys;
 pub mod publish;
 pub mod redis_url;
 pub mod routes;
@@ -223,6 +224,10 @@ pub struct ForwardingConfig {
     /// values, `"append"` appends the client's address. Default `["append"]` (Pushpin's default is
     /// empty, which passes the header through unchanged: set `[]` for that).
     pub x_forwarded_for: Vec<String>,
+    /// The same rules for requests from an upstream GRIP proxy (`grip.upstream_key`), whose
+    /// `X-Forwarded-For` can be believed. Pushpin's `x_forwarded_for_trusted`. Default
+    /// `["append"]`, as `x_forwarded_for` (Pushpin's default is empty).
+    pub x_forwarded_for_trusted: Vec<String>,
     /// `X-Forwarded-Proto` on requests that arrived over TLS: `"proto-only"` (default, as Pushpin)
     /// sets `X-Forwarded-Proto`, `"both"` also sets the legacy `X-Forwarded-Protocol`, `"none"`
     /// sets neither. Values a client sent are always removed.
@@ -236,6 +241,7 @@ impl Default for ForwardingConfig {
     fn default() -> Self {
         Self {
             x_forwarded_for: vec!["append".to_string()],
+            x_forwarded_for_trusted: vec!["append".to_string()],
             set_x_forwarded_proto: ForwardedProto::ProtoOnly,
             accept_x_forwarded_proto: false,
         }
@@ -274,12 +280,22 @@ pub struct GripConfig {
     /// `iss` claim of the `Grip-Sig` JWT sent to origins. Pushpin's `sig_iss`, default `pushpin`
     /// (GRIP libraries check it).
     pub sig_iss: String,
-    /// HS256 key of the `Grip-Sig` JWT: a plain string or `base64:<data>`. Pushpin's `sig_key`,
-    /// default `changeme` ([`DEFAULT_SIG_KEY`]), which is warned about at start.
+    /// Key of the `Grip-Sig` JWT. A secret signs HS256: a plain string, `base64:<data>`, or
+    /// `file:<path>` holding it hex-encoded. A PEM private key signs ES256 (EC P-256) or RS256
+    /// (RSA): `file:<path>` (as Pushpin 1.38+), or inline, or `base64:` of the PEM text.
+    /// Relative paths are relative to the config file's folder. Pushpin's `sig_key`, default
+    /// `changeme` ([`DEFAULT_SIG_KEY`]), which is warned about at start.
     pub sig_key: String,
     /// Seconds a duplicate item id on a channel is remembered and dropped. Pushpin's
     /// `id_cache_ttl`, default 60; 0 turns duplicate detection off.
     pub id_cache_ttl_secs: u64,
+    /// Key that marks a request as coming from an upstream GRIP proxy (Fastly Fanout, another
+    /// Pushpin or Holdfast in front): a request whose `Grip-Sig` verifies with it (and has not
+    /// expired) keeps its `Grip-*` headers, gets no `Grip-Sig` of Holdfast's, and the origin's
+    /// GRIP answer is passed to the upstream proxy instead of acted on. In `sig_key`'s forms: a
+    /// secret (HS256), or a PEM public key (ES256, RS256). Unset (default): every client's
+    /// `Grip-*` headers are removed. Pushpin's `upstream_key`.
+    pub upstream_key: Option<String>,
 }
 
 impl Default for GripConfig {
@@ -288,6 +304,7 @@ impl Default for GripConfig {
             sig_iss: "pushpin".to_string(),
             sig_key: DEFAULT_SIG_KEY.to_string(),
             id_cache_ttl_secs: 60,
+            upstream_key: None,
         }
     }
 }
@@ -339,11 +356,16 @@ impl Default for ReliabilityConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Redis servers, as `redis://[[user]:password@]host[:port][/db]` or `unix:///path/to/socket`
-    /// URLs. Empty (default): cluster mode is off. With several, channels are spread over them by
-    /// a stable hash of the channel name, so every instance must list the same servers in the
-    /// same order. `--redis` (repeatable) replaces this list.
+    /// Redis servers, as `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS) or
+    /// `unix:///path/to/socket` URLs (`valkey://` and `valkeys://` too). Empty (default):
+    /// cluster mode is off. With several, channels are spread over them by a stable hash of the
+    /// channel name, so every instance must list the same servers in the same order. `--redis`
+    /// (repeatable) replaces this list.
     pub redis: Vec<String>,
+    /// PEM file of the certificate authorities `rediss://` servers are checked against, instead
+    /// of the system's roots (for a private CA). Relative to the config file's folder.
+    /// `--redis-ca-file`.
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key and pubsub channel Holdfast uses (`<prefix>ch:<channel>`,
     /// `<prefix>history:<channel>`), so several deployments can share one Redis. Default
     /// `holdfast:`.
@@ -362,10 +384,21 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis: Vec::new(),
+            redis_ca_file: None,
             prefix: "holdfast:".to_string(),
             unsubscribe_delay_secs: 60,
             ping_timeout_secs: 10,
         }
+    }
+}
+
+impl ClusterConfig {
+    /// The certificates of `redis_ca_file`, when one is set.
+    pub fn redis_ca(&self) -> Result<Option<Vec<u8>>, String> {
+        self.redis_ca_file
+            .as_deref()
+            .map(redis_url::read_ca)
+            .transpose()
     }
 }
 
@@ -489,6 +522,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--redis`, repeatable; replaces `cluster.redis` when given.
     pub redis: Vec<String>,
+    /// `--redis-ca-file`.
+    pub redis_ca_file: Option<PathBuf>,
     /// The `--publish-*` authentication flags.
     pub publish: PublishOverrides,
 }
@@ -507,6 +542,15 @@ impl Config {
             if routes.is_relative() {
                 config.server.routes = Some(dir.join(routes));
             }
+        }
+        if let Some(ca) = &config.cluster.redis_ca_file {
+            if ca.is_relative() {
+                config.cluster.redis_ca_file = Some(dir.join(ca));
+            }
+        }
+        config.grip.sig_key = keys::resolve(&config.grip.sig_key, dir);
+        if let Some(key) = &config.grip.upstream_key {
+            config.grip.upstream_key = Some(keys::resolve(key, dir));
         }
         config.publish.resolve_paths(dir);
         Ok(config)
@@ -546,6 +590,9 @@ impl Config {
         }
         if !overrides.redis.is_empty() {
             self.cluster.redis = overrides.redis;
+        }
+        if let Some(ca) = overrides.redis_ca_file {
+            self.cluster.redis_ca_file = Some(ca);
         }
         self.publish.apply(overrides.publish);
     }
@@ -623,8 +670,18 @@ impl Config {
         if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return fail(field, "must be at least 1");
         }
+        let ca = self
+            .cluster
+            .redis_ca()
+            .map_err(|e| ("cluster.redis_ca_file", e))?;
+        if ca.is_some() && !self.cluster.redis.iter().any(|u| redis_url::is_tls(u)) {
+            return fail(
+                "cluster.redis_ca_file",
+                "is set but no cluster.redis URL uses TLS (rediss:// or valkeys://)",
+            );
+        }
         for (i, url) in self.cluster.redis.iter().enumerate() {
-            redis_url::check(url).map_err(|e| ("cluster.redis", e))?;
+            redis_url::check(url, ca.as_deref()).map_err(|e| ("cluster.redis", e))?;
             if self.cluster.redis[..i].contains(url) {
                 return Err((
                     "cluster.redis",
@@ -634,8 +691,11 @@ impl Config {
         }
         self.xff_rules()
             .map_err(|e| ("forwarding.x_forwarded_for", e))?;
-        grip::sig::SigKey::parse(&self.grip.sig_key)
-            .map_err(|e| ("grip.sig_key", e.to_string()))?;
+        keys::signer(&self.grip.sig_key).map_err(|e| ("grip.sig_key", e))?;
+        self.upstream_verifier()
+            .map_err(|e| ("grip.upstream_key", e))?;
+        self.xff_trusted_rules()
+            .map_err(|e| ("forwarding.x_forwarded_for_trusted", e))?;
         self.publish.check(self.server.publish_listen)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
@@ -644,21 +704,38 @@ impl Config {
 
     /// The `forwarding.x_forwarded_for` rules, parsed.
     pub fn xff_rules(&self) -> Result<Vec<XffRule>, String> {
-        self.forwarding
-            .x_forwarded_for
-            .iter()
-            .map(|rule| match rule.split_once(':') {
-                None if rule == "append" => Ok(XffRule::Append),
-                Some(("truncate", n)) => n
-                    .parse()
-                    .map(XffRule::Truncate)
-                    .map_err(|_| format!("{rule:?}: truncate needs a number")),
-                _ => Err(format!(
-                    "unknown rule {rule:?} (expected \"append\" or \"truncate:N\")"
-                )),
-            })
-            .collect()
+        parse_xff_rules(&self.forwarding.x_forwarded_for)
     }
+
+    /// The `forwarding.x_forwarded_for_trusted` rules, parsed.
+    pub fn xff_trusted_rules(&self) -> Result<Vec<XffRule>, String> {
+        parse_xff_rules(&self.forwarding.x_forwarded_for_trusted)
+    }
+
+    /// The key of `grip.upstream_key`, read, when one is set.
+    pub fn upstream_verifier(&self) -> Result<Option<grip::sig::Verifier>, String> {
+        self.grip
+            .upstream_key
+            .as_deref()
+            .map(keys::verifier)
+            .transpose()
+    }
+}
+
+fn parse_xff_rules(rules: &[String]) -> Result<Vec<XffRule>, String> {
+    rules
+        .iter()
+        .map(|rule| match rule.split_once(':') {
+            None if rule == "append" => Ok(XffRule::Append),
+            Some(("truncate", n)) => n
+                .parse()
+                .map(XffRule::Truncate)
+                .map_err(|_| format!("{rule:?}: truncate needs a number")),
+            _ => Err(format!(
+                "unknown rule {rule:?} (expected \"append\" or \"truncate:N\")"
+            )),
+        })
+        .collect()
 }
 
 /// The line of `section.key` in TOML text, found by scanning section headers and keys.
@@ -693,6 +770,8 @@ mod tests {
         assert_eq!(c.limits.max_connections, 50_000);
         assert_eq!(c.grip.sig_iss, "pushpin");
         assert_eq!(c.xff_rules().unwrap(), vec![XffRule::Append]);
+        assert_eq!(c.xff_trusted_rules().unwrap(), vec![XffRule::Append]);
+        assert!(c.grip.upstream_key.is_none());
         c.validate(Path::new("x.toml")).unwrap();
     }
 

@@ -32,10 +32,15 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
-    /// Redis server for cluster mode, as `redis://host:port` (repeatable: channels are spread
-    /// over several by a stable hash). Replaces `cluster.redis`. Default: one process, no Redis.
+    /// Redis server for cluster mode, as `redis://host:port`, or `rediss://host:port` for TLS
+    /// (repeatable: channels are spread over several by a stable hash). Replaces
+    /// `cluster.redis`. Default: one process, no Redis.
     #[arg(long, value_name = "URL")]
     redis: Vec<String>,
+    /// PEM file of the certificate authorities `rediss://` Redis servers are checked against,
+    /// instead of the system's roots. Replaces `cluster.redis_ca_file`.
+    #[arg(long, value_name = "FILE")]
+    redis_ca_file: Option<PathBuf>,
     /// Key a publish API JWT may be signed with (repeatable, for rotation): a secret (HS256) as
     /// `sig_key` takes it (plain, `base64:…`, `file:PATH` holding hex), or `file:PATH` holding a
     /// PEM public key (EC P-256: ES256, RSA: RS256). Replaces `publish.jwt_key`.
@@ -130,6 +135,7 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
         log_level: cli.log_level.clone(),
         log_format: cli.log_format.map(LogFormat::from),
         redis: cli.redis.clone(),
+        redis_ca_file: cli.redis_ca_file.clone(),
         publish: PublishOverrides {
             jwt_key: cli.publish_jwt_key.clone(),
             jwt_iss: cli.publish_jwt_iss.clone(),

@@ -42,11 +42,17 @@ pub struct RequestInfo {
     pub tls: bool,
     /// A WebSocket upgrade.
     pub websocket: bool,
+    /// From an upstream GRIP proxy: its `Grip-Sig` verifies with `grip.upstream_key`. Its
+    /// `Grip-*` headers reach the origin, Holdfast adds no `Grip-Sig` of its own, and the
+    /// origin's GRIP answer goes back to it as it is, for it to act on (Pushpin's trusted
+    /// client).
+    pub trusted: bool,
 }
 
 impl RequestInfo {
     /// Reads the routing facts off a request.
-    pub fn of<B>(req: &Request<B>, accept_xfp: bool) -> RequestInfo {
+    pub fn of<B>(req: &Request<B>, app: &App) -> RequestInfo {
+        let accept_xfp = app.config.forwarding.accept_x_forwarded_proto;
         let host = req
             .uri()
             .authority()
@@ -73,6 +79,7 @@ impl RequestInfo {
             host,
             tls,
             websocket,
+            trusted: app.is_trusted_upstream(req.headers()),
         }
     }
 }
@@ -116,6 +123,28 @@ pub async fn send<'r>(
     if !route.options.no_grip {
         app.grip_headers(route, &mut headers);
     }
+    send_with(app, route, request, headers, body).await
+}
+
+/// Sends `request` with its headers as they are — no `Grip-Sig` or `Grip-Feature` of
+/// Holdfast's — for an answer that is relayed whatever it is: on a `no_grip` route, and for an
+/// upstream GRIP proxy ([`RequestInfo::trusted`]), whose own `Grip-Sig` the origin checks.
+pub async fn pass<'r>(
+    app: &App,
+    route: &'r Route,
+    request: &OriginRequest,
+    body: Body,
+) -> Result<(Response<Incoming>, &'r Target), ProxyError> {
+    send_with(app, route, request, request.headers.clone(), body).await
+}
+
+async fn send_with<'r>(
+    app: &App,
+    route: &'r Route,
+    request: &OriginRequest,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(Response<Incoming>, &'r Target), ProxyError> {
     let (mut lent, mut slot) = Reclaimable::new(body);
     let mut tried = Vec::new();
     for target in route.targets.iter().filter(|t| t.kind != TargetKind::Test) {
@@ -272,8 +301,9 @@ pub async fn ask<'r>(
 }
 
 /// The client's request headers rewritten for the route's origins: `Host` (the client's, or
-/// the one it named in the request line), then hop-by-hop, `Grip-*`, `X-Forwarded-*` and the
-/// route's `header=` options ([`headers::to_origin`]).
+/// the one it named in the request line), then hop-by-hop, `Grip-*` (kept from an upstream GRIP
+/// proxy), `X-Forwarded-*` (with the trusted rules for an upstream GRIP proxy) and the route's
+/// `header=` options ([`headers::to_origin`]).
 pub fn origin_headers(
     app: &App,
     route: &Route,
@@ -293,7 +323,12 @@ pub fn origin_headers(
             peer: peer.ip(),
             tls: info.tls,
             websocket,
-            xff: &app.xff,
+            xff: if info.trusted {
+                &app.xff_trusted
+            } else {
+                &app.xff
+            },
+            keep_grip: info.trusted,
             xfp: app.config.forwarding.set_x_forwarded_proto,
             host: route.options.as_host.as_deref(),
             route_headers: &route.options.headers,

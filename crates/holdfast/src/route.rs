@@ -52,8 +52,8 @@ async fn dispatch(
     record: &mut AccessRecord,
     debug: &mut bool,
 ) -> Result<Response<Body>, ProxyError> {
-    let info = RequestInfo::of(&req, app.config.forwarding.accept_x_forwarded_proto);
-    if is_websocket_events(req.headers()) {
+    let info = RequestInfo::of(&req, app);
+    if !info.trusted && is_websocket_events(req.headers()) {
         return Ok(text_response(
             http::StatusCode::FORBIDDEN,
             "Client not allowed to send WebSocket events directly.\n",
@@ -86,8 +86,9 @@ async fn dispatch(
         headers: crate::proxy::origin_headers(app, route, peer, &info, false, parts.headers),
     };
     let body = crate::proxy::client_body(app, body);
-    if route.options.no_grip {
-        let (resp, target) = crate::proxy::send(app, route, &request, boxed(body)).await?;
+    // An upstream GRIP proxy acts on the origin's GRIP answer itself.
+    if route.options.no_grip || info.trusted {
+        let (resp, target) = crate::proxy::pass(app, route, &request, boxed(body)).await?;
         record.target = Some(target.label());
         return Ok(crate::proxy::relay(app, resp));
     }
@@ -108,7 +109,8 @@ async fn dispatch(
     crate::hold::accept(held, target, resp, record).await
 }
 
-/// Whether a request says its body is WebSocket-over-HTTP events, which only Holdfast may send.
+/// Whether a request says its body is WebSocket-over-HTTP events, which only Holdfast (or an
+/// upstream GRIP proxy) may send.
 fn is_websocket_events(h: &http::HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -145,7 +145,8 @@ pub async fn serve(
     info: &RequestInfo,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError> {
-    let client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
+    let mut client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
+    client.upstream = info.trusted;
     let upgrade = ClientUpgrade::of(&mut req);
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let (parts, body) = req.into_parts();
@@ -229,7 +230,8 @@ pub fn serve_test(
 
 /// The client's request headers as every origin request of this connection starts from: the
 /// proxy's rewrite (hop-by-hop, `Grip-*`, `X-Forwarded-*`, `Host`, route `header=`), the
-/// client's extensions replaced by `grip`, and `Grip-Sig`.
+/// client's extensions replaced by `grip`, and `Grip-Sig` — but an upstream GRIP proxy's own
+/// `Grip-Sig` stays instead, as in Pushpin.
 fn origin_headers(
     app: &App,
     route: &Route,
@@ -241,7 +243,9 @@ fn origin_headers(
     h.remove(handshake::EXTENSIONS);
     if !route.options.no_grip {
         h.insert(handshake::EXTENSIONS, HeaderValue::from_static("grip"));
-        app.grip_headers(route, &mut h);
+        if !info.trusted {
+            app.grip_headers(route, &mut h);
+        }
     }
     h
 }

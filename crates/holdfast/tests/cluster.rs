@@ -1,5 +1,6 @@
 //! Cluster mode: three Holdfast instances sharing publishes through a real `redis-server` that
-//! each test starts on a free port, with SSE clients held through real HTTP.
+//! each test starts on a free port, with SSE clients held through real HTTP; and `rediss://`, to
+//! a `redis-server` that speaks only TLS with a certificate from a CA the test makes.
 //!
 //! The tests skip, saying so, when `redis-server` is not on PATH, unless `HOLDFAST_REQUIRE_REDIS`
 //! is set (as `scripts/test` does after installing it) or they run under CI (`CI=true`), in
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 use support::binary::Binary;
+use support::tls::{ServerCert, TestCa};
 use support::*;
 
 /// Bound of every wait in these tests.
@@ -28,11 +30,29 @@ struct Redis {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    tls: Option<RedisTls>,
+}
+
+/// A Redis that only speaks TLS, with a certificate from a CA made for the test.
+struct RedisTls {
+    ca: TestCa,
+    ca_file: PathBuf,
+    cert: ServerCert,
 }
 
 impl Redis {
     /// Starts one on a free port; `None` (after saying why) when `redis-server` is missing.
     async fn start() -> Option<Redis> {
+        Redis::start_with(false).await
+    }
+
+    /// Starts one that accepts only TLS (`--port 0 --tls-port …`), with a server certificate
+    /// for 127.0.0.1 from a CA of its own.
+    async fn start_tls() -> Option<Redis> {
+        Redis::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Redis> {
         if !on_path("redis-server") {
             assert!(
                 !redis_required(),
@@ -47,10 +67,19 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
+        let tls = tls.then(|| {
+            let ca = TestCa::new("Holdfast test Redis CA");
+            RedisTls {
+                ca_file: ca.write_cert(dir.path(), "ca"),
+                cert: ca.server_cert(&["127.0.0.1", "localhost"], dir.path(), "redis"),
+                ca,
+            }
+        });
         let mut redis = Redis {
             port,
             child: None,
             dir,
+            tls,
         };
         redis.restart().await;
         Some(redis)
@@ -59,8 +88,21 @@ impl Redis {
     /// Starts the server (again) on its port and waits until it answers.
     async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert.cert_file)
+                .arg("--tls-key-file")
+                .arg(&tls.cert.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_file)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -93,13 +135,24 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(_) => format!("rediss://127.0.0.1:{}", self.port),
+        }
     }
 
     async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
+        let client = match &self.tls {
+            None => redis::Client::open(self.url())?,
+            Some(tls) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(tls.ca.cert_pem.clone().into_bytes()),
+                },
+            )?,
+        };
+        client.get_multiplexed_async_connection().await
     }
 
     /// Waits until `n` instances are subscribed to `channel` in Redis.
@@ -613,5 +666,72 @@ async fn clients_of_a_killed_instance_resume_elsewhere_with_every_message_once()
         requests.load(Ordering::SeqCst),
         8,
         "one origin request per connection: none to catch up"
+    );
+}
+
+#[tokio::test]
+async fn publishes_reach_every_instance_through_a_redis_that_speaks_only_tls() {
+    let Some(redis) = Redis::start_tls().await else {
+        return;
+    };
+    let ca_file = redis.tls.as_ref().unwrap().ca_file.clone();
+    let origin = sse_origin(Arc::default()).await;
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let (url, ca_file) = (redis.url(), ca_file.clone());
+        instances.push(
+            Proxy::routed_to(&origin, move |c| {
+                clustered(&url, 0)(c);
+                c.cluster.redis_ca_file = Some(ca_file);
+            })
+            .await,
+        );
+    }
+    let mut a = listen(&instances[0].url("/tls"), None).await;
+    let mut b = listen(&instances[1].url("/tls"), None).await;
+    redis.wait_subscribed("tls", 2).await;
+
+    publish_ok(&instances[0], "tls", "one;").await;
+    publish_event(&instances[1], "tls", 1).await;
+    for s in [&mut a, &mut b] {
+        assert_eq!(s.until("one;").await, "one;");
+        assert_eq!(s.until(&event(1)).await, event(1));
+    }
+    let m = metrics(&instances[1]).await;
+    assert!(m.contains("holdfast_cluster_connected 1\n"), "{m}");
+    nothing_more(&instances[0], "tls", [&mut a, &mut b]).await;
+}
+
+/// PINGs a Redis through the client Holdfast's cluster bus would make for `url` and `ca`.
+async fn ping(url: &str, ca: Option<&str>) -> Result<String, String> {
+    let client = holdfast::config::redis_url::client(url, ca.map(str::as_bytes))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_tls_redis_is_trusted_only_through_its_ca_unless_insecure() {
+    let Some(redis) = Redis::start_tls().await else {
+        return;
+    };
+    let url = redis.url();
+    let ca = redis.tls.as_ref().unwrap().ca.cert_pem.clone();
+    assert_eq!(ping(&url, Some(&ca)).await.unwrap(), "PONG");
+
+    let stranger = TestCa::new("Someone else's CA");
+    let err = ping(&url, Some(&stranger.cert_pem)).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // Without a CA file the system's roots apply, and they do not know the test's CA.
+    let err = ping(&url, None).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert_eq!(
+        ping(&format!("{url}#insecure"), None).await.unwrap(),
+        "PONG"
     );
 }

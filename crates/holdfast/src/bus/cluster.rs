@@ -23,7 +23,7 @@ use grip::publish::PublishItem;
 use super::history::{self, HistoryLimits};
 use super::shard::Shard;
 use super::BusError;
-use crate::config::Config;
+use crate::config::{redis_url, Config};
 use crate::hub::{Delivery, Hub};
 use crate::metrics::Exposition;
 
@@ -78,11 +78,20 @@ impl RedisBus {
     /// Nothing connects until [`RedisBus::start`].
     pub fn new(config: &Config, hub: Hub) -> RedisBus {
         let c = &config.cluster;
+        // Read again here, as validation read it: the file is not kept in the configuration.
+        let ca = c.redis_ca().expect("config was validated");
         let shards: Arc<[Arc<Shard>]> = c
             .redis
             .iter()
             .enumerate()
-            .map(|(i, url)| Arc::new(Shard::new(i, url).expect("config was validated")))
+            .map(|(i, url)| {
+                if redis_url::is_insecure(url) {
+                    tracing::warn!(url = %redis_url::redact(url),
+                        "cluster.redis uses #insecure: the Redis server's certificate and name are not checked");
+                }
+                let client = redis_url::client(url, ca.as_deref()).expect("config was validated");
+                Arc::new(Shard::new(i, client))
+            })
             .collect();
         let ctx = Arc::new(ClusterShared {
             hub: hub.clone(),

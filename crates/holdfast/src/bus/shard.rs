@@ -85,12 +85,11 @@ pub(super) struct Shard {
 }
 
 impl Shard {
-    /// A shard for one URL (checked by config validation).
-    pub fn new(index: usize, url: &str) -> redis::RedisResult<Shard> {
-        let client = redis::Client::open(url)?;
+    /// A shard for one server, through `client` (made from a validated URL).
+    pub fn new(index: usize, client: redis::Client) -> Shard {
         let addr = client.get_connection_info().addr().to_string();
         let (interest_tx, interest_rx) = mpsc::channel(INTEREST_QUEUE);
-        Ok(Shard {
+        Shard {
             index,
             label: format!("redis shard {index} ({addr})"),
             addr,
@@ -107,7 +106,7 @@ impl Shard {
             changed: Notify::new(),
             reconnects: AtomicU64::new(0),
             received: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Told by the hub (under its lock) that `channel` gained its first local subscriber

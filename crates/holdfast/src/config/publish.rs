@@ -2,7 +2,8 @@
 //!
 //! Keys are written as `sig_key` is (`grip::sig::SigKey`): a plain secret, `base64:<data>`, or
 //! `file:<path>`. A key file holds either a hex secret (HS256, as Pushpin reads `sig_key` files)
-//! or a PEM public key: a P-256 key verifies ES256 tokens, an RSA key RS256 tokens. The keys are
+//! or a PEM public key: a P-256 key verifies ES256 tokens, an RSA key RS256 tokens (a PEM key may
+//! also be given inline or as `base64:`, as `sig_key` may). The keys are
 //! read and checked here, when the configuration is validated, so a bad key stops Holdfast at
 //! start with the field named; the publish API turns the same [`JwtKey`]s into its verifier.
 //! Error messages never include key material, tokens or passwords.
@@ -11,7 +12,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use grip::sig::SigKey;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -20,9 +20,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PublishConfig {
-    /// Keys a JWT in `Authorization: Bearer` may be signed with: a secret (HS256) in `sig_key`'s
-    /// forms, or `file:<path>` holding a hex secret or a PEM public key (P-256: ES256, RSA:
-    /// RS256). Several keys may be listed so that keys can be rotated. Relative paths are
+    /// Keys a JWT in `Authorization: Bearer` may be signed with, in `sig_key`'s forms: a secret
+    /// (HS256), or a PEM public key (P-256: ES256, RSA: RS256) in a `file:<path>`, inline or as
+    /// `base64:`. Several keys may be listed so that keys can be rotated. Relative paths are
     /// relative to the config file's folder. `--publish-jwt-key` (repeatable) replaces the list.
     pub jwt_key: Vec<String>,
     /// The `iss` a JWT must carry; unset, any issuer (or none) is accepted. `--publish-jwt-iss`.
@@ -193,95 +193,20 @@ impl PublishConfig {
     /// Resolves relative `file:` keys against `dir`, the config file's folder.
     pub(super) fn resolve_paths(&mut self, dir: &Path) {
         for key in &mut self.jwt_key {
-            if let Some(path) = key.strip_prefix("file:") {
-                let path = Path::new(path);
-                if path.is_relative() && !path.as_os_str().is_empty() {
-                    *key = format!("file:{}", dir.join(path).display());
-                }
-            }
+            *key = super::keys::resolve(key, dir);
         }
     }
 }
 
 impl JwtKey {
-    /// Reads a key in `sig_key`'s forms; a `file:` key may also hold a PEM public key.
+    /// Reads a key in `sig_key`'s forms ([`super::keys`]): a secret (HS256), or a PEM public
+    /// key — inline, `base64:` or in a `file:` — EC P-256 (ES256) or RSA (RS256).
     pub fn load(text: &str) -> Result<JwtKey, String> {
-        match SigKey::parse(text).map_err(|e| without_field_name(&e.to_string()))? {
-            SigKey::Secret(secret) => Ok(JwtKey::hs256(&secret)),
-            SigKey::File(path) => {
-                let contents = std::fs::read(&path)
-                    .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-                JwtKey::from_file_contents(&contents)
-                    .map_err(|e| format!("key file {}: {e}", path.display()))
-            }
-        }
-    }
-
-    fn hs256(secret: &[u8]) -> JwtKey {
-        JwtKey {
-            algorithm: Algorithm::HS256,
-            key: DecodingKey::from_secret(secret),
-        }
-    }
-
-    /// A PEM public key (EC P-256 or RSA), else a hex secret as in a `sig_key` file.
-    fn from_file_contents(contents: &[u8]) -> Result<JwtKey, String> {
-        let text = String::from_utf8_lossy(contents);
-        if !text.trim_start().starts_with("-----BEGIN") {
-            return match SigKey::from_file_contents(contents) {
-                Ok(SigKey::Secret(secret)) => Ok(JwtKey::hs256(&secret)),
-                Ok(SigKey::File(_)) => Err("it names another file".to_string()),
-                Err(e) => Err(without_field_name(&e.to_string())),
-            };
-        }
-        let block = pem::parse(contents).map_err(|e| format!("it is not valid PEM: {e}"))?;
-        match block.tag() {
-            "PUBLIC KEY" => {}
-            "RSA PUBLIC KEY" => return rsa(contents),
-            tag if tag.contains("PRIVATE") => {
-                return Err(format!(
-                    "it holds a private key ({tag}); give the public key (openssl pkey -pubout)"
-                ))
-            }
-            tag => return Err(format!("it holds a {tag}, not a PUBLIC KEY")),
-        }
-        if let Ok(key) = DecodingKey::from_ec_pem(contents) {
-            // ES256 is ECDSA over P-256 only; a key on another curve would fail every token.
-            if !contains(block.contents(), P256_OID) {
-                return Err(
-                    "it holds an EC key that is not on P-256 (only ES256 is supported)".to_string(),
-                );
-            }
-            return Ok(JwtKey {
-                algorithm: Algorithm::ES256,
-                key,
-            });
-        }
-        rsa(contents)
-    }
-}
-
-fn rsa(contents: &[u8]) -> Result<JwtKey, String> {
-    DecodingKey::from_rsa_pem(contents)
-        .map(|key| JwtKey {
-            algorithm: Algorithm::RS256,
-            key,
+        let verifier = super::keys::verifier(text)?;
+        Ok(JwtKey {
+            algorithm: verifier.algorithm(),
+            key: verifier.decoding_key().clone(),
         })
-        .map_err(|_| "it holds a public key that is neither EC P-256 nor RSA".to_string())
-}
-
-/// The DER of the prime256v1 (P-256) object identifier, 1.2.840.10045.3.1.7.
-const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// `SigError` messages start with `sig_key`; here the field is `publish.jwt_key`.
-fn without_field_name(message: &str) -> String {
-    match message.strip_prefix("sig_key ") {
-        Some(rest) => format!("the key {rest}"),
-        None => message.to_string(),
     }
 }
 

@@ -53,7 +53,8 @@ pub struct Condition {
 pub struct RouteOptions {
     /// `prefix=`: prepended to every channel name subscribed through this route.
     pub channel_prefix: String,
-    /// `sig_key=`: per-route Grip-Sig key.
+    /// `sig_key=`: per-route Grip-Sig key, in `grip.sig_key`'s forms; a relative `file:` path is
+    /// resolved against the routes file's folder when the file is parsed.
     pub sig_key: Option<String>,
     /// `sig_iss=`: per-route Grip-Sig issuer.
     pub sig_iss: Option<String>,
@@ -197,7 +198,24 @@ impl RouteTable {
             line: 0,
             message: format!("cannot read routes file: {e}"),
         })?;
-        RouteTable::parse(&text, path)
+        let table = RouteTable::parse(&text, path)?;
+        table.check_keys(path)?;
+        Ok(table)
+    }
+
+    /// Reads every route's `sig_key=`, so a key that cannot sign (a missing file, a public or
+    /// malformed PEM key) is an error naming its line instead of requests going out unsigned.
+    fn check_keys(&self, path: &Path) -> Result<(), RoutesError> {
+        for route in &self.routes {
+            if let Some(key) = &route.options.sig_key {
+                super::keys::signer(key).map_err(|e| RoutesError {
+                    path: path.to_path_buf(),
+                    line: route.line,
+                    message: format!("sig_key: {e}"),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Parses routes text; `path` labels errors.
@@ -215,7 +233,11 @@ impl RouteTable {
             if tokens.is_empty() {
                 continue;
             }
-            let route = parse_route(&tokens, line, &mut warnings).map_err(err)?;
+            let mut route = parse_route(&tokens, line, &mut warnings).map_err(err)?;
+            // A key file is found beside the routes file, as in Pushpin.
+            if let (Some(key), Some(dir)) = (&route.options.sig_key, path.parent()) {
+                route.options.sig_key = Some(super::keys::resolve(key, dir));
+            }
             if let Some(prev) = routes.iter().find(|r| r.condition == route.condition) {
                 warnings.push(format!(
                     "{}:{line}: duplicate condition (first on line {}), skipped",

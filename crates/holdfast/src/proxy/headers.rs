@@ -1,5 +1,5 @@
-//! Header rewriting between client and origin: hop-by-hop removal, `Grip-*` stripping,
-//! `X-Forwarded-*`, `Host` and route `header=` rules.
+//! Header rewriting between client and origin: hop-by-hop removal, `Grip-*` stripping (except
+//! from an upstream GRIP proxy), `X-Forwarded-*`, `Host` and route `header=` rules.
 
 use std::net::IpAddr;
 
@@ -59,6 +59,8 @@ pub struct Forwarding<'a> {
     pub websocket: bool,
     /// `X-Forwarded-For` rules.
     pub xff: &'a [XffRule],
+    /// The client is an upstream GRIP proxy (`grip.upstream_key`): its `Grip-*` headers stay.
+    pub keep_grip: bool,
     /// `X-Forwarded-Proto` policy.
     pub xfp: ForwardedProto,
     /// Value for `Host`, when the route or target overrides it.
@@ -70,7 +72,9 @@ pub struct Forwarding<'a> {
 /// Rewrites a client's request headers for the origin.
 pub fn to_origin(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     remove_hop_by_hop(headers);
-    remove_grip(headers);
+    if !fwd.keep_grip {
+        remove_grip(headers);
+    }
     headers.remove(header::ACCEPT_ENCODING);
     headers.remove(header::EXPECT);
     apply_xff(headers, fwd.peer, fwd.xff);
@@ -166,6 +170,7 @@ mod tests {
             tls: false,
             websocket: false,
             xff,
+            keep_grip: false,
             xfp: ForwardedProto::ProtoOnly,
             host,
             route_headers: &[],
@@ -186,6 +191,21 @@ mod tests {
         to_origin(&mut h, &fwd(&[], None));
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-keep"]);
+    }
+
+    #[test]
+    fn an_upstream_grip_proxys_grip_headers_stay() {
+        let mut h = map(&[
+            ("grip-sig", "upstream-token"),
+            ("grip-last", "c; last-id=1"),
+            ("connection", "keep-alive"),
+        ]);
+        let mut f = fwd(&[], None);
+        f.keep_grip = true;
+        to_origin(&mut h, &f);
+        assert_eq!(h["grip-sig"], "upstream-token");
+        assert_eq!(h["grip-last"], "c; last-id=1");
+        assert!(h.get("connection").is_none());
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const EXTENSIONS: HeaderName = header::SEC_WEBSOCKET_EXTENSIONS;
 pub struct ClientHandshake {
     /// `Sec-WebSocket-Key`, as sent.
     pub key: HeaderValue,
+    /// The client is an upstream GRIP proxy (`grip.upstream_key`): the origin's `grip`
+    /// extension is passed up to it, and it handles the GRIP messages ([`pass_grip_up`]).
+    pub upstream: bool,
 }
 
 impl ClientHandshake {
@@ -57,7 +60,10 @@ impl ClientHandshake {
             .filter(|k| !k.is_empty())
             .ok_or("WebSocket upgrade without Sec-WebSocket-Key")?
             .clone();
-        Ok(ClientHandshake { key })
+        Ok(ClientHandshake {
+            key,
+            upstream: false,
+        })
     }
 
     /// The `101` for this client, carrying `extra` headers (the origin's, cleaned by
@@ -75,6 +81,26 @@ impl ClientHandshake {
             HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
         );
         resp
+    }
+}
+
+/// For an upstream GRIP proxy: the origin's `grip` extension, as the origin wrote it, is added
+/// to `extra` (the `101`'s headers), so the upstream does the GRIP work, as Pushpin passes it up
+/// instead of acting on it. Returns whether the origin spoke `grip`.
+pub fn pass_grip_up(origin: &HeaderMap, extra: &mut HeaderMap) -> bool {
+    let grip = origin
+        .get_all(EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(|ext| ext.split(';').next().map(str::trim) == Some("grip"))
+        .and_then(|ext| HeaderValue::from_str(ext.trim()).ok());
+    match grip {
+        Some(ext) => {
+            extra.insert(EXTENSIONS, ext);
+            true
+        }
+        None => false,
     }
 }
 
@@ -157,6 +183,17 @@ mod tests {
             h.append(EXTENSIONS, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn the_grip_extension_is_passed_up_as_the_origin_wrote_it() {
+        let mut extra = HeaderMap::new();
+        let origin = ext(&["permessage-deflate", "grip; message-prefix=\"\""]);
+        assert!(pass_grip_up(&origin, &mut extra));
+        assert_eq!(extra[EXTENSIONS], "grip; message-prefix=\"\"");
+        let mut extra = HeaderMap::new();
+        assert!(!pass_grip_up(&ext(&["permessage-deflate"]), &mut extra));
+        assert!(extra.is_empty());
     }
 
     #[test]

@@ -234,7 +234,8 @@ pub async fn open(
         return Ok(Opened::Refused(resp));
     }
     let events = opened_events(&reply.body, &label)?;
-    let message_prefix = if route.options.no_grip {
+    // An upstream GRIP proxy gets the origin's messages as they are and does the GRIP work.
+    let message_prefix = if route.options.no_grip || client.upstream {
         None
     } else {
         handshake::grip_prefix(&reply.headers)
@@ -262,7 +263,10 @@ pub async fn open(
         origin,
     };
     conn.apply_headers(&reply.headers);
-    let mut extra = handshake::client_headers(reply.headers, NOT_FOR_CLIENT);
+    let mut extra = handshake::client_headers(reply.headers.clone(), NOT_FOR_CLIENT);
+    if client.upstream && !route.options.no_grip {
+        handshake::pass_grip_up(&reply.headers, &mut extra);
+    }
     let set_meta: Vec<HeaderName> = extra
         .keys()
         .filter(|k| k.as_str().starts_with("set-meta-"))

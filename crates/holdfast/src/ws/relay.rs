@@ -75,13 +75,17 @@ pub async fn open(
             reason: "Sec-WebSocket-Accept does not answer the key sent".to_string(),
         });
     }
-    let message_prefix = if route.options.no_grip {
+    // An upstream GRIP proxy gets the origin's messages as they are and does the GRIP work.
+    let message_prefix = if route.options.no_grip || client.upstream {
         None
     } else {
         handshake::grip_prefix(resp.headers())
     };
     let origin = hyper::upgrade::on(&mut resp);
-    let extra = handshake::client_headers(resp.headers().clone(), &[]);
+    let mut extra = handshake::client_headers(resp.headers().clone(), &[]);
+    if client.upstream && !route.options.no_grip {
+        handshake::pass_grip_up(resp.headers(), &mut extra);
+    }
     let spec = SessionSpec {
         channel_prefix: route.options.channel_prefix.clone(),
         implicit: target.subs.clone(),

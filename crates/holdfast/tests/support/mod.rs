@@ -1,9 +1,10 @@
 //! Test harness: a real Holdfast server on 127.0.0.1:0, origins written in the test, a plain
 //! HTTP/1.1 client and publish items; [`binary`] runs the `holdfast` binary as a child process,
-//! [`ws`] has WebSocket clients and origins.
+//! [`ws`] has WebSocket clients and origins, [`tls`] certificates made at test time.
 #![allow(dead_code, missing_docs)]
 
 pub mod binary;
+pub mod tls;
 pub mod ws;
 
 use std::convert::Infallible;
