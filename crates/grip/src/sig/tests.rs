@@ -63,6 +63,17 @@ fn key_files() {
             "the key file is not a valid key: the hex secret has an odd number of digits (3)",
         ),
         (b"zz", "the key file is not a valid key: it is not hex"),
+        // A two-byte character once split a hex pair and panicked (found by the fuzzing smoke test).
+        (
+            "é".as_bytes(),
+            "the key file is not a valid key: it is not hex",
+        ),
+        (
+            b"a\xc3\xa9b",
+            "the key file is not a valid key: it is not hex",
+        ),
+        // `from_str_radix` takes a sign; a key file must not.
+        (b"+a", "the key file is not a valid key: it is not hex"),
         (
             b"\xff\xfe",
             "the key file is not a valid key: it is not text",
