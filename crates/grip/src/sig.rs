@@ -90,6 +90,11 @@ impl SigKey {
         if text.is_empty() {
             return Err(SigError::EmptyKey);
         }
+        // Checked before slicing pairs: a multi-byte character would split inside a pair, and
+        // `from_str_radix` alone would take a `+` sign.
+        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SigError::InvalidKeyFile("it is not hex".to_string()));
+        }
         if text.len() % 2 != 0 {
             return Err(SigError::InvalidKeyFile(format!(
                 "the hex secret has an odd number of digits ({})",

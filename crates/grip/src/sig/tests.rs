@@ -63,6 +63,17 @@ fn key_files() {
             "sig_key file is not a valid key: the hex secret has an odd number of digits (3)",
         ),
         (b"zz", "sig_key file is not a valid key: it is not hex"),
+        // A two-byte character once split a hex pair and panicked (found by fuzz_smoke).
+        (
+            "é".as_bytes(),
+            "sig_key file is not a valid key: it is not hex",
+        ),
+        (
+            b"a\xc3\xa9b",
+            "sig_key file is not a valid key: it is not hex",
+        ),
+        // `from_str_radix` takes a sign; a key file must not.
+        (b"+a", "sig_key file is not a valid key: it is not hex"),
         (
             b"\xff\xfe",
             "sig_key file is not a valid key: it is not text",
