@@ -8,6 +8,7 @@
 pub mod publish;
 pub mod redis_url;
 pub mod routes;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use publish::{PublishConfig, PublishOverrides};
+pub use tls::{TlsConfig, TlsOverrides};
 
 /// Everything Holdfast reads from its configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,6 +41,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Authentication and input limits of the publish API.
     pub publish: PublishConfig,
+    /// TLS termination on client listeners.
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
     /// The file's text, kept to point validation errors at a line.
@@ -491,6 +495,8 @@ pub struct Overrides {
     pub redis: Vec<String>,
     /// The `--publish-*` authentication flags.
     pub publish: PublishOverrides,
+    /// The `--tls-*` flags.
+    pub tls: TlsOverrides,
 }
 
 impl Config {
@@ -509,6 +515,7 @@ impl Config {
             }
         }
         config.publish.resolve_paths(dir);
+        config.tls.resolve_paths(dir);
         Ok(config)
     }
 
@@ -548,6 +555,7 @@ impl Config {
             self.cluster.redis = overrides.redis;
         }
         self.publish.apply(overrides.publish);
+        self.tls.apply(overrides.tls);
     }
 
     /// Returns the first problem with the values, naming the field (and its line, when the value
@@ -637,6 +645,7 @@ impl Config {
         grip::sig::SigKey::parse(&self.grip.sig_key)
             .map_err(|e| ("grip.sig_key", e.to_string()))?;
         self.publish.check(self.server.publish_listen)?;
+        self.tls.check()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())

@@ -45,8 +45,8 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    /// Reads the routing facts off a request.
-    pub fn of<B>(req: &Request<B>, accept_xfp: bool) -> RequestInfo {
+    /// Reads the routing facts off a request; `tls`: it arrived on a TLS listener.
+    pub fn of<B>(req: &Request<B>, tls: bool, accept_xfp: bool) -> RequestInfo {
         let host = req
             .uri()
             .authority()
@@ -58,12 +58,15 @@ impl RequestInfo {
                     .map(str::to_string)
             })
             .unwrap_or_default();
-        let tls = accept_xfp
-            && req
-                .headers()
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("wss"));
+        let tls = tls
+            || accept_xfp
+                && req
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| {
+                        v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("wss")
+                    });
         let websocket = req
             .headers()
             .get(header::UPGRADE)

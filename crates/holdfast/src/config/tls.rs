@@ -1,0 +1,110 @@
+//! `[tls]`: the client listeners that terminate TLS, and the certificate they present.
+//!
+//! Only paths are checked here (a listener needs a certificate and its key, and the other way
+//! round); the files themselves are read by [`crate::tls`], which names the file in every error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `[tls]`: TLS termination on client listeners (HTTPS and wss).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Client listeners that speak TLS, served like `server.listen` otherwise (same routes,
+    /// connection cap and timeouts). Pushpin's `https_ports`. `--tls-listen` (repeatable)
+    /// replaces the list. Default: none.
+    pub listen: Vec<SocketAddr>,
+    /// PEM file with the certificate, followed by its chain. Relative paths are relative to the
+    /// config file's folder. `--tls-cert`.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC); RSA,
+    /// ECDSA (P-256, P-384) and Ed25519 keys. `--tls-key`.
+    pub key: Option<PathBuf>,
+}
+
+/// The `--tls-*` command-line flags.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOverrides {
+    /// `--tls-listen`, repeatable; replaces `tls.listen` when given.
+    pub listen: Vec<SocketAddr>,
+    /// `--tls-cert`.
+    pub cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Applies the `--tls-*` flags.
+    pub fn apply(&mut self, o: TlsOverrides) {
+        if !o.listen.is_empty() {
+            self.listen = o.listen;
+        }
+        if o.cert.is_some() {
+            self.cert = o.cert;
+        }
+        if o.key.is_some() {
+            self.key = o.key;
+        }
+    }
+
+    /// Resolves relative file paths against `dir`, the config file's folder.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        for path in [&mut self.cert, &mut self.key].into_iter().flatten() {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+
+    /// The first problem, as `(field, message)`.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => return Err(("tls.key", "tls.cert is set without its key".into())),
+            (None, Some(_)) => {
+                return Err(("tls.cert", "tls.key is set without its certificate".into()))
+            }
+            (None, None) if !self.listen.is_empty() => {
+                return Err((
+                    "tls.listen",
+                    "a TLS listener needs a certificate: set tls.cert and tls.key".into(),
+                ))
+            }
+            (Some(_), Some(_)) if self.listen.is_empty() => {
+                return Err((
+                    "tls.listen",
+                    "a certificate is set but no TLS listener (tls.listen)".into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_and_files_go_together() {
+        let addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let cases = [
+            (vec![addr], Some("c"), None, Some("tls.key")),
+            (vec![addr], None, Some("k"), Some("tls.cert")),
+            (vec![addr], None, None, Some("tls.listen")),
+            (vec![], Some("c"), Some("k"), Some("tls.listen")),
+            (vec![addr], Some("c"), Some("k"), None),
+            (vec![], None, None, None),
+        ];
+        for (listen, cert, key, want) in cases {
+            let c = TlsConfig {
+                listen,
+                cert: cert.map(PathBuf::from),
+                key: key.map(PathBuf::from),
+            };
+            assert_eq!(c.check().err().map(|(f, _)| f), want, "{c:?}");
+        }
+    }
+}
