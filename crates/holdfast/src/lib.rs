@@ -12,8 +12,8 @@
 //! (`scripts/check-layers` checks this).
 //!
 //! - [`server`]: listeners, the accept loop with its connection cap, and the held-stream writer.
-//! - [`reload`]: reloading the routes file on change and on SIGHUP. [`publish`]: the
-//!   publish/control API, its authentication and its input limits.
+//! - [`reload`]: reloading the routes file and the TLS certificate folder on change and on
+//!   SIGHUP. [`publish`]: the publish/control API, its authentication and its input limits.
 //! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
 //!   relay; errors become responses here.
 //! - [`testhandler`]: the built-in `test` target.

@@ -27,6 +27,11 @@ struct Cli {
     /// PEM private key of `--tls-cert` (RSA, ECDSA or Ed25519). Replaces `tls.key`.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Certificate folder laid out as Pushpin's `runner/certs/` (`<servername>.crt` and `.key`,
+    /// `_.example.com.crt`, `default_<port>.crt`), picked by SNI and reloaded on change.
+    /// Replaces `tls.certs`.
+    #[arg(long, value_name = "DIR")]
+    tls_certs: Option<PathBuf>,
     /// Publish/control API listen address. Default 127.0.0.1:5561.
     #[arg(long, value_name = "ADDR")]
     publish_listen: Option<SocketAddr>,
@@ -151,12 +156,13 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
             listen: cli.tls_listen.clone(),
             cert: cli.tls_cert.clone(),
             key: cli.tls_key.clone(),
+            certs: cli.tls_certs.clone(),
         },
     });
     config.validate(&origin)?;
     // Read here so that a bad certificate or key stops Holdfast with exit code 2, the file named;
     // binding reads them again.
-    holdfast::tls::client_acceptor(&config.tls)?;
+    holdfast::tls::Certificates::load(&config.tls)?;
     let routes = match &config.server.routes {
         Some(path) => RouteTable::load(path)?,
         None => RouteTable::builtin(),

@@ -56,8 +56,9 @@ use crate::socket::{Cell, ClientSocket, Guards, Shared};
 pub struct Server {
     app: Arc<App>,
     clients: Vec<TcpListener>,
-    tls_clients: Vec<TcpListener>,
-    tls: Option<TlsAcceptor>,
+    /// TLS listeners, each with its own acceptor (for its `default_<port>` certificate).
+    tls_clients: Vec<(TcpListener, TlsAcceptor)>,
+    certs: Option<Arc<crate::tls::Certificates>>,
     publish: TcpListener,
     api: Arc<crate::publish::Api>,
 }
@@ -76,10 +77,15 @@ impl Server {
         for addr in &config.server.listen {
             clients.push(bind(*addr).await?);
         }
-        let tls = crate::tls::client_acceptor(&config.tls).map_err(std::io::Error::other)?;
+        let certs = crate::tls::Certificates::load(&config.tls).map_err(std::io::Error::other)?;
         let mut tls_clients = Vec::new();
-        for addr in &config.tls.listen {
-            tls_clients.push(bind(*addr).await?);
+        if let Some(certs) = &certs {
+            for addr in &config.tls.listen {
+                let listener = bind(*addr).await?;
+                let port = listener.local_addr()?.port();
+                let acceptor = certs.acceptor(port).map_err(std::io::Error::other)?;
+                tls_clients.push((listener, acceptor));
+            }
         }
         let publish = bind(config.server.publish_listen).await?;
         let app = App::new(config, routes);
@@ -89,7 +95,7 @@ impl Server {
             app,
             clients,
             tls_clients,
-            tls,
+            certs,
             publish,
             api: Arc::new(api),
         })
@@ -107,7 +113,7 @@ impl Server {
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         self.tls_clients
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -127,6 +133,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = self.app;
         let _watcher = crate::reload::spawn(app.clone());
+        let _cert_watcher = self.certs.clone().and_then(crate::reload::spawn_certs);
         let _bus = app.bus.start();
         let sweeper = {
             let hub = app.hub.clone();
@@ -152,9 +159,8 @@ impl Server {
         );
         let client_builder = builder(&app.config, timeouts.client_header());
         let publish_builder = builder(&app.config, timeouts.publish_idle());
-        let tls = self.tls;
         let listeners = (self.clients.into_iter().map(|l| (l, Kind::Client, None)))
-            .chain((self.tls_clients.into_iter()).map(|l| (l, Kind::Client, tls.clone())))
+            .chain((self.tls_clients.into_iter()).map(|(l, a)| (l, Kind::Client, Some(a))))
             .chain(std::iter::once((self.publish, Kind::Publish, None)));
         let mut loops = Vec::new();
         for (listener, kind, tls) in listeners {

@@ -1,6 +1,11 @@
 //! TLS termination for the client listeners: the certificate files, read into what rustls
 //! serves, and the server configuration every TLS connection shares.
 //!
+//! A listener presents, by the name the client asked for (SNI), a certificate of the
+//! `--tls-certs` folder ([`dir`]: the name's own, its wildcard, the listener's
+//! `default_<port>`), else the `--tls-cert` one. The folder is read again when it changes
+//! ([`dir::CertDir::reload`]); a handshake reads the current state once.
+//!
 //! rustls runs on the `ring` crypto provider, the one the origin client already uses
 //! ([`crate::origin`]): one provider in the binary, and it builds with a Rust toolchain alone
 //! (pure Rust plus assembly), where `aws-lc-rs` needs cmake and a C compiler. ALPN offers `h2`
@@ -10,18 +15,21 @@
 //! Every error names the file it is about, so a bad certificate or key stops Holdfast at start
 //! with the file in the message.
 
+pub mod dir;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::ResolvesServerCert;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use dir::CertDir;
 
 /// A certificate or key file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -163,13 +171,79 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The acceptor of the TLS client listeners, or `None` when `[tls]` configures none.
-pub fn client_acceptor(config: &TlsConfig) -> Result<Option<TlsAcceptor>, TlsError> {
-    let (Some(cert), Some(key)) = (&config.cert, &config.key) else {
-        return Ok(None);
-    };
-    let provider = provider();
-    let pair = load_key_pair(cert, key, &provider)?;
-    let resolver = Arc::new(SingleCertAndKey::from(pair));
-    Ok(Some(TlsAcceptor::from(server_config(resolver, provider)?)))
+/// What the TLS client listeners present: the certificates of a folder, picked by name, and
+/// one certificate for every other name.
+#[derive(Debug)]
+pub struct Certificates {
+    dir: Option<CertDir>,
+    single: Option<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Certificates {
+    /// Reads the files `[tls]` names; `None` when it names none. The first bad file is an
+    /// error.
+    pub fn load(config: &TlsConfig) -> Result<Option<Arc<Certificates>>, TlsError> {
+        let provider = provider();
+        let single = match (&config.cert, &config.key) {
+            (Some(cert), Some(key)) => Some(Arc::new(load_key_pair(cert, key, &provider)?)),
+            _ => None,
+        };
+        let dir = match &config.certs {
+            Some(path) => Some(CertDir::load(path, provider.clone())?),
+            None => None,
+        };
+        if single.is_none() && dir.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(Certificates {
+            dir,
+            single,
+            provider,
+        })))
+    }
+
+    /// The certificate folder, when there is one.
+    pub fn dir(&self) -> Option<&CertDir> {
+        self.dir.as_ref()
+    }
+
+    /// The pair for a handshake on listener `port` that asked for `server_name`.
+    fn pick(&self, server_name: Option<&str>, port: u16) -> Option<Arc<CertifiedKey>> {
+        let from_dir = self.dir.as_ref().and_then(|d| d.pick(server_name, port));
+        from_dir.or_else(|| self.single.clone())
+    }
+
+    /// The acceptor of the TLS listener on `port`.
+    pub fn acceptor(self: &Arc<Self>, port: u16) -> Result<TlsAcceptor, TlsError> {
+        let resolver = Arc::new(Resolver {
+            certs: self.clone(),
+            port,
+        });
+        Ok(TlsAcceptor::from(server_config(
+            resolver,
+            self.provider.clone(),
+        )?))
+    }
+}
+
+/// Picks a listener's certificate for each handshake.
+#[derive(Debug)]
+struct Resolver {
+    certs: Arc<Certificates>,
+    port: u16,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let pair = self.certs.pick(hello.server_name(), self.port);
+        if pair.is_none() {
+            tracing::debug!(
+                server_name = hello.server_name(),
+                port = self.port,
+                "no certificate for this name; handshake refused"
+            );
+        }
+        pair
+    }
 }

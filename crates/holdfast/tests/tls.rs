@@ -2,7 +2,9 @@
 //! Holdfast serves, and real rustls clients verify it. Plain HTTP/1.1 and HTTP/2 (by ALPN),
 //! held SSE streams and wss WebSockets all work over TLS, requests on a TLS listener are
 //! routed as `ssl=yes` and reach the origin with `X-Forwarded-Proto: https`, every supported
-//! key type is served, and bad certificate or key files stop the binary naming the file.
+//! key type is served, and bad certificate or key files stop the binary naming the file. With a
+//! `runner/certs/`-style folder, SNI picks the certificate (name, wildcard, `default_<port>`),
+//! and files replaced while running are served to new connections, a bad one never.
 
 mod support;
 
@@ -84,6 +86,23 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Writes `<stem>.crt` (a certificate for `names`, then this CA) and `<stem>.key` into `dir`,
+    /// each written aside and renamed into place, the key first; returns the certificate.
+    fn write_named(&self, dir: &Path, stem: &str, names: &[&str]) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let leaf = self.leaf(names, &key);
+        let put = |ext: &str, text: String| {
+            let aside = dir.join(format!(".{stem}.{ext}.new"));
+            std::fs::write(&aside, text).unwrap();
+            std::fs::rename(&aside, dir.join(format!("{stem}.{ext}"))).unwrap();
+        };
+        put("key", key.serialize_pem());
+        put("crt", leaf.pem() + &self.cert.pem());
+        leaf.der().clone()
+    }
+}
+
 /// A TLS client trusting only `ca`, offering `alpn`.
 fn connector(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
@@ -112,6 +131,49 @@ async fn connect_tls(
         .await
         .expect("handshake within 10 s")
         .expect("certificate verified against the test CA")
+}
+
+/// The certificate `addr` presents to a client asking for `name`; `None` when the handshake
+/// fails (no certificate for the name, or one the client does not accept for it).
+async fn served(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    name: &str,
+) -> Option<CertificateDer<'static>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    let tls = tokio::time::timeout(WAIT, connector(ca, &[]).connect(name, tcp))
+        .await
+        .expect("handshake ends within 10 s")
+        .ok()?;
+    Some(peer_leaf(&tls))
+}
+
+/// Polls until `addr` presents `want` for `name` (bounded: fails after 10 s).
+async fn wait_served(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    name: &str,
+    want: &CertificateDer<'static>,
+) {
+    let deadline = Instant::now() + WAIT;
+    while served(addr, ca, name).await.as_ref() != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the expected certificate not served within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A proxy whose TLS listener serves the certificate folder `dir`.
+async fn certs_proxy(dir: &Path) -> Proxy {
+    let dir = dir.to_path_buf();
+    Proxy::start("* test\n", move |c| {
+        c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls.certs = Some(dir);
+    })
+    .await
 }
 
 /// The certificate the server presented on `tls`.
@@ -440,8 +502,123 @@ fn a_bad_certificate_or_key_file_exits_2_naming_the_file() {
             assert!(stderr.contains(needle), "{needle:?} in {stderr:?}");
         }
     }
+    // A certificate folder with a bad file, and one with a certificate but no key.
+    let certs = tempfile::tempdir().unwrap();
+    ca.write_named(certs.path(), "good.test", &["good.test"]);
+    let bad = certs.path().join("bad.test.crt");
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let folder = certs.path().to_str().unwrap();
+    let (code, stderr) = run_binary(&["--tls-certs", folder]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(bad.to_str().unwrap()), "{stderr}");
+    std::fs::remove_file(&bad).unwrap();
+    ca.write_named(certs.path(), "keyless.test", &["keyless.test"]);
+    let keyless = certs.path().join("keyless.test.key");
+    std::fs::remove_file(&keyless).unwrap();
+    let (code, stderr) = run_binary(&["--tls-certs", folder]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(keyless.to_str().unwrap()), "{stderr}");
+
     // A TLS listener without a certificate is a configuration error too.
     let (code, stderr) = run_binary(&[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("tls.listen"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sni_picks_the_name_then_its_wildcard_then_the_listeners_default() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exact = ca.write_named(dir.path(), "a.example.test", &["a.example.test"]);
+    let wild = ca.write_named(dir.path(), "_.example.test", &["*.example.test"]);
+    let proxy = certs_proxy(dir.path()).await;
+    let addr = proxy.tls.unwrap();
+    let root = ca.der();
+
+    assert_eq!(served(addr, &root, "a.example.test").await, Some(exact));
+    assert_eq!(
+        served(addr, &root, "b.example.test").await,
+        Some(wild.clone())
+    );
+    assert_eq!(served(addr, &root, "B.Example.Test").await, Some(wild));
+    // A wildcard covers one label only, and there is no default yet: no certificate at all.
+    assert_eq!(served(addr, &root, "x.b.example.test").await, None);
+    assert_eq!(served(addr, &root, "other.test").await, None);
+
+    // The listener's own default, added while running, serves the names nothing else fits,
+    // and clients that send no name (an IP address).
+    let stem = format!("default_{}", addr.port());
+    let default = ca.write_named(dir.path(), &stem, &["other.test", "127.0.0.1"]);
+    wait_served(addr, &root, "other.test", &default).await;
+    assert_eq!(served(addr, &root, "127.0.0.1").await, Some(default));
+    // Another port's default is not this listener's.
+    let elsewhere = ca.write_named(dir.path(), "default_1", &["elsewhere.test"]);
+    let marker = ca.write_named(dir.path(), "marker.test", &["marker.test"]);
+    wait_served(addr, &root, "marker.test", &marker).await;
+    assert_ne!(served(addr, &root, "elsewhere.test").await, Some(elsewhere));
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_to_new_connections_and_open_ones_go_on() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.write_named(dir.path(), "localhost", &["localhost"]);
+    let proxy = certs_proxy(dir.path()).await;
+    let addr = proxy.tls.unwrap();
+    let root = ca.der();
+
+    let open = connect_tls(addr, &root, "localhost", &[b"http/1.1"]).await;
+    assert_eq!(peer_leaf(&open), first);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(open))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        sender.send_request(get_req("/")).await.unwrap().status(),
+        200
+    );
+
+    let second = ca.write_named(dir.path(), "localhost", &["localhost"]);
+    assert_ne!(first, second);
+    wait_served(addr, &root, "localhost", &second).await;
+    // The connection made before the reload still carries requests.
+    let resp = sender.send_request(get_req("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!text(resp).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_replacement_is_rejected_and_the_old_certificate_stays() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let good = ca.write_named(dir.path(), "localhost", &["localhost"]);
+    let proxy = certs_proxy(dir.path()).await;
+    let addr = proxy.tls.unwrap();
+    let root = ca.der();
+    assert_eq!(served(addr, &root, "localhost").await, Some(good.clone()));
+
+    // A broken certificate; then the good certificate back with a key that is not its own.
+    let good_pem = std::fs::read_to_string(dir.path().join("localhost.crt")).unwrap();
+    let other_key = KeyPair::generate().unwrap().serialize_pem();
+    let steps: [&[(&str, &str)]; 2] = [
+        &[(
+            "localhost.crt",
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n",
+        )],
+        &[("localhost.crt", &good_pem), ("localhost.key", &other_key)],
+    ];
+    for (i, files) in steps.into_iter().enumerate() {
+        for (file, contents) in files {
+            std::fs::write(dir.path().join(file), contents).unwrap();
+        }
+        // A new name written after the bad file shows a reload has read the folder since.
+        let name = format!("marker{i}.test");
+        let marker = ca.write_named(dir.path(), &format!("marker{i}.test"), &[&name]);
+        wait_served(addr, &root, &name, &marker).await;
+        assert_eq!(
+            served(addr, &root, "localhost").await,
+            Some(good.clone()),
+            "after {files:?}"
+        );
+    }
 }

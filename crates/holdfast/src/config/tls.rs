@@ -1,4 +1,4 @@
-//! `[tls]`: the client listeners that terminate TLS, and the certificate they present.
+//! `[tls]`: the client listeners that terminate TLS, and the certificates they present.
 //!
 //! Only paths are checked here (a listener needs a certificate and its key, and the other way
 //! round); the files themselves are read by [`crate::tls`], which names the file in every error.
@@ -22,6 +22,11 @@ pub struct TlsConfig {
     /// PEM file with the certificate's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC); RSA,
     /// ECDSA (P-256, P-384) and Ed25519 keys. `--tls-key`.
     pub key: Option<PathBuf>,
+    /// A folder laid out as Pushpin's `runner/certs/`: `<servername>.crt` and `.key`, wildcard
+    /// `_.example.com.crt`, and `default_<port>.crt` for a listener's other connections. The
+    /// client's server name (SNI) picks the certificate; `cert` serves the names none fits.
+    /// Reloaded when it changes. `--tls-certs`.
+    pub certs: Option<PathBuf>,
 }
 
 /// The `--tls-*` command-line flags.
@@ -33,6 +38,8 @@ pub struct TlsOverrides {
     pub cert: Option<PathBuf>,
     /// `--tls-key`.
     pub key: Option<PathBuf>,
+    /// `--tls-certs`.
+    pub certs: Option<PathBuf>,
 }
 
 impl TlsConfig {
@@ -47,11 +54,17 @@ impl TlsConfig {
         if o.key.is_some() {
             self.key = o.key;
         }
+        if o.certs.is_some() {
+            self.certs = o.certs;
+        }
     }
 
     /// Resolves relative file paths against `dir`, the config file's folder.
     pub fn resolve_paths(&mut self, dir: &Path) {
-        for path in [&mut self.cert, &mut self.key].into_iter().flatten() {
+        for path in [&mut self.cert, &mut self.key, &mut self.certs]
+            .into_iter()
+            .flatten()
+        {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }
@@ -65,19 +78,20 @@ impl TlsConfig {
             (None, Some(_)) => {
                 return Err(("tls.cert", "tls.key is set without its certificate".into()))
             }
-            (None, None) if !self.listen.is_empty() => {
-                return Err((
-                    "tls.listen",
-                    "a TLS listener needs a certificate: set tls.cert and tls.key".into(),
-                ))
-            }
-            (Some(_), Some(_)) if self.listen.is_empty() => {
-                return Err((
-                    "tls.listen",
-                    "a certificate is set but no TLS listener (tls.listen)".into(),
-                ))
-            }
             _ => {}
+        }
+        let has_certs = self.cert.is_some() || self.certs.is_some();
+        if !self.listen.is_empty() && !has_certs {
+            return Err((
+                "tls.listen",
+                "a TLS listener needs certificates: set tls.cert and tls.key, or tls.certs".into(),
+            ));
+        }
+        if self.listen.is_empty() && has_certs {
+            return Err((
+                "tls.listen",
+                "certificates are set but no TLS listener (tls.listen)".into(),
+            ));
         }
         Ok(())
     }
@@ -91,18 +105,23 @@ mod tests {
     fn listener_and_files_go_together() {
         let addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
         let cases = [
-            (vec![addr], Some("c"), None, Some("tls.key")),
-            (vec![addr], None, Some("k"), Some("tls.cert")),
-            (vec![addr], None, None, Some("tls.listen")),
-            (vec![], Some("c"), Some("k"), Some("tls.listen")),
-            (vec![addr], Some("c"), Some("k"), None),
-            (vec![], None, None, None),
+            (vec![addr], Some("c"), None, None, Some("tls.key")),
+            (vec![addr], None, Some("k"), None, Some("tls.cert")),
+            (vec![addr], None, Some("k"), Some("d"), Some("tls.cert")),
+            (vec![addr], None, None, None, Some("tls.listen")),
+            (vec![], Some("c"), Some("k"), None, Some("tls.listen")),
+            (vec![], None, None, Some("d"), Some("tls.listen")),
+            (vec![addr], Some("c"), Some("k"), None, None),
+            (vec![addr], None, None, Some("d"), None),
+            (vec![addr], Some("c"), Some("k"), Some("d"), None),
+            (vec![], None, None, None, None),
         ];
-        for (listen, cert, key, want) in cases {
+        for (listen, cert, key, certs, want) in cases {
             let c = TlsConfig {
                 listen,
                 cert: cert.map(PathBuf::from),
                 key: key.map(PathBuf::from),
+                certs: certs.map(PathBuf::from),
             };
             assert_eq!(c.check().err().map(|(f, _)| f), want, "{c:?}");
         }
