@@ -32,6 +32,13 @@ struct Cli {
     /// Replaces `tls.certs`.
     #[arg(long, value_name = "DIR")]
     tls_certs: Option<PathBuf>,
+    /// PEM certificate (with its chain) for the publish API, which then speaks HTTPS only.
+    /// Replaces `tls.publish_cert`.
+    #[arg(long, value_name = "FILE")]
+    publish_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--publish-tls-cert`. Replaces `tls.publish_key`.
+    #[arg(long, value_name = "FILE")]
+    publish_tls_key: Option<PathBuf>,
     /// Publish/control API listen address. Default 127.0.0.1:5561.
     #[arg(long, value_name = "ADDR")]
     publish_listen: Option<SocketAddr>,
@@ -157,12 +164,15 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
             cert: cli.tls_cert.clone(),
             key: cli.tls_key.clone(),
             certs: cli.tls_certs.clone(),
+            publish_cert: cli.publish_tls_cert.clone(),
+            publish_key: cli.publish_tls_key.clone(),
         },
     });
     config.validate(&origin)?;
     // Read here so that a bad certificate or key stops Holdfast with exit code 2, the file named;
     // binding reads them again.
     holdfast::tls::Certificates::load(&config.tls)?;
+    holdfast::tls::publish_acceptor(&config.tls)?;
     let routes = match &config.server.routes {
         Some(path) => RouteTable::load(path)?,
         None => RouteTable::builtin(),

@@ -17,7 +17,8 @@
 //! first, within the same deadline; the TLS session then stays with hyper for the connection's
 //! life (held streams and WebSockets over TLS take hyper's path, not [`direct`] or the taken
 //! socket), and its requests are routed as `ssl=yes` and forwarded with
-//! `X-Forwarded-Proto: https`. hyper's own HTTP/1.1 header timer, set to the same value,
+//! `X-Forwarded-Proto: https`. The publish listener takes the same path when it has a
+//! certificate (`[tls] publish_cert`). hyper's own HTTP/1.1 header timer, set to the same value,
 //! covers the requests after it; it cannot cover the first, because it starts only once
 //! hyper-util has told HTTP/1.1 from HTTP/2 by the first bytes, and HTTP/2 has none.
 
@@ -60,6 +61,8 @@ pub struct Server {
     tls_clients: Vec<(TcpListener, TlsAcceptor)>,
     certs: Option<Arc<crate::tls::Certificates>>,
     publish: TcpListener,
+    /// The publish listener's TLS, when it has a certificate.
+    publish_tls: Option<TlsAcceptor>,
     api: Arc<crate::publish::Api>,
 }
 
@@ -88,6 +91,8 @@ impl Server {
             }
         }
         let publish = bind(config.server.publish_listen).await?;
+        let publish_tls =
+            crate::tls::publish_acceptor(&config.tls).map_err(std::io::Error::other)?;
         let app = App::new(config, routes);
         // The keys were read when the configuration was validated; this reads them again.
         let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
@@ -97,6 +102,7 @@ impl Server {
             tls_clients,
             certs,
             publish,
+            publish_tls,
             api: Arc::new(api),
         })
     }
@@ -161,7 +167,11 @@ impl Server {
         let publish_builder = builder(&app.config, timeouts.publish_idle());
         let listeners = (self.clients.into_iter().map(|l| (l, Kind::Client, None)))
             .chain((self.tls_clients.into_iter()).map(|(l, a)| (l, Kind::Client, Some(a))))
-            .chain(std::iter::once((self.publish, Kind::Publish, None)));
+            .chain(std::iter::once((
+                self.publish,
+                Kind::Publish,
+                self.publish_tls,
+            )));
         let mut loops = Vec::new();
         for (listener, kind, tls) in listeners {
             if let Ok(addr) = listener.local_addr() {

@@ -1,5 +1,6 @@
-//! TLS termination for the client listeners: the certificate files, read into what rustls
-//! serves, and the server configuration every TLS connection shares.
+//! TLS termination for the client listeners, and for the publish listener when it has a
+//! certificate: the certificate files, read into what rustls serves, and the server
+//! configuration every TLS connection shares.
 //!
 //! A listener presents, by the name the client asked for (SNI), a certificate of the
 //! `--tls-certs` folder ([`dir`]: the name's own, its wildcard, the listener's
@@ -225,6 +226,17 @@ impl Certificates {
             self.provider.clone(),
         )?))
     }
+}
+
+/// The acceptor of the publish listener, when `[tls]` gives it a certificate.
+pub fn publish_acceptor(config: &TlsConfig) -> Result<Option<TlsAcceptor>, TlsError> {
+    let (Some(cert), Some(key)) = (&config.publish_cert, &config.publish_key) else {
+        return Ok(None);
+    };
+    let provider = provider();
+    let pair = load_key_pair(cert, key, &provider)?;
+    let resolver = Arc::new(rustls::sign::SingleCertAndKey::from(pair));
+    Ok(Some(TlsAcceptor::from(server_config(resolver, provider)?)))
 }
 
 /// Picks a listener's certificate for each handshake.

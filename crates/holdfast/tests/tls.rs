@@ -502,6 +502,20 @@ fn a_bad_certificate_or_key_file_exits_2_naming_the_file() {
             assert!(stderr.contains(needle), "{needle:?} in {stderr:?}");
         }
     }
+    // The publish listener's certificate is checked the same way.
+    let (code, stderr) = run_binary(&[
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--publish-tls-cert",
+        garbage,
+        "--publish-tls-key",
+        key,
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(garbage), "{stderr}");
+
     // A certificate folder with a bad file, and one with a certificate but no key.
     let certs = tempfile::tempdir().unwrap();
     ca.write_named(certs.path(), "good.test", &["good.test"]);
@@ -621,4 +635,55 @@ async fn a_bad_replacement_is_rejected_and_the_old_certificate_stays() {
             "after {files:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_publish_over_https_reaches_a_held_stream_and_plain_http_gets_no_answer() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, leaf) = ca.write_pair(dir.path());
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "stream"), ("grip-channel", "pub")],
+        "open\n",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, move |c| {
+        c.tls.publish_cert = Some(cert);
+        c.tls.publish_key = Some(key);
+    })
+    .await;
+    let mut held = get(&proxy.url("/")).await.into_body();
+    read_until(&mut held, "open\n").await;
+    proxy.wait_subscribers("pub", 1).await;
+
+    let tls = connect_tls(proxy.publish, &ca.der(), "localhost", &[b"http/1.1"]).await;
+    assert_eq!(peer_leaf(&tls), leaf);
+    let items = json!({ "items": [stream_item("pub", None, None, "over https\n")] });
+    let req = Request::post("/publish/")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(full(items.to_string()))
+        .unwrap();
+    let resp = send_h1(tls, req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(read_until(&mut held, "over https\n").await, "over https\n");
+
+    // The publish listener speaks only TLS now: a plaintext request is not answered.
+    let mut plain = TcpStream::connect(proxy.publish).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut plain,
+        b"POST /publish/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut got))
+        .await
+        .expect("closed by the server within 10 s");
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
 }

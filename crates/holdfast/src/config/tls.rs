@@ -27,6 +27,11 @@ pub struct TlsConfig {
     /// client's server name (SNI) picks the certificate; `cert` serves the names none fits.
     /// Reloaded when it changes. `--tls-certs`.
     pub certs: Option<PathBuf>,
+    /// PEM certificate (with its chain) for the publish API: when set with `publish_key`, the
+    /// publish listener (`server.publish_listen`) speaks HTTPS only. `--publish-tls-cert`.
+    pub publish_cert: Option<PathBuf>,
+    /// PEM private key of `publish_cert`. `--publish-tls-key`.
+    pub publish_key: Option<PathBuf>,
 }
 
 /// The `--tls-*` command-line flags.
@@ -40,6 +45,10 @@ pub struct TlsOverrides {
     pub key: Option<PathBuf>,
     /// `--tls-certs`.
     pub certs: Option<PathBuf>,
+    /// `--publish-tls-cert`.
+    pub publish_cert: Option<PathBuf>,
+    /// `--publish-tls-key`.
+    pub publish_key: Option<PathBuf>,
 }
 
 impl TlsConfig {
@@ -57,14 +66,24 @@ impl TlsConfig {
         if o.certs.is_some() {
             self.certs = o.certs;
         }
+        if o.publish_cert.is_some() {
+            self.publish_cert = o.publish_cert;
+        }
+        if o.publish_key.is_some() {
+            self.publish_key = o.publish_key;
+        }
     }
 
     /// Resolves relative file paths against `dir`, the config file's folder.
     pub fn resolve_paths(&mut self, dir: &Path) {
-        for path in [&mut self.cert, &mut self.key, &mut self.certs]
-            .into_iter()
-            .flatten()
-        {
+        let paths = [
+            &mut self.cert,
+            &mut self.key,
+            &mut self.certs,
+            &mut self.publish_cert,
+            &mut self.publish_key,
+        ];
+        for path in paths.into_iter().flatten() {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }
@@ -77,6 +96,21 @@ impl TlsConfig {
             (Some(_), None) => return Err(("tls.key", "tls.cert is set without its key".into())),
             (None, Some(_)) => {
                 return Err(("tls.cert", "tls.key is set without its certificate".into()))
+            }
+            _ => {}
+        }
+        match (&self.publish_cert, &self.publish_key) {
+            (Some(_), None) => {
+                return Err((
+                    "tls.publish_key",
+                    "tls.publish_cert is set without its key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "tls.publish_cert",
+                    "tls.publish_key is set without its certificate".into(),
+                ))
             }
             _ => {}
         }
@@ -122,6 +156,20 @@ mod tests {
                 cert: cert.map(PathBuf::from),
                 key: key.map(PathBuf::from),
                 certs: certs.map(PathBuf::from),
+                ..TlsConfig::default()
+            };
+            assert_eq!(c.check().err().map(|(f, _)| f), want, "{c:?}");
+        }
+        let publish = [
+            (Some("c"), None, Some("tls.publish_key")),
+            (None, Some("k"), Some("tls.publish_cert")),
+            (Some("c"), Some("k"), None),
+        ];
+        for (cert, key, want) in publish {
+            let c = TlsConfig {
+                publish_cert: cert.map(PathBuf::from),
+                publish_key: key.map(PathBuf::from),
+                ..TlsConfig::default()
             };
             assert_eq!(c.check().err().map(|(f, _)| f), want, "{c:?}");
         }
