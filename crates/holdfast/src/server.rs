@@ -216,7 +216,8 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
+        // hyper adds this to the clock unchecked; a larger one would panic.
+        .header_read_timeout(head_timeout.min(crate::deadline::FAR))
         .max_buf_size(limits.max_header_size);
     // hyper's own limit is 100, and unset it parses every head with a header index built on the
     // stack in one go; only another value is handed to it.
@@ -291,20 +292,18 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        // The header timeout runs from here, the handshake included.
-        let deadline = Instant::now() + head_timeout(&app, kind);
         // What lives as long as the socket: the connection's permit and descriptor, and the
         // drain guard. A held stream takes them all from hyper ([`direct`]).
         let guards = (permit, held, drain.clone());
-        let (app, api, builder, stop) = (app.clone(), api.clone(), builder.clone(), stop.clone());
         let conn = Conn {
             peer,
             kind,
-            app,
-            api,
-            builder,
-            stop,
-            deadline,
+            app: app.clone(),
+            api: api.clone(),
+            builder: builder.clone(),
+            stop: stop.clone(),
+            // The header timeout runs from here, the handshake included.
+            deadline: crate::deadline::after(head_timeout(&app, kind)),
         };
         match &tls {
             Some(acceptor) => {

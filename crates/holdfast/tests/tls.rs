@@ -687,3 +687,22 @@ async fn a_publish_over_https_reaches_a_held_stream_and_plain_http_gets_no_answe
         String::from_utf8_lossy(&got)
     );
 }
+
+#[tokio::test]
+async fn the_largest_header_timeout_overflows_no_deadline_on_either_listener() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.write_pair(dir.path());
+    let proxy = Proxy::start("* test\n", move |c| {
+        c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls.cert = Some(cert);
+        c.tls.key = Some(key);
+        c.timeouts.client_header_secs = u64::MAX;
+    })
+    .await;
+    for _ in 0..2 {
+        let tls = connect_tls(proxy.tls.unwrap(), &ca.der(), "localhost", &[]).await;
+        assert_eq!(send_h1(tls, get_req("/")).await.status(), 200);
+        assert_eq!(get(&proxy.url("/")).await.status(), 200);
+    }
+}
