@@ -9,6 +9,7 @@ pub mod keys;
 pub mod publish;
 pub mod redis_url;
 pub mod routes;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use publish::{PublishConfig, PublishOverrides};
+pub use tls::{TlsConfig, TlsOverrides};
 
 /// Everything Holdfast reads from its configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -40,6 +42,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Authentication and input limits of the publish API.
     pub publish: PublishConfig,
+    /// TLS termination on client listeners.
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
     /// The file's text, kept to point validation errors at a line.
@@ -526,6 +530,8 @@ pub struct Overrides {
     pub redis_ca_file: Option<PathBuf>,
     /// The `--publish-*` authentication flags.
     pub publish: PublishOverrides,
+    /// The `--tls-*` flags.
+    pub tls: TlsOverrides,
 }
 
 impl Config {
@@ -553,6 +559,7 @@ impl Config {
             config.grip.upstream_key = Some(keys::resolve(key, dir));
         }
         config.publish.resolve_paths(dir);
+        config.tls.resolve_paths(dir);
         Ok(config)
     }
 
@@ -595,6 +602,7 @@ impl Config {
             self.cluster.redis_ca_file = Some(ca);
         }
         self.publish.apply(overrides.publish);
+        self.tls.apply(overrides.tls);
     }
 
     /// Returns the first problem with the values, naming the field (and its line, when the value
@@ -697,6 +705,7 @@ impl Config {
         self.xff_trusted_rules()
             .map_err(|e| ("forwarding.x_forwarded_for_trusted", e))?;
         self.publish.check(self.server.publish_listen)?;
+        self.tls.check()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())

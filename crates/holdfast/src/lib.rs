@@ -12,8 +12,8 @@
 //! (`scripts/check-layers` checks this).
 //!
 //! - [`server`]: listeners, the accept loop with its connection cap, and the held-stream writer.
-//! - [`reload`]: reloading the routes file on change and on SIGHUP. [`publish`]: the
-//!   publish/control API, its authentication and its input limits.
+//! - [`reload`]: reloading the routes file and the TLS certificate folder on change and on
+//!   SIGHUP. [`publish`]: the publish/control API, its authentication and its input limits.
 //! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
 //!   relay; errors become responses here.
 //! - [`testhandler`]: the built-in `test` target.
@@ -31,7 +31,8 @@
 //! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
 //! - [`http`]: the response body type and helpers. [`retry`]: retry delays and jitter.
 //!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the Prometheus text writer.
-//!   [`deadline`]: deadlines that saturate instead of overflowing the clock.
+//!   [`deadline`]: deadlines that saturate instead of overflowing the clock. [`tls`]: the
+//!   certificate files and the rustls settings of the TLS listeners.
 //! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
 //!   the Pushpin-syntax routes file and matches requests to routes.
 
@@ -60,6 +61,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod socket;
 pub mod testhandler;
+pub mod tls;
 pub mod ws;
 
 pub use config::Config;

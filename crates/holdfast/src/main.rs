@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use holdfast::config::routes::RouteTable;
-use holdfast::config::{Config, LogFormat, Overrides, PublishOverrides};
+use holdfast::config::{Config, LogFormat, Overrides, PublishOverrides, TlsOverrides};
 use holdfast::Server;
 
 /// A realtime reverse proxy speaking GRIP, drop-in compatible with Pushpin.
@@ -17,6 +17,28 @@ struct Cli {
     /// Client listen address (repeatable). Default 0.0.0.0:7999.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+    /// TLS client listen address (repeatable), serving HTTPS and wss with `--tls-cert`.
+    /// Replaces `tls.listen`. Default: none.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Vec<SocketAddr>,
+    /// PEM certificate, followed by its chain, for the TLS listeners. Replaces `tls.cert`.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (RSA, ECDSA or Ed25519). Replaces `tls.key`.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Certificate folder laid out as Pushpin's `runner/certs/` (`<servername>.crt` and `.key`,
+    /// `_.example.com.crt`, `default_<port>.crt`), picked by SNI and reloaded on change.
+    /// Replaces `tls.certs`.
+    #[arg(long, value_name = "DIR")]
+    tls_certs: Option<PathBuf>,
+    /// PEM certificate (with its chain) for the publish API, which then speaks HTTPS only.
+    /// Replaces `tls.publish_cert`.
+    #[arg(long, value_name = "FILE")]
+    publish_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--publish-tls-cert`. Replaces `tls.publish_key`.
+    #[arg(long, value_name = "FILE")]
+    publish_tls_key: Option<PathBuf>,
     /// Publish/control API listen address. Default 127.0.0.1:5561.
     #[arg(long, value_name = "ADDR")]
     publish_listen: Option<SocketAddr>,
@@ -143,8 +165,20 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
             basic: cli.publish_basic.clone(),
             allow_unauthenticated: cli.publish_allow_unauthenticated,
         },
+        tls: TlsOverrides {
+            listen: cli.tls_listen.clone(),
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+            certs: cli.tls_certs.clone(),
+            publish_cert: cli.publish_tls_cert.clone(),
+            publish_key: cli.publish_tls_key.clone(),
+        },
     });
     config.validate(&origin)?;
+    // Read here so that a bad certificate or key stops Holdfast with exit code 2, the file named;
+    // binding reads them again.
+    holdfast::tls::Certificates::load(&config.tls)?;
+    holdfast::tls::publish_acceptor(&config.tls)?;
     let routes = match &config.server.routes {
         Some(path) => RouteTable::load(path)?,
         None => RouteTable::builtin(),

@@ -50,8 +50,8 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    /// Reads the routing facts off a request.
-    pub fn of<B>(req: &Request<B>, app: &App) -> RequestInfo {
+    /// Reads the routing facts off a request; `tls`: it arrived on a TLS listener.
+    pub fn of<B>(req: &Request<B>, tls: bool, app: &App) -> RequestInfo {
         let accept_xfp = app.config.forwarding.accept_x_forwarded_proto;
         let host = req
             .uri()
@@ -64,12 +64,15 @@ impl RequestInfo {
                     .map(str::to_string)
             })
             .unwrap_or_default();
-        let tls = accept_xfp
-            && req
-                .headers()
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("wss"));
+        let tls = tls
+            || accept_xfp
+                && req
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| {
+                        v.eq_ignore_ascii_case("https") || v.eq_ignore_ascii_case("wss")
+                    });
         let websocket = req
             .headers()
             .get(header::UPGRADE)

@@ -23,8 +23,14 @@ use crate::proxy::body::{AccessRecord, Captured, Logged};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{Answer, OriginRequest, RequestInfo};
 
-/// Handles one client request end to end; never fails (errors become responses).
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// Handles one client request end to end; never fails (errors become responses). `tls`: the
+/// request arrived on a TLS listener.
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<Body> {
     let mut record = AccessRecord {
         method: req.method().clone(),
         uri: req.uri().to_string(),
@@ -36,7 +42,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         started: Instant::now(),
     };
     let mut debug = app.config.server.debug;
-    let resp = match dispatch(&app, req, peer, &mut record, &mut debug).await {
+    let resp = match dispatch(&app, req, peer, tls, &mut record, &mut debug).await {
         Ok(resp) => resp,
         Err(e) => e.to_response(debug),
     };
@@ -49,10 +55,11 @@ async fn dispatch(
     app: &Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    tls: bool,
     record: &mut AccessRecord,
     debug: &mut bool,
 ) -> Result<Response<Body>, ProxyError> {
-    let info = RequestInfo::of(&req, app);
+    let info = RequestInfo::of(&req, tls, app);
     if !info.trusted && is_websocket_events(req.headers()) {
         return Ok(text_response(
             http::StatusCode::FORBIDDEN,

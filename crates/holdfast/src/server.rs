@@ -13,7 +13,12 @@
 //! A connection's first request head must be in within the header timeout of its accept
 //! (`timeouts.client_header_secs`, `timeouts.publish_idle_secs` on the publish listener), else
 //! the connection is closed: [`first_request`] watches that, and its timer is gone as soon as the
-//! first request reaches the service. hyper's own HTTP/1.1 header timer, set to the same value,
+//! first request reaches the service. On a TLS listener ([`crate::tls`]) the handshake comes
+//! first, within the same deadline; the TLS session then stays with hyper for the connection's
+//! life (held streams and WebSockets over TLS take hyper's path, not [`direct`] or the taken
+//! socket), and its requests are routed as `ssl=yes` and forwarded with
+//! `X-Forwarded-Proto: https`. The publish listener takes the same path when it has a
+//! certificate (`[tls] publish_cert`). hyper's own HTTP/1.1 header timer, set to the same value,
 //! covers the requests after it; it cannot cover the first, because it starts only once
 //! hyper-util has told HTTP/1.1 from HTTP/2 by the first bytes, and HTTP/2 has none.
 
@@ -31,8 +36,12 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::routes::RouteTable;
@@ -48,7 +57,12 @@ use crate::socket::{Cell, ClientSocket, Guards, Shared};
 pub struct Server {
     app: Arc<App>,
     clients: Vec<TcpListener>,
+    /// TLS listeners, each with its own acceptor (for its `default_<port>` certificate).
+    tls_clients: Vec<(TcpListener, TlsAcceptor)>,
+    certs: Option<Arc<crate::tls::Certificates>>,
     publish: TcpListener,
+    /// The publish listener's TLS, when it has a certificate.
+    publish_tls: Option<TlsAcceptor>,
     api: Arc<crate::publish::Api>,
 }
 
@@ -66,14 +80,29 @@ impl Server {
         for addr in &config.server.listen {
             clients.push(bind(*addr).await?);
         }
+        let certs = crate::tls::Certificates::load(&config.tls).map_err(std::io::Error::other)?;
+        let mut tls_clients = Vec::new();
+        if let Some(certs) = &certs {
+            for addr in &config.tls.listen {
+                let listener = bind(*addr).await?;
+                let port = listener.local_addr()?.port();
+                let acceptor = certs.acceptor(port).map_err(std::io::Error::other)?;
+                tls_clients.push((listener, acceptor));
+            }
+        }
         let publish = bind(config.server.publish_listen).await?;
+        let publish_tls =
+            crate::tls::publish_acceptor(&config.tls).map_err(std::io::Error::other)?;
         let app = App::new(config, routes);
         // The keys were read when the configuration was validated; this reads them again.
         let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
         Ok(Server {
             app,
             clients,
+            tls_clients,
+            certs,
             publish,
+            publish_tls,
             api: Arc::new(api),
         })
     }
@@ -83,6 +112,14 @@ impl Server {
         self.clients
             .iter()
             .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound TLS client addresses, in configuration order.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_clients
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -102,6 +139,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = self.app;
         let _watcher = crate::reload::spawn(app.clone());
+        let _cert_watcher = self.certs.clone().and_then(crate::reload::spawn_certs);
         let _bus = app.bus.start();
         let sweeper = {
             let hub = app.hub.clone();
@@ -127,15 +165,17 @@ impl Server {
         );
         let client_builder = builder(&app.config, timeouts.client_header());
         let publish_builder = builder(&app.config, timeouts.publish_idle());
-        let listeners = self
-            .clients
-            .into_iter()
-            .map(|l| (l, Kind::Client))
-            .chain(std::iter::once((self.publish, Kind::Publish)));
+        let listeners = (self.clients.into_iter().map(|l| (l, Kind::Client, None)))
+            .chain((self.tls_clients.into_iter()).map(|(l, a)| (l, Kind::Client, Some(a))))
+            .chain(std::iter::once((
+                self.publish,
+                Kind::Publish,
+                self.publish_tls,
+            )));
         let mut loops = Vec::new();
-        for (listener, kind) in listeners {
+        for (listener, kind, tls) in listeners {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, ?kind, "listening");
+                tracing::info!(%addr, ?kind, tls = tls.is_some(), "listening");
             }
             let builder = match kind {
                 Kind::Client => client_builder.clone(),
@@ -144,6 +184,7 @@ impl Server {
             loops.push(tokio::spawn(accept_loop(
                 listener,
                 kind,
+                tls,
                 app.clone(),
                 self.api.clone(),
                 builder,
@@ -175,7 +216,8 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
+        // hyper adds this to the clock unchecked; a larger one would panic.
+        .header_read_timeout(head_timeout.min(crate::deadline::FAR))
         .max_buf_size(limits.max_header_size);
     // hyper's own limit is 100, and unset it parses every head with a header index built on the
     // stack in one go; only another value is handed to it.
@@ -201,9 +243,11 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
+    tls: Option<TlsAcceptor>,
     app: Arc<App>,
     api: Arc<crate::publish::Api>,
     builder: auto::Builder<TokioExecutor>,
@@ -248,18 +292,105 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        // The socket and what lives as long as it: the connection's permit and descriptor, and
-        // the drain guard. A held stream takes them all from hyper ([`direct`]).
-        let cell = Cell::new(stream, (permit, held, drain.clone()));
-        tokio::spawn(serve_connection(
-            cell,
+        // What lives as long as the socket: the connection's permit and descriptor, and the
+        // drain guard. A held stream takes them all from hyper ([`direct`]).
+        let guards = (permit, held, drain.clone());
+        let conn = Conn {
             peer,
             kind,
-            app.clone(),
-            api.clone(),
-            builder.clone(),
-            stop.clone(),
-        ));
+            app: app.clone(),
+            api: api.clone(),
+            builder: builder.clone(),
+            stop: stop.clone(),
+            // The header timeout runs from here, the handshake included.
+            deadline: crate::deadline::after(head_timeout(&app, kind)),
+        };
+        match &tls {
+            Some(acceptor) => {
+                tokio::spawn(serve_tls(acceptor.clone(), stream, guards, conn));
+            }
+            None => {
+                tokio::spawn(serve_connection(Cell::new(stream, guards), conn));
+            }
+        }
+    }
+}
+
+/// The header timeout of a listener's connections.
+fn head_timeout(app: &App, kind: Kind) -> Duration {
+    match kind {
+        Kind::Client => app.config.timeouts.client_header(),
+        Kind::Publish => app.config.timeouts.publish_idle(),
+    }
+}
+
+/// What serving an accepted connection needs besides its socket.
+struct Conn {
+    peer: SocketAddr,
+    kind: Kind,
+    app: Arc<App>,
+    api: Arc<crate::publish::Api>,
+    builder: auto::Builder<TokioExecutor>,
+    stop: Signal,
+    /// When the first request head must have arrived.
+    deadline: Instant,
+}
+
+/// What a client connection runs over: the TCP socket, or a TLS session on it.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Requests on it arrived over TLS (routing's `ssl`, `X-Forwarded-Proto`).
+    const TLS: bool;
+
+    /// The cell of a plain TCP socket, which a held stream ([`direct`]) or a WebSocket may take
+    /// from hyper; `None` over TLS, whose bytes must go through the session hyper drives.
+    fn plain(cell: &Arc<Cell<Guards, Self>>) -> Option<&Arc<Cell<Guards>>>
+    where
+        Self: Sized;
+}
+
+impl Transport for TcpStream {
+    const TLS: bool = false;
+
+    fn plain(cell: &Arc<Cell<Guards, Self>>) -> Option<&Arc<Cell<Guards>>> {
+        Some(cell)
+    }
+}
+
+impl Transport for TlsStream<TcpStream> {
+    const TLS: bool = true;
+
+    fn plain(_: &Arc<Cell<Guards, Self>>) -> Option<&Arc<Cell<Guards>>> {
+        None
+    }
+}
+
+/// Completes the TLS handshake within the header timeout, then serves the connection. A client
+/// that fails the handshake or does not finish it in time is dropped.
+// Not an `async fn`, for the reason in `serve_connection`.
+#[allow(clippy::manual_async_fn)]
+fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    guards: Guards,
+    mut conn: Conn,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let handshake = tokio::time::timeout_at(conn.deadline, acceptor.accept(stream));
+        let stream = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %conn.peer, "no TLS handshake within the header timeout; connection closed");
+                    return;
+                }
+            },
+            () = conn.stop.stopped() => return,
+        };
+        serve_connection(Cell::new(stream, guards), conn).await;
     }
 }
 
@@ -280,22 +411,22 @@ async fn room_for_client(app: &App, permits: &Arc<Semaphore>) -> OwnedSemaphoreP
 /// head is not in within the header timeout is closed without a response.
 // Not an `async fn` on purpose: see the comment in the body.
 #[allow(clippy::manual_async_fn)]
-fn serve_connection(
-    cell: Arc<Cell<Guards>>,
-    peer: SocketAddr,
-    kind: Kind,
-    app: Arc<App>,
-    api: Arc<crate::publish::Api>,
-    builder: auto::Builder<TokioExecutor>,
-    mut stop: Signal,
+fn serve_connection<S: Transport>(
+    cell: Arc<Cell<Guards, S>>,
+    conn: Conn,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     // An async block, not an `async fn`: an `async fn` moves its arguments into locals and
     // keeps both copies for the life of the connection (about 300 bytes per connection).
     async move {
-        let head_timeout = match kind {
-            Kind::Client => app.config.timeouts.client_header(),
-            Kind::Publish => app.config.timeouts.publish_idle(),
-        };
+        let Conn {
+            peer,
+            kind,
+            app,
+            api,
+            builder,
+            mut stop,
+            deadline,
+        } = conn;
         let shared = cell.clone();
         let service = service_fn(move |req| respond(req, &cell, &app, &api, kind, peer));
         let conn = builder
@@ -304,12 +435,7 @@ fn serve_connection(
         tokio::pin!(conn);
         // Boxed: its timer is needed once, at the start, and the task of a connection that then
         // holds a long-poll for minutes should not keep room for it.
-        let first = Box::pin(first_request(
-            conn.as_mut(),
-            shared,
-            &mut stop,
-            head_timeout,
-        ));
+        let first = Box::pin(first_request(conn.as_mut(), shared, &mut stop, deadline));
         let stopping = match first.await {
             First::Ended(result) => return ended(peer, result),
             First::Silent => {
@@ -338,32 +464,34 @@ fn serve_connection(
 /// Answers one request of a connection: routes a client's, or hands a publisher's to the publish
 /// API; a held stream's response takes the socket from hyper and is written by
 /// [`direct::write`].
-fn respond(
+fn respond<S: Transport>(
     mut req: Request<Incoming>,
-    cell: &Arc<Cell<Guards>>,
+    cell: &Arc<Cell<Guards, S>>,
     app: &Arc<App>,
     api: &Arc<crate::publish::Api>,
     kind: Kind,
     peer: SocketAddr,
 ) -> Pin<Box<impl std::future::Future<Output = Result<hyper::Response<Body>, Infallible>> + Send>> {
-    let (app, api, cell) = (app.clone(), api.clone(), cell.clone());
     // Called as hyper hands the head on, within its poll of the connection.
     cell.mark_requested();
+    let (app, api, cell) = (app.clone(), api.clone(), S::plain(cell).cloned());
     // Only an upgrade can take the socket; other requests skip the extension map.
-    if req.headers().contains_key(hyper::header::UPGRADE) {
-        req.extensions_mut().insert(ClientSocket(cell.clone()));
+    if let Some(cell) = cell.as_ref() {
+        if req.headers().contains_key(hyper::header::UPGRADE) {
+            req.extensions_mut().insert(ClientSocket(cell.clone()));
+        }
     }
-    let direct_allowed = direct::request_allows(&req);
+    let direct_allowed = cell.is_some() && direct::request_allows(&req);
     // hyper keeps an allocation the size of this future for the whole life of the
     // connection; boxed, that is a pointer, and the handler's own state is freed as
     // soon as the response head is ready (a held connection can last for hours).
     Box::pin(async move {
         let resp: hyper::Response<Body> = match kind {
-            Kind::Client => crate::route::handle(app.clone(), req, peer).await,
+            Kind::Client => crate::route::handle(app.clone(), req, peer, S::TLS).await,
             Kind::Publish => api.handle(req, peer).await,
         };
         if direct_allowed && direct::eligible(&resp) {
-            if let Some(owned) = cell.take() {
+            if let Some(owned) = cell.as_ref().and_then(|c| c.take()) {
                 // The writer's own future is the task: a wrapping `async` block
                 // would keep its own copy of the moved socket and response.
                 tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
@@ -396,18 +524,18 @@ enum First {
 }
 
 /// Drives `conn` until its first request reaches the service (which marks `cell`), it ends,
-/// shutdown begins, or `within` passes. The timer lives only as long as this call.
-async fn first_request<C>(
+/// shutdown begins, or `deadline` passes. The timer lives only as long as this call.
+async fn first_request<C, S>(
     mut conn: Pin<&mut C>,
-    cell: Arc<Cell<Guards>>,
+    cell: Arc<Cell<Guards, S>>,
     stop: &mut Signal,
-    within: Duration,
+    deadline: Instant,
 ) -> First
 where
     C: Future<Output = Result<(), BoxError>>,
 {
     let stopping = stop.stopped();
-    let deadline = tokio::time::sleep(within);
+    let deadline = tokio::time::sleep_until(deadline);
     tokio::pin!(stopping, deadline);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {

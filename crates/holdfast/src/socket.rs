@@ -52,28 +52,29 @@ impl ClientSocket {
 }
 
 /// A client connection's socket and what must live exactly as long as it (the connection-cap
-/// permit, the descriptor, the drain guard).
-pub struct Owned<G> {
-    stream: TcpStream,
+/// permit, the descriptor, the drain guard). `S` is the TCP socket, or the TLS session over it,
+/// which never leaves hyper.
+pub struct Owned<G, S = TcpStream> {
+    stream: S,
     guards: G,
 }
 
 /// The socket, in hyper's hands until a held stream takes it.
-pub struct Cell<G> {
-    owned: Mutex<Option<Owned<G>>>,
+pub struct Cell<G, S = TcpStream> {
+    owned: Mutex<Option<Owned<G, S>>>,
     requested: AtomicBool,
 }
 
-impl<G> Owned<G> {
+impl<G, S> Owned<G, S> {
     /// The socket and its guards, for a writer that owns them from now on.
-    pub fn into_parts(self) -> (TcpStream, G) {
+    pub fn into_parts(self) -> (S, G) {
         (self.stream, self.guards)
     }
 }
 
-impl<G> Cell<G> {
+impl<G, S> Cell<G, S> {
     /// A cell holding `stream` and its `guards`.
-    pub fn new(stream: TcpStream, guards: G) -> Arc<Cell<G>> {
+    pub fn new(stream: S, guards: G) -> Arc<Cell<G, S>> {
         Arc::new(Cell {
             owned: Mutex::new(Some(Owned { stream, guards })),
             requested: AtomicBool::new(false),
@@ -91,20 +92,20 @@ impl<G> Cell<G> {
     }
 
     /// Takes the socket away from hyper; `None` if already taken.
-    pub fn take(&self) -> Option<Owned<G>> {
+    pub fn take(&self) -> Option<Owned<G, S>> {
         self.lock().take()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Owned<G>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Owned<G, S>>> {
         // A panic while a poll held the lock leaves the socket as it was; keep using it.
         self.owned.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// hyper's view of the socket: reads see end-of-file and writes fail once it has been taken.
-pub struct Shared<G>(pub Arc<Cell<G>>);
+pub struct Shared<G, S = TcpStream>(pub Arc<Cell<G, S>>);
 
-impl<G> AsyncRead for Shared<G> {
+impl<G, S: AsyncRead + Unpin> AsyncRead for Shared<G, S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -117,7 +118,7 @@ impl<G> AsyncRead for Shared<G> {
     }
 }
 
-impl<G> AsyncWrite for Shared<G> {
+impl<G, S: AsyncWrite + Unpin> AsyncWrite for Shared<G, S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -141,6 +142,7 @@ impl<G> AsyncWrite for Shared<G> {
     }
 
     fn is_write_vectored(&self) -> bool {
+        // Both a TCP socket and tokio-rustls's TLS stream take vectored writes.
         true
     }
 

@@ -36,6 +36,8 @@ pub fn full(b: impl Into<Bytes>) -> TestBody {
 /// A running Holdfast.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The first TLS client listener, when `[tls]` configures one.
+    pub tls: Option<SocketAddr>,
     pub publish: SocketAddr,
     pub app: Arc<holdfast::app::App>,
     pub routes_file: PathBuf,
@@ -60,6 +62,7 @@ impl Proxy {
         let table = RouteTable::load(&routes_file).unwrap();
         let server = Server::bind(config, table).await.unwrap();
         let addr = server.client_addrs()[0];
+        let tls = server.tls_addrs().first().copied();
         let publish = server.publish_addr();
         let app = server.app();
         let (tx, rx) = oneshot::channel::<()>();
@@ -68,6 +71,7 @@ impl Proxy {
         }));
         Proxy {
             addr,
+            tls,
             publish,
             app,
             routes_file,
