@@ -24,40 +24,18 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// Starts watching the routes file and SIGHUP. Keep the returned watcher alive while serving.
 pub fn spawn(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let (tx, rx) = mpsc::channel::<()>(1);
     let watcher = app.routes.path().and_then(|path| watch(path, tx.clone()));
-    #[cfg(unix)]
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                tracing::warn!("cannot listen for SIGHUP; routes reload only on file change");
-                return;
-            };
-            while hup.recv().await.is_some() {
-                let _ = tx.try_send(());
-            }
-        });
-    }
-    drop(tx);
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(SETTLE).await;
-            while rx.try_recv().is_ok() {}
-            match app.routes.reload() {
-                Ok(n) => {
-                    tracing::info!(routes = n, "routes reloaded");
-                    let sig_key = &app.config.grip.sig_key;
-                    if let Some(w) = app.routes.current().default_sig_key_warning(sig_key) {
-                        tracing::warn!("{w}");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!("routes file rejected, previous routes stay in force: {e}")
-                }
+    on_sighup(tx, "routes");
+    debounced(rx, move || match app.routes.reload() {
+        Ok(n) => {
+            tracing::info!(routes = n, "routes reloaded");
+            let sig_key = &app.config.grip.sig_key;
+            if let Some(w) = app.routes.current().default_sig_key_warning(sig_key) {
+                tracing::warn!("{w}");
             }
         }
+        Err(e) => tracing::error!("routes file rejected, previous routes stay in force: {e}"),
     });
     watcher
 }
@@ -66,47 +44,57 @@ pub fn spawn(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
 /// returned watcher alive while serving.
 pub fn spawn_certs(certs: Arc<Certificates>) -> Option<notify::RecommendedWatcher> {
     let dir = certs.dir()?.path().to_path_buf();
-    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let (tx, rx) = mpsc::channel::<()>(1);
     let watcher = watch_dir(&dir, "the TLS certificate folder", |_| true, tx.clone());
-    #[cfg(unix)]
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                let _ = tx.try_send(());
+    on_sighup(tx, "TLS certificates");
+    debounced(rx, move || {
+        let Some(dir) = certs.dir() else { return };
+        match dir.reload() {
+            Ok(rejected) => {
+                for e in &rejected {
+                    tracing::error!("certificate rejected, the previous one stays in force: {e}");
+                }
+                tracing::info!(
+                    certificates = dir.len(),
+                    rejected = rejected.len(),
+                    "TLS certificates reloaded"
+                );
             }
-        });
-    }
-    drop(tx);
+            Err(e) => tracing::error!(
+                "TLS certificate folder not read, the previous certificates stay in force: {e}"
+            ),
+        }
+    });
+    watcher
+}
+
+/// Queues a reload on `tx` at every SIGHUP (a full queue means one is pending already).
+fn on_sighup(tx: mpsc::Sender<()>, what: &'static str) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; {what} reload only on file change");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = tx.try_send(());
+        }
+    });
+    #[cfg(not(unix))]
+    drop((tx, what));
+}
+
+/// Runs `reload` once per burst of queued events: after [`SETTLE`], with the events that
+/// arrived meanwhile dropped. Ends when every sender is gone.
+fn debounced(mut rx: mpsc::Receiver<()>, mut reload: impl FnMut() + Send + 'static) {
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             tokio::time::sleep(SETTLE).await;
             while rx.try_recv().is_ok() {}
-            let Some(dir) = certs.dir() else { return };
-            match dir.reload() {
-                Ok(rejected) => {
-                    for e in &rejected {
-                        tracing::error!(
-                            "certificate rejected, the previous one stays in force: {e}"
-                        );
-                    }
-                    tracing::info!(
-                        certificates = dir.len(),
-                        rejected = rejected.len(),
-                        "TLS certificates reloaded"
-                    );
-                }
-                Err(e) => tracing::error!(
-                    "TLS certificate folder not read, the previous certificates stay in force: {e}"
-                ),
-            }
+            reload();
         }
     });
-    watcher
 }
 
 fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
