@@ -200,11 +200,21 @@ fn get_req(path: &str) -> Request<TestBody> {
 
 /// A proxy with `routes` and a TLS listener serving the pair in `pair`.
 async fn tls_proxy(routes: &str, pair: &(PathBuf, PathBuf, CertificateDer<'static>)) -> Proxy {
+    tls_proxy_with(routes, pair, |_| {}).await
+}
+
+/// [`tls_proxy`], with the rest of the configuration changed by `tweak`.
+async fn tls_proxy_with(
+    routes: &str,
+    pair: &(PathBuf, PathBuf, CertificateDer<'static>),
+    tweak: impl FnOnce(&mut holdfast::Config) + Send + 'static,
+) -> Proxy {
     let (cert, key) = (pair.0.clone(), pair.1.clone());
     Proxy::start(routes, move |c| {
         c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
         c.tls.cert = Some(cert);
         c.tls.key = Some(key);
+        tweak(c);
     })
     .await
 }
@@ -422,14 +432,8 @@ async fn rsa_ecdsa_and_ed25519_keys_in_every_pem_form_are_served() {
 async fn a_connection_that_never_starts_the_handshake_is_closed_at_the_header_timeout() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = ca.write_pair(dir.path());
-    let proxy = Proxy::start("* test\n", move |c| {
-        c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        c.tls.cert = Some(cert);
-        c.tls.key = Some(key);
-        c.timeouts.client_header_secs = 1;
-    })
-    .await;
+    let pair = ca.write_pair(dir.path());
+    let proxy = tls_proxy_with("* test\n", &pair, |c| c.timeouts.client_header_secs = 1).await;
     let mut silent = TcpStream::connect(proxy.tls.unwrap()).await.unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(WAIT, silent.read(&mut buf))
@@ -692,12 +696,9 @@ async fn a_publish_over_https_reaches_a_held_stream_and_plain_http_gets_no_answe
 async fn the_largest_header_timeout_overflows_no_deadline_on_either_listener() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = ca.write_pair(dir.path());
-    let proxy = Proxy::start("* test\n", move |c| {
-        c.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        c.tls.cert = Some(cert);
-        c.tls.key = Some(key);
-        c.timeouts.client_header_secs = u64::MAX;
+    let pair = ca.write_pair(dir.path());
+    let proxy = tls_proxy_with("* test\n", &pair, |c| {
+        c.timeouts.client_header_secs = u64::MAX
     })
     .await;
     for _ in 0..2 {
