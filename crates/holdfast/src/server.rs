@@ -495,9 +495,11 @@ fn respond<S: Transport>(
         };
         if direct::eligible(&resp) {
             if let Some(owned) = cell.as_ref().and_then(|c| c.take()) {
+                let (stream, guards) = owned.into_parts();
+                let count = DirectStreamCount::new(app);
                 // The writer's own future is the task: a wrapping `async` block
                 // would keep its own copy of the moved socket and response.
-                tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
+                tokio::spawn(direct::write(stream.into(), guards, resp, count));
                 // hyper's attempt to write this finds no socket and ends the
                 // connection, freeing its buffers.
                 return Ok(hyper::Response::new(crate::http::full("")));

@@ -3,9 +3,9 @@
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every HTTP/1 connection, for
 //! as long as the connection lasts. A held stream (SSE, HTTP streaming) can last hours and never
 //! carries another request, so that is most of what it costs. So the client socket is shared
-//! between hyper and this module ([`Shared`]): hyper reads the request and the handler builds
+//! between hyper and this module ([`Shared`](crate::socket::Shared)): hyper reads the request and the handler builds
 //! the response as usual; when the response is a held stream on an HTTP/1.1 connection, the
-//! socket is taken away from hyper ([`Cell::take`]), hyper's connection ends (its next write
+//! socket is taken away from hyper ([`Cell::take`](crate::socket::Cell::take)), hyper's connection ends (its next write
 //! finds no socket) and frees its buffers, and [`write`] sends the response head and the
 //! stream's chunks itself, gathering whatever is queued into one write. It writes through the
 //! stream's [`Sink`], which the hub may also write plain chunks to while the session is idle.
@@ -26,7 +26,6 @@ use tokio::net::TcpStream;
 
 use crate::http::{Body, BoxError};
 use crate::sink::{HeldStream, Input, Sink, Wire};
-use crate::socket::Owned;
 
 /// Whether a request's response may be written by [`write`]: HTTP/1.1, and a method whose
 /// response has a body (not `HEAD`).
@@ -50,10 +49,11 @@ const GATHER_LIMIT: usize = 64 * 1024;
 /// through the stream's [`Sink`], where the hub may also write plain chunks while the session
 /// is idle. Ends when the body ends (with the last chunk, then TLS `close_notify`), when the
 /// body fails (without it, as hyper does), or when the client closes its side. `_count` lives
-/// as long as the stream.
-pub async fn write<G, S: Into<Wire>, C>(owned: Owned<G, S>, resp: Response<Body>, _count: C) {
-    // The guards are released when the stream ends, whichever way.
-    let (stream, _guards) = owned.into_parts();
+/// as long as the stream, and so do `_guards` (the socket's permit, descriptor and drain guard).
+///
+/// It takes the socket as a [`Wire`], not as the stream it was: an `async fn` keeps room for its
+/// arguments for its whole life, and a `tokio-rustls` stream is 1.2 KiB.
+pub async fn write<G, C>(wire: Wire, _guards: G, resp: Response<Body>, _count: C) {
     let (parts, mut body) = resp.into_parts();
     let sink = match parts.extensions.get::<HeldStream>() {
         Some(HeldStream(sink)) => sink.clone(),
@@ -62,7 +62,6 @@ pub async fn write<G, S: Into<Wire>, C>(owned: Owned<G, S>, resp: Response<Body>
     let mut head_bytes = Vec::with_capacity(256 + parts.headers.len() * 32);
     head(&parts, &mut head_bytes);
     drop(parts);
-    let wire: Wire = stream.into();
     // The writer's own handle on the socket, to wait until it can be read.
     let tcp = wire.tcp().clone();
     sink.attach(wire, head_bytes);
@@ -76,6 +75,10 @@ pub async fn write<G, S: Into<Wire>, C>(owned: Owned<G, S>, resp: Response<Body>
 
 /// The write loop of [`write`]: true when the body ended and the last chunk was written.
 async fn run(sink: &Sink, tcp: &TcpStream, body: &mut Body) -> bool {
+    // A client may have left before the stream was taken from hyper.
+    if !matches!(sink.read_input(), Ok(Input::Open)) {
+        return false;
+    }
     let mut ended = false;
     loop {
         let mut gathered = 0;

@@ -142,7 +142,11 @@ impl Tls {
     }
 
     fn read_input(&mut self) -> io::Result<Input> {
-        let mut scratch = [0u8; 256];
+        // What rustls already holds first: a client may have said close_notify before the
+        // stream was taken from hyper.
+        if self.process()? == Input::Closed {
+            return Ok(Input::Closed);
+        }
         loop {
             match self.conn.read_tls(&mut Socket(&self.tcp)) {
                 Ok(0) => return Ok(Input::Closed),
@@ -150,23 +154,32 @@ impl Tls {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Input::Open),
                 Err(e) => return Err(e),
             }
-            let state = self.conn.process_new_packets().map_err(|e| {
-                // The alert rustls queued for the client goes out if the socket takes it.
-                let _ = self.send_queued();
-                io::Error::new(io::ErrorKind::InvalidData, e)
-            })?;
-            let mut left = state.plaintext_bytes_to_read();
-            while left > 0 {
-                let n = self.conn.reader().read(&mut scratch)?;
-                if n == 0 {
-                    break;
-                }
-                left = left.saturating_sub(n);
-            }
-            if state.peer_has_closed() {
+            if self.process()? == Input::Closed {
                 return Ok(Input::Closed);
             }
         }
+    }
+
+    /// Decrypts what has been read and drops the plaintext; `Closed` after `close_notify`.
+    fn process(&mut self) -> io::Result<Input> {
+        let state = self.conn.process_new_packets().map_err(|e| {
+            // The alert rustls queued for the client goes out if the socket takes it.
+            let _ = self.send_queued();
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        })?;
+        let mut scratch = [0u8; 256];
+        let mut left = state.plaintext_bytes_to_read();
+        while left > 0 {
+            let n = self.conn.reader().read(&mut scratch)?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok(match state.peer_has_closed() {
+            true => Input::Closed,
+            false => Input::Open,
+        })
     }
 }
 
