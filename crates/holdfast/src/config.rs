@@ -120,6 +120,14 @@ pub struct LimitsConfig {
     /// `reserved_descriptors`, so neither side can use up the other's. Over it new publish
     /// connections wait in the accept backlog. Default 1024.
     pub max_publish_connections: usize,
+    /// Connections one client address may hold open on the client listeners; a further one is
+    /// closed as soon as it is accepted. The address is the TCP peer's, so leave this off behind
+    /// a load balancer. 0 (the default) turns it off.
+    pub max_connections_per_ip: u32,
+    /// New connections per second one client address may open on the client listeners, with
+    /// bursts of the same size; a further one is closed as soon as it is accepted. 0 (the
+    /// default) turns it off.
+    pub connection_rate_per_ip: u32,
 }
 
 impl Default for LimitsConfig {
@@ -135,6 +143,8 @@ impl Default for LimitsConfig {
             descriptors: 0,
             reserved_descriptors: 512,
             max_publish_connections: 1024,
+            max_connections_per_ip: 0,
+            connection_rate_per_ip: 0,
         }
     }
 }

@@ -296,6 +296,23 @@ fn metrics_page(app: &App) -> Exposition {
             "Held HTTP/1.1 streams written straight to their socket.",
             app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
         );
+    if let Some(per_ip) = &app.per_ip {
+        use crate::limiter::Refusal;
+        const REFUSED: &str = "holdfast_connections_refused_total";
+        page.family(
+            REFUSED,
+            "counter",
+            "Client connections closed at accept, by the per-address cap they were over.",
+        );
+        for why in [Refusal::Connections, Refusal::Rate] {
+            page.sample(REFUSED, &[("reason", why.label())], per_ip.refused(why));
+        }
+        page.gauge(
+            "holdfast_per_ip_addresses",
+            "Client addresses the per-address caps are counting.",
+            per_ip.tracked(),
+        );
+    }
     app.bus.metrics(&mut page);
     page
 }
