@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub routes: Option<PathBuf>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Seconds between SIGTERM/SIGINT and the start of the drain, during which `GET /readyz`
+    /// answers `503` while every listener keeps serving, so a load balancer can stop sending new
+    /// clients before the listeners close. Default 0.
+    pub shutdown_delay_secs: u64,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
 }
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             publish_listen: SocketAddr::from(([127, 0, 0, 1], 5561)),
             routes: None,
             shutdown_grace_secs: 10,
+            shutdown_delay_secs: 0,
             debug: false,
         }
     }

@@ -198,6 +198,15 @@ impl Server {
             )));
         }
         shutdown.await;
+        let delay = Duration::from_secs(app.config.server.shutdown_delay_secs);
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "shutdown announced: /readyz answers 503, the listeners serve until the delay is over"
+            );
+            app.shutdown.announce();
+            tokio::time::sleep(delay).await;
+        }
         let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         app.begin_shutdown();
