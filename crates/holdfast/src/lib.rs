@@ -53,6 +53,7 @@ pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod publish;
+pub mod publisher;
 pub mod reload;
 pub mod retry;
 pub mod route;

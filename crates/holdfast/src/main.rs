@@ -12,8 +12,10 @@ use holdfast::Server;
 
 /// A realtime reverse proxy speaking GRIP, drop-in compatible with Pushpin.
 #[derive(Debug, Parser)]
-#[command(name = "holdfast", version)]
+#[command(name = "holdfast", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Client listen address (repeatable). Default 0.0.0.0:7999.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
@@ -88,8 +90,18 @@ struct Cli {
     check_config: bool,
 }
 
+/// What `holdfast` does besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Publish one item to a Holdfast (or Pushpin) publish API, as `pushpin-publish` does.
+    Publish(holdfast::publisher::PublishArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Publish(args)) = &cli.command {
+        return publish(args);
+    }
     let (config, routes) = match load(&cli) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -140,6 +152,25 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("holdfast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `holdfast publish`: prints the API's answer and exits 0, or the error and exits 1.
+fn publish(args: &holdfast::publisher::PublishArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(holdfast::publisher::run(args)));
+    match outcome {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("holdfast publish: {e:#}");
             ExitCode::FAILURE
         }
     }
