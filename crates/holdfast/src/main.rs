@@ -95,12 +95,25 @@ struct Cli {
 enum Command {
     /// Publish one item to a Holdfast (or Pushpin) publish API, as `pushpin-publish` does.
     Publish(holdfast::publisher::PublishArgs),
+    /// Ask a running Holdfast whether it is ready (`GET /readyz`): exit 0 if so, 1 if not.
+    /// For container health checks, where there is no curl.
+    Health {
+        /// The probe to ask.
+        #[arg(long, default_value = "http://127.0.0.1:5561/readyz")]
+        url: String,
+    },
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Manpage,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Publish(args)) = &cli.command {
-        return publish(args);
+    match &cli.command {
+        Some(Command::Publish(args)) => return publish(args),
+        Some(Command::Health { url }) => return health(url),
+        Some(Command::Manpage) => return manpage(),
+        None => {}
     }
     let (config, routes) = match load(&cli) {
         Ok(loaded) => loaded,
@@ -171,6 +184,38 @@ fn publish(args: &holdfast::publisher::PublishArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("holdfast publish: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `holdfast health`: prints the probe's answer; exit 0 on `200`, else 1.
+fn health(url: &str) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(holdfast::publisher::probe(url)));
+    match outcome {
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("holdfast health: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `holdfast manpage`: the man page from the same definitions as `--help`.
+fn manpage() -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast manpage: {e}");
             ExitCode::FAILURE
         }
     }

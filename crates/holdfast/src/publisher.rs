@@ -255,6 +255,45 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
+/// A client for the publish API, over http or https (the system's roots).
+fn client() -> Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::origin::system_roots_tls())
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Sends `req`; the answer's text when its status is a success, else an error naming it.
+async fn answer(req: Request<Full<Bytes>>) -> anyhow::Result<String> {
+    let uri = req.uri().clone();
+    let resp = client()
+        .request(req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{uri}: {}", crate::http::error_chain(&e)))?;
+    let status = resp.status();
+    let text = resp.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&text).into_owned();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{} {}: {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            text.trim_end()
+        );
+    }
+    Ok(text)
+}
+
+/// `GET url` (a `/readyz` or `/healthz` probe): its answer when `200`, else an error.
+pub async fn probe(url: &str) -> anyhow::Result<String> {
+    answer(Request::get(url).body(Full::new(Bytes::new()))?).await
+}
+
 /// Publishes what `args` say; returns the API's answer (`Published`).
 pub async fn run(args: &PublishArgs) -> anyhow::Result<String> {
     let body = build_item(args)?;
@@ -263,12 +302,6 @@ pub async fn run(args: &PublishArgs) -> anyhow::Result<String> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let target = target(args, now)?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(crate::origin::system_roots_tls())
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut req = Request::post(target.url.as_str())
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))?;
@@ -279,21 +312,7 @@ pub async fn run(args: &PublishArgs) -> anyhow::Result<String> {
                 .map_err(|_| anyhow::anyhow!("credentials: not a valid header value"))?,
         );
     }
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: {}", target.url, crate::http::error_chain(&e)))?;
-    let status = resp.status();
-    let text = resp.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&text).trim_end().to_string();
-    if !status.is_success() {
-        anyhow::bail!(
-            "{} {}: {text}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        );
-    }
-    Ok(text)
+    Ok(answer(req).await?.trim_end().to_string())
 }
 
 #[cfg(test)]
