@@ -94,7 +94,7 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Publish one item to a Holdfast (or Pushpin) publish API, as `pushpin-publish` does.
-    Publish(holdfast::publisher::PublishArgs),
+    Publish(Box<holdfast::publisher::PublishArgs>),
     /// Ask a running Holdfast whether it is ready (`GET /readyz`): exit 0 if so, 1 if not.
     /// For container health checks, where there is no curl.
     Health {
