@@ -687,20 +687,6 @@ impl Config {
         self.tls.apply(overrides.tls);
     }
 
-    fn forget_origin(&mut self, field: &str) {
-        if let Source::Pushpin(origins) = &mut self.source {
-            origins.retain(|o| o.field != field);
-        }
-    }
-
-    /// The pushpin.conf line `field` got its value from, when it did.
-    fn pushpin_origin(&self, field: &str) -> Option<&FieldOrigin> {
-        match &self.source {
-            Source::Pushpin(origins) => origins.iter().find(|o| o.field == field),
-            _ => None,
-        }
-    }
-
     /// Returns the first problem with the values, naming the field (and its line, when the value
     /// came from a file: for a pushpin.conf, the file, line and Pushpin key). `origin` labels
     /// the error otherwise.
@@ -723,40 +709,6 @@ impl Config {
                 message: format!("{field}: {message}"),
             }
         })
-    }
-
-    /// Whether the publish API may listen on a non-loopback address without authentication
-    /// because a pushpin.conf put it there: Pushpin has no publish authentication, so its
-    /// `push_in_http_addr` keeps its meaning (with a warning) instead of refusing to start.
-    pub fn publish_open_by_pushpin(&self) -> bool {
-        self.pushpin_origin("server.publish_listen").is_some()
-    }
-
-    /// The startup warning for a publish API that anyone who can reach its address may use: a
-    /// non-loopback `server.publish_listen` with no authentication, allowed by
-    /// `publish.allow_unauthenticated` or by a pushpin.conf (then louder, naming its line).
-    /// `None` when the publish API is on loopback or authenticated.
-    pub fn open_publish_api_warning(&self) -> Option<String> {
-        let listen = self.server.publish_listen;
-        if listen.ip().is_loopback() || self.publish.is_authenticated() {
-            return None;
-        }
-        let Some(o) = self.pushpin_origin("server.publish_listen") else {
-            return Some(format!(
-                "the publish API accepts publishes from anyone who can reach {listen}: it has no \
-                 authentication (--publish-allow-unauthenticated)"
-            ));
-        };
-        Some(format!(
-            "{}:{}: {}: the publish API listens on {listen} with NO AUTHENTICATION: anyone who \
-             can reach that address can publish to every client. Holdfast starts because this \
-             is what the pushpin.conf means (Pushpin has no publish authentication), where its \
-             own configuration would refuse to. Configure --publish-token, --publish-basic or \
-             --publish-jwt-key, or set push_in_http_addr=127.0.0.1 if only this host publishes",
-            o.file.display(),
-            o.line,
-            o.key
-        ))
     }
 
     fn check(&self) -> Result<(), (&'static str, String)> {
@@ -910,88 +862,4 @@ fn line_of(text: &str, field: &str) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_match_pushpin() {
-        let c = Config::parse("", Path::new("x.toml")).unwrap();
-        assert_eq!(c.server.listen, vec!["0.0.0.0:7999".parse().unwrap()]);
-        assert_eq!(c.server.publish_listen, "127.0.0.1:5561".parse().unwrap());
-        assert_eq!(c.limits.max_connections, 50_000);
-        assert_eq!(c.grip.sig_iss, "pushpin");
-        assert_eq!(c.xff_rules().unwrap(), vec![XffRule::Append]);
-        assert_eq!(c.xff_trusted_rules().unwrap(), vec![XffRule::Append]);
-        assert!(c.grip.upstream_key.is_none());
-        c.validate(Path::new("x.toml")).unwrap();
-    }
-
-    #[test]
-    fn unknown_field_names_its_line() {
-        let err = Config::parse(
-            "[server]\nlisten = []\nlisten_typo = 1\n",
-            Path::new("h.toml"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.starts_with("h.toml:3:"), "{err}");
-        assert!(err.contains("listen_typo"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let cases = [
-            (
-                "[limits]\nmax_header_size = 100\n",
-                "limits.max_header_size",
-            ),
-            ("[forwarding]\nx_forwarded_for = [\"prepend\"]\n", "prepend"),
-            (
-                "[forwarding]\nx_forwarded_for = [\"truncate:x\"]\n",
-                "truncate:x",
-            ),
-            ("[log]\nlevel = \"=bad=\"\n", "log.level"),
-            ("[server]\nlisten = []\n", "server.listen"),
-            ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
-            (
-                "[limits]\nmax_publish_connections = 0\n",
-                "limits.max_publish_connections",
-            ),
-            (
-                "[timeouts]\nclient_header_secs = 0\n",
-                "timeouts.client_header_secs",
-            ),
-            (
-                "[timeouts]\npublish_idle_secs = 0\n",
-                "timeouts.publish_idle_secs",
-            ),
-            ("[cluster]\nredis = [\"http://r:1\"]\n", "cluster.redis"),
-            (
-                "[cluster]\nredis = [\"redis://a:1\", \"redis://a:1\"]\n",
-                "listed twice",
-            ),
-        ];
-        for (text, needle) in cases {
-            let mut c = Config::parse(text, Path::new("c.toml")).unwrap();
-            c.source = Source::Toml(text.to_string());
-            let err = c.validate(Path::new("c.toml")).unwrap_err().to_string();
-            assert!(err.contains(needle), "{text:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn flags_override_file() {
-        let mut c = Config::parse(
-            "[server]\nlisten = [\"127.0.0.1:1\"]\n[log]\nlevel = \"warn\"\n",
-            Path::new("c.toml"),
-        )
-        .unwrap();
-        c.apply(Overrides {
-            listen: vec!["127.0.0.1:2".parse().unwrap()],
-            log_level: Some("debug".into()),
-            ..Default::default()
-        });
-        assert_eq!(c.server.listen, vec!["127.0.0.1:2".parse().unwrap()]);
-        assert_eq!(c.log.level, "debug");
-    }
-}
+mod tests;

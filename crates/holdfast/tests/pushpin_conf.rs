@@ -1,7 +1,7 @@
 //! Debian's own `/etc/pushpin/pushpin.conf`, as the `pushpin` package ships it, read by the
 //! `holdfast` binary: every key mapped or warned about once at its line, the include of
-//! `{libdir}/internal.conf` followed, the routes file found beside the config, the proxy
-//! answering and publishes arriving.
+//! `{libdir}/internal.conf` followed, the routes file and `runner/certs/` found beside the
+//! config, the proxy answering (over HTTPS too) and publishes arriving.
 //!
 //! The files come from the `pushpin` package: installed (`/etc/pushpin/pushpin.conf`,
 //! `/usr/lib/pushpin/internal.conf`), or unpacked under `HOLDFAST_PUSHPIN_ROOT`, as
@@ -18,9 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hyper::Response;
+use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use support::binary::Binary;
+use support::tls::TestCa;
 use support::*;
 
 /// Where Debian's `pushpin` package is, installed (`/`) or unpacked; `None` (after saying why)
@@ -282,6 +285,87 @@ async fn the_shipped_pushpin_conf_serves_routes_beside_it_and_publishes() {
             .unwrap()
             .claims;
     assert_eq!(claims["iss"], "pushpin");
+}
+
+#[tokio::test]
+async fn https_ports_serve_the_certificates_in_runner_certs_beside_the_config() {
+    let Some(root) = pushpin_root() else { return };
+    let shipped = std::fs::read_to_string(root.join("etc/pushpin/pushpin.conf")).unwrap();
+    // Pushpin takes no port 0 for HTTPS, so a free one is asked of the system.
+    let https_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let https = format!("\nhttps_ports=127.0.0.1:{https_port}\n");
+    let mut conf_text = shipped;
+    for (line, changed) in [
+        ("\nhttp_port=7999\n", "\nhttp_port=127.0.0.1:0\n"),
+        ("\n#https_ports=443\n", https.as_str()),
+        ("\npush_in_http_port=5561\n", "\npush_in_http_port=0\n"),
+    ] {
+        assert_eq!(
+            conf_text.matches(line).count(),
+            1,
+            "{line:?} in the shipped file"
+        );
+        conf_text = conf_text.replace(line, changed);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pushpin.conf"), conf_text).unwrap();
+    std::fs::write(dir.path().join("routes"), "* test\n").unwrap();
+    let certs = dir.path().join("runner/certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca = TestCa::new("pushpin.conf test CA");
+    ca.server_cert(&["localhost"], &certs, "localhost");
+
+    // Started from another folder: the paths are the config file's, not the working directory's.
+    let conf = dir.path().join("pushpin.conf");
+    let running = Binary::start(["--config".as_ref(), conf.as_os_str()]);
+    let tls =
+        running.wait_for(|v| v["fields"]["message"] == "listening" && v["fields"]["tls"] == true);
+    let addr: std::net::SocketAddr = tls["fields"]["addr"].as_str().unwrap().parse().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = der_of(&ca.cert_pem);
+    roots.add(ca_der).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .expect("handshake within 10 s")
+    .expect("the certificate from runner/certs, verified against the test CA");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            hyper::Request::get("/")
+                .header("host", "localhost")
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(text(resp).await, holdfast::testhandler::HELLO);
+}
+
+/// The DER of the one certificate in a PEM text.
+fn der_of(pem: &str) -> CertificateDer<'static> {
+    let block = pem::parse(pem).unwrap();
+    CertificateDer::from(block.contents().to_vec())
 }
 
 #[test]

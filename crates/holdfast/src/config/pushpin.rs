@@ -102,6 +102,58 @@ pub fn load(path: &Path, text: &str) -> Result<(Config, Report), ConfigError> {
     ))
 }
 
+/// What a configuration remembers of the pushpin.conf it came from.
+impl Config {
+    /// Forgets where `field` came from, once a flag has set it.
+    pub(super) fn forget_origin(&mut self, field: &str) {
+        if let Source::Pushpin(origins) = &mut self.source {
+            origins.retain(|o| o.field != field);
+        }
+    }
+
+    /// The pushpin.conf line `field` got its value from, when it did.
+    pub(super) fn pushpin_origin(&self, field: &str) -> Option<&FieldOrigin> {
+        match &self.source {
+            Source::Pushpin(origins) => origins.iter().find(|o| o.field == field),
+            _ => None,
+        }
+    }
+
+    /// Whether the publish API may listen on a non-loopback address without authentication
+    /// because a pushpin.conf put it there: Pushpin has no publish authentication, so its
+    /// `push_in_http_addr` keeps its meaning (with a warning) instead of refusing to start.
+    pub fn publish_open_by_pushpin(&self) -> bool {
+        self.pushpin_origin("server.publish_listen").is_some()
+    }
+
+    /// The startup warning for a publish API that anyone who can reach its address may use: a
+    /// non-loopback `server.publish_listen` with no authentication, allowed by
+    /// `publish.allow_unauthenticated` or by a pushpin.conf (then louder, naming its line).
+    /// `None` when the publish API is on loopback or authenticated.
+    pub fn open_publish_api_warning(&self) -> Option<String> {
+        let listen = self.server.publish_listen;
+        if listen.ip().is_loopback() || self.publish.is_authenticated() {
+            return None;
+        }
+        let Some(o) = self.pushpin_origin("server.publish_listen") else {
+            return Some(format!(
+                "the publish API accepts publishes from anyone who can reach {listen}: it has no \
+                 authentication (--publish-allow-unauthenticated)"
+            ));
+        };
+        Some(format!(
+            "{}:{}: {}: the publish API listens on {listen} with NO AUTHENTICATION: anyone who \
+             can reach that address can publish to every client. Holdfast starts because this \
+             is what the pushpin.conf means (Pushpin has no publish authentication), where its \
+             own configuration would refuse to. Configure --publish-token, --publish-basic or \
+             --publish-jwt-key, or set push_in_http_addr=127.0.0.1 if only this host publishes",
+            o.file.display(),
+            o.line,
+            o.key
+        ))
+    }
+}
+
 /// Holdfast's defaults with Pushpin's where a pushpin.conf without the key means something else:
 /// no `X-Forwarded-For` rules (the header passes unchanged), no `X-Forwarded-Proto`, no
 /// duplicate-id cache.

@@ -14,6 +14,10 @@
 //! Where Qt skips what it cannot read, this reader stops at the line: a line that is none of a
 //! section, a `key=value` and a comment, a section header without `]` or with text after it, a
 //! quote left open at the end of the file, an unknown escape, an escape that is not a character.
+//!
+//! It is a reader of its own rather than an INI crate (`rust-ini`, or the `config` crate's INI
+//! format that Pushpin's Rust runner uses) because those keep no line for a value, which every
+//! error and warning here names, and do not read lists, `;` after values and escapes as Qt does.
 
 use std::path::{Path, PathBuf};
 

@@ -80,7 +80,7 @@ impl Settings {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from("."));
-        let mut warnings = repeated_keys(&main);
+        let warnings = repeated_keys(&main);
         let raw = |key: &str| last(&main, "global", key);
         let libdir = match raw("libdir") {
             Some(e) => PathBuf::from(e.value.one().map_err(|m| at(&main, e, m))?),
@@ -111,45 +111,52 @@ impl Settings {
             rundir,
             ipc_prefix,
             port_offset,
-            warnings: Vec::new(),
+            warnings,
         };
-        if let Some(e) = last(&settings.main, "global", "include") {
-            let named = e.value.one().map_err(|m| at(&settings.main, e, m))?;
-            // Pushpin's own special case, kept "until the next major version".
-            let named = if named == "internal.conf" {
-                "{libdir}/internal.conf"
-            } else {
-                named
-            };
-            let resolved = settings.resolve(named);
-            if !resolved.is_empty() {
-                let path = settings.dir.join(&resolved);
-                let line = e.line;
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        let file = ini::parse(&text, &path)?;
-                        warnings.extend(repeated_keys(&file));
-                        settings.include = Some(file);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        warnings.push((
-                            settings.main.path.clone(),
-                            line,
-                            format!(
-                                "include: {} does not exist, so nothing is included (Pushpin \
-                                 reads it as empty too; the internal.conf Pushpin ships holds \
-                                 only the wiring between Pushpin's own processes)",
-                                path.display()
-                            ),
-                        ));
-                    }
-                    Err(source) => return Err(ConfigError::Read { path, source }),
-                }
-                settings.include_path = Some(settings.dir.join(resolved));
-            }
-        }
-        settings.warnings = warnings;
+        settings.read_include()?;
         Ok(settings)
+    }
+
+    /// Reads the file `[global] include` names, if any; a missing one is a warning.
+    fn read_include(&mut self) -> Result<(), ConfigError> {
+        let Some(e) = last(&self.main, "global", "include") else {
+            return Ok(());
+        };
+        let named = e.value.one().map_err(|m| at(&self.main, e, m))?;
+        // Pushpin's own special case, kept "until the next major version".
+        let named = if named == "internal.conf" {
+            "{libdir}/internal.conf"
+        } else {
+            named
+        };
+        let resolved = self.resolve(named);
+        if resolved.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(resolved);
+        let line = e.line;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let file = ini::parse(&text, &path)?;
+                self.warnings.extend(repeated_keys(&file));
+                self.include = Some(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.warnings.push((
+                    self.main.path.clone(),
+                    line,
+                    format!(
+                        "include: {} does not exist, so nothing is included (Pushpin reads it \
+                         as empty too; the internal.conf Pushpin ships holds only the wiring \
+                         between Pushpin's own processes)",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        }
+        self.include_path = Some(path);
+        Ok(())
     }
 
     /// The value of `key` in `section`: the main file's, else the included file's.
