@@ -30,7 +30,9 @@ use std::str::FromStr;
 
 use self::ini::Value;
 use self::settings::{Setting, Settings, Warning};
-use super::{keys, Config, ConfigError, FieldOrigin, ForwardedProto, Source, MIN_HEADER_SIZE};
+use super::{
+    keys, Config, ConfigError, FieldOrigin, ForwardedProto, Source, XffRule, MIN_HEADER_SIZE,
+};
 
 /// The sections of a pushpin.conf.
 const SECTIONS: [&str; 4] = ["global", "runner", "proxy", "handler"];
@@ -333,8 +335,7 @@ impl<'a> Mapper<'a> {
         }
         let rules = |v: &Value| {
             let rules: Vec<String> = v.items().iter().map(|s| s.to_string()).collect();
-            super::parse_xff_rules(&rules)?;
-            Ok(rules)
+            Ok(pushpin_xff_order(&super::parse_xff_rules(&rules)?))
         };
         if let Some(r) = self.read(
             "proxy",
@@ -648,6 +649,20 @@ fn kind(section: &str, key: &str) -> Option<Kind> {
         }
         _ => return None,
     })
+}
+
+/// Pushpin's `x_forwarded_for` rules in the order Pushpin applies them, whatever the order
+/// written: the last `truncate:N` first, then `append` if any rule says so. Holdfast applies its
+/// rules in order.
+fn pushpin_xff_order(rules: &[XffRule]) -> Vec<String> {
+    let truncate = rules.iter().rev().find_map(|r| match r {
+        XffRule::Truncate(n) => Some(format!("truncate:{n}")),
+        XffRule::Append => None,
+    });
+    let append = rules
+        .contains(&XffRule::Append)
+        .then(|| "append".to_string());
+    truncate.into_iter().chain(append).collect()
 }
 
 /// `true`, `false`, `1`, `0` (any case), or nothing for false. Pushpin reads anything else but

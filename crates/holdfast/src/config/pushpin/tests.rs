@@ -122,6 +122,29 @@ connection_subscription_max=7
 }
 
 #[test]
+fn x_forwarded_for_rules_apply_in_pushpin_order() {
+    // Pushpin truncates (by the last truncate rule) and then appends, whatever the order written.
+    let cases = [
+        (
+            "append,truncate:0",
+            vec![XffRule::Truncate(0), XffRule::Append],
+        ),
+        (
+            "truncate:3,append,truncate:1",
+            vec![XffRule::Truncate(1), XffRule::Append],
+        ),
+        ("append,append", vec![XffRule::Append]),
+        ("truncate:2", vec![XffRule::Truncate(2)]),
+        ("", vec![]),
+    ];
+    for (rules, want) in cases {
+        let (_dir, _, loaded) = load_text(&format!("[proxy]\nx_forwarded_for={rules}\n"));
+        let (c, _) = loaded.unwrap();
+        assert_eq!(c.xff_rules().unwrap(), want, "{rules:?}");
+    }
+}
+
+#[test]
 fn absent_keys_mean_what_they_mean_to_pushpin() {
     let (_dir, _, loaded) = load_text("[proxy]\n");
     let (c, report) = loaded.unwrap();
