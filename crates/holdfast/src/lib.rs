@@ -33,8 +33,9 @@
 //!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the Prometheus text writer.
 //!   [`deadline`]: deadlines that saturate instead of overflowing the clock. [`tls`]: the
 //!   certificate files and the rustls settings of the TLS listeners.
-//! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
-//!   the Pushpin-syntax routes file and matches requests to routes.
+//! - [`config`]: the TOML file, command-line overrides and validation; [`config::pushpin`] reads
+//!   Pushpin's `pushpin.conf` onto the same configuration; [`config::routes`] parses the
+//!   Pushpin-syntax routes file and matches requests to routes.
 
 #![deny(missing_docs)]
 
