@@ -135,6 +135,13 @@ pub struct ServerConfig {
     /// answers `503` while every listener keeps serving, so a load balancer can stop sending new
     /// clients before the listeners close. Default 0.
     pub shutdown_delay_secs: u64,
+    /// Listeners serving Pushpin's five Prometheus metrics (`request_received`,
+    /// `connection_connected`, `connection_minute`, `message_received`, `message_sent`) at any
+    /// path, without authentication. Pushpin's `prometheus_port` (every address). Default none.
+    pub prometheus_listen: Vec<SocketAddr>,
+    /// Put before those five names, on that listener and on `GET /metrics`. Pushpin's
+    /// `prometheus_prefix`, default empty.
+    pub prometheus_prefix: String,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
 }
@@ -147,6 +154,8 @@ impl Default for ServerConfig {
             routes: None,
             shutdown_grace_secs: 10,
             shutdown_delay_secs: 0,
+            prometheus_listen: Vec::new(),
+            prometheus_prefix: String::new(),
             debug: false,
         }
     }
@@ -738,6 +747,14 @@ impl Config {
                     "{} is below the minimum of {MIN_HEADER_SIZE}",
                     self.limits.max_header_size
                 ),
+            ));
+        }
+        let prefix = &self.server.prometheus_prefix;
+        let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        if !prefix.chars().all(name_char) || prefix.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err((
+                "server.prometheus_prefix",
+                format!("{prefix:?}: a metric name prefix has only letters, digits, '_' and ':', and does not start with a digit"),
             ));
         }
         if self.websocket.read_buffer_size < 512 {

@@ -84,6 +84,7 @@ pub fn load(path: &Path, text: &str) -> Result<(Config, Report), ConfigError> {
     m.forwarding()?;
     m.signing()?;
     m.publish_listen()?;
+    m.prometheus()?;
     m.handler()?;
     m.the_rest()?;
     let mut config = m.config;
@@ -434,6 +435,41 @@ impl<'a> Mapper<'a> {
         Ok(())
     }
 
+    /// `prometheus_port` and `prometheus_prefix`, in `[proxy]` and in `[handler]` (each of
+    /// Pushpin's processes has its own): Holdfast serves its one page on every port given.
+    fn prometheus(&mut self) -> Result<(), ConfigError> {
+        for section in ["proxy", "handler"] {
+            if let Some(s) = self.take(section, "prometheus_port") {
+                match s.value.one().map_err(|m| s.error(m))? {
+                    "" => {}
+                    path if path.starts_with("ipc://") => self.warn(
+                        &s,
+                        "an ipc:// Prometheus endpoint is not supported; give a port. Ignored",
+                    ),
+                    _ => {
+                        let addrs = listen_addrs(&s.value, 1).map_err(|m| s.error(m))?;
+                        let listen = &mut self.config.server.prometheus_listen;
+                        for addr in addrs {
+                            if !listen.contains(&addr) {
+                                listen.push(addr);
+                            }
+                        }
+                        self.origin("server.prometheus_listen", &s);
+                    }
+                }
+            }
+            if let Some(prefix) = self.read(
+                section,
+                "prometheus_prefix",
+                "server.prometheus_prefix",
+                |v| Ok(v.one()?.to_string()),
+            )? {
+                self.config.server.prometheus_prefix = prefix;
+            }
+        }
+        Ok(())
+    }
+
     /// `[handler]`: publish limits, sequencing, duplicate ids, channels per connection.
     fn handler(&mut self) -> Result<(), ConfigError> {
         if let Some(n) = self.read(
@@ -533,8 +569,6 @@ enum Check {
     Spec,
     /// A list of ZeroMQ specs.
     Specs,
-    /// `[address:]port` or `ipc://path`, or nothing.
-    Listener,
     /// `tnetstring` or `json`, or nothing.
     StatsFormat,
 }
@@ -551,11 +585,6 @@ impl Check {
             Check::Texts => Ok(()),
             Check::Spec => zmq_spec(v.one()?),
             Check::Specs => v.items().into_iter().try_for_each(zmq_spec),
-            Check::Listener => match v.one()? {
-                "" => Ok(()),
-                path if path.starts_with("ipc://") => zmq_spec(path),
-                _ => listen_addrs(v, 1).map(drop),
-            },
             Check::StatsFormat => match v.one()? {
                 "" | "tnetstring" | "json" => Ok(()),
                 other => Err(format!("{other:?} is not tnetstring or json")),
@@ -599,14 +628,6 @@ fn kind(section: &str, key: &str) -> Option<Kind> {
         ("proxy", "cdn_loop") => Unsupported(Text, "Holdfast does not add a CDN-Loop header"),
         ("proxy", "log_user_agent") => Unsupported(Bool, "Holdfast's access log has no user agent"),
         ("proxy", "sockjs_url") => Unsupported(Text, "Holdfast does not serve SockJS"),
-        ("proxy" | "handler", "prometheus_port") => Unsupported(
-            Listener,
-            "Holdfast has no Prometheus listener of its own; metrics are at GET /metrics on the \
-             publish listener",
-        ),
-        ("proxy" | "handler", "prometheus_prefix") => {
-            Unsupported(Text, "Holdfast's metric names have no configurable prefix")
-        }
         ("proxy", "stats_report_interval" | "stats_connections_max_ttl")
         | ("handler", "stats_report_interval" | "stats_subscription_ttl")
         | ("handler", "subscription_linger" | "message_block_size") => {

@@ -394,3 +394,29 @@ fn validation_errors_name_the_pushpin_key_and_line() {
     );
     assert!(err.starts_with(&want), "\n got {err}\nwant {want}");
 }
+
+#[test]
+fn prometheus_ports_of_both_processes_serve_one_page() {
+    let (_dir, _path, loaded) = load_text(
+        "[proxy]\nprometheus_port=9090\nprometheus_prefix=pushpin_\n\
+         [handler]\nprometheus_port=127.0.0.1:9091\n",
+    );
+    let (config, report) = loaded.unwrap();
+    assert_eq!(
+        config.server.prometheus_listen,
+        vec![addr("0.0.0.0:9090"), addr("127.0.0.1:9091")]
+    );
+    assert_eq!(config.server.prometheus_prefix, "pushpin_");
+    assert!(
+        !report.warnings.iter().any(|w| w.contains("prometheus")),
+        "{:?}",
+        report.warnings
+    );
+    // The same port in both sections is one listener.
+    let (_dir, _path, loaded) =
+        load_text("[proxy]\nprometheus_port=9090\n[handler]\nprometheus_port=9090\n");
+    assert_eq!(
+        loaded.unwrap().0.server.prometheus_listen,
+        vec![addr("0.0.0.0:9090")]
+    );
+}
