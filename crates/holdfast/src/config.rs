@@ -67,6 +67,14 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
+    /// Cross-origin support on every route, as the route option `aco` gives one route: CORS
+    /// headers on HTTP responses and JSON-P for `GET` requests with a callback. Pushpin's
+    /// `[proxy] auto_cross_origin`. Default false.
+    pub auto_cross_origin: bool,
+    /// Let a client pick its route by id with a `Pushpin-Route: <id>` request header (the
+    /// header is then never passed to origins). Pushpin's `[proxy] accept_pushpin_route`.
+    /// Default false.
+    pub accept_pushpin_route: bool,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +85,8 @@ impl Default for ServerConfig {
             routes: None,
             shutdown_grace_secs: 10,
             debug: false,
+            auto_cross_origin: false,
+            accept_pushpin_route: false,
         }
     }
 }
@@ -781,6 +791,7 @@ mod tests {
         assert_eq!(c.xff_rules().unwrap(), vec![XffRule::Append]);
         assert_eq!(c.xff_trusted_rules().unwrap(), vec![XffRule::Append]);
         assert!(c.grip.upstream_key.is_none());
+        assert!(!c.server.auto_cross_origin && !c.server.accept_pushpin_route);
         c.validate(Path::new("x.toml")).unwrap();
     }
 
