@@ -203,8 +203,8 @@ struct Streamed {
     /// The body failed while it was being buffered.
     failed: Option<BoxError>,
     extended: bool,
-    /// Bytes held back: in basic mode a trailing newline (dropped if it ends the body), in
-    /// extended mode an incomplete UTF-8 sequence (completed by the next chunk).
+    /// Bytes held back: in basic mode a trailing newline (dropped if it ends the body) or `\r`,
+    /// in extended mode an incomplete UTF-8 sequence (completed by the next chunk).
     held: BytesMut,
     end: Option<Bytes>,
 }
@@ -220,20 +220,57 @@ impl Streamed {
             self.held.extend_from_slice(later);
             Bytes::from(json_inner(&String::from_utf8_lossy(now)))
         } else {
-            let body = trim_newline(&all);
-            self.held.extend_from_slice(&all[body.len()..]);
-            all.slice(..body.len())
+            // A final `\r` may be the start of a `\r\n` the next chunk finishes.
+            let mut body = trim_newline(&all).len();
+            if body == all.len() && all.ends_with(b"\r") {
+                body -= 1;
+            }
+            self.held.extend_from_slice(&all[body..]);
+            all.slice(..body)
         }
     }
 
-    /// The rest at the end of the body: a held incomplete sequence (replaced), never a newline.
+    /// The rest at the end of the body: a held incomplete sequence (replaced), or a `\r` that
+    /// turned out not to start a newline; never the final newline.
     fn flush(&mut self) -> Bytes {
         let rest = self.held.split().freeze();
         if self.extended && !rest.is_empty() {
             Bytes::from(json_inner(&String::from_utf8_lossy(&rest)))
+        } else if &rest[..] == b"\r" {
+            rest
         } else {
             Bytes::new()
         }
+    }
+}
+
+/// A body cut into `pieces` as a long relayed JSON-P body is wrapped, chunk by chunk, between
+/// the callback's opening and closing (for fuzzing: it must equal wrapping the whole body at
+/// once).
+pub fn encode_pieces(extended: bool, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut s = Streamed {
+        start: None,
+        first: None,
+        inner: full(""),
+        failed: None,
+        extended,
+        held: BytesMut::new(),
+        end: None,
+    };
+    let mut out = Vec::new();
+    for piece in pieces {
+        out.extend_from_slice(&s.encode(piece));
+    }
+    out.extend_from_slice(&s.flush());
+    out
+}
+
+/// The whole body wrapped at once: what [`encode_pieces`] must give.
+pub fn encode_whole(extended: bool, body: &[u8]) -> Vec<u8> {
+    if extended {
+        json_inner(&String::from_utf8_lossy(body)).into_bytes()
+    } else {
+        trim_newline(body).to_vec()
     }
 }
 
