@@ -223,7 +223,20 @@ async fn dispatch(
     if info.websocket {
         return crate::ws::serve(app, route, req, peer, &info, record).await;
     }
+    to_origins(app, route, req, jsonp_body, peer, info, record).await
+}
 
+/// Sends a request to its route's origins, and relays or holds the answer. `jsonp_body`: the
+/// body of a JSON-P request, which replaces the client's.
+async fn to_origins(
+    app: &Arc<App>,
+    route: &Arc<Route>,
+    req: Request<Incoming>,
+    jsonp_body: Option<Bytes>,
+    peer: SocketAddr,
+    info: RequestInfo,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError> {
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let (parts, body) = req.into_parts();
     let request = OriginRequest {

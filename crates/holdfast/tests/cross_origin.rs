@@ -628,3 +628,54 @@ async fn a_long_relayed_body_is_wrapped_as_it_streams() {
         .unwrap();
     assert_eq!(inner, "é".repeat(70_000) + "\\n\"});\n");
 }
+
+#[tokio::test]
+async fn a_relayed_stream_of_unknown_length_is_wrapped_as_it_comes() {
+    let (more_tx, more_rx) = tokio::sync::oneshot::channel::<()>();
+    let more_rx = Arc::new(Mutex::new(Some(more_rx)));
+    let origin = Origin::start(move |_req| {
+        let more = more_rx.lock().unwrap().take().expect("one request");
+        async move {
+            type Chunk =
+                Result<hyper::body::Frame<bytes::Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+            let chunk = |c: &'static str| -> Chunk { Ok(hyper::body::Frame::data(c.into())) };
+            let chunks =
+                futures_util::stream::unfold((0, Some(more)), move |(n, more)| async move {
+                    match n {
+                        0 => Some((chunk("one\n"), (1, more))),
+                        1 => {
+                            if let Some(more) = more {
+                                let _ = more.await;
+                            }
+                            Some((chunk("two\n"), (2, None)))
+                        }
+                        _ => None,
+                    }
+                });
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(http_body_util::BodyExt::boxed(
+                    http_body_util::StreamBody::new(chunks),
+                ))
+                .unwrap()
+        }
+    })
+    .await;
+    let proxy = Proxy::start(
+        &format!("*,aco,jsonp_mode=basic {}\n", origin.target()),
+        quiet,
+    )
+    .await;
+    let resp = request(&proxy.url("/?callback=f"), "GET", &[]).await;
+    assert_eq!(lines(&resp), ["content-type: application/javascript"]);
+    let mut body = resp.into_body();
+    // The first part arrives while the origin still holds the rest back.
+    assert_eq!(read_until(&mut body, "one").await, "/**/f(one");
+    more_tx.send(()).unwrap();
+    let mut rest = String::new();
+    while let Some(chunk) = next_chunk(&mut body).await {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // One final newline is dropped, as from a body that came whole.
+    assert_eq!(rest, "\ntwo);\n");
+}

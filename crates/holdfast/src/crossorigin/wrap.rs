@@ -5,8 +5,8 @@
 //! wrapped as Pushpin's proxy does: `200 OK`, `Content-Type: application/javascript`, the
 //! origin's `Cache-Control` kept, and in extended mode
 //! `/**/cb({"code": 200, "reason": "OK", "headers": {...}, "body": "..."});` with each header's
-//! first value. A body longer than `limits.max_accept_body` streams through, chunked, without
-//! the `Cache-Control`.
+//! first value. A body longer than `limits.max_accept_body`, or of unknown length, streams
+//! through, chunked, without the `Cache-Control`.
 //!
 //! A held long-poll's answer (published, or the origin's at the timeout) is wrapped as Pushpin's
 //! handler does: the response's own headers kept (`Content-Type` replaced), and in extended mode
@@ -99,26 +99,30 @@ fn javascript() -> HeaderValue {
     HeaderValue::from_static("application/javascript")
 }
 
-/// Wraps a relayed answer; its body is read up to `limit` bytes to answer with a length.
+/// Wraps a relayed answer. A body of known length up to `limit` bytes is read whole, to answer
+/// with a length; any other streams through as it comes (an event stream is not held back).
 pub async fn relayed(cb: &Callback, resp: Response<Body>, limit: usize) -> Response<Body> {
     let (parts, mut body) = resp.into_parts();
+    let whole = body.size_hint().exact().is_some_and(|n| n <= limit as u64);
     let mut buf = BytesMut::new();
     let mut complete = false;
     let mut failed = None;
-    while buf.len() <= limit {
-        match body.frame().await {
-            None => {
-                complete = true;
-                break;
-            }
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
+    if whole {
+        loop {
+            match body.frame().await {
+                None => {
+                    complete = true;
+                    break;
                 }
-            }
-            Some(Err(e)) => {
-                failed = Some(e);
-                break;
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
     }
@@ -197,7 +201,7 @@ pub async fn held(cb: &Callback, resp: Response<Body>) -> Response<Body> {
 /// A relayed body too long to buffer, wrapped as it streams.
 struct Streamed {
     start: Option<Bytes>,
-    /// What was buffered before the body turned out too long.
+    /// What was read before the body failed.
     first: Option<Bytes>,
     inner: Body,
     /// The body failed while it was being buffered.
