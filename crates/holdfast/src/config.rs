@@ -144,6 +144,14 @@ pub struct ServerConfig {
     pub prometheus_prefix: String,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
+    /// Cross-origin support on every route, as the route option `aco` gives one route: CORS
+    /// headers on HTTP responses and JSON-P for `GET` requests with a callback. Pushpin's
+    /// `[proxy] auto_cross_origin`. Default false.
+    pub auto_cross_origin: bool,
+    /// Let a client pick its route by id with a `Pushpin-Route: <id>` request header (the
+    /// header is then never passed to origins). Pushpin's `[proxy] accept_pushpin_route`.
+    /// Default false.
+    pub accept_pushpin_route: bool,
 }
 
 impl Default for ServerConfig {
@@ -157,6 +165,8 @@ impl Default for ServerConfig {
             prometheus_listen: Vec::new(),
             prometheus_prefix: String::new(),
             debug: false,
+            auto_cross_origin: false,
+            accept_pushpin_route: false,
         }
     }
 }

@@ -21,6 +21,7 @@
 //!   holds (long-polling), stream holds (HTTP streaming, SSE) and next links.
 //! - [`proxy`]: the upstream — sending to origins, one failure classification, GRIP or relay,
 //!   header rewriting, the access log.
+//! - [`crossorigin`]: automatic CORS headers and JSON-P (`auto_cross_origin`, route `aco`).
 //! - [`app`]: the state every connection shares (config, live routes, origin clients, hub).
 //! - [`origin`]: the pooled origin clients and the body they carry.
 //! - [`socket`]: the client socket shared between hyper and the handlers that take it.
@@ -42,6 +43,7 @@
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod crossorigin;
 pub mod deadline;
 pub mod descriptors;
 #[doc(hidden)]

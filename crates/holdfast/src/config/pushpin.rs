@@ -43,9 +43,6 @@ pub struct Report {
     /// One line per key Holdfast ignores or changes, and per repeated key or missing include,
     /// each `FILE:LINE: key: …`.
     pub warnings: Vec<String>,
-    /// `[proxy] auto_cross_origin`: automatic CORS headers and JSON-P. Read and checked, not
-    /// acted on yet.
-    pub auto_cross_origin: bool,
     /// The file `[global] include` named, when it named one (whether or not it exists).
     pub include: Option<PathBuf>,
     /// The folder `{libdir}` stood for.
@@ -77,7 +74,6 @@ pub fn load(path: &Path, text: &str) -> Result<(Config, Report), ConfigError> {
         origins: Vec::new(),
         used: HashSet::new(),
         warnings: settings.warnings().to_vec(),
-        auto_cross_origin: false,
     };
     m.runner()?;
     m.proxy()?;
@@ -98,7 +94,6 @@ pub fn load(path: &Path, text: &str) -> Result<(Config, Report), ConfigError> {
             warnings: (warnings.into_iter())
                 .map(|(file, line, text)| format!("{}:{line}: {text}", file.display()))
                 .collect(),
-            auto_cross_origin: m.auto_cross_origin,
             include: settings.include_path().map(Path::to_path_buf),
             libdir: settings.libdir().to_path_buf(),
         },
@@ -175,7 +170,6 @@ struct Mapper<'a> {
     origins: Vec<FieldOrigin>,
     used: HashSet<(&'static str, &'static str)>,
     warnings: Vec<Warning>,
-    auto_cross_origin: bool,
 }
 
 impl<'a> Mapper<'a> {
@@ -292,12 +286,21 @@ impl<'a> Mapper<'a> {
         if let Some(debug) = self.read("proxy", "debug", "server.debug", boolean)? {
             self.config.server.debug = debug;
         }
-        if let Some(s) = self.take("proxy", "auto_cross_origin") {
-            self.auto_cross_origin = boolean(&s.value).map_err(|m| s.error(m))?;
-            self.warn(
-                &s,
-                unsupported(s.raw, "Holdfast adds no CORS headers and wraps no JSON-P"),
-            );
+        if let Some(aco) = self.read(
+            "proxy",
+            "auto_cross_origin",
+            "server.auto_cross_origin",
+            boolean,
+        )? {
+            self.config.server.auto_cross_origin = aco;
+        }
+        if let Some(accept) = self.read(
+            "proxy",
+            "accept_pushpin_route",
+            "server.accept_pushpin_route",
+            boolean,
+        )? {
+            self.config.server.accept_pushpin_route = accept;
         }
         if let Some(s) = self.take("proxy", "log_from") {
             if !boolean(&s.value).map_err(|m| s.error(m))? {
@@ -620,10 +623,6 @@ fn kind(section: &str, key: &str) -> Option<Kind> {
         ("proxy", "orig_headers_need_mark") => Unsupported(
             Texts,
             "Holdfast does not keep marked original headers (route option orig_headers)",
-        ),
-        ("proxy", "accept_pushpin_route") => Unsupported(
-            Bool,
-            "Holdfast does not pick routes by the Pushpin-Route header",
         ),
         ("proxy", "cdn_loop") => Unsupported(Text, "Holdfast does not add a CDN-Loop header"),
         ("proxy", "log_user_agent") => Unsupported(Bool, "Holdfast's access log has no user agent"),

@@ -10,6 +10,7 @@ fn defaults_match_pushpin() {
     assert_eq!(c.xff_rules().unwrap(), vec![XffRule::Append]);
     assert_eq!(c.xff_trusted_rules().unwrap(), vec![XffRule::Append]);
     assert!(c.grip.upstream_key.is_none());
+    assert!(!c.server.auto_cross_origin && !c.server.accept_pushpin_route);
     c.validate(Path::new("x.toml")).unwrap();
 }
 

@@ -118,7 +118,7 @@ connection_subscription_max=7
     assert!(!c.reliability.update_on_first_subscription);
     assert_eq!(c.limits.max_channels_per_connection, 7);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert!(!report.auto_cross_origin);
+    assert!(!c.server.auto_cross_origin);
 }
 
 #[test]
@@ -312,7 +312,6 @@ key=value
         at(7, "condure_bin: means nothing to Holdfast (a program Pushpin starts)"),
         at(8, "log_level: the levels of Pushpin's services (proxy:3) are ignored"),
         at(9, "client_buffer_size: 4096 is below Holdfast's minimum of 8192"),
-        at(11, "auto_cross_origin: \"true\" is recognised but not supported yet: Holdfast adds no CORS"),
         at(12, "sockjs_url: \"http://cdn.example/sockjs.js\" is recognised but not supported yet: Holdfast does not serve SockJS; ignored"),
         at(13, "condure_in_specs: means nothing to Holdfast (the ZeroMQ wiring between Pushpin's own processes); ignored"),
         at(14, "log_from: false has no effect: Holdfast's access log always has the client's address"),
@@ -326,11 +325,11 @@ key=value
     for (got, want) in report.warnings.iter().zip(&want) {
         assert!(got.starts_with(want.as_str()), "\n got {got}\nwant {want}");
     }
-    // The values Holdfast can use were still used, and auto_cross_origin is kept for later.
+    // The values Holdfast can use were still used.
     assert_eq!(c.limits.max_header_size, 8192);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.server.publish_listen, addr("127.0.0.1:5561"));
-    assert!(report.auto_cross_origin);
+    assert!(c.server.auto_cross_origin);
 }
 
 #[test]
