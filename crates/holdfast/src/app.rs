@@ -38,6 +38,8 @@ pub struct App {
     pub session_requests: crate::limiter::RateLimiter,
     /// Held HTTP/1.1 streams written straight to their socket now (`server::direct`).
     pub direct_streams: std::sync::atomic::AtomicUsize,
+    /// The per-address connection caps, when either is on.
+    pub per_ip: Option<Arc<crate::limiter::PerIp>>,
     signatures: Mutex<Vec<CachedSig>>,
     /// The shutdown signal and drain every task listens to.
     pub shutdown: Shutdown,
@@ -76,6 +78,10 @@ impl App {
                 config.reliability.session_requests_per_sec,
             ),
             direct_streams: std::sync::atomic::AtomicUsize::new(0),
+            per_ip: crate::limiter::PerIp::new(
+                config.limits.max_connections_per_ip,
+                config.limits.connection_rate_per_ip,
+            ),
             config,
             signatures: Mutex::new(Vec::new()),
             shutdown: Shutdown::default(),

@@ -1,12 +1,17 @@
-//! Configuration: the TOML file, command-line overrides, and validation.
+//! Configuration: the file (Holdfast's TOML or Pushpin's pushpin.conf), command-line overrides,
+//! and validation.
 //!
-//! Loading happens in three steps, each owned here: parse the file into [`Config`] (every section
-//! `deny_unknown_fields`, so a typo is an error with its line), apply command-line flags on top
-//! ([`Overrides`]), then [`Config::validate`] returns the first problem. Defaults follow Pushpin's
-//! where the reference gives one. The routes file has its own parser in [`routes`].
+//! Loading happens in three steps, each owned here: parse the file into [`Config`] ([`load`]
+//! picks the format by the file's syntax: TOML, every section `deny_unknown_fields` so a typo is
+//! an error with its line, or Pushpin's INI, mapped by [`pushpin`]), apply command-line flags on
+//! top ([`Overrides`]), then [`Config::validate`] returns the first problem, at the line of the
+//! value that caused it. Defaults follow Pushpin's where the reference gives one. The routes file
+//! has its own parser in [`routes`]. [`Config::to_effective_toml`] prints the result.
 
+mod effective;
 pub mod keys;
 pub mod publish;
+pub mod pushpin;
 pub mod redis_url;
 pub mod routes;
 pub mod tls;
@@ -15,13 +20,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+pub use effective::REDACTED;
 pub use publish::{PublishConfig, PublishOverrides};
+pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
 
 /// Everything Holdfast reads from its configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listeners, routes file and shutdown.
@@ -46,13 +53,72 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
-    /// The file's text, kept to point validation errors at a line.
+    /// Where the values came from, to point validation errors at a line.
     #[serde(skip)]
-    source: Option<String>,
+    source: Source,
+}
+
+/// Where a configuration's values came from.
+#[derive(Debug, Clone, Default)]
+enum Source {
+    /// Defaults and flags only.
+    #[default]
+    Defaults,
+    /// Holdfast's TOML: its text, searched for a field's line.
+    Toml(String),
+    /// Pushpin's pushpin.conf: the fields it set, each with its file, line and key.
+    Pushpin(Vec<FieldOrigin>),
+}
+
+/// The pushpin.conf line a field got its value from.
+#[derive(Debug, Clone)]
+struct FieldOrigin {
+    /// The field, as `section.field`.
+    field: &'static str,
+    /// The file (the pushpin.conf, or the file it includes).
+    file: PathBuf,
+    /// 1-based line.
+    line: usize,
+    /// Pushpin's key.
+    key: String,
+}
+
+/// The smallest `limits.max_header_size` (hyper's smallest read buffer).
+pub const MIN_HEADER_SIZE: usize = 8192;
+
+/// A configuration file as read, in the format its syntax shows.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Set when the file is Pushpin's pushpin.conf: its warnings and the values kept for
+    /// features not wired yet.
+    pub pushpin: Option<PushpinReport>,
+}
+
+/// Reads the configuration file at `path`: Pushpin's pushpin.conf when its first section header
+/// is `[global]`, `[runner]`, `[proxy]` or `[handler]` ([`is_pushpin_conf`]), Holdfast's TOML
+/// otherwise. Relative paths inside it are resolved against its folder.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if is_pushpin_conf(&text) {
+        let (config, report) = pushpin::load(path, &text)?;
+        return Ok(Loaded {
+            config,
+            pushpin: Some(report),
+        });
+    }
+    Ok(Loaded {
+        config: Config::from_toml(path, text)?,
+        pushpin: None,
+    })
 }
 
 /// `[server]`: where Holdfast listens and what it routes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Client listeners (HTTP and WebSocket). Pushpin's `http_port`, default `0.0.0.0:7999`.
@@ -65,8 +131,27 @@ pub struct ServerConfig {
     pub routes: Option<PathBuf>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Seconds between SIGTERM/SIGINT and the start of the drain, during which `GET /readyz`
+    /// answers `503` while every listener keeps serving, so a load balancer can stop sending new
+    /// clients before the listeners close. Default 0.
+    pub shutdown_delay_secs: u64,
+    /// Listeners serving Pushpin's five Prometheus metrics (`request_received`,
+    /// `connection_connected`, `connection_minute`, `message_received`, `message_sent`) at any
+    /// path, without authentication. Pushpin's `prometheus_port` (every address). Default none.
+    pub prometheus_listen: Vec<SocketAddr>,
+    /// Put before those five names, on that listener and on `GET /metrics`. Pushpin's
+    /// `prometheus_prefix`, default empty.
+    pub prometheus_prefix: String,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
+    /// Cross-origin support on every route, as the route option `aco` gives one route: CORS
+    /// headers on HTTP responses and JSON-P for `GET` requests with a callback. Pushpin's
+    /// `[proxy] auto_cross_origin`. Default false.
+    pub auto_cross_origin: bool,
+    /// Let a client pick its route by id with a `Pushpin-Route: <id>` request header (the
+    /// header is then never passed to origins). Pushpin's `[proxy] accept_pushpin_route`.
+    /// Default false.
+    pub accept_pushpin_route: bool,
 }
 
 impl Default for ServerConfig {
@@ -76,13 +161,18 @@ impl Default for ServerConfig {
             publish_listen: SocketAddr::from(([127, 0, 0, 1], 5561)),
             routes: None,
             shutdown_grace_secs: 10,
+            shutdown_delay_secs: 0,
+            prometheus_listen: Vec::new(),
+            prometheus_prefix: String::new(),
             debug: false,
+            auto_cross_origin: false,
+            accept_pushpin_route: false,
         }
     }
 }
 
 /// `[limits]`: every bound Holdfast enforces on clients, origins and publishers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent client connections; further connections wait in the kernel's accept backlog.
@@ -120,6 +210,14 @@ pub struct LimitsConfig {
     /// `reserved_descriptors`, so neither side can use up the other's. Over it new publish
     /// connections wait in the accept backlog. Default 1024.
     pub max_publish_connections: usize,
+    /// Connections one client address may hold open on the client listeners; a further one is
+    /// closed as soon as it is accepted. The address is the TCP peer's, so leave this off behind
+    /// a load balancer. 0 (the default) turns it off.
+    pub max_connections_per_ip: u32,
+    /// New connections per second one client address may open on the client listeners, with
+    /// bursts of the same size; a further one is closed as soon as it is accepted. 0 (the
+    /// default) turns it off.
+    pub connection_rate_per_ip: u32,
 }
 
 impl Default for LimitsConfig {
@@ -135,12 +233,14 @@ impl Default for LimitsConfig {
             descriptors: 0,
             reserved_descriptors: 512,
             max_publish_connections: 1024,
+            max_connections_per_ip: 0,
+            connection_rate_per_ip: 0,
         }
     }
 }
 
 /// `[timeouts]`: how long Holdfast waits for clients, origins and publishers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// Seconds from a client connection's accept until its first request's head (request line
@@ -221,7 +321,7 @@ impl TimeoutsConfig {
 }
 
 /// `[forwarding]`: what Holdfast tells origins about the client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardingConfig {
     /// Rules applied to `X-Forwarded-For`, in order: `"truncate:N"` keeps only the last N existing
@@ -253,7 +353,7 @@ impl Default for ForwardingConfig {
 }
 
 /// Which `X-Forwarded-Proto` headers Holdfast sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForwardedProto {
     /// `X-Forwarded-Proto` only.
@@ -278,7 +378,7 @@ pub enum XffRule {
 pub const DEFAULT_SIG_KEY: &str = "changeme";
 
 /// `[grip]`: request signing and hold behaviour.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GripConfig {
     /// `iss` claim of the `Grip-Sig` JWT sent to origins. Pushpin's `sig_iss`, default `pushpin`
@@ -315,7 +415,7 @@ impl Default for GripConfig {
 
 /// `[reliability]`: ordering of published items, per-channel history, and the origin requests
 /// Holdfast makes on a held session's behalf.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReliabilityConfig {
     /// Milliseconds an item whose `prev-id` is not the channel's last id waits for its
@@ -357,7 +457,7 @@ impl Default for ReliabilityConfig {
 
 /// `[cluster]`: several Holdfast instances sharing publishes through Redis. Off (one process, no
 /// dependencies) unless `redis` lists a server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Redis servers, as `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS) or
@@ -408,7 +508,7 @@ impl ClusterConfig {
 
 /// `[websocket]`: limits of WebSocket connections (pass-through, GRIP WebSocket and
 /// WebSocket-over-HTTP).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
     /// Bytes of one WebSocket message (all its fragments together) from a client or an origin.
@@ -447,7 +547,7 @@ impl WebSocketConfig {
 }
 
 /// `[log]`: what Holdfast logs and how.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `error`, `warn`, `info` (default), `debug`, `trace`, or any `tracing` filter directive.
@@ -466,7 +566,7 @@ impl Default for LogConfig {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -536,13 +636,18 @@ pub struct Overrides {
 
 impl Config {
     /// Reads and parses a TOML file. Relative paths inside it are resolved against its folder.
+    /// [`load`] reads Pushpin's pushpin.conf too.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        Config::from_toml(path, text)
+    }
+
+    fn from_toml(path: &Path, text: String) -> Result<Config, ConfigError> {
         let mut config = Config::parse(&text, path)?;
-        config.source = Some(text);
+        config.source = Source::Toml(text);
         let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(routes) = &config.server.routes {
             if routes.is_relative() {
@@ -578,19 +683,30 @@ impl Config {
         })
     }
 
-    /// Applies command-line flags on top of the file's values.
+    /// Applies command-line flags on top of the file's values. A field a flag sets no longer
+    /// counts as coming from a pushpin.conf.
     pub fn apply(&mut self, overrides: Overrides) {
         if !overrides.listen.is_empty() {
             self.server.listen = overrides.listen;
+            self.forget_origin("server.listen");
         }
         if let Some(addr) = overrides.publish_listen {
             self.server.publish_listen = addr;
+            self.forget_origin("server.publish_listen");
         }
         if let Some(routes) = overrides.routes {
             self.server.routes = Some(routes);
+            self.forget_origin("server.routes");
         }
         if let Some(level) = overrides.log_level {
             self.log.level = level;
+            self.forget_origin("log.level");
+        }
+        if !overrides.tls.listen.is_empty() {
+            self.forget_origin("tls.listen");
+        }
+        if overrides.tls.certs.is_some() {
+            self.forget_origin("tls.certs");
         }
         if let Some(format) = overrides.log_format {
             self.log.format = format;
@@ -606,10 +722,21 @@ impl Config {
     }
 
     /// Returns the first problem with the values, naming the field (and its line, when the value
-    /// came from a file). `origin` labels the error.
+    /// came from a file: for a pushpin.conf, the file, line and Pushpin key). `origin` labels
+    /// the error otherwise.
     pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
         self.check().map_err(|(field, message)| {
-            let line = self.source.as_deref().and_then(|text| line_of(text, field));
+            if let Some(o) = self.pushpin_origin(field) {
+                return ConfigError::Invalid {
+                    path: o.file.clone(),
+                    line: Some(o.line),
+                    message: format!("{}: {message}", o.key),
+                };
+            }
+            let line = match &self.source {
+                Source::Toml(text) => line_of(text, field),
+                _ => None,
+            };
             ConfigError::Invalid {
                 path: origin.to_path_buf(),
                 line,
@@ -623,13 +750,21 @@ impl Config {
         if self.server.listen.is_empty() {
             return fail("server.listen", "at least one address is needed");
         }
-        if self.limits.max_header_size < 8192 {
+        if self.limits.max_header_size < MIN_HEADER_SIZE {
             return Err((
                 "limits.max_header_size",
                 format!(
-                    "{} is below the minimum of 8192",
+                    "{} is below the minimum of {MIN_HEADER_SIZE}",
                     self.limits.max_header_size
                 ),
+            ));
+        }
+        let prefix = &self.server.prometheus_prefix;
+        let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        if !prefix.chars().all(name_char) || prefix.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err((
+                "server.prometheus_prefix",
+                format!("{prefix:?}: a metric name prefix has only letters, digits, '_' and ':', and does not start with a digit"),
             ));
         }
         if self.websocket.read_buffer_size < 512 {
@@ -704,7 +839,8 @@ impl Config {
             .map_err(|e| ("grip.upstream_key", e))?;
         self.xff_trusted_rules()
             .map_err(|e| ("forwarding.x_forwarded_for_trusted", e))?;
-        self.publish.check(self.server.publish_listen)?;
+        self.publish
+            .check(self.server.publish_listen, self.publish_open_by_pushpin())?;
         self.tls.check()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
@@ -768,88 +904,4 @@ fn line_of(text: &str, field: &str) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_match_pushpin() {
-        let c = Config::parse("", Path::new("x.toml")).unwrap();
-        assert_eq!(c.server.listen, vec!["0.0.0.0:7999".parse().unwrap()]);
-        assert_eq!(c.server.publish_listen, "127.0.0.1:5561".parse().unwrap());
-        assert_eq!(c.limits.max_connections, 50_000);
-        assert_eq!(c.grip.sig_iss, "pushpin");
-        assert_eq!(c.xff_rules().unwrap(), vec![XffRule::Append]);
-        assert_eq!(c.xff_trusted_rules().unwrap(), vec![XffRule::Append]);
-        assert!(c.grip.upstream_key.is_none());
-        c.validate(Path::new("x.toml")).unwrap();
-    }
-
-    #[test]
-    fn unknown_field_names_its_line() {
-        let err = Config::parse(
-            "[server]\nlisten = []\nlisten_typo = 1\n",
-            Path::new("h.toml"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.starts_with("h.toml:3:"), "{err}");
-        assert!(err.contains("listen_typo"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let cases = [
-            (
-                "[limits]\nmax_header_size = 100\n",
-                "limits.max_header_size",
-            ),
-            ("[forwarding]\nx_forwarded_for = [\"prepend\"]\n", "prepend"),
-            (
-                "[forwarding]\nx_forwarded_for = [\"truncate:x\"]\n",
-                "truncate:x",
-            ),
-            ("[log]\nlevel = \"=bad=\"\n", "log.level"),
-            ("[server]\nlisten = []\n", "server.listen"),
-            ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
-            (
-                "[limits]\nmax_publish_connections = 0\n",
-                "limits.max_publish_connections",
-            ),
-            (
-                "[timeouts]\nclient_header_secs = 0\n",
-                "timeouts.client_header_secs",
-            ),
-            (
-                "[timeouts]\npublish_idle_secs = 0\n",
-                "timeouts.publish_idle_secs",
-            ),
-            ("[cluster]\nredis = [\"http://r:1\"]\n", "cluster.redis"),
-            (
-                "[cluster]\nredis = [\"redis://a:1\", \"redis://a:1\"]\n",
-                "listed twice",
-            ),
-        ];
-        for (text, needle) in cases {
-            let mut c = Config::parse(text, Path::new("c.toml")).unwrap();
-            c.source = Some(text.to_string());
-            let err = c.validate(Path::new("c.toml")).unwrap_err().to_string();
-            assert!(err.contains(needle), "{text:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn flags_override_file() {
-        let mut c = Config::parse(
-            "[server]\nlisten = [\"127.0.0.1:1\"]\n[log]\nlevel = \"warn\"\n",
-            Path::new("c.toml"),
-        )
-        .unwrap();
-        c.apply(Overrides {
-            listen: vec!["127.0.0.1:2".parse().unwrap()],
-            log_level: Some("debug".into()),
-            ..Default::default()
-        });
-        assert_eq!(c.server.listen, vec!["127.0.0.1:2".parse().unwrap()]);
-        assert_eq!(c.log.level, "debug");
-    }
-}
+mod tests;

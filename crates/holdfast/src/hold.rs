@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::config::routes::{Route, Target};
+use crate::crossorigin::Shape;
 use crate::http::{boxed, full, Body};
 use crate::hub::Delivery;
 use crate::proxy::body::AccessRecord;
@@ -168,6 +169,8 @@ pub async fn hold(
             if hold == Some(HoldMode::Stream) {
                 record.hold = Some("stream");
             } else if ins.next_link.is_none() {
+                // Pushpin sends these without the origin's length (hyper recounts a whole body).
+                base.headers.remove(header::CONTENT_LENGTH);
                 let body = match accepted.rest {
                     Some(rest) => boxed(stream::Prefixed::new(base.body.clone(), rest)),
                     None => full(base.body.clone()),
@@ -192,7 +195,7 @@ pub async fn hold(
             );
             let mut resp = base.into_response(body);
             resp.extensions_mut().insert(HeldStream(sink));
-            Ok(resp)
+            Ok(Shape::Stream.mark(resp))
         }
     }
 }

@@ -21,6 +21,7 @@
 //!   holds (long-polling), stream holds (HTTP streaming, SSE) and next links.
 //! - [`proxy`]: the upstream — sending to origins, one failure classification, GRIP or relay,
 //!   header rewriting, the access log.
+//! - [`crossorigin`]: automatic CORS headers and JSON-P (`auto_cross_origin`, route `aco`).
 //! - [`app`]: the state every connection shares (config, live routes, origin clients, hub).
 //! - [`origin`]: the pooled origin clients and the body they carry.
 //! - [`socket`]: the client socket shared between hyper and the handlers that take it.
@@ -33,14 +34,16 @@
 //!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the Prometheus text writer.
 //!   [`deadline`]: deadlines that saturate instead of overflowing the clock. [`tls`]: the
 //!   certificate files and the rustls settings of the TLS listeners.
-//! - [`config`]: the TOML file, command-line overrides and validation; [`config::routes`] parses
-//!   the Pushpin-syntax routes file and matches requests to routes.
+//! - [`config`]: the TOML file, command-line overrides and validation; [`config::pushpin`] reads
+//!   Pushpin's `pushpin.conf` onto the same configuration; [`config::routes`] parses the
+//!   Pushpin-syntax routes file and matches requests to routes.
 
 #![deny(missing_docs)]
 
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod crossorigin;
 pub mod deadline;
 pub mod descriptors;
 #[doc(hidden)]
@@ -53,6 +56,7 @@ pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod publish;
+pub mod publisher;
 pub mod reload;
 pub mod retry;
 pub mod route;

@@ -3,6 +3,12 @@
 //!
 //! Waiters are the sessions themselves, each awaiting its own turn: the queue is bounded by the
 //! number of held sessions, and a session that goes away stops waiting.
+//!
+//! [`PerIp`] caps what one client address may open on the client listeners.
+
+mod per_ip;
+
+pub use per_ip::{PeerGuard, PerIp, Refusal};
 
 use std::sync::Mutex;
 use std::time::Duration;

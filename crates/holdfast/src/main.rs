@@ -7,13 +7,17 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use holdfast::config::routes::RouteTable;
-use holdfast::config::{Config, LogFormat, Overrides, PublishOverrides, TlsOverrides};
+use holdfast::config::{
+    Config, LogFormat, Overrides, PublishOverrides, PushpinReport, TlsOverrides, REDACTED,
+};
 use holdfast::Server;
 
 /// A realtime reverse proxy speaking GRIP, drop-in compatible with Pushpin.
 #[derive(Debug, Parser)]
-#[command(name = "holdfast", version)]
+#[command(name = "holdfast", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Client listen address (repeatable). Default 0.0.0.0:7999.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
@@ -45,7 +49,8 @@ struct Cli {
     /// Routes file in Pushpin's syntax. Default: the built-in `* test`.
     #[arg(long, value_name = "FILE")]
     routes: Option<PathBuf>,
-    /// TOML configuration file.
+    /// Configuration file: Holdfast's TOML, or Pushpin's pushpin.conf (told apart by its
+    /// first section header).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Log level or tracing filter (error, warn, info, debug, trace).
@@ -83,14 +88,62 @@ struct Cli {
     /// otherwise).
     #[arg(long)]
     publish_allow_unauthenticated: bool,
-    /// Validate the configuration and routes, then exit: 0 if valid, 2 with the first problem.
+    /// Validate the configuration and routes, print the effective configuration, then exit: 0
+    /// if valid, 2 with the first problem.
     #[arg(long)]
     check_config: bool,
 }
 
+/// What `holdfast` does besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Publish one item to a Holdfast (or Pushpin) publish API, as `pushpin-publish` does.
+    Publish(Box<holdfast::publisher::PublishArgs>),
+    /// Ask a running Holdfast whether it is ready (`GET /readyz`): exit 0 if so, 1 if not.
+    /// For container health checks, where there is no curl.
+    Health {
+        /// The probe to ask.
+        #[arg(long, default_value = "http://127.0.0.1:5561/readyz")]
+        url: String,
+    },
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Manpage,
+}
+
+/// The configuration, ready to run.
+struct Loaded {
+    config: Config,
+    routes: RouteTable,
+    /// The file the configuration came from, when there is one.
+    file: Option<PathBuf>,
+    /// Set when the file was Pushpin's pushpin.conf.
+    pushpin: Option<PushpinReport>,
+}
+
+impl Loaded {
+    /// Every startup warning about the configuration, in the order they are logged.
+    fn warnings(&self) -> Vec<String> {
+        let pushpin = self.pushpin.iter().flat_map(|p| p.warnings.iter().cloned());
+        pushpin
+            .chain(self.routes.warnings.iter().map(|w| w.to_string()))
+            .chain(
+                self.routes
+                    .default_sig_key_warning(&self.config.grip.sig_key),
+            )
+            .collect()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (config, routes) = match load(&cli) {
+    match &cli.command {
+        Some(Command::Publish(args)) => return publish(args),
+        Some(Command::Health { url }) => return health(url),
+        Some(Command::Manpage) => return manpage(),
+        None => {}
+    }
+    let loaded = match load(&cli) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("holdfast: {e:#}");
@@ -98,27 +151,23 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        println!("configuration ok ({} routes)", routes.routes.len());
-        return ExitCode::SUCCESS;
+        return check_config(&loaded);
     }
-    init_tracing(&config);
+    init_tracing(&loaded.config);
     // Before any socket is opened, so the descriptor budget is taken from the raised limit.
     let open_files = holdfast::descriptors::raise_open_file_limit();
     tracing::debug!(?open_files, "open-file limit");
-    for w in &routes.warnings {
+    for w in loaded.warnings() {
         tracing::warn!("{w}");
     }
-    let publish = config.server.publish_listen;
-    if !publish.ip().is_loopback() && !config.publish.is_authenticated() {
-        tracing::warn!(
-            addr = %publish,
-            "the publish API accepts publishes from anyone who can reach {publish}: it has no \
-             authentication (--publish-allow-unauthenticated)"
-        );
+    if let Some(w) = loaded.config.open_publish_api_warning() {
+        tracing::warn!(addr = %loaded.config.server.publish_listen, "{w}");
+        if loaded.config.publish_open_by_pushpin() {
+            // Also where no log filter can hide it.
+            eprintln!("holdfast: WARNING: {w}");
+        }
     }
-    if let Some(w) = routes.default_sig_key_warning(&config.grip.sig_key) {
-        tracing::warn!("{w}");
-    }
+    let Loaded { config, routes, .. } = loaded;
     // Every scheduler tick takes the oldest task from the shared queue before the worker's own.
     // A publish to thousands of long-polls wakes their tasks at once, and most of them overflow
     // into the shared queue; by default the re-polls that the first answers bring back (woken
@@ -145,11 +194,109 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
-    let (mut config, origin) = match &cli.config {
-        Some(path) => (Config::load(path)?, path.clone()),
-        None => (Config::default(), PathBuf::from("<defaults>")),
+/// `holdfast publish`: prints the API's answer and exits 0, or the error and exits 1.
+fn publish(args: &holdfast::publisher::PublishArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(holdfast::publisher::run(args)));
+    match outcome {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("holdfast publish: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `holdfast health`: prints the probe's answer; exit 0 on `200`, else 1.
+fn health(url: &str) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(holdfast::publisher::probe(url)));
+    match outcome {
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("holdfast health: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `holdfast manpage`: the man page from the same definitions as `--help`.
+fn manpage() -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast manpage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: the warnings on stderr, the effective configuration on stdout.
+fn check_config(loaded: &Loaded) -> ExitCode {
+    for w in loaded.warnings() {
+        eprintln!("holdfast: warning: {w}");
+    }
+    if let Some(w) = loaded.config.open_publish_api_warning() {
+        eprintln!("holdfast: warning: {w}");
+    }
+    let toml = match loaded.config.to_effective_toml() {
+        Ok(toml) => toml,
+        Err(e) => {
+            eprintln!("holdfast: cannot print the configuration: {e}");
+            return ExitCode::from(2);
+        }
     };
+    let source = match (&loaded.file, &loaded.pushpin) {
+        (None, _) => "the defaults".to_string(),
+        (Some(file), None) => format!("{} (Holdfast's TOML)", file.display()),
+        (Some(file), Some(p)) => match &p.include {
+            Some(include) if include.is_file() => format!(
+                "{} (Pushpin's pushpin.conf, including {})",
+                file.display(),
+                include.display()
+            ),
+            _ => format!("{} (Pushpin's pushpin.conf)", file.display()),
+        },
+    };
+    let count = match loaded.routes.routes.len() {
+        1 => "1 route".to_string(),
+        n => format!("{n} routes"),
+    };
+    let routes = match &loaded.config.server.routes {
+        Some(path) => format!("{}, {count}", path.display()),
+        None => format!("the built-in routes, {count}"),
+    };
+    println!(
+        "# The effective configuration: {source}, then the command line.\n\
+         # Routes: {routes}. Secrets are shown as \"{REDACTED}\".\n\n{toml}"
+    );
+    eprintln!("holdfast: configuration ok ({routes})");
+    ExitCode::SUCCESS
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Loaded> {
+    let (mut config, pushpin) = match &cli.config {
+        Some(path) => {
+            let loaded = holdfast::config::load(path)?;
+            (loaded.config, loaded.pushpin)
+        }
+        None => (Config::default(), None),
+    };
+    let origin = cli.config.clone().unwrap_or_else(|| "<defaults>".into());
     config.apply(Overrides {
         listen: cli.listen.clone(),
         publish_listen: cli.publish_listen,
@@ -183,7 +330,12 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, RouteTable)> {
         Some(path) => RouteTable::load(path)?,
         None => RouteTable::builtin(),
     };
-    Ok((config, routes))
+    Ok(Loaded {
+        config,
+        routes,
+        file: cli.config.clone(),
+        pushpin,
+    })
 }
 
 fn init_tracing(config: &Config) {

@@ -306,7 +306,8 @@ pub async fn ask<'r>(
 /// The client's request headers rewritten for the route's origins: `Host` (the client's, or
 /// the one it named in the request line), then hop-by-hop, `Grip-*` (kept from an upstream GRIP
 /// proxy), `X-Forwarded-*` (with the trusted rules for an upstream GRIP proxy) and the route's
-/// `header=` options ([`headers::to_origin`]).
+/// `header=` options ([`headers::to_origin`]); last, with route `orig_headers`, a marked copy of
+/// every header as the client sent it ([`headers::take_originals`]).
 pub fn origin_headers(
     app: &App,
     route: &Route,
@@ -320,6 +321,7 @@ pub fn origin_headers(
             h.insert(header::HOST, host);
         }
     }
+    let originals = headers::take_originals(&mut h, route.options.orig_headers, info.trusted);
     headers::to_origin(
         &mut h,
         &headers::Forwarding {
@@ -337,6 +339,9 @@ pub fn origin_headers(
             route_headers: &route.options.headers,
         },
     );
+    for (name, value) in originals {
+        h.append(name, value);
+    }
     h
 }
 

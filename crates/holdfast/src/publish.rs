@@ -50,8 +50,14 @@ impl Api {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let app = &self.app;
         let path = req.uri().path().trim_end_matches('/').to_string();
-        if (path.as_str(), req.method()) == ("", &Method::GET) {
-            return text_response(StatusCode::OK, "Holdfast API\n");
+        match (path.as_str(), req.method()) {
+            ("", &Method::GET) => return text_response(StatusCode::OK, "Holdfast API\n"),
+            // Probes for load balancers and supervisors need no credentials.
+            ("/healthz", &Method::GET | &Method::HEAD) => {
+                return text_response(StatusCode::OK, "ok\n")
+            }
+            ("/readyz", &Method::GET | &Method::HEAD) => return readiness(app),
+            _ => {}
         }
         if let Err(reason) = self.auth.check(req.headers()) {
             return self.unauthorized(reason, peer);
@@ -99,6 +105,27 @@ impl Api {
         );
         resp
     }
+}
+
+/// `GET /readyz`: `200 ready` when this instance should get new clients, else `503` with one
+/// line per reason: shutdown announced or begun, or (in cluster mode) a Redis server of the bus
+/// not connected, so publishes could not be accepted. The routes are loaded before the
+/// listeners open, so they are always in.
+fn readiness(app: &App) -> Response<Body> {
+    let mut reasons = Vec::new();
+    if app.shutdown.is_announced() {
+        reasons.push("draining: shutdown has begun");
+    }
+    if !app.bus.is_connected() {
+        reasons.push("cluster bus: not every Redis server is connected");
+    }
+    if reasons.is_empty() {
+        return text_response(StatusCode::OK, "ready\n");
+    }
+    text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready\n{}\n", reasons.join("\n")),
+    )
 }
 
 fn negotiate(req: &Request<Incoming>) -> Option<Format> {
@@ -296,6 +323,23 @@ fn metrics_page(app: &App) -> Exposition {
             "Held HTTP/1.1 streams written straight to their socket.",
             app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
         );
+    if let Some(per_ip) = &app.per_ip {
+        use crate::limiter::Refusal;
+        const REFUSED: &str = "holdfast_connections_refused_total";
+        page.family(
+            REFUSED,
+            "counter",
+            "Client connections closed at accept, by the per-address cap they were over.",
+        );
+        for why in [Refusal::Connections, Refusal::Rate] {
+            page.sample(REFUSED, &[("reason", why.label())], per_ip.refused(why));
+        }
+        page.gauge(
+            "holdfast_per_ip_addresses",
+            "Client addresses the per-address caps are counting.",
+            per_ip.tracked(),
+        );
+    }
     app.bus.metrics(&mut page);
     page
 }

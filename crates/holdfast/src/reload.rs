@@ -124,17 +124,21 @@ fn reload_pair(pair: &PairFiles, listener: &str) {
 
 /// Queues a reload on `tx` at every SIGHUP (a full queue means one is pending already).
 fn on_sighup(tx: mpsc::Sender<()>, what: &'static str) {
+    // Installed now, before the server logs that it is listening, not later in a task: until
+    // it is, a SIGHUP would end the process (its default action).
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; {what} reload only on file change");
             return;
         };
-        while hup.recv().await.is_some() {
-            let _ = tx.try_send(());
-        }
-    });
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
     #[cfg(not(unix))]
     drop((tx, what));
 }

@@ -4,24 +4,45 @@
 //! to the built-in test handler, to [`crate::ws`] for a WebSocket upgrade, or to the route's
 //! origins through [`crate::proxy::ask`], whose answer is relayed or handed to
 //! [`crate::hold`]. Errors become responses here, in one place
-//! ([`crate::proxy::error::ProxyError::to_response`]), and every response is wrapped in
-//! [`Logged`], which writes the access-log line when it ends.
+//! ([`crate::proxy::error::ProxyError::to_response`]); cross-origin support
+//! ([`crate::crossorigin`]) reads the request before it is proxied and finishes the response;
+//! and every response is wrapped in [`Logged`], which writes the access-log line when it ends.
+//!
+//! With `server.accept_pushpin_route`, a `Pushpin-Route: <id>` header picks the route whose
+//! `id=` it names (ignored when several routes share that id; `502` when none has it) and is
+//! never passed on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header;
-use http::{Request, Response};
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::config::routes::{Proto, TargetKind};
+use crate::config::routes::{JsonpConfig, Proto, PushpinRoute, Route, TargetKind};
+use crate::crossorigin::cors::CorsRequest;
+use crate::crossorigin::{jsonp, CrossOrigin};
 use crate::hold::HeldRequest;
-use crate::http::{boxed, text_response, Body};
-use crate::proxy::body::{AccessRecord, Captured, Logged};
+use crate::http::{boxed, full, text_response, Body};
+use crate::proxy::body::{AccessRecord, CaptureHandle, Captured, Logged};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{Answer, OriginRequest, RequestInfo};
+
+/// The header a client picks its route with, under `server.accept_pushpin_route`.
+const PUSHPIN_ROUTE: HeaderName = HeaderName::from_static("pushpin-route");
+
+/// What the entrance learns about a request while it dispatches it, for the response.
+struct Entrance {
+    /// Error details in responses (`server.debug`, route `debug`).
+    debug: bool,
+    /// The route's `log_level`.
+    log_level: Option<tracing::Level>,
+    /// Cross-origin support is on for the request.
+    cross: Option<CrossOrigin>,
+}
 
 /// Handles one client request end to end; never fails (errors become responses). `tls`: the
 /// request arrived on a TLS listener.
@@ -40,14 +61,113 @@ pub async fn handle(
         status: 0,
         hold: None,
         started: Instant::now(),
+        log_level: None,
     };
-    let mut debug = app.config.server.debug;
-    let resp = match dispatch(&app, req, peer, tls, &mut record, &mut debug).await {
+    let mut entrance = Entrance {
+        debug: app.config.server.debug,
+        log_level: None,
+        cross: None,
+    };
+    let resp = match dispatch(&app, req, peer, tls, &mut record, &mut entrance).await {
         Ok(resp) => resp,
-        Err(e) => e.to_response(debug),
+        Err(e) => e.to_response(entrance.debug, entrance.log_level),
+    };
+    let resp = match &entrance.cross {
+        Some(co) => crate::crossorigin::finish(co, resp, app.config.limits.max_accept_body).await,
+        None => resp,
     };
     record.status = resp.status().as_u16();
+    record.log_level = entrance.log_level;
     resp.map(|b| boxed(Logged::new(b, record)))
+}
+
+/// The route for a request: the one a `Pushpin-Route` header names, when that is allowed, else
+/// the best match ([`crate::config::routes::RouteTable::find`]).
+fn pick_route(
+    app: &App,
+    req: &mut Request<Incoming>,
+    info: &RequestInfo,
+) -> Result<Arc<Route>, ProxyError> {
+    let routes = app.routes.current();
+    let proto = if info.websocket {
+        Proto::Ws
+    } else {
+        Proto::Http
+    };
+    let no_route = || ProxyError::NoRoute(info.host.clone());
+    if app.config.server.accept_pushpin_route {
+        let named = req.headers_mut().remove(PUSHPIN_ROUTE);
+        if let Some(id) = named.as_ref().and_then(|v| v.to_str().ok()) {
+            match routes.by_pushpin_route(id.trim()) {
+                PushpinRoute::Found(route) => return Ok(route.clone()),
+                PushpinRoute::Missing if !id.trim().is_empty() => return Err(no_route()),
+                PushpinRoute::Shared | PushpinRoute::Missing => {}
+            }
+        }
+    }
+    routes
+        .find(&info.host, proto, info.tls, req.uri().path())
+        .cloned()
+        .ok_or_else(no_route)
+}
+
+/// Reads a request's cross-origin facts when its route (or `server.auto_cross_origin`) wants
+/// them, and turns a JSON-P request into the request it stands for. Returns the JSON-P body,
+/// or why a JSON-P request cannot be served.
+fn read_cross_origin(
+    req: &mut Request<Incoming>,
+    jsonp_config: &JsonpConfig,
+    entrance: &mut Entrance,
+) -> Result<Option<Bytes>, jsonp::JsonpError> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let parsed = jsonp::parse(jsonp_config, req.method(), path);
+    let cors = CorsRequest::of(req.headers());
+    let jsonp = match parsed {
+        Ok(jsonp) => jsonp,
+        Err(e) => {
+            entrance.cross = Some(CrossOrigin {
+                cors,
+                callback: None,
+            });
+            return Err(e);
+        }
+    };
+    let Some(jsonp) = jsonp else {
+        entrance.cross = Some(CrossOrigin {
+            cors,
+            callback: None,
+        });
+        return Ok(None);
+    };
+    let mut uri = req.uri().clone().into_parts();
+    uri.path_and_query = jsonp.path_and_query.parse().ok();
+    if let Ok(rewritten) = http::Uri::from_parts(uri) {
+        *req.uri_mut() = rewritten;
+    }
+    *req.method_mut() = jsonp.method.clone();
+    jsonp.apply_headers(req.headers_mut());
+    entrance.cross = Some(CrossOrigin {
+        cors,
+        callback: Some(jsonp.callback),
+    });
+    Ok(Some(jsonp.body))
+}
+
+/// A request body on its way to the origins, and the copy kept for a held session's retries.
+enum Kept {
+    /// A JSON-P request's body, from its query: known whole.
+    Whole(Bytes),
+    /// The client's body, copied as it passes.
+    Captured(CaptureHandle),
+}
+
+impl Kept {
+    fn take(self) -> Option<Bytes> {
+        match self {
+            Kept::Whole(b) => Some(b),
+            Kept::Captured(c) => c.take(),
+        }
+    }
 }
 
 /// Routes a request and hands it to whoever serves its route.
@@ -57,8 +177,9 @@ async fn dispatch(
     peer: SocketAddr,
     tls: bool,
     record: &mut AccessRecord,
-    debug: &mut bool,
+    entrance: &mut Entrance,
 ) -> Result<Response<Body>, ProxyError> {
+    let mut req = req;
     let info = RequestInfo::of(&req, tls, app);
     if !info.trusted && is_websocket_events(req.headers()) {
         return Ok(text_response(
@@ -66,17 +187,35 @@ async fn dispatch(
             "Client not allowed to send WebSocket events directly.\n",
         ));
     }
-    let routes = app.routes.current();
-    let proto = if info.websocket {
-        Proto::Ws
-    } else {
-        Proto::Http
+    let cross_origin = |route: Option<&Route>| {
+        !info.websocket
+            && (app.config.server.auto_cross_origin
+                || route.is_some_and(|r| r.options.auto_cross_origin))
     };
-    let route = routes
-        .find(&info.host, proto, info.tls, req.uri().path())
-        .ok_or_else(|| ProxyError::NoRoute(info.host.clone()))?;
+    let route = match pick_route(app, &mut req, &info) {
+        Ok(route) => route,
+        Err(e) => {
+            // With cross-origin support on everywhere, even this error is wrapped.
+            if cross_origin(None) {
+                let _ = read_cross_origin(&mut req, &JsonpConfig::default(), entrance);
+            }
+            return Err(e);
+        }
+    };
     record.route = Some(route.id.clone());
-    *debug |= route.options.debug;
+    entrance.debug |= route.options.debug;
+    entrance.log_level = route.options.log_level;
+    let mut jsonp_body = None;
+    if cross_origin(Some(&route)) {
+        match read_cross_origin(&mut req, &route.options.jsonp, entrance) {
+            Ok(body) => jsonp_body = body,
+            Err(e) => {
+                let text = format!("{e}\n");
+                return Ok(crate::crossorigin::plain(StatusCode::BAD_REQUEST, text));
+            }
+        }
+    }
+    let route = &route;
     if route.targets[0].kind == TargetKind::Test {
         record.target = Some("test".to_string());
         return crate::testhandler::serve(app, route, req, record).await;
@@ -84,7 +223,20 @@ async fn dispatch(
     if info.websocket {
         return crate::ws::serve(app, route, req, peer, &info, record).await;
     }
+    to_origins(app, route, req, jsonp_body, peer, info, record).await
+}
 
+/// Sends a request to its route's origins, and relays or holds the answer. `jsonp_body`: the
+/// body of a JSON-P request, which replaces the client's.
+async fn to_origins(
+    app: &Arc<App>,
+    route: &Arc<Route>,
+    req: Request<Incoming>,
+    jsonp_body: Option<Bytes>,
+    peer: SocketAddr,
+    info: RequestInfo,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError> {
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let (parts, body) = req.into_parts();
     let request = OriginRequest {
@@ -92,15 +244,25 @@ async fn dispatch(
         path,
         headers: crate::proxy::origin_headers(app, route, peer, &info, false, parts.headers),
     };
-    let body = crate::proxy::client_body(app, body);
     // An upstream GRIP proxy acts on the origin's GRIP answer itself.
     if route.options.no_grip || info.trusted {
-        let (resp, target) = crate::proxy::pass(app, route, &request, boxed(body)).await?;
+        let body = match jsonp_body {
+            Some(b) => full(b),
+            None => boxed(crate::proxy::client_body(app, body)),
+        };
+        let (resp, target) = crate::proxy::pass(app, route, &request, body).await?;
         record.target = Some(target.label());
         return Ok(crate::proxy::relay(app, resp));
     }
-    let (captured, capture) = Captured::new(body, app.config.limits.max_accept_body);
-    let (answer, target) = crate::proxy::ask(app, route, &request, boxed(captured)).await?;
+    let (body, kept) = match jsonp_body {
+        Some(b) => (full(b.clone()), Kept::Whole(b)),
+        None => {
+            let client = crate::proxy::client_body(app, body);
+            let (captured, capture) = Captured::new(client, app.config.limits.max_accept_body);
+            (boxed(captured), Kept::Captured(capture))
+        }
+    };
+    let (answer, target) = crate::proxy::ask(app, route, &request, body).await?;
     record.target = Some(target.label());
     let resp = match answer {
         Answer::Relay(resp) => return Ok(crate::proxy::relay(app, resp)),
@@ -110,7 +272,7 @@ async fn dispatch(
         app: app.clone(),
         route: route.clone(),
         request: Some(request.detached()),
-        body: capture.take(),
+        body: kept.take(),
         host: info.host,
     };
     crate::hold::accept(held, target, resp, record).await

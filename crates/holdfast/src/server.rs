@@ -145,11 +145,15 @@ impl Server {
         let _bus = app.bus.start();
         let sweeper = {
             let hub = app.hub.clone();
+            let per_ip = app.per_ip.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     every.tick().await;
                     hub.sweep();
+                    if let Some(per_ip) = &per_ip {
+                        per_ip.sweep();
+                    }
                 }
             })
         };
@@ -163,6 +167,8 @@ impl Server {
             client_body_idle_secs = timeouts.client_body_idle_secs,
             origin_body_idle_secs = timeouts.origin_body_idle_secs,
             publish_idle_secs = timeouts.publish_idle_secs,
+            max_connections_per_ip = app.config.limits.max_connections_per_ip,
+            connection_rate_per_ip = app.config.limits.connection_rate_per_ip,
             "connection limits"
         );
         let client_builder = builder(&app.config, timeouts.client_header());
@@ -194,6 +200,15 @@ impl Server {
             )));
         }
         shutdown.await;
+        let delay = Duration::from_secs(app.config.server.shutdown_delay_secs);
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "shutdown announced: /readyz answers 503, the listeners serve until the delay is over"
+            );
+            app.shutdown.announce();
+            tokio::time::sleep(delay).await;
+        }
         let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         app.begin_shutdown();
@@ -293,10 +308,20 @@ async fn accept_loop(
                 _ = stop.stopped() => return,
             },
         };
+        let peer_guard = match (kind, &app.per_ip) {
+            (Kind::Client, Some(per_ip)) => match per_ip.admit(peer.ip()) {
+                Ok(guard) => Some(guard),
+                Err(why) => {
+                    tracing::debug!(%peer, cap = why.label(), "connection refused: over the per-address cap");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let _ = stream.set_nodelay(true);
-        // What lives as long as the socket: the connection's permit and descriptor, and the
-        // drain guard. A held stream takes them all from hyper ([`direct`]).
-        let guards = (permit, held, drain.clone());
+        // What lives as long as the socket: the connection's permit and descriptor, the drain
+        // guard and the per-address count. A held stream takes them all from hyper ([`direct`]).
+        let guards = (permit, held, drain.clone(), peer_guard);
         let conn = Conn {
             peer,
             kind,

@@ -8,6 +8,7 @@
 //! until every guard has been dropped. A guard can be had only while another one still lives, so
 //! nothing new can keep a finished server waiting.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub type DrainGuard = mpsc::Sender<()>;
 /// The server's shutdown signal and drain.
 pub struct Shutdown {
     stop: watch::Sender<bool>,
+    /// Set by [`Shutdown::announce`]: shutdown is coming, the server is no longer ready.
+    announced: AtomicBool,
     /// The first guard, dropped by [`Shutdown::begin`]; the others are clones of it.
     first: Mutex<Option<DrainGuard>>,
     weak: mpsc::WeakSender<()>,
@@ -30,6 +33,7 @@ impl Default for Shutdown {
         let (tx, rx) = mpsc::channel(1);
         Shutdown {
             stop: watch::channel(false).0,
+            announced: AtomicBool::new(false),
             weak: tx.downgrade(),
             first: Mutex::new(Some(tx)),
             drained: tokio::sync::Mutex::new(rx),
@@ -52,6 +56,16 @@ impl Shutdown {
     /// Whether shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// Says shutdown is coming (`server.shutdown_delay_secs`) without stopping anything yet.
+    pub fn announce(&self) {
+        self.announced.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has been announced or has begun: the server is not ready for new clients.
+    pub fn is_announced(&self) -> bool {
+        self.announced.load(Ordering::Relaxed) || self.is_stopping()
     }
 
     /// Raises the signal and lets go of the first guard.

@@ -22,12 +22,13 @@ use tokio::net::TcpStream;
 use crate::sink::{Sink, Wire};
 
 /// What must live exactly as long as a client socket: the connection-cap permit (none on the
-/// publish listener), the descriptor (from the client budget, or the publish API's share), and
-/// the drain guard.
+/// publish listener), the descriptor (from the client budget, or the publish API's share), the
+/// drain guard, and the count of its address's connections (only under a per-address cap).
 pub type Guards = (
     Option<tokio::sync::OwnedSemaphorePermit>,
     crate::descriptors::Held,
     crate::shutdown::DrainGuard,
+    Option<Box<crate::limiter::PeerGuard>>,
 );
 
 /// A client connection's socket, found in the extensions of every request with an `Upgrade`

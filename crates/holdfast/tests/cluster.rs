@@ -459,6 +459,12 @@ async fn redis_restart_keeps_held_streams_and_refuses_publishes_meanwhile() {
         })
         .await;
         assert!(!p.app.bus.is_connected());
+        let (status, body) = p.readyz().await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("cluster bus: not every Redis server is connected"),
+            "{body}"
+        );
     }
 
     redis.restart().await;
@@ -468,6 +474,7 @@ async fn redis_restart_keeps_held_streams_and_refuses_publishes_meanwhile() {
             p.app.bus.is_connected()
         })
         .await;
+        assert_eq!(p.readyz().await, (200, "ready\n".to_string()));
     }
     publish_ok(&instances[1], "live", "after;").await;
     // The same connections, still open: nothing from the outage, the new item once.

@@ -455,3 +455,91 @@ async fn request_heads_over_the_header_limits_are_431() {
     ];
     assert_statuses(&proxy, &cases).await;
 }
+
+/// Connects to `addr` from the loopback address `from` and asks for `/`: `Some(response head)`
+/// when the proxy serves it, `None` when it closes the connection without a byte.
+async fn request_from(from: &str, addr: std::net::SocketAddr) -> (TcpStream, Option<String>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    // The write may fail if the proxy has already closed the connection.
+    let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer or a close within 10 s")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned());
+    (stream, head)
+}
+
+async fn metrics(proxy: &Proxy) -> String {
+    text(get(&proxy.publish_url("/metrics")).await).await
+}
+
+#[tokio::test]
+async fn one_address_over_its_connection_cap_is_refused_and_others_are_served() {
+    let origin = grip_origin(200, &[], "served").await;
+    let proxy = Proxy::routed_to(&origin, |c| c.limits.max_connections_per_ip = 2).await;
+    // Two keep-alive connections from 127.0.0.1 stay open after their answers.
+    let (_a, head) = request_from("127.0.0.1", proxy.addr).await;
+    assert!(head.unwrap().starts_with("HTTP/1.1 200"));
+    let (_b, head) = request_from("127.0.0.1", proxy.addr).await;
+    assert!(head.unwrap().starts_with("HTTP/1.1 200"));
+    // A third from the same address is closed without an answer.
+    let (_c, head) = request_from("127.0.0.1", proxy.addr).await;
+    assert_eq!(head, None, "the third connection from one address");
+    // Another address is served.
+    let (_d, head) = request_from("127.0.0.2", proxy.addr).await;
+    assert!(head.unwrap().starts_with("HTTP/1.1 200"));
+    let page = metrics(&proxy).await;
+    assert!(
+        page.contains("holdfast_connections_refused_total{reason=\"max_connections_per_ip\"} 1\n"),
+        "{page}"
+    );
+    // Once one of the first two closes, the address may connect again.
+    drop(_a);
+    eventually(
+        Duration::from_secs(10),
+        || "a fourth connection from 127.0.0.1 refused".to_string(),
+        || async { request_from("127.0.0.1", proxy.addr).await.1.is_some() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn one_address_over_its_connection_rate_is_refused() {
+    let origin = grip_origin(200, &[], "served").await;
+    let proxy = Proxy::routed_to(&origin, |c| c.limits.connection_rate_per_ip = 1).await;
+    // A bucket of one: of ten connections in a row, the first is served, and at least one of
+    // the rest comes within the second it takes to refill and is closed unanswered.
+    let mut refused = 0;
+    for i in 0..10 {
+        let (_conn, head) = request_from("127.0.0.3", proxy.addr).await;
+        match head {
+            Some(head) => assert!(head.starts_with("HTTP/1.1 200"), "{head}"),
+            None => {
+                assert!(i > 0, "the first connection is within the burst");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "no connection refused");
+    let page = metrics(&proxy).await;
+    assert!(
+        page.contains(&format!(
+            "holdfast_connections_refused_total{{reason=\"connection_rate_per_ip\"}} {refused}\n"
+        )),
+        "{page}"
+    );
+    // The publish listener has no per-address cap.
+    for _ in 0..3 {
+        assert!(metrics(&proxy).await.contains("holdfast_per_ip_addresses"));
+    }
+}

@@ -547,3 +547,88 @@ async fn the_binary_takes_the_auth_flags() {
         );
     }
 }
+
+/// Runs the real `holdfast publish` with `args`: exit code, stdout, stderr.
+async fn holdfast_publish(args: Vec<String>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("publish")
+            .args(args)
+            .env_remove("GRIP_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn holdfast_publish_signs_from_a_grip_url_or_sends_the_credentials_it_is_given() {
+    let proxy = Proxy::start("* test\n", |c| {
+        c.publish.jwt_key = vec!["base64:c2VjcmV0".into()]; // secret
+        c.publish.jwt_iss = Some("realm".into());
+        c.publish.token = vec!["tok".into()];
+        c.publish.basic = vec!["pub:pw".into()];
+        quiet(c);
+    })
+    .await;
+    let mut stream = held_stream(&proxy, "c").await;
+    let base = format!("http://{}", proxy.publish);
+    let accepted = [
+        (
+            "a GRIP URL with iss and key",
+            vec![format!("--spec={base}/?iss=realm&key=base64:c2VjcmV0")],
+        ),
+        (
+            "a GRIP URL with a key only",
+            vec![format!("--spec={base}?key=tok")],
+        ),
+        (
+            "--bearer",
+            vec![format!("--spec={base}"), "--bearer=tok".into()],
+        ),
+        (
+            "--user",
+            vec![format!("--spec={base}"), "-u".into(), "pub:pw".into()],
+        ),
+    ];
+    for (i, (what, mut args)) in accepted.into_iter().enumerate() {
+        args.extend(["c".to_string(), format!("item {i}")]);
+        let (code, stdout, stderr) = holdfast_publish(args).await;
+        assert_eq!(code, Some(0), "{what}: {stderr}");
+        assert_eq!(stdout, "Published\n", "{what}");
+        let want = format!("item {i}\n");
+        assert_eq!(read_until(&mut stream, &want).await, want, "{what}");
+    }
+    let refused = [
+        (
+            "a wrong JWT key",
+            vec![format!("--spec={base}/?iss=realm&key=wrong")],
+        ),
+        ("no credentials", vec![format!("--spec={base}")]),
+    ];
+    for (what, mut args) in refused {
+        args.extend(["c".to_string(), "refused".to_string()]);
+        let (code, stdout, stderr) = holdfast_publish(args).await;
+        assert_eq!(code, Some(1), "{what}: {stdout}");
+        assert!(
+            stderr.starts_with("holdfast publish: 401 Unauthorized: "),
+            "{what}: {stderr}"
+        );
+    }
+    // Nothing refused reached the client: the next item is the one after.
+    let (code, _, stderr) = holdfast_publish(vec![
+        format!("--spec={base}"),
+        "--bearer=tok".into(),
+        "c".into(),
+        "last".into(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read_until(&mut stream, "last\n").await, "last\n");
+}

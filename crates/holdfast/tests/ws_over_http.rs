@@ -440,3 +440,81 @@ async fn woh_a_subscribe_over_the_channel_limit_closes_the_connection() {
     );
     proxy.wait_subscribers("x", 0).await;
 }
+
+async fn next_events(seen: &mut mpsc::Receiver<Vec<Event>>) -> Vec<Event> {
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("origin request in time")
+        .unwrap()
+}
+
+/// Sends `first`; while the origin holds its answer, queues `second`, `third` and a ping (the
+/// pong says Holdfast has read them all), then lets the origin answer. Returns the events of
+/// each request that followed, until the ping was delivered.
+async fn events_queued_behind_a_slow_answer(one_event: bool) -> Vec<Vec<Event>> {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (tx, mut seen) = mpsc::channel::<Vec<Event>>(16);
+    let held = gate.clone();
+    let origin = Origin::start(move |req: Request<hyper::body::Incoming>| {
+        let (tx, held) = (tx.clone(), held.clone());
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let events = parse_events(&body).unwrap();
+            let first = events.contains(&text_event("first"));
+            let open = events.first().map(|e| e.kind) == Some(EventKind::Open);
+            tx.send(events).await.unwrap();
+            if first {
+                held.notified().await;
+            }
+            let answer = if open {
+                vec![Event::new(EventKind::Open)]
+            } else {
+                Vec::new()
+            };
+            events_response(&answer, &[])
+        }
+    })
+    .await;
+    let param = if one_event { ",one_event" } else { "" };
+    let proxy = Proxy::start(&format!("* {},over_http{param}\n", origin.target()), |_| {}).await;
+    let mut client = connect(&proxy, "/").await;
+    assert_eq!(next_events(&mut seen).await, [Event::new(EventKind::Open)]);
+    client.send(Message::text("first")).await.unwrap();
+    assert_eq!(next_events(&mut seen).await, [text_event("first")]);
+    client.send(Message::text("second")).await.unwrap();
+    client.send(Message::text("third")).await.unwrap();
+    client
+        .send(Message::Ping(b"p".to_vec().into()))
+        .await
+        .unwrap();
+    while !matches!(recv(&mut client).await, Message::Pong(_)) {}
+    gate.notify_one();
+    let ping = Event::with_content(EventKind::Ping, "p");
+    let mut requests = Vec::new();
+    while !requests.iter().flatten().any(|e: &Event| *e == ping) {
+        requests.push(next_events(&mut seen).await);
+    }
+    requests
+}
+
+#[tokio::test]
+async fn woh_one_event_sends_each_queued_event_in_its_own_request() {
+    let ping = Event::with_content(EventKind::Ping, "p");
+    // Without it, what queued up while a request was out goes in one request.
+    assert_eq!(
+        events_queued_behind_a_slow_answer(false).await,
+        [vec![
+            text_event("second"),
+            text_event("third"),
+            ping.clone()
+        ]]
+    );
+    assert_eq!(
+        events_queued_behind_a_slow_answer(true).await,
+        [
+            vec![text_event("second")],
+            vec![text_event("third")],
+            vec![ping]
+        ]
+    );
+}

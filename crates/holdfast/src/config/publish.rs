@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[publish]`: authentication and input limits of the publish API (`/publish`, `/recover`,
 /// `/metrics`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PublishConfig {
     /// Keys a JWT in `Authorization: Bearer` may be signed with, in `sig_key`'s forms: a secret
@@ -132,9 +132,16 @@ impl PublishConfig {
 
     /// Checks the values: the publish API is not open to the network by accident, every key
     /// loads, every `basic` is `USER:PASS`, tokens are usable in a header, and the limits are in
-    /// range. `listen` is `server.publish_listen`. Returns the field and the problem.
-    pub(super) fn check(&self, listen: SocketAddr) -> Result<(), (&'static str, String)> {
-        if !listen.ip().is_loopback() && !self.is_authenticated() && !self.allow_unauthenticated {
+    /// range. `listen` is `server.publish_listen`; `open_by_pushpin` says a pushpin.conf put it
+    /// there, which allows it without authentication, as `allow_unauthenticated` does. Returns
+    /// the field and the problem.
+    pub(super) fn check(
+        &self,
+        listen: SocketAddr,
+        open_by_pushpin: bool,
+    ) -> Result<(), (&'static str, String)> {
+        let allowed = self.allow_unauthenticated || open_by_pushpin;
+        if !listen.ip().is_loopback() && !self.is_authenticated() && !allowed {
             return Err((
                 "server.publish_listen",
                 format!(
@@ -225,7 +232,7 @@ mod tests {
 
     fn validate(text: &str) -> Result<Config, String> {
         let mut config = Config::parse(text, Path::new("c.toml")).map_err(|e| e.to_string())?;
-        config.source = Some(text.to_string());
+        config.source = crate::config::Source::Toml(text.to_string());
         config
             .validate(Path::new("c.toml"))
             .map(|()| config)

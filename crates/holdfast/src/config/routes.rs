@@ -70,6 +70,76 @@ pub struct RouteOptions {
     pub no_grip: bool,
     /// `debug`: error details in responses.
     pub debug: bool,
+    /// `aco`: automatic cross-origin support on this route — CORS headers on responses and
+    /// JSON-P — as `server.auto_cross_origin` turns on for every route.
+    pub auto_cross_origin: bool,
+    /// `jsonp_mode=`, `jsonp_cb=`, `jsonp_body=`, `jsonp_defcb=`, `jsonp_defmethod=`: how JSON-P
+    /// requests are read and their answers wrapped, when cross-origin support is on.
+    pub jsonp: JsonpConfig,
+    /// `orig_headers`: send the origin a copy of every header the client sent, named with the
+    /// prefix [`ORIG_HEADER_PREFIX`]; without it, client headers with that prefix are removed.
+    pub orig_headers: bool,
+    /// `log_level=N`: the most verbose level this route's log lines are written at, in
+    /// Pushpin's numbers (0 error, 1 warn, 2 info, 3 debug, 4 trace); `None`: no limit.
+    pub log_level: Option<tracing::Level>,
+}
+
+/// The prefix of the copies `orig_headers` makes of the client's headers (Pushpin's marker).
+pub const ORIG_HEADER_PREFIX: &str = "eb9bf0f5-";
+
+/// How a JSON-P answer wraps the origin's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JsonpMode {
+    /// `callback(<body>)`: the body alone, one trailing newline dropped.
+    Basic,
+    /// `callback({code, reason, headers, body})`: the whole response as a JSON object (the
+    /// default, as in Pushpin).
+    #[default]
+    Extended,
+}
+
+/// A route's JSON-P settings, with Pushpin's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JsonpConfig {
+    /// `jsonp_mode=basic|extended`.
+    pub mode: JsonpMode,
+    /// `jsonp_cb=`: the query parameter naming the callback; unset: `callback`.
+    pub callback_param: Option<String>,
+    /// `jsonp_body=`: a query parameter whose value becomes the request body (sent as
+    /// `application/json`); unset: the `_body` parameter does that, with no content type.
+    pub body_param: Option<String>,
+    /// `jsonp_defcb=`: the callback used when the request names none but carries the body
+    /// parameter (`jsonp_body=`).
+    pub default_callback: Option<String>,
+    /// `jsonp_defmethod=`: the method sent to the origin when the request has no `_method`
+    /// parameter; unset: `POST` in basic mode, `GET` in extended mode.
+    pub default_method: Option<http::Method>,
+}
+
+impl JsonpConfig {
+    /// The query parameter naming the callback.
+    pub fn callback_param(&self) -> &str {
+        self.callback_param.as_deref().unwrap_or("callback")
+    }
+
+    /// The method a JSON-P request reaches the origin with, unless it says `_method`.
+    pub fn default_method(&self) -> http::Method {
+        match (&self.default_method, self.mode) {
+            (Some(m), _) => m.clone(),
+            (None, JsonpMode::Basic) => http::Method::POST,
+            (None, JsonpMode::Extended) => http::Method::GET,
+        }
+    }
+}
+
+/// Whether `name` can be a JSON-P callback: letters, digits, `_`, `$`, `.`, `[` and `]` (a
+/// function, a property path, an array index). Pushpin takes any text; anything else could
+/// make the answer run code of the requester's choosing on a page that trusts this origin.
+pub fn is_callback_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.' | b'[' | b']'))
 }
 
 /// Where a route sends requests.
@@ -101,8 +171,14 @@ pub struct Target {
     pub subs: Vec<String>,
     /// `insecure`: skip TLS verification.
     pub insecure: bool,
-    /// `untrusted`: marks the target untrusted (accepted for compatibility).
+    /// `untrusted`: the origin is not trusted to send Holdfast elsewhere: its next and gone
+    /// links may only point at the host the client asked for.
     pub untrusted: bool,
+    /// `one_event`: WebSocket-over-HTTP requests carry at most one event each.
+    pub one_event: bool,
+    /// `trust_connect_host`: verify the origin's TLS certificate against the connect host,
+    /// which is what Holdfast always does.
+    pub trust_connect_host: bool,
 }
 
 impl Target {
@@ -121,6 +197,8 @@ impl Target {
 pub struct Route {
     /// `id=`, or one derived from the condition.
     pub id: String,
+    /// The id was given with `id=` (only those can be picked with `Pushpin-Route`).
+    pub explicit_id: bool,
     /// When the route applies.
     pub condition: Condition,
     /// Rewrites and options.
@@ -269,6 +347,17 @@ impl RouteTable {
         self.routes.iter().find(|r| r.id == id)
     }
 
+    /// The route a client picks with `Pushpin-Route: <id>` (`server.accept_pushpin_route`), by
+    /// its `id=`, whatever its condition says, as Pushpin does.
+    pub fn by_pushpin_route(&self, id: &str) -> PushpinRoute<'_> {
+        let mut named = self.routes.iter().filter(|r| r.explicit_id && r.id == id);
+        match (named.next(), named.next()) {
+            (Some(route), None) => PushpinRoute::Found(route),
+            (Some(_), Some(_)) => PushpinRoute::Shared,
+            (None, _) => PushpinRoute::Missing,
+        }
+    }
+
     /// One warning naming every route that signs its origin requests' `Grip-Sig` with
     /// [`DEFAULT_SIG_KEY`] (its own `sig_key=`, or `sig_key`, the global key, when it has none);
     /// `None` when no route does. Routes that never sign (`no_grip`, or only the `test`
@@ -291,6 +380,17 @@ impl RouteTable {
             )
         })
     }
+}
+
+/// What a `Pushpin-Route` header finds.
+#[derive(Debug, Clone, Copy)]
+pub enum PushpinRoute<'a> {
+    /// The one route with that `id=`.
+    Found(&'a Arc<Route>),
+    /// Several routes have that `id=`: the header is ignored and the request routed as usual.
+    Shared,
+    /// No route has that `id=`.
+    Missing,
 }
 
 fn host_without_port(host: &str) -> &str {
@@ -383,19 +483,7 @@ fn tokenize(line: &str) -> Result<Vec<Vec<Prop>>, String> {
 }
 
 /// Pushpin route options Holdfast accepts and ignores, so a Pushpin file loads unchanged.
-const IGNORED_ROUTE_OPTIONS: &[&str] = &[
-    "aco",
-    "jsonp_mode",
-    "jsonp_cb",
-    "jsonp_body",
-    "jsonp_defcb",
-    "jsonp_defmethod",
-    "session",
-    "sockjs",
-    "sockjs_as_path",
-    "orig_headers",
-    "log_level",
-];
+const IGNORED_ROUTE_OPTIONS: &[&str] = &["session", "sockjs", "sockjs_as_path"];
 
 // One arm per route option, as the routes-file grammar lists them: split up, the grammar would
 // be scattered over several functions that each need the same state.
@@ -484,6 +572,34 @@ fn parse_route(
             }
             "no_grip" => options.no_grip = true,
             "debug" => options.debug = true,
+            "aco" => options.auto_cross_origin = true,
+            "orig_headers" => options.orig_headers = true,
+            "log_level" => options.log_level = Some(parse_log_level(&value()?)?),
+            "jsonp_mode" => {
+                options.jsonp.mode = match value()?.as_str() {
+                    "basic" => JsonpMode::Basic,
+                    "extended" => JsonpMode::Extended,
+                    v => return Err(format!("jsonp_mode={v:?}: expected 'basic' or 'extended'")),
+                }
+            }
+            "jsonp_cb" => options.jsonp.callback_param = Some(non_empty("jsonp_cb", value()?)?),
+            "jsonp_body" => options.jsonp.body_param = Some(non_empty("jsonp_body", value()?)?),
+            "jsonp_defcb" => {
+                let v = value()?;
+                if !is_callback_name(&v) {
+                    return Err(format!(
+                        "jsonp_defcb={v:?}: a callback is letters, digits and _ $ . [ ]"
+                    ));
+                }
+                options.jsonp.default_callback = Some(v);
+            }
+            "jsonp_defmethod" => {
+                let v = value()?;
+                options.jsonp.default_method = Some(
+                    http::Method::from_bytes(v.as_bytes())
+                        .map_err(|_| format!("jsonp_defmethod={v:?}: not an HTTP method"))?,
+                );
+            }
             k if IGNORED_ROUTE_OPTIONS.contains(&k) => warnings.push(format!(
                 "line {line}: route option '{k}' is not supported, ignored"
             )),
@@ -497,9 +613,11 @@ fn parse_route(
         .iter()
         .map(|t| parse_target(t, line, warnings))
         .collect::<Result<Vec<_>, _>>()?;
+    let explicit_id = id.is_some();
     let id = id.unwrap_or_else(|| default_id(&condition));
     Ok(Route {
         id,
+        explicit_id,
         condition,
         options,
         targets,
@@ -508,7 +626,32 @@ fn parse_route(
 }
 
 fn is_flag_option(key: &str) -> bool {
-    matches!(key, "no_grip" | "debug") || IGNORED_ROUTE_OPTIONS.contains(&key)
+    matches!(key, "no_grip" | "debug" | "aco" | "orig_headers")
+        || IGNORED_ROUTE_OPTIONS.contains(&key)
+}
+
+fn non_empty(option: &str, v: String) -> Result<String, String> {
+    if v.is_empty() {
+        return Err(format!("{option} must not be empty"));
+    }
+    Ok(v)
+}
+
+/// Pushpin's log levels: 0 error, 1 warn, 2 info, 3 debug, 4 trace.
+fn parse_log_level(v: &str) -> Result<tracing::Level, String> {
+    use tracing::Level;
+    Ok(match v {
+        "0" => Level::ERROR,
+        "1" => Level::WARN,
+        "2" => Level::INFO,
+        "3" => Level::DEBUG,
+        "4" => Level::TRACE,
+        _ => {
+            return Err(format!(
+                "log_level={v:?}: expected 0 (error), 1 (warn), 2 (info), 3 (debug) or 4 (trace)"
+            ))
+        }
+    })
 }
 
 fn default_id(c: &Condition) -> String {
@@ -551,6 +694,8 @@ fn parse_target(
         subs: Vec::new(),
         insecure: false,
         untrusted: false,
+        one_event: false,
+        trust_connect_host: false,
     };
     for prop in &props[1..] {
         let value = || {
@@ -565,8 +710,9 @@ fn parse_target(
             "sub" => target.subs.push(value()?),
             "insecure" => target.insecure = true,
             "untrusted" => target.untrusted = true,
-            k @ ("trust_connect_host" | "one_event" | "ipc_file_mode" | "client_cert"
-            | "client_key") => {
+            "one_event" => target.one_event = true,
+            "trust_connect_host" => target.trust_connect_host = true,
+            k @ ("ipc_file_mode" | "client_cert" | "client_key") => {
                 warnings.push(format!("target param '{k}' is not supported, ignored"))
             }
             k => return Err(format!("unknown target param '{k}'")),
@@ -606,158 +752,4 @@ fn parse_target_addr(s: &str) -> Result<TargetKind, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<RouteTable, RoutesError> {
-        RouteTable::parse(text, Path::new("routes"))
-    }
-
-    fn origin(host: &str, port: u16) -> TargetKind {
-        TargetKind::Origin {
-            host: host.into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn parses_pushpin_examples() {
-        let t = parse(
-            "# comment\n\
-             * localhost:8000\n\
-             *,path_beg=/api/,replace_beg=/ api.internal:80,ssl,host=api.example.com\n\
-             *,proto=ws localhost:8000,over_http\n\
-             example.com,id=ex,prefix=p-,no_grip 127.0.0.1:1 [::1]:2,sub=a,sub=b,insecure\n\
-             *,path_beg=/q,header=X-A:1,header=\"X-B: two words\",debug,sig_key=k,sig_iss=i,as_host=o:81,path_rem=2 test\n",
-        )
-        .unwrap();
-        assert_eq!(t.routes.len(), 5);
-        let r = &t.routes[0];
-        assert_eq!(r.id, "*,*,*,*");
-        assert_eq!(r.targets[0].kind, origin("localhost", 8000));
-        let r = &t.routes[1];
-        assert_eq!(r.condition.path_beg.as_deref(), Some("/api/"));
-        assert_eq!(r.options.replace_beg.as_deref(), Some("/"));
-        assert!(r.targets[0].ssl);
-        assert_eq!(r.targets[0].host_header.as_deref(), Some("api.example.com"));
-        assert_eq!(t.routes[2].condition.proto, Some(Proto::Ws));
-        assert!(t.routes[2].targets[0].over_http);
-        let r = &t.routes[3];
-        assert_eq!(r.id, "ex");
-        assert_eq!(r.condition.host.as_deref(), Some("example.com"));
-        assert_eq!(r.options.channel_prefix, "p-");
-        assert!(r.options.no_grip);
-        assert_eq!(r.targets[1].kind, origin("::1", 2));
-        assert_eq!(r.targets[1].subs, vec!["a", "b"]);
-        assert!(r.targets[1].insecure);
-        assert_eq!(r.targets[1].label(), "[::1]:2");
-        let r = &t.routes[4];
-        assert_eq!(
-            r.options.headers,
-            vec![
-                ("X-A".to_string(), "1".to_string()),
-                ("X-B".to_string(), "two words".to_string())
-            ]
-        );
-        assert!(r.options.debug);
-        assert_eq!(r.options.sig_key.as_deref(), Some("k"));
-        assert_eq!(r.options.as_host.as_deref(), Some("o:81"));
-        assert_eq!(r.options.path_rem, 2);
-        assert_eq!(r.targets[0].kind, TargetKind::Test);
-    }
-
-    #[test]
-    fn errors_name_line_and_token() {
-        let cases = [
-            ("* localhost:8000\n*", 2, "no target"),
-            ("*,proto=udp x:1", 1, "proto=\"udp\""),
-            ("*,ssl=maybe x:1", 1, "ssl=\"maybe\""),
-            ("*,colour=red x:1", 1, "unknown route option 'colour'"),
-            ("* x:1,wat", 1, "unknown target param 'wat'"),
-            ("* localhost", 1, "target 'localhost'"),
-            ("* localhost:99999", 1, "is not a port"),
-            ("* [zz]:1", 1, "not an IPv6 address"),
-            ("\n\n*,path_beg=\"/a x:1", 3, "unterminated"),
-            ("example.* x:1", 1, "exact host"),
-            ("*,replace_beg=/x x:1", 1, "replace_beg needs path_beg"),
-            ("*,path_rem=abc x:1", 1, "path_rem"),
-            ("*,header=NoColon x:1", 1, "Name:Value"),
-            ("* zhttpreq/tcp://127.0.0.1:1", 1, "ZeroMQ"),
-        ];
-        for (text, line, needle) in cases {
-            let e = parse(text).unwrap_err();
-            assert_eq!(e.line, line, "{text:?}: {e}");
-            assert!(e.message.contains(needle), "{text:?}: {e}");
-            assert!(e.to_string().starts_with(&format!("routes:{line}:")), "{e}");
-        }
-    }
-
-    #[test]
-    fn duplicates_and_pushpin_only_options_warn() {
-        let t = parse("* a:1\n* b:2\n*,aco,path_beg=/x c:3,one_event\n").unwrap();
-        assert_eq!(t.routes.len(), 2);
-        assert_eq!(t.warnings.len(), 3, "{:?}", t.warnings);
-    }
-
-    #[test]
-    fn most_specific_route_wins() {
-        let t = parse(
-            "* any:1\n\
-             *,path_beg=/a any-a:1\n\
-             *,path_beg=/a/b any-ab:1\n\
-             *,path_beg=/a,ssl=yes any-a-ssl:1\n\
-             *,proto=ws any-ws:1\n\
-             example.com ex:1\n\
-             example.com,path_beg=/a ex-a:1\n\
-             id=hidden hidden:1\n",
-        )
-        .unwrap();
-        let cases = [
-            ("other.org", Proto::Http, false, "/", "any"),
-            ("other.org", Proto::Http, false, "/a/x", "any-a"),
-            ("other.org", Proto::Http, false, "/a/b/c", "any-ab"),
-            ("other.org", Proto::Http, true, "/a/x", "any-a-ssl"),
-            ("other.org", Proto::Ws, false, "/a/b", "any-ws"),
-            ("example.com:8080", Proto::Http, false, "/", "ex"),
-            ("EXAMPLE.com", Proto::Http, false, "/a", "ex-a"),
-            ("hidden", Proto::Http, false, "/", "any"),
-        ];
-        for (host, proto, ssl, path, want) in cases {
-            let r = t.find(host, proto, ssl, path).unwrap();
-            let got = match &r.targets[0].kind {
-                TargetKind::Origin { host, .. } => host.clone(),
-                TargetKind::Test => "test".into(),
-            };
-            assert_eq!(got, want, "{host} {proto:?} {ssl} {path}");
-        }
-        assert_eq!(t.by_id("hidden").unwrap().targets[0].label(), "hidden:1");
-    }
-
-    #[test]
-    fn falls_back_to_star_when_host_routes_do_not_match() {
-        let t = parse("example.com,path_beg=/only ex:1\n* any:1\n").unwrap();
-        let r = t.find("example.com", Proto::Http, false, "/else").unwrap();
-        assert_eq!(r.targets[0].label(), "any:1");
-        assert!(parse("example.com ex:1\n")
-            .unwrap()
-            .find("nope", Proto::Http, false, "/")
-            .is_none());
-    }
-
-    #[test]
-    fn path_rewrites() {
-        let t = parse(
-            "*,path_beg=/api/,replace_beg=/v2/ a:1\n*,path_beg=/x,path_rem=2 b:1\n*,path_beg=/full,replace_beg=/ c:1\n",
-        )
-        .unwrap();
-        let cases = [
-            (0, "/api/items?q=1", "/v2/items?q=1"),
-            (1, "/xyz/abc", "/yz/abc"),
-            (2, "/full", "/"),
-            (2, "/fullpath", "/path"),
-        ];
-        for (i, input, want) in cases {
-            assert_eq!(t.routes[i].rewrite_path(input), want, "{input}");
-        }
-    }
-}
+mod tests;

@@ -6,6 +6,11 @@
 //! Identical next-link requests from many sessions are *not* collapsed into one: each session
 //! gets a response rendered for its own `Grip-Last`, and the session rate limit
 //! (`reliability.session_requests_per_sec`) is what keeps a storm of them in check.
+//!
+//! On a route with an `untrusted` target, a link to another host than the one the client asked
+//! for is refused (a warning names the link, the host and the target): an origin that is not
+//! trusted must not send Holdfast elsewhere. Holdfast has no outbound access policy yet that
+//! could say which other hosts are fine.
 
 use std::sync::Arc;
 
@@ -21,15 +26,17 @@ use crate::proxy::OriginRequest;
 
 /// Builds a request for `link` from the session's original request: its `Host` (or the link's,
 /// when it names another host) and forwarding headers, nothing else of the client's.
-fn derive(ctx: &HeldRequest, link: &str, method: Method) -> Option<OriginRequest> {
-    let original = ctx.request.as_ref()?;
+fn derive(ctx: &HeldRequest, link: &str, method: Method) -> Result<OriginRequest, NextLinkError> {
+    let unresolvable = || NextLinkError::Unresolvable(link.to_string());
+    let original = ctx.request.as_ref().ok_or_else(unresolvable)?;
     let host = original
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or(&ctx.host);
-    let base = url::Url::parse(&format!("http://{host}{}", original.path)).ok()?;
-    let resolved = base.join(link).ok()?;
+    let base =
+        url::Url::parse(&format!("http://{host}{}", original.path)).map_err(|_| unresolvable())?;
+    let resolved = base.join(link).map_err(|_| unresolvable())?;
     let mut path = resolved.path().to_string();
     if let Some(q) = resolved.query() {
         path.push('?');
@@ -54,12 +61,21 @@ fn derive(ctx: &HeldRequest, link: &str, method: Method) -> Option<OriginRequest
         (Some(h), None) => h.to_string(),
         _ => host.to_string(),
     };
-    if authority != host {
+    let same_host = resolved.host_str() == base.host_str()
+        && resolved.port_or_known_default() == base.port_or_known_default();
+    if !same_host {
+        if let Some(target) = ctx.route.targets.iter().find(|t| t.untrusted) {
+            return Err(NextLinkError::Denied {
+                link: link.to_string(),
+                host: host.to_string(),
+                target: target.label(),
+            });
+        }
         if let Ok(v) = HeaderValue::from_str(&authority) {
             headers.insert(header::HOST, v);
         }
     }
-    Some(OriginRequest {
+    Ok(OriginRequest {
         method,
         path,
         headers,
@@ -75,6 +91,19 @@ pub enum NextLinkError {
     /// Every try failed; carries the last failure.
     #[error("Failed to retrieve next link: {0}")]
     Failed(String),
+    /// The link leaves the client's host on a route whose origins are not trusted to do that.
+    #[error(
+        "link {link:?} leads away from host {host}, and target {target} of this route is \
+         untrusted"
+    )]
+    Denied {
+        /// The link as the origin gave it.
+        link: String,
+        /// The host the client asked for.
+        host: String,
+        /// The untrusted target.
+        target: String,
+    },
 }
 
 /// GETs a next link, retrying with backoff while the origin cannot be reached or answers
@@ -84,8 +113,11 @@ pub async fn fetch_next(
     link: &str,
     positions: &Positions,
 ) -> Result<(Response<Incoming>, Target), NextLinkError> {
-    let mut request = derive(ctx, link, Method::GET)
-        .ok_or_else(|| NextLinkError::Unresolvable(link.to_string()))?;
+    let mut request = derive(ctx, link, Method::GET).inspect_err(|e| {
+        if matches!(e, NextLinkError::Denied { .. }) {
+            tracing::warn!(error = %e, "next link refused");
+        }
+    })?;
     positions.grip_last(&mut request.headers);
     let mut last_error = String::new();
     let mut delays = crate::retry::origin_retries();
@@ -116,12 +148,20 @@ pub struct GoneLink {
 }
 
 impl GoneLink {
-    /// The gone link of a session, if its URL resolves.
+    /// The gone link of a session, if its URL resolves and may be followed.
     pub fn new(ctx: &HeldRequest, url: &str) -> Option<GoneLink> {
+        let request = match derive(ctx, url, Method::POST) {
+            Ok(r) => r,
+            Err(e @ NextLinkError::Denied { .. }) => {
+                tracing::warn!(error = %e, "gone link refused");
+                return None;
+            }
+            Err(_) => return None,
+        };
         Some(GoneLink {
             app: ctx.app.clone(),
             route: ctx.route.clone(),
-            request: derive(ctx, url, Method::POST)?,
+            request,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Response holds (long-polling): wait for the first published `http-response`, or answer the
 //! origin's response at the timeout; on a hint, a stale `prev-id` or a gap history cannot fill,
-//! ask the origin again with `Grip-Last` and carry on with whatever it answers.
+//! ask the origin again with `Grip-Last` and carry on with whatever it answers. Both answers are
+//! marked [`Shape::Held`], for cross-origin support to wrap them as Pushpin's handler does.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use http::{Response, StatusCode};
 
 use super::link::GoneLink;
 use super::{BaseResponse, HeldRequest, Positions, Verdict};
+use crate::crossorigin::Shape;
 use crate::http::{full, Body};
 use crate::hub::{Delivery, Subscription, Want};
 use crate::proxy::body::AccessRecord;
@@ -68,7 +70,7 @@ pub async fn hold(
             match positions.judge(&sub, &item) {
                 Verdict::Deliver(items) => {
                     if let Some(item) = items.iter().find(|i| is_send(i)) {
-                        return published_response(base, item, &positions);
+                        return Shape::Held.mark(published_response(base, item, &positions));
                     }
                 }
                 Verdict::Update => update |= can_update(&ctx),
@@ -83,12 +85,12 @@ pub async fn hold(
             };
             let Some(item) = item else {
                 let body = full(base.body.clone());
-                return base.into_response(body);
+                return Shape::Held.mark(base.into_response(body));
             };
             match positions.judge(&sub, &item) {
                 Verdict::Deliver(items) => {
                     if let Some(item) = items.iter().find(|i| is_send(i)) {
-                        return published_response(base, item, &positions);
+                        return Shape::Held.mark(published_response(base, item, &positions));
                     }
                 }
                 Verdict::Skip => {}
@@ -130,11 +132,15 @@ async fn retry(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
     let (resp, target) = match answer {
         Ok((Answer::Grip(resp), target)) => (resp, target),
         Ok((Answer::Relay(resp), _)) => return Next::Done(crate::proxy::relay(&ctx.app, resp)),
-        Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
+        Err(e) => {
+            return Next::Done(e.to_response(ctx.route.options.debug, ctx.route.options.log_level))
+        }
     };
     let accepted = match crate::proxy::read_grip(&ctx.app, &target.label(), resp).await {
         Ok(a) => a,
-        Err(e) => return Next::Done(e.to_response(ctx.route.options.debug)),
+        Err(e) => {
+            return Next::Done(e.to_response(ctx.route.options.debug, ctx.route.options.log_level))
+        }
     };
     if accepted.instruction.hold == Some(HoldMode::Response) {
         let bad = |reason: String| {
@@ -143,7 +149,7 @@ async fn retry(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
                     target: target.label(),
                     reason,
                 }
-                .to_response(ctx.route.options.debug),
+                .to_response(ctx.route.options.debug, ctx.route.options.log_level),
             )
         };
         let base = match BaseResponse::of(&accepted) {
@@ -170,7 +176,7 @@ async fn retry(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
     .await
     {
         Ok(resp) => Next::Done(resp),
-        Err(e) => Next::Done(e.to_response(ctx.route.options.debug)),
+        Err(e) => Next::Done(e.to_response(ctx.route.options.debug, ctx.route.options.log_level)),
     }
 }
 
@@ -205,8 +211,7 @@ fn published_response(
         let original = full(base.body.clone());
         return base.into_response(original);
     };
-    let mut headers = base.headers;
-    headers.remove(header::CONTENT_LENGTH);
+    let mut published = Vec::new();
     for (k, v) in &f.headers {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(k.as_bytes()),
@@ -218,7 +223,18 @@ fn published_response(
         if name.as_str().starts_with("grip-") || name == header::CONTENT_LENGTH {
             continue;
         }
-        headers.insert(name, value);
+        published.push((name, value));
+    }
+    // As Pushpin: the original headers the item names are dropped, the others keep their
+    // order, and the item's headers follow, every value of each.
+    let mut headers = header::HeaderMap::with_capacity(base.headers.len() + published.len());
+    for (name, value) in &base.headers {
+        if name != header::CONTENT_LENGTH && !published.iter().any(|(p, _)| p == name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in published {
+        headers.append(name, value);
     }
     let status = StatusCode::from_u16(f.code).unwrap_or(StatusCode::OK);
     let mut resp = Response::new(full(body));

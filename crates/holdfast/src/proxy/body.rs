@@ -323,6 +323,8 @@ pub struct AccessRecord {
     pub hold: Option<&'static str>,
     /// When the request arrived.
     pub started: Instant,
+    /// The route's `log_level`: the line is written only if `info` is within it.
+    pub log_level: Option<tracing::Level>,
 }
 
 impl AccessRecord {
@@ -338,6 +340,7 @@ impl AccessRecord {
             status: 0,
             hold: None,
             started: Instant::now(),
+            log_level: None,
         }
     }
 }
@@ -390,6 +393,9 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Logged<B> {
 impl<B> Drop for Logged<B> {
     fn drop(&mut self) {
         let r = &self.record;
+        if r.log_level.is_some_and(|max| tracing::Level::INFO > max) {
+            return;
+        }
         tracing::info!(
             target: "holdfast::access",
             method = %r.method,

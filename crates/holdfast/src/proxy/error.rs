@@ -1,6 +1,7 @@
 //! Proxy errors, tagged by who caused them, and the one place they become HTTP responses.
 
 use http::{Response, StatusCode};
+use tracing::Level;
 
 use crate::http::{text_response, Body};
 
@@ -100,8 +101,10 @@ impl ProxyError {
         }
     }
 
-    /// The response for the client: a short text, with details only when `debug` is on.
-    pub fn to_response(&self, debug: bool) -> Response<Body> {
+    /// The response for the client: a short text, with details only when `debug` is on. The
+    /// error is logged unless its level is more verbose than `max_level` (the route's
+    /// `log_level`).
+    pub fn to_response(&self, debug: bool, max_level: Option<Level>) -> Response<Body> {
         let text = match (self, debug) {
             (ProxyError::Unreachable(tried), true) => format!(
                 "Unable to connect to any targets. Tried: {}",
@@ -119,10 +122,17 @@ impl ProxyError {
             }
             _ => self.to_string(),
         };
-        match self.source_of() {
-            Source::Client => tracing::debug!(error = %self, "request refused"),
-            Source::Origin => tracing::warn!(error = %self, "origin error"),
-            Source::Internal => tracing::error!(error = %self, "internal error"),
+        let level = match self.source_of() {
+            Source::Client => Level::DEBUG,
+            Source::Origin => Level::WARN,
+            Source::Internal => Level::ERROR,
+        };
+        if max_level.is_none_or(|max| level <= max) {
+            match self.source_of() {
+                Source::Client => tracing::debug!(error = %self, "request refused"),
+                Source::Origin => tracing::warn!(error = %self, "origin error"),
+                Source::Internal => tracing::error!(error = %self, "internal error"),
+            }
         }
         text_response(self.status(), format!("{text}\n"))
     }
@@ -150,14 +160,14 @@ mod tests {
             "Unable to connect to any targets. Tried: a:1, b:2"
         );
         assert_eq!(
-            text_of(e.to_response(false)).await,
+            text_of(e.to_response(false, None)).await,
             (
                 StatusCode::BAD_GATEWAY,
                 "Unable to connect to any targets. Tried: a:1, b:2\n".to_string()
             )
         );
         assert_eq!(
-            text_of(e.to_response(true)).await.1,
+            text_of(e.to_response(true, None)).await.1,
             "Unable to connect to any targets. Tried: a:1 (connection refused), b:2 (timed out)\n"
         );
     }
@@ -167,7 +177,7 @@ mod tests {
         let e = ProxyError::RequestBody("invalid chunk size line".into());
         assert_eq!(e.source_of(), Source::Client);
         assert_eq!(
-            text_of(e.to_response(false)).await,
+            text_of(e.to_response(false, None)).await,
             (
                 StatusCode::BAD_REQUEST,
                 "The request body could not be read: invalid chunk size line.\n".to_string()
@@ -175,7 +185,7 @@ mod tests {
         );
         let e = ProxyError::RequestBodyTimeout("nothing arrived for 30 s".into());
         assert_eq!(e.source_of(), Source::Client);
-        let (status, text) = text_of(e.to_response(false)).await;
+        let (status, text) = text_of(e.to_response(false, None)).await;
         assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
         assert_eq!(
             text,
@@ -187,7 +197,7 @@ mod tests {
     async fn origin_failures_hide_their_reason_unless_debug() {
         let e = ProxyError::OriginTimeout("a:1".into());
         assert_eq!(
-            text_of(e.to_response(false)).await,
+            text_of(e.to_response(false, None)).await,
             (
                 StatusCode::GATEWAY_TIMEOUT,
                 "Timed out waiting for the origin to respond.\n".to_string()
@@ -197,7 +207,7 @@ mod tests {
             target: "a:1".into(),
             reason: "secret detail".into(),
         };
-        let (status, text) = text_of(e.to_response(false)).await;
+        let (status, text) = text_of(e.to_response(false, None)).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert_eq!(text, "Error while proxying to origin.\n");
         let stalled = ProxyError::OriginBodyTimeout {
@@ -205,13 +215,13 @@ mod tests {
             reason: "the origin sent nothing for 60 s".into(),
         };
         assert_eq!(
-            text_of(stalled.to_response(false)).await,
+            text_of(stalled.to_response(false, None)).await,
             (
                 StatusCode::GATEWAY_TIMEOUT,
                 "Timed out waiting for the origin to respond.\n".to_string()
             )
         );
-        let (_, text) = text_of(e.to_response(true)).await;
+        let (_, text) = text_of(e.to_response(true, None)).await;
         assert!(text.contains("secret detail"), "{text}");
     }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::routes::ORIG_HEADER_PREFIX;
 use crate::config::{ForwardedProto, XffRule};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus those Pushpin also drops towards origins.
@@ -47,6 +48,42 @@ pub fn remove_grip(headers: &mut HeaderMap) {
     for name in grip {
         headers.remove(name);
     }
+}
+
+/// Route `orig_headers`, as Pushpin: returns a copy of every header the client sent, named
+/// `eb9bf0f5-<name>` (a header already so named is taken out and kept as it is), for the caller
+/// to append once the other headers are rewritten — so an origin behind another proxy can still
+/// read the original request. Without `orig_headers`, headers with that prefix are removed, so
+/// a client cannot pass off its own as originals; from an upstream GRIP proxy (`trusted`) with
+/// `orig_headers` they are the upstream's copies and stay where they are.
+pub fn take_originals(
+    headers: &mut HeaderMap,
+    orig_headers: bool,
+    trusted: bool,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let is_marked = |name: &HeaderName| name.as_str().starts_with(ORIG_HEADER_PREFIX);
+    if orig_headers && trusted {
+        return Vec::new();
+    }
+    let marked: Vec<HeaderName> = headers.keys().filter(|n| is_marked(n)).cloned().collect();
+    let mut out = Vec::new();
+    if orig_headers {
+        for (name, value) in headers.iter() {
+            let name = if is_marked(name) {
+                name.clone()
+            } else {
+                match HeaderName::from_bytes(format!("{ORIG_HEADER_PREFIX}{name}").as_bytes()) {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                }
+            };
+            out.push((name, value.clone()));
+        }
+    }
+    for name in marked {
+        headers.remove(name);
+    }
+    out
 }
 
 /// How a request is forwarded: everything the header rules need besides the headers.
@@ -247,6 +284,48 @@ mod tests {
         to_origin(&mut h, &f);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-protocol"], "https");
+    }
+
+    #[test]
+    fn original_headers_are_copied_or_removed() {
+        let client = || {
+            map(&[
+                ("host", "client.example"),
+                ("connection", "keep-alive"),
+                ("eb9bf0f5-x-kept", "upstream"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+            ])
+        };
+        let mut h = client();
+        let copies = take_originals(&mut h, true, false);
+        let names: Vec<String> = copies
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "eb9bf0f5-host: client.example",
+                "eb9bf0f5-connection: keep-alive",
+                "eb9bf0f5-x-kept: upstream",
+                "eb9bf0f5-x-a: 1",
+                "eb9bf0f5-x-a: 2",
+            ]
+        );
+        assert!(h.get("eb9bf0f5-x-kept").is_none());
+        // Without the option a client's marked header never reaches the origin.
+        let mut h = client();
+        assert!(take_originals(&mut h, false, false).is_empty());
+        assert!(h.get("eb9bf0f5-x-kept").is_none());
+        assert_eq!(h.len(), 4);
+        let mut h = client();
+        assert!(take_originals(&mut h, false, true).is_empty());
+        assert!(h.get("eb9bf0f5-x-kept").is_none());
+        // An upstream GRIP proxy's copies stay, and no more are made.
+        let mut h = client();
+        assert!(take_originals(&mut h, true, true).is_empty());
+        assert_eq!(h["eb9bf0f5-x-kept"], "upstream");
     }
 
     #[test]

@@ -253,7 +253,7 @@ pub async fn open(
     let mut conn = Conn {
         session: Session::new(app.clone(), spec),
         cid,
-        outbox: Outbox::new(app.config.websocket.over_http_max_pending),
+        outbox: Outbox::new(app.config.websocket.over_http_max_pending, target.one_event),
         in_flight: None,
         refresh: false,
         keep_alive: None,

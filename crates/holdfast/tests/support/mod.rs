@@ -94,6 +94,20 @@ impl Proxy {
         format!("http://{}{}", self.publish, path)
     }
 
+    /// Signals shutdown without waiting for it.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// `GET /readyz` on the publish listener: status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        let resp = get(&self.publish_url("/readyz")).await;
+        let status = resp.status().as_u16();
+        (status, text(resp).await)
+    }
+
     /// Signals shutdown and waits for the server to finish draining.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {

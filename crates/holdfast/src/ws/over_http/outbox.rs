@@ -1,6 +1,7 @@
 //! The client events of one WebSocket-over-HTTP connection that the origin has not accepted yet.
 //!
-//! Events wait in order; [`Outbox::offer`] hands all of them to one request, and
+//! Events wait in order; [`Outbox::offer`] hands all of them to one request (only the first,
+//! for a target with `one_event`), and
 //! [`Outbox::settle`] applies the origin's `Content-Bytes-Accepted`: message content beyond the
 //! accepted count — and every event after it — goes back to the front, to be offered again with
 //! `Content-Bytes-Replayed`. Bounded: [`Outbox::push`] refuses an event that would take the
@@ -17,6 +18,8 @@ pub struct Outbox {
     waiting: usize,
     replayed: usize,
     limit: usize,
+    /// `one_event`: one event per request.
+    one_event: bool,
 }
 
 /// Whether `Content-Bytes-Accepted` counts this event's content.
@@ -25,14 +28,16 @@ fn is_message(kind: EventKind) -> bool {
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `limit` bytes of content.
-    pub fn new(limit: usize) -> Outbox {
+    /// An empty outbox holding at most `limit` bytes of content; `one_event`: each request
+    /// carries at most one event (target param `one_event`).
+    pub fn new(limit: usize, one_event: bool) -> Outbox {
         Outbox {
             queue: VecDeque::new(),
             offered: Vec::new(),
             waiting: 0,
             replayed: 0,
             limit,
+            one_event,
         }
     }
 
@@ -52,10 +57,15 @@ impl Outbox {
         self.queue.is_empty()
     }
 
-    /// Takes everything queued for one request; also returns how many of its content bytes were
-    /// offered before (`Content-Bytes-Replayed`).
+    /// Takes everything queued (the first event, with `one_event`) for one request; also returns
+    /// how many of its content bytes were offered before (`Content-Bytes-Replayed`).
     pub fn offer(&mut self) -> (Vec<Event>, usize) {
-        self.offered = self.queue.drain(..).collect();
+        let n = if self.one_event {
+            self.queue.len().min(1)
+        } else {
+            self.queue.len()
+        };
+        self.offered = self.queue.drain(..n).collect();
         (self.offered.clone(), std::mem::take(&mut self.replayed))
     }
 
@@ -125,7 +135,7 @@ mod tests {
             (Some(0), &["TEXT hello", "TEXT world", "CLOSE "], 10),
         ];
         for (accepted, want, replayed) in cases {
-            let mut out = Outbox::new(100);
+            let mut out = Outbox::new(100, false);
             out.push(text("hello")).unwrap();
             out.push(text("world")).unwrap();
             out.push(Event::new(EventKind::Close)).unwrap();
@@ -140,8 +150,34 @@ mod tests {
     }
 
     #[test]
+    fn one_event_offers_events_one_at_a_time() {
+        let mut out = Outbox::new(100, true);
+        out.push(text("hello")).unwrap();
+        out.push(text("world")).unwrap();
+        out.push(Event::new(EventKind::Close)).unwrap();
+        let mut seen = Vec::new();
+        while !out.is_empty() {
+            let (offered, _) = out.offer();
+            assert_eq!(offered.len(), 1);
+            seen.extend(names(&offered));
+            out.settle(None);
+        }
+        assert_eq!(seen, ["TEXT hello", "TEXT world", "CLOSE "]);
+        // A partly accepted message comes back first, alone.
+        out.push(text("abcdef")).unwrap();
+        out.push(text("next")).unwrap();
+        let _ = out.offer();
+        out.settle(Some(2));
+        let (again, replayed) = out.offer();
+        assert_eq!(
+            (names(&again), replayed),
+            (vec!["TEXT cdef".to_string()], 4)
+        );
+    }
+
+    #[test]
     fn the_limit_counts_offered_content_until_accepted() {
-        let mut out = Outbox::new(10);
+        let mut out = Outbox::new(10, false);
         out.push(text("12345678")).unwrap();
         let _ = out.offer();
         assert_eq!(out.push(text("abc")), Err(11));
