@@ -1,7 +1,8 @@
 //! The TLS handshake rate of a server: `--processes` client processes (this binary re-executed
 //! with the hidden `handshake-worker` subcommand), each with its share of `--concurrency`
 //! connections in a loop for `--secs`: connect, full handshake (no resumption, certificate not
-//! checked: see [`crate::tls`]), send `close_notify`, and read until the server closes. A round
+//! checked: see [`crate::tls`]), send `close_notify` (without closing the TCP side), and read
+//! until the server closes. A round
 //! counts when the server closed cleanly (its `close_notify`, or end of stream), which it can
 //! only do after it has checked the client's `Finished`; anything else — refused connection,
 //! failed handshake, an alert, a reset, no answer within 10 s — is an error, tallied by its text.
@@ -216,12 +217,15 @@ async fn round(
     }
     .context("connect")?;
     tcp.set_nodelay(true)?;
-    // Close with a reset, so tens of thousands of rounds leave no TIME_WAIT on this side.
+    // The server closes the TCP connection first and this side answers with a reset, so tens
+    // of thousands of rounds leave no TIME_WAIT on either side (a `shutdown` here would, and
+    // the ports of the source addresses would run out within a run).
     tcp.set_zero_linger()?;
     let mut tls = crate::tls::handshake(connector, tcp)
         .await
         .context("handshake")?;
-    tls.shutdown().await.context("close_notify")?;
+    tls.get_mut().1.send_close_notify();
+    tls.flush().await.context("close_notify")?;
     let mut rest = [0u8; 256];
     match tls.read(&mut rest).await {
         Ok(0) => Ok(()),

@@ -31,9 +31,7 @@ pub fn connector(ca: Option<&Path>) -> anyhow::Result<TlsConnector> {
 pub fn client_config(ca: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
     let mut provider = rustls::crypto::ring::default_provider();
     let first = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.suite();
-    provider
-        .cipher_suites
-        .sort_by_key(|s| s.suite() != first);
+    provider.cipher_suites.sort_by_key(|s| s.suite() != first);
     let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
