@@ -10,6 +10,7 @@ pub mod publish;
 pub mod redis_url;
 pub mod routes;
 pub mod tls;
+pub mod zmq;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 pub use publish::{PublishConfig, PublishOverrides};
 pub use tls::{TlsConfig, TlsOverrides};
+pub use zmq::ZmqConfig;
 
 /// Everything Holdfast reads from its configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +46,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// TLS termination on client listeners.
     pub tls: TlsConfig,
+    /// Pushpin's ZeroMQ sockets: publish inputs, command socket, stats socket.
+    pub zmq: ZmqConfig,
     /// Logging.
     pub log: LogConfig,
     /// The file's text, kept to point validation errors at a line.
@@ -716,6 +720,7 @@ impl Config {
             .map_err(|e| ("forwarding.x_forwarded_for_trusted", e))?;
         self.publish.check(self.server.publish_listen)?;
         self.tls.check()?;
+        self.zmq.check(self.publish.allow_unauthenticated)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())

@@ -79,7 +79,11 @@ async fn dispatch(
     *debug |= route.options.debug;
     if route.targets[0].kind == TargetKind::Test {
         record.target = Some("test".to_string());
-        return crate::testhandler::serve(app, route, req, record).await;
+        let client = crate::conns::Client {
+            peer: Some(peer.ip()),
+            tls: info.tls,
+        };
+        return crate::testhandler::serve(app, route, req, record, client).await;
     }
     if info.websocket {
         return crate::ws::serve(app, route, req, peer, &info, record).await;
@@ -112,6 +116,11 @@ async fn dispatch(
         request: Some(request.detached()),
         body: capture.take(),
         host: info.host,
+        client: crate::conns::Client {
+            peer: Some(peer.ip()),
+            tls: info.tls,
+        },
+        conn: std::sync::OnceLock::new(),
     };
     crate::hold::accept(held, target, resp, record).await
 }
