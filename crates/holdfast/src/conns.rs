@@ -74,8 +74,10 @@ pub enum ConnChange {
 /// Told of every open and close. Called with no lock held; must return at once.
 pub type ChangeFn = Arc<dyn Fn(ConnChange) + Send + Sync>;
 
+type Shard = Mutex<HashMap<Arc<str>, Arc<ConnInfo>>>;
+
 struct Inner {
-    shards: Box<[Mutex<HashMap<Arc<str>, Arc<ConnInfo>>>]>,
+    shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     next: AtomicU64,
     prefix: String,
@@ -120,7 +122,7 @@ impl Drop for ConnGuard {
 }
 
 impl Inner {
-    fn shard(&self, id: &str) -> &Mutex<HashMap<Arc<str>, Arc<ConnInfo>>> {
+    fn shard(&self, id: &str) -> &Shard {
         &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 }
