@@ -32,6 +32,10 @@ pub struct App {
     pub descriptors: Descriptors,
     /// Channel registry and fan-out.
     pub hub: Hub,
+    /// The held connections by id (on when a ZeroMQ command or stats socket is configured).
+    pub conns: crate::conns::Conns,
+    /// This instance's name in ZeroMQ stats packets (`from`): `holdfast_<pid>`.
+    pub instance: String,
     /// How publishes reach the hub (local, or through the cluster engine).
     pub bus: crate::bus::Bus,
     /// Paces origin requests made on held sessions' behalf.
@@ -41,9 +45,14 @@ pub struct App {
     /// The per-address connection caps, when either is on.
     pub per_ip: Option<Arc<crate::limiter::PerIp>>,
     signatures: Mutex<Vec<CachedSig>>,
+    /// Writes the ZeroMQ sockets' counters into `GET /metrics`, once they run.
+    zmq_metrics: std::sync::OnceLock<MetricsFn>,
     /// The shutdown signal and drain every task listens to.
     pub shutdown: Shutdown,
 }
+
+/// Writes some part's figures into `GET /metrics`.
+pub type MetricsFn = Box<dyn Fn(&mut crate::metrics::Exposition) + Send + Sync>;
 
 struct CachedSig {
     iss: String,
@@ -65,7 +74,15 @@ impl App {
         let descriptors = Descriptors::from_limits(&config.limits);
         let origins = OriginClients::new(&config.timeouts, &descriptors);
         let hub = Hub::new(HubLimits::from(&config));
+        let instance = format!("holdfast_{}", std::process::id());
+        let zmq = &config.zmq;
+        let conns = crate::conns::Conns::new(
+            !(zmq.command_spec.is_empty() && zmq.stats_spec.is_empty()),
+            &instance,
+        );
         Arc::new(App {
+            conns,
+            instance,
             xff,
             xff_trusted,
             upstream,
@@ -84,6 +101,7 @@ impl App {
             ),
             config,
             signatures: Mutex::new(Vec::new()),
+            zmq_metrics: std::sync::OnceLock::new(),
             shutdown: Shutdown::default(),
         })
     }
@@ -164,6 +182,18 @@ impl App {
             made: Instant::now(),
         });
         Some(token)
+    }
+
+    /// Sets what writes the ZeroMQ sockets' figures (once; later calls are ignored).
+    pub fn set_zmq_metrics(&self, f: MetricsFn) {
+        let _ = self.zmq_metrics.set(f);
+    }
+
+    /// Writes the ZeroMQ sockets' figures, when they run.
+    pub fn zmq_metrics(&self, page: &mut crate::metrics::Exposition) {
+        if let Some(f) = self.zmq_metrics.get() {
+            f(page);
+        }
     }
 
     /// Begins the shutdown: raises the signal every task waits on (accept loops, connections,

@@ -15,6 +15,7 @@ pub mod pushpin;
 pub mod redis_url;
 pub mod routes;
 pub mod tls;
+pub mod zmq;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use effective::REDACTED;
 pub use publish::{PublishConfig, PublishOverrides};
 pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
+pub use zmq::ZmqConfig;
 
 /// Everything Holdfast reads from its configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -51,6 +53,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// TLS termination on client listeners.
     pub tls: TlsConfig,
+    /// Pushpin's ZeroMQ sockets: publish inputs, command socket, stats socket.
+    pub zmq: ZmqConfig,
     /// Logging.
     pub log: LogConfig,
     /// Where the values came from, to point validation errors at a line.
@@ -842,6 +846,7 @@ impl Config {
         self.publish
             .check(self.server.publish_listen, self.publish_open_by_pushpin())?;
         self.tls.check()?;
+        self.zmq.check(self.publish.allow_unauthenticated)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())

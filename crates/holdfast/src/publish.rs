@@ -341,5 +341,6 @@ fn metrics_page(app: &App) -> Exposition {
         );
     }
     app.bus.metrics(&mut page);
+    app.zmq_metrics(&mut page);
     page
 }

@@ -218,7 +218,11 @@ async fn dispatch(
     let route = &route;
     if route.targets[0].kind == TargetKind::Test {
         record.target = Some("test".to_string());
-        return crate::testhandler::serve(app, route, req, record).await;
+        let client = crate::conns::Client {
+            peer: Some(peer.ip()),
+            tls: info.tls,
+        };
+        return crate::testhandler::serve(app, route, req, record, client).await;
     }
     if info.websocket {
         return crate::ws::serve(app, route, req, peer, &info, record).await;
@@ -274,6 +278,11 @@ async fn to_origins(
         request: Some(request.detached()),
         body: kept.take(),
         host: info.host,
+        client: crate::conns::Client {
+            peer: Some(peer.ip()),
+            tls: info.tls,
+        },
+        conn: std::sync::OnceLock::new(),
     };
     crate::hold::accept(held, target, resp, record).await
 }

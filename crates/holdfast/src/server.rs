@@ -64,6 +64,7 @@ pub struct Server {
     /// The publish listener's TLS, when it has a certificate.
     publish_tls: Option<TlsAcceptor>,
     api: Arc<crate::publish::Api>,
+    zmq: crate::zmq::Bound,
 }
 
 /// Which service a listener runs.
@@ -93,6 +94,7 @@ impl Server {
         let publish = bind(config.server.publish_listen).await?;
         let publish_tls =
             crate::tls::publish_acceptor(&config.tls).map_err(std::io::Error::other)?;
+        let zmq = crate::zmq::bind(&config.zmq)?;
         let app = App::new(config, routes);
         // The keys were read when the configuration was validated; this reads them again.
         let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
@@ -104,6 +106,7 @@ impl Server {
             publish,
             publish_tls,
             api: Arc::new(api),
+            zmq,
         })
     }
 
@@ -130,6 +133,11 @@ impl Server {
             .expect("bound listener has an address")
     }
 
+    /// Where the ZeroMQ sockets are bound (a port 0 in a spec is the port bound).
+    pub fn zmq_uris(&self) -> crate::zmq::Uris {
+        self.zmq.uris()
+    }
+
     /// The shared state, for tests and embedding.
     pub fn app(&self) -> Arc<App> {
         self.app.clone()
@@ -141,6 +149,7 @@ impl Server {
         let _watcher = crate::reload::spawn(app.clone());
         let _cert_watcher = self.certs.clone().and_then(crate::reload::spawn_certs);
         let _bus = app.bus.start();
+        let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
         let sweeper = {
             let hub = app.hub.clone();
             let per_ip = app.per_ip.clone();

@@ -147,6 +147,10 @@ pub async fn serve(
 ) -> Result<Response<Body>, ProxyError> {
     let mut client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
     client.upstream = info.trusted;
+    client.client = crate::conns::Client {
+        peer: Some(peer.ip()),
+        tls: info.tls,
+    };
     let upgrade = ClientUpgrade::of(&mut req);
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let (parts, body) = req.into_parts();
@@ -203,6 +207,7 @@ pub fn serve_test(
     route: &Route,
     mut req: Request<Incoming>,
     channels: Vec<String>,
+    from: crate::conns::Client,
 ) -> Result<Response<Body>, ProxyError> {
     let client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
     let upgrade = ClientUpgrade::of(&mut req);
@@ -211,6 +216,9 @@ pub fn serve_test(
         implicit: channels,
         message_prefix: None,
         label: "test".to_string(),
+        client: from,
+        conn_id: None,
+        route_id: route.explicit_id().map(str::to_string),
     };
     // The channels come from the client's query here.
     spec.check(app)

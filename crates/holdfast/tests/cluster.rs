@@ -742,3 +742,40 @@ async fn a_tls_redis_is_trusted_only_through_its_ca_unless_insecure() {
         "PONG"
     );
 }
+
+#[tokio::test]
+async fn an_item_pushed_to_one_instances_zmq_input_reaches_every_instance_once() {
+    use zeromq::{Socket as _, SocketSend as _};
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let origin = sse_origin(Arc::default()).await;
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let cluster = clustered(&redis.url(), 0);
+        instances.push(
+            Proxy::routed_to(&origin, move |c| {
+                cluster(c);
+                c.zmq.push_in_spec = "tcp://127.0.0.1:0".into();
+            })
+            .await,
+        );
+    }
+    let mut bodies = Vec::new();
+    for p in &instances {
+        bodies.push(listen(&p.url("/news"), None).await);
+    }
+    redis.wait_subscribed("news", 2).await;
+
+    let mut push = zeromq::PushSocket::new();
+    let pull = instances[0].zmq.publish_pull.clone().unwrap();
+    push.connect(&pull).await.unwrap();
+    let item = json!({"channel": "news", "formats": {"http-stream": {"content": "via zmq;"}}});
+    let mut msg = b"J".to_vec();
+    msg.extend(item.to_string().as_bytes());
+    push.send(bytes::Bytes::from(msg).into()).await.unwrap();
+    for body in &mut bodies {
+        assert_eq!(body.until("via zmq;").await, "via zmq;");
+    }
+    nothing_more(&instances[1], "news", &mut bodies).await;
+}

@@ -28,7 +28,7 @@ export async function waitUntil(predicate, { timeout = 10_000, what = 'a conditi
   }
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);

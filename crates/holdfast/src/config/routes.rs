@@ -210,6 +210,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route's `id=` when one was given (not derived from the condition), as stats
+    /// packets name it.
+    pub fn explicit_id(&self) -> Option<&str> {
+        (self.id != default_id(&self.condition)).then_some(self.id.as_str())
+    }
+
     /// The path the origin should see for a request path (with query) on this route.
     pub fn rewrite_path(&self, path_and_query: &str) -> String {
         let mut path = path_and_query.to_string();

@@ -91,6 +91,9 @@ pub async fn open(
         implicit: target.subs.clone(),
         message_prefix,
         label,
+        client: client.client,
+        conn_id: None,
+        route_id: route.explicit_id().map(str::to_string),
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),
