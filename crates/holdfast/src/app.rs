@@ -44,6 +44,12 @@ pub struct App {
     pub direct_streams: std::sync::atomic::AtomicUsize,
     /// The per-address connection caps, when either is on.
     pub per_ip: Option<Arc<crate::limiter::PerIp>>,
+    /// The client connection cap (`limits.max_connections`): a permit per open connection.
+    pub client_permits: Arc<tokio::sync::Semaphore>,
+    /// Client permits taken by accept loops for a connection not accepted yet.
+    pub accepting: std::sync::atomic::AtomicUsize,
+    /// Requests, publish items and connection time, for Pushpin's Prometheus page.
+    pub traffic: crate::metrics::Traffic,
     signatures: Mutex<Vec<CachedSig>>,
     /// Writes the ZeroMQ sockets' counters into `GET /metrics`, once they run.
     zmq_metrics: std::sync::OnceLock<MetricsFn>,
@@ -99,11 +105,64 @@ impl App {
                 config.limits.max_connections_per_ip,
                 config.limits.connection_rate_per_ip,
             ),
+            client_permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            accepting: std::sync::atomic::AtomicUsize::new(0),
+            traffic: crate::metrics::Traffic::default(),
             config,
             signatures: Mutex::new(Vec::new()),
             zmq_metrics: std::sync::OnceLock::new(),
             shutdown: Shutdown::default(),
         })
+    }
+
+    /// Client connections open now.
+    pub fn client_connections(&self) -> usize {
+        let taken = self.config.limits.max_connections - self.client_permits.available_permits();
+        taken.saturating_sub(self.accepting.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Pushpin's five metrics (`server.prometheus_listen`), named with
+    /// `server.prometheus_prefix` and described as Pushpin describes them.
+    pub fn pushpin_metrics(&self) -> crate::metrics::Exposition {
+        let prefix = &self.config.server.prometheus_prefix;
+        let mut page = crate::metrics::Exposition::default();
+        let figures: [(&str, &str, &str, u64); 5] = [
+            (
+                "request_received",
+                "counter",
+                "Number of requests received",
+                self.traffic.requests(),
+            ),
+            (
+                "connection_connected",
+                "gauge",
+                "Number of concurrent connections",
+                self.client_connections() as u64,
+            ),
+            (
+                "connection_minute",
+                "counter",
+                "Number of minutes clients have been connected",
+                self.traffic.connection_minutes(),
+            ),
+            (
+                "message_received",
+                "counter",
+                "Number of messages received by the publish API",
+                self.traffic.items_received(),
+            ),
+            (
+                "message_sent",
+                "counter",
+                "Number of messages sent to clients",
+                self.hub.stats().delivered,
+            ),
+        ];
+        for (name, kind, help, value) in figures {
+            let name = format!("{prefix}{name}");
+            page.family(&name, kind, help).sample(&name, &[], value);
+        }
+        page
     }
 
     /// Adds `Grip-Sig` and `Grip-Feature` to a request for the origin.

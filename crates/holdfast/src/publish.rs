@@ -217,6 +217,7 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
     }
     let count = items.len();
+    app.traffic.received(count);
     if let Err(e) = app.bus.publish(items).await {
         tracing::warn!(error = %e, items = count, "publish refused");
         return text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));

@@ -52,6 +52,7 @@ pub async fn handle(
     peer: SocketAddr,
     tls: bool,
 ) -> Response<Body> {
+    app.traffic.request();
     let mut record = AccessRecord {
         method: req.method().clone(),
         uri: req.uri().to_string(),

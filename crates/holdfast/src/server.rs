@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
@@ -63,6 +64,8 @@ pub struct Server {
     publish: TcpListener,
     /// The publish listener's TLS, when it has a certificate.
     publish_tls: Option<TlsAcceptor>,
+    /// Pushpin's Prometheus page (`server.prometheus_listen`).
+    prometheus: Vec<TcpListener>,
     api: Arc<crate::publish::Api>,
     zmq: crate::zmq::Bound,
 }
@@ -72,6 +75,7 @@ pub struct Server {
 enum Kind {
     Client,
     Publish,
+    Prometheus,
 }
 
 impl Server {
@@ -95,6 +99,10 @@ impl Server {
         let publish_tls =
             crate::tls::publish_acceptor(&config.tls).map_err(std::io::Error::other)?;
         let zmq = crate::zmq::bind(&config.zmq)?;
+        let mut prometheus = Vec::new();
+        for addr in &config.server.prometheus_listen {
+            prometheus.push(bind(*addr).await?);
+        }
         let app = App::new(config, routes);
         // The keys were read when the configuration was validated; this reads them again.
         let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
@@ -105,6 +113,7 @@ impl Server {
             certs,
             publish,
             publish_tls,
+            prometheus,
             api: Arc::new(api),
             zmq,
         })
@@ -133,6 +142,14 @@ impl Server {
             .expect("bound listener has an address")
     }
 
+    /// The bound addresses of Pushpin's Prometheus page, in configuration order.
+    pub fn prometheus_addrs(&self) -> Vec<SocketAddr> {
+        self.prometheus
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     /// Where the ZeroMQ sockets are bound (a port 0 in a spec is the port bound).
     pub fn zmq_uris(&self) -> crate::zmq::Uris {
         self.zmq.uris()
@@ -152,11 +169,18 @@ impl Server {
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
         let sweeper = {
             let hub = app.hub.clone();
+            let app = app.clone();
             let per_ip = app.per_ip.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(5));
+                let mut last = Instant::now();
                 loop {
                     every.tick().await;
+                    // Connection time, as the connections open at each tick times the time since
+                    // the last one.
+                    let now = Instant::now();
+                    (app.traffic).connected(app.client_connections(), now - last);
+                    last = now;
                     hub.sweep();
                     if let Some(per_ip) = &per_ip {
                         per_ip.sweep();
@@ -164,7 +188,7 @@ impl Server {
                 }
             })
         };
-        let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+        let permits = app.client_permits.clone();
         let timeouts = &app.config.timeouts;
         tracing::info!(
             max_connections = app.config.limits.max_connections,
@@ -186,7 +210,8 @@ impl Server {
                 self.publish,
                 Kind::Publish,
                 self.publish_tls,
-            )));
+            )))
+            .chain((self.prometheus.into_iter()).map(|l| (l, Kind::Prometheus, None)));
         let mut loops = Vec::new();
         for (listener, kind, tls) in listeners {
             if let Ok(addr) = listener.local_addr() {
@@ -194,7 +219,7 @@ impl Server {
             }
             let builder = match kind {
                 Kind::Client => client_builder.clone(),
-                Kind::Publish => publish_builder.clone(),
+                Kind::Publish | Kind::Prometheus => publish_builder.clone(),
             };
             loops.push(tokio::spawn(accept_loop(
                 listener,
@@ -289,11 +314,13 @@ async fn accept_loop(
                 p = room_for_client(&app, &permits) => (Some(p), None),
                 _ = stop.stopped() => return,
             },
-            Kind::Publish => tokio::select! {
+            Kind::Publish | Kind::Prometheus => tokio::select! {
                 held = app.descriptors.acquire_publish() => (None, Some(held)),
                 _ = stop.stopped() => return,
             },
         };
+        // A client's permit waits for the accept; once accepted, it stands for the connection.
+        let _accepting = permit.as_ref().map(|_| Accepting::new(&app));
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
@@ -329,6 +356,7 @@ async fn accept_loop(
         // What lives as long as the socket: the connection's permit and descriptor, the drain
         // guard and the per-address count. A held stream takes them all from hyper ([`direct`]).
         let guards = (permit, held, drain.clone(), peer_guard);
+        drop(_accepting);
         let conn = Conn {
             peer,
             kind,
@@ -350,11 +378,28 @@ async fn accept_loop(
     }
 }
 
+/// Counts a client permit that is taken but not yet a connection's, so that
+/// [`App::client_connections`] counts connections only.
+struct Accepting<'a>(&'a App);
+
+impl<'a> Accepting<'a> {
+    fn new(app: &'a App) -> Self {
+        app.accepting.fetch_add(1, Ordering::Relaxed);
+        Accepting(app)
+    }
+}
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The header timeout of a listener's connections.
 fn head_timeout(app: &App, kind: Kind) -> Duration {
     match kind {
         Kind::Client => app.config.timeouts.client_header(),
-        Kind::Publish => app.config.timeouts.publish_idle(),
+        Kind::Publish | Kind::Prometheus => app.config.timeouts.publish_idle(),
     }
 }
 
@@ -523,6 +568,7 @@ fn respond<S: Transport>(
         let resp: hyper::Response<Body> = match kind {
             Kind::Client => crate::route::handle(app.clone(), req, peer, S::TLS).await,
             Kind::Publish => api.handle(req, peer).await,
+            Kind::Prometheus => prometheus_page(&app, &req),
         };
         if direct_allowed && direct::eligible(&resp) {
             if let Some(owned) = cell.as_ref().and_then(|c| c.take()) {
@@ -536,6 +582,30 @@ fn respond<S: Transport>(
         }
         Ok::<_, Infallible>(resp)
     })
+}
+
+/// Pushpin's Prometheus page, at any path: `GET` or `HEAD`, without authentication, as Pushpin
+/// serves it; `405` for other methods.
+fn prometheus_page(app: &App, req: &Request<Incoming>) -> hyper::Response<Body> {
+    use hyper::{header, Method, StatusCode};
+    let (status, body) = match *req.method() {
+        Method::GET | Method::HEAD => (StatusCode::OK, app.pushpin_metrics().into_text()),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed: the metrics page takes GET or HEAD.\n".to_string(),
+        ),
+    };
+    let mut resp = hyper::Response::new(crate::http::full(body));
+    *resp.status_mut() = status;
+    let content_type = match status {
+        StatusCode::OK => crate::metrics::CONTENT_TYPE,
+        _ => "text/plain",
+    };
+    (resp.headers_mut()).insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        (resp.headers_mut()).insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    resp
 }
 
 /// Logs how a connection ended, when it was not cleanly.

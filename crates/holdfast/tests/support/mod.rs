@@ -41,6 +41,8 @@ pub struct Proxy {
     pub publish: SocketAddr,
     /// The ZeroMQ sockets `[zmq]` configures.
     pub zmq: holdfast::zmq::Uris,
+    /// Pushpin's Prometheus page, where `server.prometheus_listen` puts it.
+    pub prometheus: Vec<SocketAddr>,
     pub app: Arc<holdfast::app::App>,
     pub routes_file: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -67,6 +69,7 @@ impl Proxy {
         let tls = server.tls_addrs().first().copied();
         let publish = server.publish_addr();
         let zmq = server.zmq_uris();
+        let prometheus = server.prometheus_addrs();
         let app = server.app();
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(server.run(async {
@@ -77,6 +80,7 @@ impl Proxy {
             tls,
             publish,
             zmq,
+            prometheus,
             app,
             routes_file,
             stop: Some(tx),
