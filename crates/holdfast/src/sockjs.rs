@@ -266,6 +266,10 @@ fn preflight() -> Response<Body> {
 /// Adds the headers every SockJS answer carries: no caching (unless the answer says otherwise)
 /// and CORS for the request's `Origin`.
 fn with_cors(mut r: Response<Body>, request: &HeaderMap) -> Response<Body> {
+    if r.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // A WebSocket's handshake: the origin's headers, as Pushpin passes them.
+        return r;
+    }
     let h = r.headers_mut();
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(

@@ -302,11 +302,13 @@ impl Task {
             let _ = r.tx.try_send(f);
             return;
         }
+        self.written = 0;
         if r.streaming {
-            let _ = r.tx.try_send(r.framing.prelude());
+            let prelude = r.framing.prelude();
+            self.written = prelude.len();
+            let _ = r.tx.try_send(prelude);
         }
         self.receiver = Some(r);
-        self.written = 0;
         self.last_frame = Instant::now();
     }
 

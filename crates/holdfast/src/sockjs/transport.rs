@@ -109,7 +109,14 @@ pub async fn send(app: &App, key: &str, req: Request<Incoming>, form: bool) -> R
     let Some(s) = app.sockjs_sessions.get::<Session>(key) else {
         return not_found();
     };
-    let max = app.config.sockjs.max_queued;
+    // JSON escapes can make a message's text up to six times its size; a body twice the
+    // queue is plenty for what fits in the queue.
+    let max = app
+        .config
+        .sockjs
+        .max_queued
+        .saturating_mul(2)
+        .saturating_add(1024);
     let form = form
         && req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
             v.as_bytes()
