@@ -274,9 +274,7 @@ fn with_cors(mut r: Response<Body>, request: &HeaderMap) -> Response<Body> {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(
             header::CACHE_CONTROL,
-            HeaderValue::from_static(
-                "no-store, no-cache, no-transform, must-revalidate, max-age=0",
-            ),
+            HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
         );
     }
     let origin = request

@@ -164,18 +164,22 @@ impl Framing {
             Framing::Jsonp(callback) => {
                 let mut out = format!("/**/{callback}(");
                 push_json_string(&mut out, frame);
-                out.push_str(");\r\n");
+                // Pushpin ends the call with a newline (the SockJS spec: `\r\n`).
+                out.push_str(");\n");
                 Bytes::from(out)
             }
         }
     }
 
-    /// The `Content-Type` of a response carrying frames this way.
-    pub fn content_type(&self) -> &'static str {
+    /// The `Content-Type` of a response carrying frames this way: Pushpin's for the
+    /// transports it serves (xhr-polling `text/plain`, jsonp `application/javascript`), the
+    /// SockJS spec's for xhr-streaming and eventsource, which it does not.
+    pub fn content_type(&self, streaming: bool) -> &'static str {
         match self {
-            Framing::Xhr => "application/javascript; charset=UTF-8",
+            Framing::Xhr if streaming => "application/javascript; charset=UTF-8",
+            Framing::Xhr => "text/plain",
             Framing::EventSource => "text/event-stream; charset=UTF-8",
-            Framing::Jsonp(_) => "application/javascript; charset=UTF-8",
+            Framing::Jsonp(_) => "application/javascript",
         }
     }
 }
@@ -248,7 +252,7 @@ mod tests {
         );
         assert_eq!(
             Framing::Jsonp("cb.x".into()).wrap(r#"a["x"]"#),
-            "/**/cb.x(\"a[\\\"x\\\"]\");\r\n"
+            "/**/cb.x(\"a[\\\"x\\\"]\");\n"
         );
         let prelude = Framing::Xhr.prelude();
         assert_eq!(prelude.len(), 2049);

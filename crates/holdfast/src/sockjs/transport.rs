@@ -63,7 +63,7 @@ impl Open<'_> {
         let sessions = &self.app.sockjs_sessions;
         if let Some(s) = sessions.get::<Session>(&self.key) {
             match s.receive(receiver).await {
-                Ok(()) => return Ok(frames(&framing, rx)),
+                Ok(()) => return Ok(frames(&framing, streaming, rx)),
                 // It ended meanwhile: this request opens a new one.
                 Err(r) => receiver = r,
             }
@@ -89,7 +89,9 @@ impl Open<'_> {
             Err(InsertError::Taken) => {
                 drop(task);
                 return match sessions.get::<Session>(&self.key) {
-                    Some(s) if s.receive(receiver).await.is_ok() => Ok(frames(&framing, rx)),
+                    Some(s) if s.receive(receiver).await.is_ok() => {
+                        Ok(frames(&framing, streaming, rx))
+                    }
                     _ => Ok(not_found()),
                 };
             }
@@ -99,7 +101,7 @@ impl Open<'_> {
         if session.receive(receiver).await.is_err() {
             return Ok(not_found());
         }
-        Ok(frames(&framing, rx))
+        Ok(frames(&framing, streaming, rx))
     }
 }
 
@@ -206,17 +208,17 @@ fn frames_now(framing: &Framing, f: &str) -> Response<Body> {
     let mut r = Response::new(full(framing.wrap(f)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(framing.content_type()),
+        HeaderValue::from_static(framing.content_type(false)),
     );
     r
 }
 
 /// A response whose body is what the session writes to its receiver.
-fn frames(framing: &Framing, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+fn frames(framing: &Framing, streaming: bool, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let mut r = Response::new(crate::http::boxed(FrameBody(rx)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(framing.content_type()),
+        HeaderValue::from_static(framing.content_type(streaming)),
     );
     r
 }
