@@ -1,6 +1,8 @@
 //! The state every connection shares: configuration, the live route table, origin clients, the
 //! hub and the shutdown signal.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -53,6 +55,8 @@ pub struct App {
     signatures: Mutex<Vec<CachedSig>>,
     /// Writes the ZeroMQ sockets' counters into `GET /metrics`, once they run.
     zmq_metrics: std::sync::OnceLock<MetricsFn>,
+    /// SockJS sessions over HTTP transports, which outlive each of their requests.
+    pub sockjs_sessions: SessionTable,
     /// The shutdown signal and drain every task listens to.
     pub shutdown: Shutdown,
 }
@@ -108,6 +112,7 @@ impl App {
             client_permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             accepting: std::sync::atomic::AtomicUsize::new(0),
             traffic: crate::metrics::Traffic::default(),
+            sockjs_sessions: SessionTable::new(config.sockjs.max_sessions),
             config,
             signatures: Mutex::new(Vec::new()),
             zmq_metrics: std::sync::OnceLock::new(),
@@ -319,5 +324,81 @@ impl Routes {
         let n = table.routes.len();
         *self.current.write().expect("routes lock poisoned") = Arc::new(table);
         Ok(n)
+    }
+}
+
+/// Sessions that outlive the requests that reach them (SockJS over HTTP), by key, at most
+/// `max` at once. Each entry is its owner's handle, type-erased so that this floor needs no type
+/// from the floor that owns it; [`SessionTable::get`] gives it back typed.
+pub struct SessionTable {
+    map: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    max: usize,
+}
+
+/// Why [`SessionTable::insert`] did not insert.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// A session with that key exists.
+    Taken,
+    /// The table holds `max` sessions.
+    Full(usize),
+}
+
+impl SessionTable {
+    /// An empty table for at most `max` sessions.
+    pub fn new(max: usize) -> SessionTable {
+        SessionTable {
+            map: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Any + Send + Sync>>> {
+        // Every critical section leaves the map consistent.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session under `key`, if there is one of type `T`.
+    pub fn get<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let found = self.lock().get(key).cloned()?;
+        found.downcast::<T>().ok()
+    }
+
+    /// Adds `session` under `key`, unless the key is taken or the table is full.
+    pub fn insert<T: Any + Send + Sync>(
+        &self,
+        key: String,
+        session: Arc<T>,
+    ) -> Result<(), InsertError> {
+        let mut map = self.lock();
+        if map.contains_key(&key) {
+            return Err(InsertError::Taken);
+        }
+        if map.len() >= self.max {
+            return Err(InsertError::Full(self.max));
+        }
+        map.insert(key, session);
+        Ok(())
+    }
+
+    /// Removes the entry under `key` if it is `session` (and not a later one under the same key).
+    pub fn remove<T: Any + Send + Sync>(&self, key: &str, session: &Arc<T>) {
+        let mut map = self.lock();
+        let same = map
+            .get(key)
+            .is_some_and(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(session)));
+        if same {
+            map.remove(key);
+        }
+    }
+
+    /// How many sessions there are.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -45,6 +45,9 @@ pub struct Config {
     pub grip: GripConfig,
     /// WebSocket limits: message sizes, close handshakes, WebSocket-over-HTTP buffers.
     pub websocket: WebSocketConfig,
+    /// SockJS endpoints (route option `sockjs=`): the iframe page's script, heartbeats,
+    /// session timeouts and queues.
+    pub sockjs: SockJsConfig,
     /// Sequencing, history and origin updates of held sessions.
     pub reliability: ReliabilityConfig,
     /// Sharing publishes between several Holdfast instances through Redis.
@@ -550,6 +553,48 @@ impl WebSocketConfig {
     }
 }
 
+/// `[sockjs]`: SockJS sessions (route option `sockjs=`, see docs/sockjs.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SockJsConfig {
+    /// The sockjs-client script that `<prefix>/iframe.html` loads (Pushpin's `[proxy]
+    /// sockjs_url`). Default Pushpin's: sockjs-client 0.3.4 from jsDelivr.
+    pub url: String,
+    /// Seconds without a frame after which a receiving client gets the heartbeat `h`: a
+    /// WebSocket or a stream, or a poll that has waited that long. Default 25 (Pushpin's).
+    pub heartbeat_secs: u64,
+    /// Seconds a session with no client request in progress waits for the next before it
+    /// ends (the client is gone); also how long a closed session keeps answering its close
+    /// frame. Default 5 (Pushpin's).
+    pub disconnect_secs: u64,
+    /// Bytes of messages each session holds in each direction: messages for the client that no
+    /// request has taken yet, and the client's messages not yet written towards the origin.
+    /// When full, the session stops reading that side (backpressure). Default 200000 (Pushpin's).
+    pub max_queued: usize,
+    /// Bytes one xhr-streaming or eventsource response carries before it ends, so that the
+    /// client opens the next and the browser frees the last. Default 131072.
+    pub streaming_limit: usize,
+    /// SockJS sessions over HTTP transports open at once; a new one past it gets `503`.
+    /// Default 10000.
+    pub max_sessions: usize,
+}
+
+impl Default for SockJsConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_SOCKJS_URL.to_string(),
+            heartbeat_secs: 25,
+            disconnect_secs: 5,
+            max_queued: 200_000,
+            streaming_limit: 131_072,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// Pushpin's default `sockjs_url`.
+pub const DEFAULT_SOCKJS_URL: &str = "http://cdn.jsdelivr.net/sockjs/0.3.4/sockjs.min.js";
+
 /// `[log]`: what Holdfast logs and how.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -805,6 +850,11 @@ impl Config {
                 self.websocket.over_http_max_pending as u64,
             ),
             ("cluster.ping_timeout_secs", self.cluster.ping_timeout_secs),
+            ("sockjs.heartbeat_secs", self.sockjs.heartbeat_secs),
+            ("sockjs.disconnect_secs", self.sockjs.disconnect_secs),
+            ("sockjs.max_queued", self.sockjs.max_queued as u64),
+            ("sockjs.streaming_limit", self.sockjs.streaming_limit as u64),
+            ("sockjs.max_sessions", self.sockjs.max_sessions as u64),
             (
                 "timeouts.origin_concurrency_per_target",
                 t.origin_concurrency_per_target as u64,
@@ -816,6 +866,20 @@ impl Config {
         ];
         if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return fail(field, "must be at least 1");
+        }
+        if let Some(c) = self
+            .sockjs
+            .url
+            .chars()
+            .find(|c| matches!(c, '"' | '<' | '>' | '&') || c.is_control())
+        {
+            return Err((
+                "sockjs.url",
+                format!(
+                    "{:?} has {c:?}, which cannot stand in the iframe page's script src",
+                    self.sockjs.url
+                ),
+            ));
         }
         let ca = self
             .cluster

@@ -19,7 +19,8 @@
 //!   and the stats socket.
 //! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
 //!   relay; errors become responses here.
-//! - [`testhandler`]: the built-in `test` target.
+//! - [`testhandler`]: the built-in `test` target. [`sockjs`]: SockJS endpoints, each session
+//!   bridged to one origin WebSocket through `ws`.
 //! - [`ws`]: WebSockets — pass-through, GRIP WebSocket and WebSocket-over-HTTP. [`hold`]: response
 //!   holds (long-polling), stream holds (HTTP streaming, SSE) and next links.
 //! - [`proxy`]: the upstream — sending to origins, one failure classification, GRIP or relay,
@@ -69,6 +70,7 @@ pub mod server;
 pub mod shutdown;
 pub mod sink;
 pub mod socket;
+pub mod sockjs;
 pub mod testhandler;
 pub mod tls;
 pub mod ws;

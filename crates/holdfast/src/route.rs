@@ -206,6 +206,11 @@ async fn dispatch(
     record.route = Some(route.id.clone());
     entrance.debug |= route.options.debug;
     entrance.log_level = route.options.log_level;
+    // As in Pushpin, a SockJS endpoint comes before anything else on its route, cross-origin
+    // support included: SockJS answers carry CORS headers of their own.
+    if crate::sockjs::prefix_of(&route, req.uri().path()).is_some() {
+        return crate::sockjs::serve(app, &route, req, peer, &info, record).await;
+    }
     let mut jsonp_body = None;
     if cross_origin(Some(&route)) {
         match read_cross_origin(&mut req, &route.options.jsonp, entrance) {
@@ -226,7 +231,7 @@ async fn dispatch(
         return crate::testhandler::serve(app, route, req, record, client).await;
     }
     if info.websocket {
-        return crate::ws::serve(app, route, req, peer, &info, record).await;
+        return crate::ws::serve(app, route, req, peer, &info, record, None).await;
     }
     to_origins(app, route, req, jsonp_body, peer, info, record).await
 }

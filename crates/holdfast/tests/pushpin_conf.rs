@@ -126,6 +126,7 @@ const MAPPED: &[&str] = &[
     "stats_subscription_ttl",
     "stats_report_interval",
     "stats_format",
+    "sockjs_url",
 ];
 
 #[test]

@@ -303,6 +303,11 @@ impl<'a> Mapper<'a> {
         )? {
             self.config.server.accept_pushpin_route = accept;
         }
+        if let Some(url) = self.read("proxy", "sockjs_url", "sockjs.url", |v| {
+            Ok(v.one()?.to_string())
+        })? {
+            self.config.sockjs.url = url;
+        }
         if let Some(s) = self.take("proxy", "log_from") {
             if !boolean(&s.value).map_err(|m| s.error(m))? {
                 self.warn(
@@ -721,7 +726,6 @@ fn kind(section: &str, key: &str) -> Option<Kind> {
         ),
         ("proxy", "cdn_loop") => Unsupported(Text, "Holdfast does not add a CDN-Loop header"),
         ("proxy", "log_user_agent") => Unsupported(Bool, "Holdfast's access log has no user agent"),
-        ("proxy", "sockjs_url") => Unsupported(Text, "Holdfast does not serve SockJS"),
         ("proxy", "stats_connections_max_ttl") | ("handler", "message_block_size") => {
             Unsupported(Number, ZMQ_STATS)
         }

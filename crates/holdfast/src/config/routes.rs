@@ -82,6 +82,11 @@ pub struct RouteOptions {
     /// `log_level=N`: the most verbose level this route's log lines are written at, in
     /// Pushpin's numbers (0 error, 1 warn, 2 info, 3 debug, 4 trace); `None`: no limit.
     pub log_level: Option<tracing::Level>,
+    /// `sockjs=`: the path prefix of a SockJS endpoint on this route (see docs/sockjs.md).
+    pub sockjs: Option<String>,
+    /// `sockjs_as_path=`: the path the origin's WebSocket is opened on for SockJS sessions,
+    /// instead of the `sockjs=` prefix.
+    pub sockjs_as_path: Option<String>,
 }
 
 /// The prefix of the copies `orig_headers` makes of the client's headers (Pushpin's marker).
@@ -489,7 +494,7 @@ fn tokenize(line: &str) -> Result<Vec<Vec<Prop>>, String> {
 }
 
 /// Pushpin route options Holdfast accepts and ignores, so a Pushpin file loads unchanged.
-const IGNORED_ROUTE_OPTIONS: &[&str] = &["session", "sockjs", "sockjs_as_path"];
+const IGNORED_ROUTE_OPTIONS: &[&str] = &["session"];
 
 // One arm per route option, as the routes-file grammar lists them: split up, the grammar would
 // be scattered over several functions that each need the same state.
@@ -576,6 +581,22 @@ fn parse_route(
                     .headers
                     .push((name.to_string(), val.trim().to_string()));
             }
+            "sockjs" => {
+                let v = value()?;
+                if !v.starts_with('/') {
+                    return Err(format!("sockjs={v:?}: expected a path starting with '/'"));
+                }
+                options.sockjs = Some(v);
+            }
+            "sockjs_as_path" => {
+                let v = value()?;
+                if !v.starts_with('/') {
+                    return Err(format!(
+                        "sockjs_as_path={v:?}: expected a path starting with '/'"
+                    ));
+                }
+                options.sockjs_as_path = Some(v);
+            }
             "no_grip" => options.no_grip = true,
             "debug" => options.debug = true,
             "aco" => options.auto_cross_origin = true,
@@ -611,6 +632,11 @@ fn parse_route(
             )),
             k => return Err(format!("unknown route option '{k}'")),
         }
+    }
+    if options.sockjs_as_path.is_some() && options.sockjs.is_none() {
+        warnings.push(format!(
+            "line {line}: route option 'sockjs_as_path' without 'sockjs' has no effect"
+        ));
     }
     if options.replace_beg.is_some() && condition.path_beg.is_none() {
         return Err("replace_beg needs path_beg".to_string());

@@ -123,7 +123,7 @@ impl Pending {
             tracing::debug!(target = %session.label(), "WebSocket upgrade did not complete");
             return;
         };
-        let origin = super::socket(
+        let origin = super::socket_of(
             &app,
             super::Io::Upgraded(hyper_util::rt::TokioIo::new(origin)),
             Role::Client,

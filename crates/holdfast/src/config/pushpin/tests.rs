@@ -309,7 +309,6 @@ key=value
         at(7, "condure_bin: means nothing to Holdfast (a program Pushpin starts)"),
         at(8, "log_level: the levels of Pushpin's services (proxy:3) are ignored"),
         at(9, "client_buffer_size: 4096 is below Holdfast's minimum of 8192"),
-        at(12, "sockjs_url: \"http://cdn.example/sockjs.js\" is recognised but not supported yet: Holdfast does not serve SockJS; ignored"),
         at(13, "condure_in_specs: means nothing to Holdfast (the ZeroMQ wiring between Pushpin's own processes); ignored"),
         at(14, "log_from: false has no effect: Holdfast's access log always has the client's address"),
         at(15, "colour: not a Pushpin setting Holdfast knows; ignored"),
@@ -322,6 +321,7 @@ key=value
     }
     // The values Holdfast can use were still used.
     assert_eq!(c.limits.max_header_size, 8192);
+    assert_eq!(c.sockjs.url, "http://cdn.example/sockjs.js");
     assert_eq!(c.log.level, "info");
     assert_eq!(c.server.publish_listen, addr("127.0.0.1:5561"));
     assert!(c.server.auto_cross_origin);

@@ -238,3 +238,28 @@ fn path_rewrites() {
         assert_eq!(t.routes[i].rewrite_path(input), want, "{input}");
     }
 }
+
+#[test]
+fn sockjs_options() {
+    let t = parse("*,sockjs=/sj,sockjs_as_path=/ws x:1\n*,path_beg=/b,sockjs_as_path=/ws y:1\n")
+        .unwrap();
+    assert_eq!(t.routes[0].options.sockjs.as_deref(), Some("/sj"));
+    assert_eq!(t.routes[0].options.sockjs_as_path.as_deref(), Some("/ws"));
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert!(
+        t.warnings[0].contains("without 'sockjs'"),
+        "{:?}",
+        t.warnings
+    );
+    for (text, needle) in [
+        (
+            "*,sockjs=sj x:1",
+            "sockjs=\"sj\": expected a path starting with '/'",
+        ),
+        ("*,sockjs x:1", "'sockjs' needs a value"),
+        ("*,sockjs=/a,sockjs_as_path=ws x:1", "sockjs_as_path=\"ws\""),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.message.contains(needle), "{text:?}: {e}");
+    }
+}
