@@ -568,7 +568,7 @@ fn respond<S: Transport>(
         let resp: hyper::Response<Body> = match kind {
             Kind::Client => crate::route::handle(app.clone(), req, peer, S::TLS).await,
             Kind::Publish => api.handle(req, peer).await,
-            Kind::Prometheus => prometheus_page(&app, &req),
+            Kind::Prometheus => prometheus_page(&app, &api, &req),
         };
         if direct_allowed && direct::eligible(&resp) {
             if let Some(owned) = cell.as_ref().and_then(|c| c.take()) {
@@ -584,12 +584,21 @@ fn respond<S: Transport>(
     })
 }
 
-/// Pushpin's Prometheus page, at any path: `GET` or `HEAD`, without authentication, as Pushpin
-/// serves it; `405` for other methods.
-fn prometheus_page(app: &App, req: &Request<Incoming>) -> hyper::Response<Body> {
+/// Pushpin's Prometheus page, at any path: Pushpin's five metrics, then Holdfast's own (those of
+/// `GET /metrics`). `GET` or `HEAD`, without authentication, as Pushpin serves it; `405` for
+/// other methods.
+fn prometheus_page(
+    app: &App,
+    api: &crate::publish::Api,
+    req: &Request<Incoming>,
+) -> hyper::Response<Body> {
     use hyper::{header, Method, StatusCode};
     let (status, body) = match *req.method() {
-        Method::GET | Method::HEAD => (StatusCode::OK, app.pushpin_metrics().into_text()),
+        Method::GET | Method::HEAD => {
+            let mut text = app.pushpin_metrics().into_text();
+            text.push_str(&api.metrics_text());
+            (StatusCode::OK, text)
+        }
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed: the metrics page takes GET or HEAD.\n".to_string(),
