@@ -467,3 +467,36 @@ async fn the_stats_socket_reports_connections_subscriptions_and_counts() {
 async fn stats_packets_are_json_with_stats_format_json() {
     stats_follow_a_held_stream("json").await;
 }
+
+#[tokio::test]
+async fn holdfast_publish_pushes_to_the_pull_input_given_as_its_spec() {
+    let proxy = Proxy::start("* test\n", |c| {
+        c.zmq.push_in_spec = "tcp://127.0.0.1:0".into();
+    })
+    .await;
+    let mut body = hold_stream(&proxy, "cli").await;
+    let spec = proxy.zmq.publish_pull.clone().unwrap();
+    let run = |args: &[&str]| {
+        let mut argv = vec![format!("--spec={spec}")];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        support::binary::holdfast_publish(argv)
+    };
+    let (code, stdout, stderr) = run(&["--id=1", "cli", "pushed"]).await;
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(0), "Published\n"),
+        "{stderr}"
+    );
+    assert_eq!(read_until(&mut body, "pushed\n").await, "pushed\n");
+
+    // Credentials mean nothing to a PULL socket, and are refused rather than dropped.
+    let (code, _, stderr) = run(&["--bearer=tok", "cli", "refused"]).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("a ZeroMQ spec") && stderr.contains("takes no credentials"),
+        "{stderr}"
+    );
+    let (code, _, _) = run(&["cli", "after"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(read_until(&mut body, "after\n").await, "after\n");
+}
