@@ -137,6 +137,31 @@ def chromium_binary():
     return None
 
 
+def start_chromium(chromium, url, work):
+    """Headless Chromium loading `url`, with a fresh profile under `work`. It leads its own
+    session, so that `stop_chromium` ends its renderers too."""
+    return subprocess.Popen(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+         f"--user-data-dir={os.path.join(work, 'profile')}", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(procs):
+    """Stops Holdfast and the browser (the last, when there are two), bounded."""
+    for p in reversed(procs):
+        if p is procs[-1] and len(procs) == 2:
+            # The browser and its renderers: the session it leads.
+            os.killpg(p.pid, signal.SIGTERM)
+        else:
+            p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def subscriptions(publish_port):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{publish_port}/metrics", timeout=2) as r:
@@ -229,12 +254,7 @@ def main():
         procs.append(hf)
         wait_until(lambda: accepts(port) and accepts(publish), 15, "holdfast to listen")
         url = f"http://localhost:{page.port}/?holdfast=http://127.0.0.1:{port}"
-        browser = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-             f"--user-data-dir={os.path.join(work, 'profile')}", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        procs.append(browser)
+        procs.append(start_chromium(chromium, url, work))
         # Both long-polls are held: one publish answers them.
         wait_until(lambda: subscriptions(publish) == 2 or page.reported.is_set(), DEADLINE,
                    "the page's two long-polls to be held")
@@ -262,17 +282,7 @@ def main():
               f"(simple, preflighted, held, refused without aco) all as expected")
         return 0
     finally:
-        for p in reversed(procs):
-            if p is procs[-1] and len(procs) == 2:
-                # The browser and its renderers: the session it leads.
-                os.killpg(p.pid, signal.SIGTERM)
-            else:
-                p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(procs)
         origin.server.shutdown()
         page.server.shutdown()
 

@@ -127,11 +127,34 @@ pub fn filters(data: &[u8]) {
     let _ = crate::filter::render_id(&id_format, &positions);
 }
 
+/// A tnetstring; what parses encodes and parses back to the same value.
+pub fn tnetstring(data: &[u8]) {
+    let Ok(value) = crate::tnetstring::parse(data) else {
+        return;
+    };
+    let again = crate::tnetstring::parse(&value.to_bytes()).expect("an encoded value parses again");
+    // NaN is the one value unequal to itself; the parser never yields it (no `nan` payload).
+    assert_eq!(again, value, "tnetstring round trip");
+}
+
+/// A message of the ZeroMQ publish inputs (tnetstring, `T` + tnetstring or `J` + JSON), with
+/// and without a SUB topic; every item it yields encodes to JSON and parses back to itself.
+pub fn zmq_item(data: &[u8]) {
+    for channel in [None, Some("topic")] {
+        let Ok(item) = crate::publish::parse_zmq_item(data, channel) else {
+            continue;
+        };
+        let again = crate::publish::parse_publish_item(&item.to_json())
+            .expect("an encoded item parses again");
+        assert_eq!(again, item, "zmq item round trip");
+    }
+}
+
 /// A fuzzing entry point: arbitrary bytes in, a panic on a bug.
 pub type Target = fn(&[u8]);
 
 /// Every entry point by name, for the smoke test and the corpus layout (`fuzz/corpus/<name>`).
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("instruct_headers", instruct_headers),
     ("instruct_json", instruct_json),
     ("publish_body", publish_body),
@@ -139,4 +162,6 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("control_message", control_message),
     ("grip_sig", grip_sig),
     ("filters", filters),
+    ("tnetstring", tnetstring),
+    ("zmq_item", zmq_item),
 ];

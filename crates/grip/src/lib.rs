@@ -18,6 +18,9 @@
 //!   WebSocket-over-HTTP → [`wsevents::Event`].
 //! - [`control`]: WebSocket control messages (`c:{...}`) →
 //!   [`control::ControlMessage`].
+//! - [`tnetstring`]: typed netstrings, the encoding of Pushpin's ZeroMQ
+//!   messages (publish items, commands, stats), and ZeroMQ publish items
+//!   through [`publish::parse_zmq_item`].
 //! - [`filter`]: subscription filters (`skip-self`, `skip-users`,
 //!   `require-sub`, `build-id`, `var-subst`) and the `%` template syntax.
 //!
@@ -34,4 +37,5 @@ pub mod fuzz;
 pub mod instruct;
 pub mod publish;
 pub mod sig;
+pub mod tnetstring;
 pub mod wsevents;

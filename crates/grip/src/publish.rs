@@ -12,6 +12,7 @@
 
 mod encode;
 mod format;
+mod zmq;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,8 @@ use serde_json::Value;
 
 use crate::channel::check_channel_name;
 use crate::fields::Obj;
+
+pub use zmq::{parse_tnet_item, parse_zmq_item, tnet_to_json};
 
 /// One item published to a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

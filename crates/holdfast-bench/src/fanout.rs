@@ -588,7 +588,7 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subs
                     Mode::Sse | Mode::Woh => totals.ready,
                     Mode::Longpoll | Mode::LongpollReliable => totals.connected,
                 };
-                count + totals.failed >= n && holds.map_or(true, |h| h >= count)
+                count + totals.failed >= n && holds.is_none_or(|h| h >= count)
             }
         };
         let key = (totals.ready, totals.connected, totals.failed, holds);

@@ -1,6 +1,8 @@
 //! The state every connection shares: configuration, the live route table, origin clients, the
 //! hub and the shutdown signal.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +34,10 @@ pub struct App {
     pub descriptors: Descriptors,
     /// Channel registry and fan-out.
     pub hub: Hub,
+    /// The held connections by id (on when a ZeroMQ command or stats socket is configured).
+    pub conns: crate::conns::Conns,
+    /// This instance's name in ZeroMQ stats packets (`from`): `holdfast_<pid>`.
+    pub instance: String,
     /// How publishes reach the hub (local, or through the cluster engine).
     pub bus: crate::bus::Bus,
     /// Paces origin requests made on held sessions' behalf.
@@ -40,10 +46,23 @@ pub struct App {
     pub direct_streams: std::sync::atomic::AtomicUsize,
     /// The per-address connection caps, when either is on.
     pub per_ip: Option<Arc<crate::limiter::PerIp>>,
+    /// The client connection cap (`limits.max_connections`): a permit per open connection.
+    pub client_permits: Arc<tokio::sync::Semaphore>,
+    /// Client permits taken by accept loops for a connection not accepted yet.
+    pub accepting: std::sync::atomic::AtomicUsize,
+    /// Requests, publish items and connection time, for Pushpin's Prometheus page.
+    pub traffic: crate::metrics::Traffic,
     signatures: Mutex<Vec<CachedSig>>,
+    /// Writes the ZeroMQ sockets' counters into `GET /metrics`, once they run.
+    zmq_metrics: std::sync::OnceLock<MetricsFn>,
+    /// SockJS sessions over HTTP transports, which outlive each of their requests.
+    pub sockjs_sessions: SessionTable,
     /// The shutdown signal and drain every task listens to.
     pub shutdown: Shutdown,
 }
+
+/// Writes some part's figures into `GET /metrics`.
+pub type MetricsFn = Box<dyn Fn(&mut crate::metrics::Exposition) + Send + Sync>;
 
 struct CachedSig {
     iss: String,
@@ -65,7 +84,15 @@ impl App {
         let descriptors = Descriptors::from_limits(&config.limits);
         let origins = OriginClients::new(&config.timeouts, &descriptors);
         let hub = Hub::new(HubLimits::from(&config));
+        let instance = format!("holdfast_{}", std::process::id());
+        let zmq = &config.zmq;
+        let conns = crate::conns::Conns::new(
+            !(zmq.command_spec.is_empty() && zmq.stats_spec.is_empty()),
+            &instance,
+        );
         Arc::new(App {
+            conns,
+            instance,
             xff,
             xff_trusted,
             upstream,
@@ -82,10 +109,95 @@ impl App {
                 config.limits.max_connections_per_ip,
                 config.limits.connection_rate_per_ip,
             ),
+            client_permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            accepting: std::sync::atomic::AtomicUsize::new(0),
+            traffic: crate::metrics::Traffic::default(),
+            sockjs_sessions: SessionTable::new(config.sockjs.max_sessions),
             config,
             signatures: Mutex::new(Vec::new()),
+            zmq_metrics: std::sync::OnceLock::new(),
             shutdown: Shutdown::default(),
         })
+    }
+
+    /// Writes a one-screen summary of this instance's state to the log (target
+    /// `holdfast::state`, message `state`): what `SIGUSR1` asks for.
+    pub fn log_state(&self) {
+        let s = self.hub.stats();
+        let routes = self.routes.current();
+        tracing::info!(
+            target: "holdfast::state",
+            instance = %self.instance,
+            client_connections = self.client_connections(),
+            max_connections = self.config.limits.max_connections,
+            direct_streams = self.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
+            channels = s.channels,
+            subscriptions = s.subscriptions,
+            items_published = s.published,
+            deliveries = s.delivered,
+            deliveries_dropped = s.dropped,
+            history_bytes = s.history_bytes,
+            requests = self.traffic.requests(),
+            items_received = self.traffic.items_received(),
+            descriptors_in_use = self.descriptors.in_use(),
+            descriptors_budget = self.descriptors.total(),
+            origin_requests_waiting = self.origins.waiting(),
+            routes = routes.routes.len(),
+            cluster = !matches!(self.bus, crate::bus::Bus::Local(_)),
+            bus_connected = self.bus.is_connected(),
+            draining = self.shutdown.is_stopping(),
+            "state"
+        );
+    }
+
+    /// Client connections open now.
+    pub fn client_connections(&self) -> usize {
+        let taken = self.config.limits.max_connections - self.client_permits.available_permits();
+        taken.saturating_sub(self.accepting.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Pushpin's five metrics (`server.prometheus_listen`), named with
+    /// `server.prometheus_prefix` and described as Pushpin describes them.
+    pub fn pushpin_metrics(&self) -> crate::metrics::Exposition {
+        let prefix = &self.config.server.prometheus_prefix;
+        let mut page = crate::metrics::Exposition::default();
+        let figures: [(&str, &str, &str, u64); 5] = [
+            (
+                "request_received",
+                "counter",
+                "Number of requests received",
+                self.traffic.requests(),
+            ),
+            (
+                "connection_connected",
+                "gauge",
+                "Number of concurrent connections",
+                self.client_connections() as u64,
+            ),
+            (
+                "connection_minute",
+                "counter",
+                "Number of minutes clients have been connected",
+                self.traffic.connection_minutes(),
+            ),
+            (
+                "message_received",
+                "counter",
+                "Number of messages received by the publish API",
+                self.traffic.items_received(),
+            ),
+            (
+                "message_sent",
+                "counter",
+                "Number of messages sent to clients",
+                self.hub.stats().delivered,
+            ),
+        ];
+        for (name, kind, help, value) in figures {
+            let name = format!("{prefix}{name}");
+            page.family(&name, kind, help).sample(&name, &[], value);
+        }
+        page
     }
 
     /// Adds `Grip-Sig` and `Grip-Feature` to a request for the origin.
@@ -166,6 +278,18 @@ impl App {
         Some(token)
     }
 
+    /// Sets what writes the ZeroMQ sockets' figures (once; later calls are ignored).
+    pub fn set_zmq_metrics(&self, f: MetricsFn) {
+        let _ = self.zmq_metrics.set(f);
+    }
+
+    /// Writes the ZeroMQ sockets' figures, when they run.
+    pub fn zmq_metrics(&self, page: &mut crate::metrics::Exposition) {
+        if let Some(f) = self.zmq_metrics.get() {
+            f(page);
+        }
+    }
+
     /// Begins the shutdown: raises the signal every task waits on (accept loops, connections,
     /// WebSockets) and closes every subscriber's queue, so held sessions end.
     pub fn begin_shutdown(&self) {
@@ -230,5 +354,81 @@ impl Routes {
         let n = table.routes.len();
         *self.current.write().expect("routes lock poisoned") = Arc::new(table);
         Ok(n)
+    }
+}
+
+/// Sessions that outlive the requests that reach them (SockJS over HTTP), by key, at most
+/// `max` at once. Each entry is its owner's handle, type-erased so that this floor needs no type
+/// from the floor that owns it; [`SessionTable::get`] gives it back typed.
+pub struct SessionTable {
+    map: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    max: usize,
+}
+
+/// Why [`SessionTable::insert`] did not insert.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// A session with that key exists.
+    Taken,
+    /// The table holds `max` sessions.
+    Full(usize),
+}
+
+impl SessionTable {
+    /// An empty table for at most `max` sessions.
+    pub fn new(max: usize) -> SessionTable {
+        SessionTable {
+            map: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Any + Send + Sync>>> {
+        // Every critical section leaves the map consistent.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session under `key`, if there is one of type `T`.
+    pub fn get<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let found = self.lock().get(key).cloned()?;
+        found.downcast::<T>().ok()
+    }
+
+    /// Adds `session` under `key`, unless the key is taken or the table is full.
+    pub fn insert<T: Any + Send + Sync>(
+        &self,
+        key: String,
+        session: Arc<T>,
+    ) -> Result<(), InsertError> {
+        let mut map = self.lock();
+        if map.contains_key(&key) {
+            return Err(InsertError::Taken);
+        }
+        if map.len() >= self.max {
+            return Err(InsertError::Full(self.max));
+        }
+        map.insert(key, session);
+        Ok(())
+    }
+
+    /// Removes the entry under `key` if it is `session` (and not a later one under the same key).
+    pub fn remove<T: Any + Send + Sync>(&self, key: &str, session: &Arc<T>) {
+        let mut map = self.lock();
+        let same = map
+            .get(key)
+            .is_some_and(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(session)));
+        if same {
+            map.remove(key);
+        }
+    }
+
+    /// How many sessions there are.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -15,6 +15,7 @@ pub mod pushpin;
 pub mod redis_url;
 pub mod routes;
 pub mod tls;
+pub mod zmq;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use effective::REDACTED;
 pub use publish::{PublishConfig, PublishOverrides};
 pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
+pub use zmq::ZmqConfig;
 
 /// Everything Holdfast reads from its configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -43,6 +45,9 @@ pub struct Config {
     pub grip: GripConfig,
     /// WebSocket limits: message sizes, close handshakes, WebSocket-over-HTTP buffers.
     pub websocket: WebSocketConfig,
+    /// SockJS endpoints (route option `sockjs=`): the iframe page's script, heartbeats,
+    /// session timeouts and queues.
+    pub sockjs: SockJsConfig,
     /// Sequencing, history and origin updates of held sessions.
     pub reliability: ReliabilityConfig,
     /// Sharing publishes between several Holdfast instances through Redis.
@@ -51,6 +56,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// TLS termination on client listeners.
     pub tls: TlsConfig,
+    /// Pushpin's ZeroMQ sockets: publish inputs, command socket, stats socket.
+    pub zmq: ZmqConfig,
     /// Logging.
     pub log: LogConfig,
     /// Where the values came from, to point validation errors at a line.
@@ -139,8 +146,7 @@ pub struct ServerConfig {
     /// `connection_connected`, `connection_minute`, `message_received`, `message_sent`) at any
     /// path, without authentication. Pushpin's `prometheus_port` (every address). Default none.
     pub prometheus_listen: Vec<SocketAddr>,
-    /// Put before those five names, on that listener and on `GET /metrics`. Pushpin's
-    /// `prometheus_prefix`, default empty.
+    /// Put before those five names. Pushpin's `prometheus_prefix`, default empty.
     pub prometheus_prefix: String,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
@@ -152,6 +158,10 @@ pub struct ServerConfig {
     /// header is then never passed to origins). Pushpin's `[proxy] accept_pushpin_route`.
     /// Default false.
     pub accept_pushpin_route: bool,
+    /// Open every TCP listener with `SO_REUSEPORT`, so a new process with the same
+    /// configuration can listen beside this one and take over while it drains (see
+    /// docs/deployment.md, "Zero-downtime restart"). Default false.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -166,6 +176,7 @@ impl Default for ServerConfig {
             prometheus_prefix: String::new(),
             debug: false,
             auto_cross_origin: false,
+            reuse_port: false,
             accept_pushpin_route: false,
         }
     }
@@ -546,6 +557,48 @@ impl WebSocketConfig {
     }
 }
 
+/// `[sockjs]`: SockJS sessions (route option `sockjs=`, see docs/sockjs.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SockJsConfig {
+    /// The sockjs-client script that `<prefix>/iframe.html` loads (Pushpin's `[proxy]
+    /// sockjs_url`). Default Pushpin's: sockjs-client 0.3.4 from jsDelivr.
+    pub url: String,
+    /// Seconds without a frame after which a receiving client gets the heartbeat `h`: a
+    /// WebSocket or a stream, or a poll that has waited that long. Default 25 (Pushpin's).
+    pub heartbeat_secs: u64,
+    /// Seconds a session with no client request in progress waits for the next before it
+    /// ends (the client is gone); also how long a closed session keeps answering its close
+    /// frame. Default 5 (Pushpin's).
+    pub disconnect_secs: u64,
+    /// Bytes of messages each session holds in each direction: messages for the client that no
+    /// request has taken yet, and the client's messages not yet written towards the origin.
+    /// When full, the session stops reading that side (backpressure). Default 200000 (Pushpin's).
+    pub max_queued: usize,
+    /// Bytes one xhr-streaming or eventsource response carries before it ends, so that the
+    /// client opens the next and the browser frees the last. Default 131072.
+    pub streaming_limit: usize,
+    /// SockJS sessions over HTTP transports open at once; a new one past it gets `503`.
+    /// Default 10000.
+    pub max_sessions: usize,
+}
+
+impl Default for SockJsConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_SOCKJS_URL.to_string(),
+            heartbeat_secs: 25,
+            disconnect_secs: 5,
+            max_queued: 200_000,
+            streaming_limit: 131_072,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// Pushpin's default `sockjs_url`.
+pub const DEFAULT_SOCKJS_URL: &str = "http://cdn.jsdelivr.net/sockjs/0.3.4/sockjs.min.js";
+
 /// `[log]`: what Holdfast logs and how.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -554,6 +607,10 @@ pub struct LogConfig {
     pub level: String,
     /// `text` (default) or `json`, one object per line.
     pub format: LogFormat,
+    /// The share of requests written to the access log, from `0.0` (none) to `1.0` (every
+    /// request, the default); a route's `access_log=` option overrides it. A `5xx` answer is
+    /// always written unless the share is `0`.
+    pub access_sample: f64,
 }
 
 impl Default for LogConfig {
@@ -561,7 +618,15 @@ impl Default for LogConfig {
         Self {
             level: "info".to_string(),
             format: LogFormat::Text,
+            access_sample: 1.0,
         }
+    }
+}
+
+impl LogConfig {
+    /// `access_sample` in parts per million, as [`crate::config::routes::RouteOptions::access_log`].
+    pub fn access_sample_ppm(&self) -> u32 {
+        (self.access_sample.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
     }
 }
 
@@ -620,6 +685,8 @@ pub struct Overrides {
     pub publish_listen: Option<SocketAddr>,
     /// `--routes`.
     pub routes: Option<PathBuf>,
+    /// `--reuse-port`: sets `server.reuse_port`.
+    pub reuse_port: bool,
     /// `--log-level`.
     pub log_level: Option<String>,
     /// `--log-format`.
@@ -693,6 +760,9 @@ impl Config {
         if let Some(addr) = overrides.publish_listen {
             self.server.publish_listen = addr;
             self.forget_origin("server.publish_listen");
+        }
+        if overrides.reuse_port {
+            self.server.reuse_port = true;
         }
         if let Some(routes) = overrides.routes {
             self.server.routes = Some(routes);
@@ -801,6 +871,11 @@ impl Config {
                 self.websocket.over_http_max_pending as u64,
             ),
             ("cluster.ping_timeout_secs", self.cluster.ping_timeout_secs),
+            ("sockjs.heartbeat_secs", self.sockjs.heartbeat_secs),
+            ("sockjs.disconnect_secs", self.sockjs.disconnect_secs),
+            ("sockjs.max_queued", self.sockjs.max_queued as u64),
+            ("sockjs.streaming_limit", self.sockjs.streaming_limit as u64),
+            ("sockjs.max_sessions", self.sockjs.max_sessions as u64),
             (
                 "timeouts.origin_concurrency_per_target",
                 t.origin_concurrency_per_target as u64,
@@ -812,6 +887,20 @@ impl Config {
         ];
         if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return fail(field, "must be at least 1");
+        }
+        if let Some(c) = self
+            .sockjs
+            .url
+            .chars()
+            .find(|c| matches!(c, '"' | '<' | '>' | '&') || c.is_control())
+        {
+            return Err((
+                "sockjs.url",
+                format!(
+                    "{:?} has {c:?}, which cannot stand in the iframe page's script src",
+                    self.sockjs.url
+                ),
+            ));
         }
         let ca = self
             .cluster
@@ -842,8 +931,18 @@ impl Config {
         self.publish
             .check(self.server.publish_listen, self.publish_open_by_pushpin())?;
         self.tls.check()?;
+        self.zmq.check(self.publish.allow_unauthenticated)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
+        if !(0.0..=1.0).contains(&self.log.access_sample) {
+            return Err((
+                "log.access_sample",
+                format!(
+                    "{}: expected a share from 0.0 (no access log) to 1.0 (every request)",
+                    self.log.access_sample
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -49,18 +49,41 @@ pub struct HeldRequest {
     pub body: Option<Bytes>,
     /// The host the client asked for.
     pub host: String,
+    /// Where the client connects from.
+    pub client: crate::conns::Client,
+    /// The session's entry in the connection registry, once it holds.
+    pub conn: std::sync::OnceLock<crate::conns::ConnGuard>,
 }
 
 impl HeldRequest {
     /// A context for a session with no origin behind it (the test handler).
-    pub fn without_origin(app: Arc<App>, route: Arc<Route>) -> HeldRequest {
+    pub fn without_origin(
+        app: Arc<App>,
+        route: Arc<Route>,
+        client: crate::conns::Client,
+    ) -> HeldRequest {
         HeldRequest {
             app,
             route,
             request: None,
             body: None,
             host: String::new(),
+            client,
+            conn: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Registers the session in the connection registry, once.
+    fn register(&self) {
+        self.conn.get_or_init(|| {
+            self.app.conns.open(
+                None,
+                crate::conns::ConnKind::Http,
+                self.client,
+                self.route.explicit_id(),
+                None,
+            )
+        });
     }
 }
 
@@ -163,11 +186,13 @@ pub async fn hold(
     match ins.hold {
         Some(HoldMode::Response) => {
             record.hold = Some("response");
+            ctx.register();
             Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
         }
         hold => {
             if hold == Some(HoldMode::Stream) {
                 record.hold = Some("stream");
+                ctx.register();
             } else if ins.next_link.is_none() {
                 // Pushpin sends these without the origin's length (hyper recounts a whole body).
                 base.headers.remove(header::CONTENT_LENGTH);

@@ -36,6 +36,7 @@ mod seen;
 mod subscription;
 #[cfg(test)]
 mod tests;
+mod wanted;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -55,6 +56,7 @@ use channel::{Channel, Limits, Pending, Subscriber};
 pub use filter::{filter_delivery, FilterScope};
 use seen::SeenIds;
 pub use subscription::Subscription;
+pub use wanted::Wanted;
 
 const SHARDS: usize = 64;
 
@@ -91,7 +93,7 @@ pub struct HubLimits {
 pub type Delivery = Arc<PublishItem>;
 
 /// Which publish format a subscriber consumes; items without it are not sent to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Want {
     /// Long-poll holds: `http-response`.
     HttpResponse,
@@ -113,6 +115,23 @@ impl Want {
     fn is_http(self) -> bool {
         self != Want::WsMessage
     }
+
+    fn index(self) -> usize {
+        match self {
+            Want::HttpResponse => 0,
+            Want::HttpStream => 1,
+            Want::WsMessage => 2,
+        }
+    }
+
+    /// Pushpin's name for the mode: `response`, `stream` or `ws`.
+    pub fn mode_name(self) -> &'static str {
+        match self {
+            Want::HttpResponse => "response",
+            Want::HttpStream => "stream",
+            Want::WsMessage => "ws",
+        }
+    }
 }
 
 type Shard = Mutex<HashMap<String, Channel>>;
@@ -120,6 +139,18 @@ type Shard = Mutex<HashMap<String, Channel>>;
 /// Told when a channel gains its first local subscriber (`true`) or loses its last (`false`).
 /// Called under the channel's shard lock: it must return at once and must not call the hub.
 pub type InterestFn = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
+/// Told when a channel gains its first subscriber of one mode (`true`) or loses its last.
+/// Called under the channel's shard lock, as [`InterestFn`].
+pub type ModeFn = Arc<dyn Fn(&str, Want, bool) + Send + Sync>;
+
+/// Who is told about interest changes. Listeners are added at start; the lock is read only on
+/// a channel's (or mode's) first or last subscriber, never on a publish.
+#[derive(Default)]
+struct Listeners {
+    channel: Vec<InterestFn>,
+    mode: Vec<ModeFn>,
+}
 
 struct Inner {
     shards: Box<[Shard]>,
@@ -134,8 +165,9 @@ struct Inner {
     delivered: AtomicU64,
     written: AtomicU64,
     published: AtomicU64,
+    responses: AtomicU64,
     seen_ids: Mutex<SeenIds>,
-    interest: std::sync::OnceLock<InterestFn>,
+    listeners: std::sync::RwLock<Listeners>,
     /// A `prev-id` on a channel with no known last id may be behind (cluster mode).
     unknown_is_stale: bool,
 }
@@ -164,6 +196,8 @@ pub struct HubStats {
     pub dropped: u64,
     /// Of the delivered, those the fan-out wrote to a held stream's socket itself.
     pub written: u64,
+    /// Of the delivered, those to long-polls (`http-response`).
+    pub responses: u64,
     /// Bytes held by channel histories.
     pub history_bytes: usize,
 }
@@ -189,9 +223,15 @@ impl Inner {
         let was_empty = ch.subscribers.is_empty();
         let first = was_empty && ch.linger_until.is_none_or(|t| t <= now);
         ch.subscribers.insert(id, Subscriber { want, tx, sink });
-        if was_empty {
-            if let Some(f) = self.interest.get() {
-                f(channel, true);
+        ch.modes[want.index()] += 1;
+        let first_of_mode = ch.modes[want.index()] == 1;
+        if was_empty || first_of_mode {
+            let listeners = self.listeners.read().expect("hub listeners poisoned");
+            if was_empty {
+                listeners.channel.iter().for_each(|f| f(channel, true));
+            }
+            if first_of_mode {
+                listeners.mode.iter().for_each(|f| f(channel, want, true));
             }
         }
         ch.linger_until = None;
@@ -207,11 +247,25 @@ impl Inner {
     fn leave(&self, channel: &str, id: u64) {
         let mut shard = self.shard(channel).lock().expect("hub shard poisoned");
         if let Some(ch) = shard.get_mut(channel) {
-            ch.subscribers.remove(&id);
-            if ch.subscribers.is_empty() {
-                if let Some(f) = self.interest.get() {
-                    f(channel, false);
+            let Some(gone) = ch.subscribers.remove(&id) else {
+                return;
+            };
+            let mode = &mut ch.modes[gone.want.index()];
+            *mode = mode.saturating_sub(1);
+            let last_of_mode = *mode == 0;
+            if last_of_mode || ch.subscribers.is_empty() {
+                let listeners = self.listeners.read().expect("hub listeners poisoned");
+                if last_of_mode {
+                    listeners
+                        .mode
+                        .iter()
+                        .for_each(|f| f(channel, gone.want, false));
                 }
+                if ch.subscribers.is_empty() {
+                    listeners.channel.iter().for_each(|f| f(channel, false));
+                }
+            }
+            if ch.subscribers.is_empty() {
                 // Long-polls re-poll at once: a quick return is not a first subscription. The
                 // entry stays (history, last id, linger) until a sweep finds it idle.
                 ch.linger_until = Some(Instant::now() + self.limits.linger);
@@ -257,8 +311,9 @@ impl Hub {
                 delivered: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 published: AtomicU64::new(0),
+                responses: AtomicU64::new(0),
                 seen_ids: Mutex::new(SeenIds::new(limits.id_cache_ttl)),
-                interest: std::sync::OnceLock::new(),
+                listeners: Default::default(),
                 unknown_is_stale: limits.shared,
             }),
         }
@@ -478,10 +533,54 @@ impl Hub {
         }
     }
 
-    /// Registers the one listener for channel interest changes (the cluster bus). Returns false
-    /// if one was already registered.
-    pub fn on_interest(&self, f: InterestFn) -> bool {
-        self.inner.interest.set(f).is_ok()
+    /// Adds a listener for channels gaining their first local subscriber or losing their last
+    /// (the cluster bus, the ZeroMQ SUB input). It hears only changes after it is added.
+    pub fn on_interest(&self, f: InterestFn) {
+        let mut l = self
+            .inner
+            .listeners
+            .write()
+            .expect("hub listeners poisoned");
+        l.channel.push(f);
+    }
+
+    /// Adds a listener for channels gaining their first subscriber of a mode or losing their
+    /// last (the ZeroMQ stats socket's `sub` packets).
+    pub fn on_mode_interest(&self, f: ModeFn) {
+        let mut l = self
+            .inner
+            .listeners
+            .write()
+            .expect("hub listeners poisoned");
+        l.mode.push(f);
+    }
+
+    /// Subscribers of one mode on `channel` now.
+    pub fn mode_subscribers(&self, channel: &str, want: Want) -> usize {
+        let shard = self
+            .inner
+            .shard(channel)
+            .lock()
+            .expect("hub shard poisoned");
+        shard
+            .get(channel)
+            .map_or(0, |c| c.modes[want.index()] as usize)
+    }
+
+    /// Channels with at least one subscriber of some mode now, with the modes.
+    pub fn subscribed_modes(&self) -> Vec<(String, Want)> {
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let shard = shard.lock().expect("hub shard poisoned");
+            for (name, ch) in shard.iter() {
+                for want in [Want::HttpResponse, Want::HttpStream, Want::WsMessage] {
+                    if ch.modes[want.index()] > 0 {
+                        out.push((name.clone(), want));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Channels that have at least one local subscriber now (to resubscribe after a reconnect).
@@ -542,6 +641,7 @@ impl Hub {
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             dropped: self.inner.dropped.load(Ordering::Relaxed),
             written: self.inner.written.load(Ordering::Relaxed),
+            responses: self.inner.responses.load(Ordering::Relaxed),
             history_bytes: self.inner.history_bytes.load(Ordering::Relaxed),
             ..HubStats::default()
         };
@@ -560,6 +660,7 @@ impl Hub {
         for shard in self.inner.shards.iter() {
             for ch in shard.lock().expect("hub shard poisoned").values_mut() {
                 ch.subscribers.clear();
+                ch.modes = [0; 3];
             }
         }
     }

@@ -12,11 +12,15 @@
 //! (`scripts/check-layers` checks this).
 //!
 //! - [`server`]: listeners, the accept loop with its connection cap, and the held-stream writer.
+//!   [`publisher`]: `holdfast publish`, the command-line publisher, and `holdfast health`.
 //! - [`reload`]: reloading the routes file and the TLS certificate folder on change and on
 //!   SIGHUP. [`publish`]: the publish/control API, its authentication and its input limits.
+//!   [`zmq`]: Pushpin's ZeroMQ sockets — the PULL and SUB publish inputs, the command socket
+//!   and the stats socket.
 //! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
 //!   relay; errors become responses here.
-//! - [`testhandler`]: the built-in `test` target.
+//! - [`testhandler`]: the built-in `test` target. [`sockjs`]: SockJS endpoints, each session
+//!   bridged to one origin WebSocket through `ws`.
 //! - [`ws`]: WebSockets — pass-through, GRIP WebSocket and WebSocket-over-HTTP. [`hold`]: response
 //!   holds (long-polling), stream holds (HTTP streaming, SSE) and next links.
 //! - [`proxy`]: the upstream — sending to origins, one failure classification, GRIP or relay,
@@ -26,7 +30,8 @@
 //! - [`origin`]: the pooled origin clients and the body they carry.
 //! - [`socket`]: the client socket shared between hyper and the handlers that take it.
 //! - [`limiter`]: the rate limit on origin requests made for held sessions. [`descriptors`]:
-//!   the file-descriptor budget client and origin sockets share.
+//!   the file-descriptor budget client and origin sockets share. [`conns`]: the held
+//!   connections by id, for the ZeroMQ command and stats sockets.
 //! - [`bus`]: how publishes reach the hub — locally, or through the cluster engine.
 //! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
 //! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
@@ -43,6 +48,7 @@
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod conns;
 pub mod crossorigin;
 pub mod deadline;
 pub mod descriptors;
@@ -64,9 +70,11 @@ pub mod server;
 pub mod shutdown;
 pub mod sink;
 pub mod socket;
+pub mod sockjs;
 pub mod testhandler;
 pub mod tls;
 pub mod ws;
+pub mod zmq;
 
 pub use config::Config;
 pub use server::Server;

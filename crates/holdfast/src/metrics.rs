@@ -4,6 +4,8 @@
 //! it is scraped.
 
 use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A metrics page being written, in the Prometheus text format (version 0.0.4).
 #[derive(Debug, Default)]
@@ -59,6 +61,49 @@ impl Exposition {
     }
 }
 
+/// The running totals behind Pushpin's Prometheus page (`server.prometheus_listen`), kept as
+/// the traffic passes: client requests, publish items received, and connection time.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    requests: AtomicU64,
+    received: AtomicU64,
+    /// Client connection time, in milliseconds summed over connections.
+    connected_ms: AtomicU64,
+}
+
+impl Traffic {
+    /// A client request arrived (a WebSocket's opening request among them).
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` publish items arrived at an input of this instance (HTTP or ZeroMQ).
+    pub fn received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `connections` client connections were open for `period`.
+    pub fn connected(&self, connections: usize, period: Duration) {
+        let ms = (connections as u64).saturating_mul(period.as_millis() as u64);
+        self.connected_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Client requests so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Publish items received so far.
+    pub fn items_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Whole minutes of client connection time so far.
+    pub fn connection_minutes(&self) -> u64 {
+        self.connected_ms.load(Ordering::Relaxed) / 60_000
+    }
+}
+
 /// Escapes a label value: backslash, double quote and newline.
 fn label_value(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -69,6 +114,18 @@ fn label_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_time_adds_up_to_whole_minutes() {
+        let t = Traffic::default();
+        t.connected(3, Duration::from_secs(15));
+        assert_eq!(t.connection_minutes(), 0);
+        t.connected(6, Duration::from_secs(5));
+        assert_eq!(t.connection_minutes(), 1);
+        t.request();
+        t.received(4);
+        assert_eq!((t.requests(), t.items_received()), (1, 4));
+    }
 
     #[test]
     fn families_and_samples_in_the_text_format() {

@@ -35,6 +35,7 @@ use body::{ClientBodyError, OriginBody};
 use error::ProxyError;
 
 /// The facts about a request that routing and forwarding need.
+#[derive(Debug, Clone)]
 pub struct RequestInfo {
     /// Host as the client named it (with port, if any).
     pub host: String,

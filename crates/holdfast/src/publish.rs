@@ -93,12 +93,17 @@ impl Api {
         resp
     }
 
+    /// The text of `GET /metrics`.
+    pub fn metrics_text(&self) -> String {
+        let mut page = metrics_page(&self.app);
+        self.auth.metrics(&mut page);
+        page.into_text()
+    }
+
     /// `GET /metrics`: the hub's counters, the origin slots, the descriptor budget, the cluster
     /// bus and the publish API's refusals, in the Prometheus text format.
     fn metrics(&self) -> Response<Body> {
-        let mut page = metrics_page(&self.app);
-        self.auth.metrics(&mut page);
-        let mut resp = Response::new(full(page.into_text()));
+        let mut resp = Response::new(full(self.metrics_text()));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -217,6 +222,7 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
     }
     let count = items.len();
+    app.traffic.received(count);
     if let Err(e) = app.bus.publish(items).await {
         tracing::warn!(error = %e, items = count, "publish refused");
         return text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
@@ -341,5 +347,6 @@ fn metrics_page(app: &App) -> Exposition {
         );
     }
     app.bus.metrics(&mut page);
+    app.zmq_metrics(&mut page);
     page
 }

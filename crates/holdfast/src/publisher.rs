@@ -8,6 +8,12 @@
 //! a Bearer token; they are refused over plain `http` to any host but loopback, since they would
 //! cross the network in the clear.
 //!
+//! `--spec` may instead be a ZeroMQ spec, `tcp://host:port` or `ipc://path`: the item is then
+//! pushed, as `J` followed by its JSON, to a PULL socket there (Pushpin's `push_in_spec`,
+//! Holdfast's `zmq.push_in_spec`), which has no authentication, so `--user` and `--bearer` are
+//! refused with it. A PUSH socket gets no answer: the command waits until the item has been
+//! handed to a connected peer, at most [`ZMQ_TIMEOUT`].
+//!
 //! Where this differs from `pushpin-publish` on purpose: the GRIP URL's `iss` and `key` are
 //! understood (Pushpin 1.36 appends `/publish/` after the query string, so such a URL fails
 //! there), `-M` and `-H` take one value each (Pushpin's take every following word, channel
@@ -26,6 +32,9 @@ use serde_json::{json, Map, Value};
 
 /// How long a token signed from a GRIP URL's `key` is valid, as the GRIP libraries sign it.
 const TOKEN_TTL_SECS: u64 = 3600;
+
+/// How long a push to a ZeroMQ spec may wait for a PULL socket to take the item.
+pub const ZMQ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The options of `holdfast publish`.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,7 +77,8 @@ pub struct PublishArgs {
     /// Bypass the sequencing buffer.
     #[arg(long)]
     pub no_seq: bool,
-    /// GRIP URL of the publish API (`?iss=…&key=…` to sign), or `GRIP_URL`.
+    /// GRIP URL of the publish API (`?iss=…&key=…` to sign), or `GRIP_URL`; or a ZeroMQ PUSH
+    /// spec (`tcp://host:port`, `ipc://path`) naming a PULL publish input.
     #[arg(
         long,
         env = "GRIP_URL",
@@ -185,7 +195,7 @@ pub fn target(args: &PublishArgs, now_unix: u64) -> anyhow::Result<Target> {
     match url.scheme() {
         "http" | "https" => {}
         other => anyhow::bail!(
-            "--spec {:?}: scheme {other:?} is not supported (http or https)",
+            "--spec {:?}: scheme {other:?} is not supported (http, https, tcp or ipc)",
             args.spec
         ),
     }
@@ -294,9 +304,57 @@ pub async fn probe(url: &str) -> anyhow::Result<String> {
     answer(Request::get(url).body(Full::new(Bytes::new()))?).await
 }
 
+/// Whether `spec` names a ZeroMQ socket rather than a publish API.
+pub fn is_zmq_spec(spec: &str) -> bool {
+    spec.starts_with("tcp://") || spec.starts_with("ipc://")
+}
+
+/// Pushes the item of `body` (`{"items": [item]}`) to the PULL socket at `spec`, as `J` + JSON.
+async fn push(spec: &str, args: &PublishArgs, body: Value) -> anyhow::Result<String> {
+    use zeromq::{Socket as _, SocketSend as _};
+    if args.user.is_some() || args.bearer.is_some() {
+        anyhow::bail!("--user and --bearer: a ZeroMQ spec ({spec}) takes no credentials");
+    }
+    let item = &body["items"][0];
+    let mut message = b"J".to_vec();
+    message.extend_from_slice(item.to_string().as_bytes());
+    let send = async {
+        let mut socket = zeromq::PushSocket::new();
+        socket
+            .connect(spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("--spec {spec}: {e}"))?;
+        socket
+            .send(Bytes::from(message).into())
+            .await
+            .map_err(|e| anyhow::anyhow!("--spec {spec}: {e}"))?;
+        // The item is in the peer's queue. Dropping the socket ends the queue; the peer's writer
+        // task then writes what is left, flushes, and lets go of the socket's backend, which is
+        // the sign that the item has left (the socket has no linger of its own).
+        let backend = socket.backend();
+        drop(socket);
+        while std::sync::Arc::strong_count(&backend) > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(ZMQ_TIMEOUT, send)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--spec {spec}: no PULL socket took the item within {} s",
+                ZMQ_TIMEOUT.as_secs()
+            )
+        })??;
+    Ok("Published".to_string())
+}
+
 /// Publishes what `args` say; returns the API's answer (`Published`).
 pub async fn run(args: &PublishArgs) -> anyhow::Result<String> {
     let body = build_item(args)?;
+    if is_zmq_spec(&args.spec) {
+        return push(&args.spec, args, body).await;
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

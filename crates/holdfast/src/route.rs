@@ -52,6 +52,7 @@ pub async fn handle(
     peer: SocketAddr,
     tls: bool,
 ) -> Response<Body> {
+    app.traffic.request();
     let mut record = AccessRecord {
         method: req.method().clone(),
         uri: req.uri().to_string(),
@@ -62,6 +63,7 @@ pub async fn handle(
         hold: None,
         started: Instant::now(),
         log_level: None,
+        sample: app.config.log.access_sample_ppm(),
     };
     let mut entrance = Entrance {
         debug: app.config.server.debug,
@@ -205,6 +207,14 @@ async fn dispatch(
     record.route = Some(route.id.clone());
     entrance.debug |= route.options.debug;
     entrance.log_level = route.options.log_level;
+    if let Some(sample) = route.options.access_log {
+        record.sample = sample;
+    }
+    // As in Pushpin, a SockJS endpoint comes before anything else on its route, cross-origin
+    // support included: SockJS answers carry CORS headers of their own.
+    if crate::sockjs::prefix_of(&route, req.uri().path()).is_some() {
+        return crate::sockjs::serve(app, &route, req, peer, &info, record).await;
+    }
     let mut jsonp_body = None;
     if cross_origin(Some(&route)) {
         match read_cross_origin(&mut req, &route.options.jsonp, entrance) {
@@ -218,10 +228,14 @@ async fn dispatch(
     let route = &route;
     if route.targets[0].kind == TargetKind::Test {
         record.target = Some("test".to_string());
-        return crate::testhandler::serve(app, route, req, record).await;
+        let client = crate::conns::Client {
+            peer: Some(peer.ip()),
+            tls: info.tls,
+        };
+        return crate::testhandler::serve(app, route, req, record, client).await;
     }
     if info.websocket {
-        return crate::ws::serve(app, route, req, peer, &info, record).await;
+        return crate::ws::serve(app, route, req, peer, &info, record, None).await;
     }
     to_origins(app, route, req, jsonp_body, peer, info, record).await
 }
@@ -274,6 +288,11 @@ async fn to_origins(
         request: Some(request.detached()),
         body: kept.take(),
         host: info.host,
+        client: crate::conns::Client {
+            peer: Some(peer.ip()),
+            tls: info.tls,
+        },
+        conn: std::sync::OnceLock::new(),
     };
     crate::hold::accept(held, target, resp, record).await
 }

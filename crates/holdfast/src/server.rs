@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
@@ -64,7 +65,10 @@ pub struct Server {
     publish: TcpListener,
     /// The publish listener's TLS, when it has a certificate, and that certificate's files.
     publish_tls: Option<(TlsAcceptor, Arc<crate::tls::pair::PairFiles>)>,
+    /// Pushpin's Prometheus page (`server.prometheus_listen`).
+    prometheus: Vec<TcpListener>,
     api: Arc<crate::publish::Api>,
+    zmq: crate::zmq::Bound,
 }
 
 /// Which service a listener runs.
@@ -72,6 +76,7 @@ pub struct Server {
 enum Kind {
     Client,
     Publish,
+    Prometheus,
 }
 
 impl Server {
@@ -79,21 +84,26 @@ impl Server {
     pub async fn bind(config: Config, routes: RouteTable) -> std::io::Result<Server> {
         let mut clients = Vec::new();
         for addr in &config.server.listen {
-            clients.push(bind(*addr).await?);
+            clients.push(bind(*addr, config.server.reuse_port).await?);
         }
         let certs = crate::tls::Certificates::load(&config.tls).map_err(std::io::Error::other)?;
         let mut tls_clients = Vec::new();
         if let Some(certs) = &certs {
             for addr in &config.tls.listen {
-                let listener = bind(*addr).await?;
+                let listener = bind(*addr, config.server.reuse_port).await?;
                 let port = listener.local_addr()?.port();
                 let acceptor = certs.acceptor(port).map_err(std::io::Error::other)?;
                 tls_clients.push((listener, acceptor));
             }
         }
-        let publish = bind(config.server.publish_listen).await?;
+        let publish = bind(config.server.publish_listen, config.server.reuse_port).await?;
         let publish_tls =
             crate::tls::publish_acceptor(&config.tls).map_err(std::io::Error::other)?;
+        let zmq = crate::zmq::bind(&config.zmq)?;
+        let mut prometheus = Vec::new();
+        for addr in &config.server.prometheus_listen {
+            prometheus.push(bind(*addr, config.server.reuse_port).await?);
+        }
         let app = App::new(config, routes);
         // The keys were read when the configuration was validated; this reads them again.
         let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
@@ -104,7 +114,9 @@ impl Server {
             certs,
             publish,
             publish_tls,
+            prometheus,
             api: Arc::new(api),
+            zmq,
         })
     }
 
@@ -131,6 +143,19 @@ impl Server {
             .expect("bound listener has an address")
     }
 
+    /// The bound addresses of Pushpin's Prometheus page, in configuration order.
+    pub fn prometheus_addrs(&self) -> Vec<SocketAddr> {
+        self.prometheus
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Where the ZeroMQ sockets are bound (a port 0 in a spec is the port bound).
+    pub fn zmq_uris(&self) -> crate::zmq::Uris {
+        self.zmq.uris()
+    }
+
     /// The shared state, for tests and embedding.
     pub fn app(&self) -> Arc<App> {
         self.app.clone()
@@ -143,13 +168,22 @@ impl Server {
         let publish_pair = self.publish_tls.as_ref().map(|(_, pair)| pair.clone());
         let _cert_watchers = crate::reload::spawn_certs(self.certs.clone(), publish_pair);
         let _bus = app.bus.start();
+        on_sigusr1(app.clone());
+        let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
         let sweeper = {
             let hub = app.hub.clone();
+            let app = app.clone();
             let per_ip = app.per_ip.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(5));
+                let mut last = Instant::now();
                 loop {
                     every.tick().await;
+                    // Connection time, as the connections open at each tick times the time since
+                    // the last one.
+                    let now = Instant::now();
+                    (app.traffic).connected(app.client_connections(), now - last);
+                    last = now;
                     hub.sweep();
                     if let Some(per_ip) = &per_ip {
                         per_ip.sweep();
@@ -157,7 +191,7 @@ impl Server {
                 }
             })
         };
-        let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
+        let permits = app.client_permits.clone();
         let timeouts = &app.config.timeouts;
         tracing::info!(
             max_connections = app.config.limits.max_connections,
@@ -179,7 +213,8 @@ impl Server {
                 self.publish,
                 Kind::Publish,
                 self.publish_tls.map(|(acceptor, _)| acceptor),
-            )));
+            )))
+            .chain((self.prometheus.into_iter()).map(|l| (l, Kind::Prometheus, None)));
         let mut loops = Vec::new();
         for (listener, kind, tls) in listeners {
             if let Ok(addr) = listener.local_addr() {
@@ -187,7 +222,7 @@ impl Server {
             }
             let builder = match kind {
                 Kind::Client => client_builder.clone(),
-                Kind::Publish => publish_builder.clone(),
+                Kind::Publish | Kind::Prometheus => publish_builder.clone(),
             };
             loops.push(tokio::spawn(accept_loop(
                 listener,
@@ -248,12 +283,18 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
     builder
 }
 
-async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+async fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
     socket
         .bind(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -282,11 +323,13 @@ async fn accept_loop(
                 p = room_for_client(&app, &permits) => (Some(p), None),
                 _ = stop.stopped() => return,
             },
-            Kind::Publish => tokio::select! {
+            Kind::Publish | Kind::Prometheus => tokio::select! {
                 held = app.descriptors.acquire_publish() => (None, Some(held)),
                 _ = stop.stopped() => return,
             },
         };
+        // A client's permit waits for the accept; once accepted, it stands for the connection.
+        let _accepting = permit.as_ref().map(|_| Accepting::new(&app));
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
@@ -322,6 +365,7 @@ async fn accept_loop(
         // What lives as long as the socket: the connection's permit and descriptor, the drain
         // guard and the per-address count. A held stream takes them all from hyper ([`direct`]).
         let guards = (permit, held, drain.clone(), peer_guard);
+        drop(_accepting);
         let conn = Conn {
             peer,
             kind,
@@ -343,11 +387,48 @@ async fn accept_loop(
     }
 }
 
+/// Logs [`App::log_state`] at every `SIGUSR1`. Installed before the listeners are announced:
+/// until it is, a SIGUSR1 would end the process (its default action).
+fn on_sigusr1(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1; no state summary on request");
+            return;
+        };
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                app.log_state();
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(app);
+}
+
+/// Counts a client permit that is taken but not yet a connection's, so that
+/// [`App::client_connections`] counts connections only.
+struct Accepting<'a>(&'a App);
+
+impl<'a> Accepting<'a> {
+    fn new(app: &'a App) -> Self {
+        app.accepting.fetch_add(1, Ordering::Relaxed);
+        Accepting(app)
+    }
+}
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The header timeout of a listener's connections.
 fn head_timeout(app: &App, kind: Kind) -> Duration {
     match kind {
         Kind::Client => app.config.timeouts.client_header(),
-        Kind::Publish => app.config.timeouts.publish_idle(),
+        Kind::Publish | Kind::Prometheus => app.config.timeouts.publish_idle(),
     }
 }
 
@@ -517,6 +598,7 @@ fn respond<S: Transport>(
         let resp: hyper::Response<Body> = match kind {
             Kind::Client => crate::route::handle(app.clone(), req, peer, S::TLS).await,
             Kind::Publish => api.handle(req, peer).await,
+            Kind::Prometheus => prometheus_page(&app, &api, &req),
         };
         if direct::eligible(&resp) {
             if let Some(owned) = cell.as_ref().and_then(|c| c.take()) {
@@ -532,6 +614,39 @@ fn respond<S: Transport>(
         }
         Ok::<_, Infallible>(resp)
     })
+}
+
+/// Pushpin's Prometheus page, at any path: Pushpin's five metrics, then Holdfast's own (those of
+/// `GET /metrics`). `GET` or `HEAD`, without authentication, as Pushpin serves it; `405` for
+/// other methods.
+fn prometheus_page(
+    app: &App,
+    api: &crate::publish::Api,
+    req: &Request<Incoming>,
+) -> hyper::Response<Body> {
+    use hyper::{header, Method, StatusCode};
+    let (status, body) = match *req.method() {
+        Method::GET | Method::HEAD => {
+            let mut text = app.pushpin_metrics().into_text();
+            text.push_str(&api.metrics_text());
+            (StatusCode::OK, text)
+        }
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed: the metrics page takes GET or HEAD.\n".to_string(),
+        ),
+    };
+    let mut resp = hyper::Response::new(crate::http::full(body));
+    *resp.status_mut() = status;
+    let content_type = match status {
+        StatusCode::OK => crate::metrics::CONTENT_TYPE,
+        _ => "text/plain",
+    };
+    (resp.headers_mut()).insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        (resp.headers_mut()).insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    resp
 }
 
 /// Logs how a connection ended, when it was not cleanly.

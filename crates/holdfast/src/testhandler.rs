@@ -29,6 +29,7 @@ pub async fn serve(
     route: &Arc<Route>,
     req: Request<Incoming>,
     record: &mut AccessRecord,
+    client: crate::conns::Client,
 ) -> Result<Response<Body>, ProxyError> {
     let path = req.uri().path();
     let path = match &route.condition.path_beg {
@@ -43,7 +44,7 @@ pub async fn serve(
             ));
         }
         let channels = query_channels(req.uri().query());
-        return crate::ws::serve_test(app, route, req, channels);
+        return crate::ws::serve_test(app, route, req, channels, client);
     }
     let mode = match path {
         "" | "/" => return Ok(text_response(StatusCode::OK, HELLO)),
@@ -76,7 +77,7 @@ pub async fn serve(
             ..Instruction::default()
         },
     };
-    let ctx = hold::HeldRequest::without_origin(app.clone(), route.clone());
+    let ctx = hold::HeldRequest::without_origin(app.clone(), route.clone(), client);
     hold::hold(Arc::new(ctx), None, accepted, record).await
 }
 

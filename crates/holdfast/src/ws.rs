@@ -18,6 +18,11 @@
 //! the connection it arrived on: 1002 for a protocol violation, 1007 for invalid UTF-8, 1009
 //! for an oversized message, 1011 when the origin misbehaved — each with a log line that
 //! names the reason.
+//!
+//! [`bridge`] opens the same origin side for a client that is not a WebSocket (a SockJS
+//! session, [`crate::sockjs`]): its client side is an in-memory WebSocket whose other end the
+//! caller gets, so the session runs through exactly the code above — GRIP, control messages,
+//! publishes, WebSocket-over-HTTP — and the caller only translates frames.
 
 mod handshake;
 mod over_http;
@@ -36,6 +41,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::DuplexStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as FrameConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
@@ -57,12 +63,47 @@ use session::{Session, SessionSpec};
 /// One side of a WebSocket connection, after its HTTP upgrade.
 type Socket = WebSocketStream<Io>;
 
+/// A client's WebSocket after an upgrade that Holdfast answered itself ([`Upgrade`]).
+pub type ClientWebSocket = WebSocketStream<Io>;
+
 /// The byte stream under a WebSocket: a client socket taken back from hyper after its
-/// HTTP/1.1 upgrade, or hyper's upgraded connection (the origin side of a relay, and any
-/// client upgrade that is not HTTP/1.1).
-enum Io {
+/// HTTP/1.1 upgrade, hyper's upgraded connection (the origin side of a relay, and any
+/// client upgrade that is not HTTP/1.1), or one end of a [`bridge`].
+pub enum Io {
+    /// A client socket taken back from hyper.
     Client(UpgradedSocket),
+    /// hyper's upgraded connection.
     Upgraded(TokioIo<Upgraded>),
+    /// One end of a bridge.
+    Bridge(DuplexStream),
+}
+
+/// A client's WebSocket upgrade that a transport answers itself (SockJS's `websocket`
+/// transport): the `101` it sends, then the client's socket.
+pub struct Upgrade {
+    client: ClientHandshake,
+    upgrade: ClientUpgrade,
+}
+
+impl Upgrade {
+    /// Checks the upgrade request; the error names what is wrong.
+    pub fn of(req: &mut Request<Incoming>) -> Result<Upgrade, ProxyError> {
+        let client = ClientHandshake::parse(req).map_err(ProxyError::BadRequest)?;
+        Ok(Upgrade {
+            client,
+            upgrade: ClientUpgrade::of(req),
+        })
+    }
+
+    /// The `101` for the client, with `headers` besides the handshake's.
+    pub fn accept(&self, headers: HeaderMap) -> Response<Body> {
+        self.client.accept(headers)
+    }
+
+    /// The client's WebSocket once the `101` has gone out; `None` (logged) when the client left.
+    pub async fn socket(self, app: &App) -> Option<ClientWebSocket> {
+        upgrade_client(app, self.upgrade, &Sink::new()).await
+    }
 }
 
 impl tokio::io::AsyncRead for Io {
@@ -74,6 +115,7 @@ impl tokio::io::AsyncRead for Io {
         match self.get_mut() {
             Io::Client(s) => Pin::new(s).poll_read(cx, buf),
             Io::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Bridge(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -87,6 +129,7 @@ impl tokio::io::AsyncWrite for Io {
         match self.get_mut() {
             Io::Client(s) => Pin::new(s).poll_write(cx, buf),
             Io::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Bridge(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -94,6 +137,7 @@ impl tokio::io::AsyncWrite for Io {
         match self.get_mut() {
             Io::Client(s) => Pin::new(s).poll_flush(cx),
             Io::Upgraded(s) => Pin::new(s).poll_flush(cx),
+            Io::Bridge(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -101,15 +145,23 @@ impl tokio::io::AsyncWrite for Io {
         match self.get_mut() {
             Io::Client(s) => Pin::new(s).poll_shutdown(cx),
             Io::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Bridge(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
-/// A client's pending upgrade, and its socket when the handler may take it from hyper
-/// afterwards (an HTTP/1.1 upgrade on a plain socket).
-pub struct ClientUpgrade {
-    on: OnUpgrade,
-    socket: Option<ClientSocket>,
+/// The client side of a connection before it runs.
+pub enum ClientUpgrade {
+    /// A client's pending upgrade, and its socket when the handler may take it from hyper
+    /// afterwards (an HTTP/1.1 upgrade on a plain socket).
+    Hyper {
+        /// hyper's upgrade.
+        on: OnUpgrade,
+        /// The socket to take back, if it may be.
+        socket: Option<ClientSocket>,
+    },
+    /// The Holdfast end of a [`bridge`].
+    Bridge(DuplexStream),
 }
 
 impl ClientUpgrade {
@@ -119,11 +171,34 @@ impl ClientUpgrade {
         } else {
             None
         };
-        ClientUpgrade {
+        ClientUpgrade::Hyper {
             on: hyper::upgrade::on(req),
             socket,
         }
     }
+}
+
+/// The bytes an in-memory [`bridge`] holds in each direction before a writer waits.
+const BRIDGE_BUFFER: usize = 64 * 1024;
+
+/// The caller's end of a [`bridge`]: a WebSocket whose peer is the connection's client side.
+pub type BridgeSocket = WebSocketStream<DuplexStream>;
+
+/// An origin's WebSocket, opened for a client that is not a WebSocket.
+pub struct Bridge {
+    /// The origin's handshake headers that a client's `101` would carry.
+    pub headers: HeaderMap,
+    /// Text and binary messages from here reach the origin as the client's; the origin's (and
+    /// publishes) arrive here; a close goes either way.
+    pub socket: BridgeSocket,
+}
+
+/// How opening a [`bridge`] went.
+pub enum Bridged {
+    /// The origin refused the WebSocket: its answer, for the client.
+    Refused(Response<Body>),
+    /// The origin accepted; the connection runs. (Boxed: a socket is large.)
+    Accepted(Box<Bridge>),
 }
 
 /// How opening the origin side of a connection went.
@@ -136,7 +211,8 @@ enum Opened<T> {
     Accepted(Response<Body>, T),
 }
 
-/// Serves a client WebSocket upgrade on `route`.
+/// Serves a client WebSocket upgrade on `route`; `path`, when given, is the path (and query)
+/// the origin sees instead of the request's after the route's rewrite.
 pub async fn serve(
     app: &Arc<App>,
     route: &Arc<Route>,
@@ -144,19 +220,112 @@ pub async fn serve(
     peer: SocketAddr,
     info: &RequestInfo,
     record: &mut AccessRecord,
+    path: Option<String>,
 ) -> Result<Response<Body>, ProxyError> {
     let mut client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
     client.upstream = info.trusted;
+    client.client = crate::conns::Client {
+        peer: Some(peer.ip()),
+        tls: info.tls,
+    };
     let upgrade = ClientUpgrade::of(&mut req);
-    let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let path = path.unwrap_or_else(|| {
+        route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()))
+    });
     let (parts, body) = req.into_parts();
     let headers = origin_headers(app, route, peer, info, parts.headers);
-    let mut body = Some(boxed(body));
+    open(
+        app,
+        route,
+        &path,
+        &headers,
+        boxed(body),
+        &client,
+        upgrade,
+        record,
+    )
+    .await
+}
+
+/// Opens an origin WebSocket on `route` for a client that is not a WebSocket (a SockJS
+/// session): `headers` are the client request's, `path` the path (and query) the origin sees.
+/// The origin is asked as for a client's upgrade, targets in order; once it accepts, the
+/// connection runs as any other, with the returned [`Bridge`] as its client.
+pub async fn bridge(
+    app: &Arc<App>,
+    route: &Arc<Route>,
+    path: &str,
+    headers: HeaderMap,
+    peer: SocketAddr,
+    info: &RequestInfo,
+    record: &mut AccessRecord,
+) -> Result<Bridged, ProxyError> {
+    // The client is a browser library, never an upstream GRIP proxy: Holdfast does the GRIP
+    // work, and the origin's messages reach the client without their prefix.
+    let info = RequestInfo {
+        trusted: false,
+        ..info.clone()
+    };
+    let mut headers = origin_headers(app, route, peer, &info, headers);
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::CONTENT_TYPE);
+    // Any key will do: the `101` it answers goes nowhere.
+    let client = ClientHandshake {
+        key: HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        client: crate::conns::Client {
+            peer: Some(peer.ip()),
+            tls: info.tls,
+        },
+        upstream: false,
+    };
+    let (here, there) = tokio::io::duplex(BRIDGE_BUFFER);
+    let upgrade = ClientUpgrade::Bridge(here);
+    let resp = open(
+        app,
+        route,
+        path,
+        &headers,
+        boxed(http_body_util::Empty::new()),
+        &client,
+        upgrade,
+        record,
+    )
+    .await?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Bridged::Refused(resp));
+    }
+    let (parts, _) = resp.into_parts();
+    let mut headers = parts.headers;
+    for name in [
+        http::header::UPGRADE,
+        http::header::CONNECTION,
+        http::header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        headers.remove(name);
+    }
+    let socket = socket_of(app, there, Role::Client).await;
+    Ok(Bridged::Accepted(Box::new(Bridge { headers, socket })))
+}
+
+/// Opens the origin side on each target in order and, once one accepts, spawns the connection
+/// with `upgrade` as its client; returns the client's `101`, or the origin's refusal.
+#[allow(clippy::too_many_arguments)]
+async fn open(
+    app: &Arc<App>,
+    route: &Arc<Route>,
+    path: &str,
+    headers: &HeaderMap,
+    body: Body,
+    client: &ClientHandshake,
+    upgrade: ClientUpgrade,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError> {
+    let mut body = Some(body);
     let mut tried = Vec::new();
     for target in route.targets.iter().filter(|t| t.kind != TargetKind::Test) {
         let label = target.label();
         let why = if target.over_http {
-            match over_http::open(app, route, target, &path, &headers, &client).await? {
+            match over_http::open(app, route, target, path, headers, client).await? {
                 Opened::Unreachable(why) => why,
                 Opened::Refused(resp) => {
                     record.target = Some(label);
@@ -173,7 +342,7 @@ pub async fn serve(
         } else {
             let Some(b) = body.take() else { break };
             let (lent, slot) = Reclaimable::new(b);
-            let opened = relay::open(app, route, target, &path, &headers, lent, &client).await?;
+            let opened = relay::open(app, route, target, path, headers, lent, client).await?;
             match opened {
                 Opened::Unreachable(why) => {
                     body = Reclaimable::reclaim(&slot);
@@ -203,6 +372,7 @@ pub fn serve_test(
     route: &Route,
     mut req: Request<Incoming>,
     channels: Vec<String>,
+    from: crate::conns::Client,
 ) -> Result<Response<Body>, ProxyError> {
     let client = ClientHandshake::parse(&req).map_err(ProxyError::BadRequest)?;
     let upgrade = ClientUpgrade::of(&mut req);
@@ -211,6 +381,9 @@ pub fn serve_test(
         implicit: channels,
         message_prefix: None,
         label: "test".to_string(),
+        client: from,
+        conn_id: None,
+        route_id: route.explicit_id().map(str::to_string),
     };
     // The channels come from the client's query here.
     spec.check(app)
@@ -265,14 +438,20 @@ fn frame_config(c: &WebSocketConfig) -> FrameConfig {
 /// reads and writes go straight to the socket, and its writes through `sink`, where the hub may
 /// write too.
 async fn upgrade_client(app: &App, upgrade: ClientUpgrade, sink: &Arc<Sink>) -> Option<Socket> {
-    let up = match upgrade.on.await {
+    let (on, socket) = match upgrade {
+        ClientUpgrade::Hyper { on, socket } => (on, socket),
+        ClientUpgrade::Bridge(io) => {
+            return Some(socket_of(app, Io::Bridge(io), Role::Server).await)
+        }
+    };
+    let up = match on.await {
         Ok(up) => up,
         Err(e) => {
             tracing::debug!(error = %e, "client left before the WebSocket upgrade completed");
             return None;
         }
     };
-    let io = match upgrade.socket {
+    let io = match socket {
         Some(socket) => match socket.take_upgraded(up, sink.clone()) {
             Ok(Some(s)) => Io::Client(s),
             Ok(None) => {
@@ -286,10 +465,13 @@ async fn upgrade_client(app: &App, upgrade: ClientUpgrade, sink: &Arc<Sink>) -> 
         },
         None => Io::Upgraded(TokioIo::new(up)),
     };
-    Some(socket(app, io, Role::Server).await)
+    Some(socket_of(app, io, Role::Server).await)
 }
 
-async fn socket(app: &App, io: Io, role: Role) -> Socket {
+async fn socket_of<S>(app: &App, io: S, role: Role) -> WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config = frame_config(&app.config.websocket);
     WebSocketStream::from_raw_socket(io, role, Some(config)).await
 }

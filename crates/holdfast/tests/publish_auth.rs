@@ -13,7 +13,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use holdfast::Config;
-use support::binary::Binary;
+use support::binary::{holdfast_publish, Binary};
 use support::*;
 
 fn now() -> u64 {
@@ -546,25 +546,6 @@ async fn the_binary_takes_the_auth_flags() {
             "{authorization}"
         );
     }
-}
-
-/// Runs the real `holdfast publish` with `args`: exit code, stdout, stderr.
-async fn holdfast_publish(args: Vec<String>) -> (Option<i32>, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .arg("publish")
-            .args(args)
-            .env_remove("GRIP_URL")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -112,6 +112,21 @@ const MAPPED: &[&str] = &[
     "message_wait",
     "id_cache_ttl",
     "connection_subscription_max",
+    "rundir",
+    "ipc_prefix",
+    "stats_connection_ttl",
+    "push_in_spec",
+    "push_in_sub_specs",
+    "push_in_sub_connect",
+    "stats_spec",
+    "command_spec",
+    "message_rate",
+    "message_hwm",
+    "subscription_linger",
+    "stats_subscription_ttl",
+    "stats_report_interval",
+    "stats_format",
+    "sockjs_url",
 ];
 
 #[test]
@@ -199,13 +214,32 @@ fn the_shipped_pushpin_conf_loads_as_it_is() {
 #[tokio::test]
 async fn the_shipped_pushpin_conf_serves_routes_beside_it_and_publishes() {
     let Some(root) = pushpin_root() else { return };
-    // A copy laid out as the package is, with only the two ports changed to free ones (port 0),
-    // since a test never takes a fixed port.
+    // A copy laid out as the package is, with only the ports changed to free ones (port 0),
+    // since a test never takes a fixed port, and the runtime folder (where the stats socket
+    // goes) moved into the test's own.
+    let dir = tempfile::tempdir().unwrap();
+    let rundir = dir.path().join("run");
     let shipped = std::fs::read_to_string(root.join("etc/pushpin/pushpin.conf")).unwrap();
     let mut text = shipped.clone();
     for (line, free) in [
         ("\nhttp_port=7999\n", "\nhttp_port=127.0.0.1:0\n"),
         ("\npush_in_http_port=5561\n", "\npush_in_http_port=0\n"),
+        (
+            "\npush_in_spec=tcp://127.0.0.1:5560\n",
+            "\npush_in_spec=tcp://127.0.0.1:0\n",
+        ),
+        (
+            "\npush_in_sub_specs=tcp://127.0.0.1:5562\n",
+            "\npush_in_sub_specs=tcp://127.0.0.1:0\n",
+        ),
+        (
+            "\ncommand_spec=tcp://127.0.0.1:5563\n",
+            "\ncommand_spec=tcp://127.0.0.1:0\n",
+        ),
+        (
+            "\nrundir=/var/run/pushpin\n",
+            &format!("\nrundir={}\n", rundir.display()),
+        ),
     ] {
         assert_eq!(
             text.matches(line).count(),
@@ -214,7 +248,6 @@ async fn the_shipped_pushpin_conf_serves_routes_beside_it_and_publishes() {
         );
         text = text.replace(line, free);
     }
-    let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("etc/pushpin/pushpin.conf");
     let lib = dir.path().join("usr/lib/pushpin");
     std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
@@ -260,7 +293,7 @@ async fn the_shipped_pushpin_conf_serves_routes_beside_it_and_publishes() {
     assert!(
         warnings
             .iter()
-            .any(|w| w.starts_with(&acao) && w.contains("rundir: means nothing to Holdfast")),
+            .any(|w| w.starts_with(&acao) && w.contains("services: means nothing to Holdfast")),
         "{warnings:#?}"
     );
 
@@ -301,11 +334,29 @@ async fn https_ports_serve_the_certificates_in_runner_certs_beside_the_config() 
         .unwrap()
         .port();
     let https = format!("\nhttps_ports=127.0.0.1:{https_port}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let rundir = dir.path().join("run");
     let mut conf_text = shipped;
     for (line, changed) in [
         ("\nhttp_port=7999\n", "\nhttp_port=127.0.0.1:0\n"),
         ("\n#https_ports=443\n", https.as_str()),
         ("\npush_in_http_port=5561\n", "\npush_in_http_port=0\n"),
+        (
+            "\npush_in_spec=tcp://127.0.0.1:5560\n",
+            "\npush_in_spec=tcp://127.0.0.1:0\n",
+        ),
+        (
+            "\npush_in_sub_specs=tcp://127.0.0.1:5562\n",
+            "\npush_in_sub_specs=tcp://127.0.0.1:0\n",
+        ),
+        (
+            "\ncommand_spec=tcp://127.0.0.1:5563\n",
+            "\ncommand_spec=tcp://127.0.0.1:0\n",
+        ),
+        (
+            "\nrundir=/var/run/pushpin\n",
+            &format!("\nrundir={}\n", rundir.display()),
+        ),
     ] {
         assert_eq!(
             conf_text.matches(line).count(),
@@ -314,7 +365,6 @@ async fn https_ports_serve_the_certificates_in_runner_certs_beside_the_config() 
         );
         conf_text = conf_text.replace(line, changed);
     }
-    let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pushpin.conf"), conf_text).unwrap();
     std::fs::write(dir.path().join("routes"), "* test\n").unwrap();
     let certs = dir.path().join("runner/certs");

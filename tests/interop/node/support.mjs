@@ -28,7 +28,7 @@ export async function waitUntil(predicate, { timeout = 10_000, what = 'a conditi
   }
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
@@ -74,18 +74,19 @@ export async function startOrigin(handler) {
 }
 
 /**
- * Starts the holdfast binary with routes `* 127.0.0.1:<originPort>` and waits until it serves.
- * `args` are more command-line arguments; `auth` is the Authorization value sent to the publish
- * API's /metrics when publish authentication is configured.
+ * Starts the holdfast binary with routes `* 127.0.0.1:<originPort>` (or `routes`, the routes
+ * file's text) and waits until it serves. `args` are more command-line arguments; `auth` is the
+ * Authorization value sent to the publish API's /metrics when publish authentication is
+ * configured.
  */
-export async function startHoldfast(originPort, { args = [], auth } = {}) {
+export async function startHoldfast(originPort, { args = [], auth, routes: routesText } = {}) {
   const metricsHeaders = auth ? { Authorization: auth } : {};
   await access(holdfastBin, constants.X_OK).catch(() => {
     throw new Error(`holdfast binary not found at ${holdfastBin}: build it (cargo build -p holdfast) or set HOLDFAST_BIN`);
   });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'holdfast-interop-'));
   const routes = path.join(dir, 'routes');
-  await writeFile(routes, `* 127.0.0.1:${originPort}\n`);
+  await writeFile(routes, routesText ?? `* 127.0.0.1:${originPort}\n`);
   const log = [];
   // A port found free can be taken before Holdfast binds it: retry with new ports.
   for (let attempt = 0; attempt < 3; attempt++) {

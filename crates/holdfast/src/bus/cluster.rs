@@ -107,12 +107,9 @@ impl RedisBus {
             shards: shards.len(),
         });
         let dispatch = shards.clone();
-        let registered = hub.on_interest(Arc::new(move |channel: &str, on: bool| {
+        hub.on_interest(Arc::new(move |channel: &str, on: bool| {
             dispatch[shard_of(channel, dispatch.len())].notice(channel, on);
         }));
-        if !registered {
-            tracing::error!("the hub already reports channel interest elsewhere; the cluster bus will not follow subscriptions");
-        }
         RedisBus { ctx, shards }
     }
 

@@ -27,7 +27,7 @@
 //! that queue drains as fast as it fills, and Redis itself disconnects a subscriber that falls
 //! too far behind (`client-output-buffer-limit pubsub`), which is handled as any other loss.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +39,7 @@ use tokio::time::Instant;
 
 use super::cluster::{shard_of, ClusterShared};
 use super::history;
+use crate::hub::Wanted;
 
 /// Interest changes queued for the task; past it the shard resyncs from the hub.
 const INTEREST_QUEUE: usize = 4096;
@@ -190,7 +191,7 @@ impl Shard {
         let mut ever_connected = false;
         loop {
             while let Ok((channel, on)) = rx.try_recv() {
-                wanted.note(&ctx, channel, on);
+                wanted.note(&ctx.hub, channel, on);
             }
             match self.connect().await {
                 Ok((cmd, pubsub)) => {
@@ -259,7 +260,7 @@ impl Shard {
     ) -> LinkError {
         let (mut sink, mut stream) = pubsub.split();
         self.resync.store(false, Ordering::Release);
-        wanted.resync(ctx, self.index);
+        wanted.resync(&ctx.hub, |c| shard_of(c, ctx.shards) == self.index);
         if let Err(e) = self.sync(ctx, wanted, &mut sink).await {
             return e;
         }
@@ -303,7 +304,7 @@ impl Shard {
                     if self.resync.swap(false, Ordering::AcqRel) {
                         while rx.try_recv().is_ok() {}
                         tracing::info!(shard = %self.label, "cluster: interest queue overflowed; resyncing subscriptions with the hub");
-                        wanted.resync(ctx, self.index);
+                        wanted.resync(&ctx.hub, |c| shard_of(c, ctx.shards) == self.index);
                         if let Err(e) = self.sync(ctx, wanted, &mut sink).await {
                             return e;
                         }
@@ -311,7 +312,7 @@ impl Shard {
                 }
                 () = self.lost.notified() => return LinkError::Closed("a command failed"),
                 () = sleep_until(linger) => {
-                    let expired = wanted.expired(ctx, Instant::now());
+                    let expired = wanted.expired(&ctx.hub, Instant::now());
                     if let Err(e) = self.unsubscribe(ctx, &mut sink, expired).await {
                         return e;
                     }
@@ -433,7 +434,7 @@ impl Shard {
             if new {
                 self.subscribe(ctx, sink, vec![channel]).await?;
             }
-        } else if let Some(gone) = wanted.release(ctx, channel) {
+        } else if let Some(gone) = wanted.release(&ctx.hub, channel) {
             self.unsubscribe(ctx, sink, vec![gone]).await?;
         }
         Ok(())
@@ -559,104 +560,5 @@ enum LinkError {
 impl LinkError {
     fn during(self, what: &'static str) -> LinkError {
         LinkError::During(what, Box::new(self))
-    }
-}
-
-/// The channels a shard should be subscribed to.
-struct Wanted {
-    delay: Duration,
-    /// `None` while the channel has local subscribers; the deadline while it lingers after the
-    /// last one left.
-    channels: HashMap<String, Option<Instant>>,
-    /// Lingering channels by deadline. The delay is fixed, so deadlines only grow; an entry whose
-    /// channel was wanted again meanwhile is skipped when it comes up.
-    expiry: VecDeque<(Instant, String)>,
-}
-
-impl Wanted {
-    fn new(delay: Duration) -> Wanted {
-        Wanted {
-            delay,
-            channels: HashMap::new(),
-            expiry: VecDeque::new(),
-        }
-    }
-
-    fn want(&mut self, channel: String) {
-        self.channels.insert(channel, None);
-    }
-
-    /// The last local subscriber left `channel`: start its delay, or give it up at once (the
-    /// returned channel is to be unsubscribed).
-    fn release(&mut self, ctx: &ClusterShared, channel: String) -> Option<String> {
-        if ctx.hub.subscribers(&channel) > 0 || !self.channels.contains_key(&channel) {
-            return None;
-        }
-        if self.delay.is_zero() {
-            self.channels.remove(&channel);
-            return Some(channel);
-        }
-        // `cluster.unsubscribe_delay_secs` is the operator's: it may be anything.
-        let at = crate::deadline::after(self.delay);
-        self.channels.insert(channel.clone(), Some(at));
-        self.expiry.push_back((at, channel));
-        None
-    }
-
-    /// Follows an interest change while disconnected.
-    fn note(&mut self, ctx: &ClusterShared, channel: String, on: bool) {
-        if on {
-            self.want(channel);
-        } else {
-            let _ = self.release(ctx, channel);
-        }
-    }
-
-    /// Takes the hub's channels (of this shard) as the truth: those are wanted, and the other
-    /// wanted ones start lingering.
-    fn resync(&mut self, ctx: &ClusterShared, index: usize) {
-        let now: HashSet<String> = ctx
-            .hub
-            .subscribed_channels()
-            .into_iter()
-            .filter(|c| shard_of(c, ctx.shards) == index)
-            .collect();
-        let idle: Vec<String> = self
-            .channels
-            .iter()
-            .filter(|(c, state)| state.is_none() && !now.contains(*c))
-            .map(|(c, _)| c.clone())
-            .collect();
-        for c in now {
-            self.want(c);
-        }
-        for c in idle {
-            let _ = self.release(ctx, c);
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.expiry.front().map(|(t, _)| *t)
-    }
-
-    /// Channels whose delay ran out with no local subscriber back; they are no longer wanted.
-    fn expired(&mut self, ctx: &ClusterShared, now: Instant) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some((at, _)) = self.expiry.front() {
-            if *at > now {
-                break;
-            }
-            let (at, channel) = self.expiry.pop_front().expect("front exists");
-            if self.channels.get(&channel) != Some(&Some(at)) {
-                continue;
-            }
-            if ctx.hub.subscribers(&channel) > 0 {
-                self.channels.insert(channel, None);
-            } else {
-                self.channels.remove(&channel);
-                out.push(channel);
-            }
-        }
-        out
     }
 }

@@ -81,6 +81,7 @@ pub fn load(path: &Path, text: &str) -> Result<(Config, Report), ConfigError> {
     m.signing()?;
     m.publish_listen()?;
     m.prometheus()?;
+    m.zmq()?;
     m.handler()?;
     m.the_rest()?;
     let mut config = m.config;
@@ -302,6 +303,11 @@ impl<'a> Mapper<'a> {
         )? {
             self.config.server.accept_pushpin_route = accept;
         }
+        if let Some(url) = self.read("proxy", "sockjs_url", "sockjs.url", |v| {
+            Ok(v.one()?.to_string())
+        })? {
+            self.config.sockjs.url = url;
+        }
         if let Some(s) = self.take("proxy", "log_from") {
             if !boolean(&s.value).map_err(|m| s.error(m))? {
                 self.warn(
@@ -473,6 +479,115 @@ impl<'a> Mapper<'a> {
         Ok(())
     }
 
+    /// The ZeroMQ sockets onto `[zmq]`: each one the file names is on, as in Pushpin (Holdfast's
+    /// own default is off). `{rundir}` and `{ipc_prefix}` are already filled in; `port_offset`
+    /// is added to `tcp://` ports, as Pushpin adds it.
+    fn zmq(&mut self) -> Result<(), ConfigError> {
+        let offset = self.settings.port_offset();
+        let spec = move |text: &str| -> Result<String, String> {
+            if text.is_empty() {
+                return Ok(String::new());
+            }
+            match crate::config::zmq::Spec::parse(text)? {
+                crate::config::zmq::Spec::Tcp { host, port } if port > 0 && offset != 0 => {
+                    let port =
+                        u16::try_from(i64::from(port) + i64::from(offset)).map_err(|_| {
+                            format!("{text:?}: port {port} plus port_offset {offset} is not a port")
+                        })?;
+                    Ok(crate::config::zmq::Spec::Tcp { host, port }.to_string())
+                }
+                parsed => Ok(parsed.to_string()),
+            }
+        };
+        if let Some(v) = self.read("handler", "push_in_spec", "zmq.push_in_spec", |v| {
+            spec(v.one()?)
+        })? {
+            self.config.zmq.push_in_spec = v;
+        }
+        for key in ["push_in_sub_specs", "push_in_sub_spec"] {
+            if let Some(v) = self.read("handler", key, "zmq.push_in_sub_specs", |v| {
+                v.items()
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .map(spec)
+                    .collect()
+            })? {
+                self.config.zmq.push_in_sub_specs = v;
+            }
+        }
+        if let Some(v) = self.read(
+            "handler",
+            "push_in_sub_connect",
+            "zmq.push_in_sub_connect",
+            boolean,
+        )? {
+            self.config.zmq.push_in_sub_connect = v;
+        }
+        if let Some(v) = self.read("handler", "command_spec", "zmq.command_spec", |v| {
+            spec(v.one()?)
+        })? {
+            self.config.zmq.command_spec = v;
+        }
+        if let Some(v) = self.read("handler", "stats_spec", "zmq.stats_spec", |v| {
+            spec(v.one()?)
+        })? {
+            self.config.zmq.stats_spec = v;
+        }
+        if let Some(v) = self.read("handler", "stats_format", "zmq.stats_format", |v| {
+            match v.one()? {
+                "" | "tnetstring" => Ok(crate::config::zmq::StatsFormat::Tnetstring),
+                "json" => Ok(crate::config::zmq::StatsFormat::Json),
+                other => Err(format!("{other:?} is not tnetstring or json")),
+            }
+        })? {
+            self.config.zmq.stats_format = v;
+        }
+        let numbers: [(&'static str, &'static str, &'static str); 7] = [
+            (
+                "handler",
+                "stats_report_interval",
+                "zmq.stats_report_interval",
+            ),
+            ("global", "stats_connection_ttl", "zmq.stats_connection_ttl"),
+            (
+                "handler",
+                "stats_subscription_ttl",
+                "zmq.stats_subscription_ttl",
+            ),
+            ("handler", "subscription_linger", "zmq.subscription_linger"),
+            ("handler", "message_rate", "zmq.message_rate"),
+            ("handler", "message_hwm", "zmq.message_hwm"),
+            (
+                "proxy",
+                "stats_report_interval",
+                "zmq.stats_report_interval",
+            ),
+        ];
+        for (section, key, field) in numbers {
+            let Some(n) = self.read(section, key, field, number::<u64>)? else {
+                continue;
+            };
+            let z = &mut self.config.zmq;
+            match key {
+                "stats_report_interval" => z.stats_report_interval = n,
+                "stats_connection_ttl" => z.stats_connection_ttl = n,
+                "stats_subscription_ttl" => z.stats_subscription_ttl = n,
+                "subscription_linger" => z.subscription_linger = n,
+                "message_rate" => z.message_rate = u32::try_from(n).unwrap_or(u32::MAX),
+                _ => z.message_hwm = usize::try_from(n).unwrap_or(usize::MAX),
+            }
+        }
+        if let Some(v) = self.read(
+            "global",
+            "stats_connection_send",
+            "zmq.stats_connection_send",
+            boolean,
+        )? {
+            self.config.zmq.stats_connection_send = v;
+        }
+        Ok(())
+    }
+
     /// `[handler]`: publish limits, sequencing, duplicate ids, channels per connection.
     fn handler(&mut self) -> Result<(), ConfigError> {
         if let Some(n) = self.read(
@@ -570,10 +685,6 @@ enum Check {
     Texts,
     /// A ZeroMQ spec: `tcp://host:port` or `ipc://path`, or nothing.
     Spec,
-    /// A list of ZeroMQ specs.
-    Specs,
-    /// `tnetstring` or `json`, or nothing.
-    StatsFormat,
 }
 
 impl Check {
@@ -587,31 +698,20 @@ impl Check {
             Check::Text => v.one().map(drop),
             Check::Texts => Ok(()),
             Check::Spec => zmq_spec(v.one()?),
-            Check::Specs => v.items().into_iter().try_for_each(zmq_spec),
-            Check::StatsFormat => match v.one()? {
-                "" | "tnetstring" | "json" => Ok(()),
-                other => Err(format!("{other:?} is not tnetstring or json")),
-            },
         }
     }
 }
 
-/// The ZeroMQ publish inputs, for their warnings.
-const ZMQ_PUBLISH: &str = "Holdfast has no ZeroMQ publish input; publish over HTTP";
 /// The stats socket, for its keys' warnings.
-const ZMQ_STATS: &str = "Holdfast has no ZeroMQ stats socket; see GET /metrics on the publish \
-                         listener";
+const ZMQ_STATS: &str = "Holdfast's stats socket has no such setting";
 
 /// What a key the mapping does not read is (`None`: not a key Holdfast knows).
 fn kind(section: &str, key: &str) -> Option<Kind> {
     use Check::*;
     use Kind::*;
     Some(match (section, key) {
-        ("global", "include" | "libdir" | "port_offset") => Structure,
-        ("global" | "runner", "rundir") => Meaningless("the folder of Pushpin's runtime files"),
-        ("global", "ipc_prefix") => Meaningless("the name prefix of Pushpin's ZeroMQ sockets"),
-        ("global", "stats_connection_ttl") => Unsupported(Number, ZMQ_STATS),
-        ("global", "stats_connection_send") => Unsupported(Bool, ZMQ_STATS),
+        ("global", "include" | "libdir" | "port_offset" | "ipc_prefix") => Structure,
+        ("global" | "runner", "rundir") => Structure,
         ("runner", "services") => Meaningless("Holdfast is one process, not a set of services"),
         ("runner", "logdir") => Meaningless("Holdfast logs to standard output"),
         ("runner", k) if k.ends_with("_bin") => Meaningless("a program Pushpin starts"),
@@ -626,29 +726,17 @@ fn kind(section: &str, key: &str) -> Option<Kind> {
         ),
         ("proxy", "cdn_loop") => Unsupported(Text, "Holdfast does not add a CDN-Loop header"),
         ("proxy", "log_user_agent") => Unsupported(Bool, "Holdfast's access log has no user agent"),
-        ("proxy", "sockjs_url") => Unsupported(Text, "Holdfast does not serve SockJS"),
-        ("proxy", "stats_report_interval" | "stats_connections_max_ttl")
-        | ("handler", "stats_report_interval" | "stats_subscription_ttl")
-        | ("handler", "subscription_linger" | "message_block_size") => {
+        ("proxy", "stats_connections_max_ttl") | ("handler", "message_block_size") => {
             Unsupported(Number, ZMQ_STATS)
         }
-        ("handler", "stats_spec") => Unsupported(Spec, ZMQ_STATS),
-        ("handler", "stats_format") => Unsupported(StatsFormat, ZMQ_STATS),
-        ("handler", "command_spec") => Unsupported(
-            Spec,
-            "Holdfast has no ZeroMQ command socket; POST /publish/ and /recover over HTTP",
-        ),
-        ("handler", "push_in_spec" | "state_spec") => Unsupported(Spec, ZMQ_PUBLISH),
-        ("handler", "push_in_sub_specs" | "push_in_sub_spec") => Unsupported(Specs, ZMQ_PUBLISH),
-        ("handler", "push_in_sub_connect") => Unsupported(Bool, ZMQ_PUBLISH),
+        ("handler", "state_spec") => {
+            Unsupported(Spec, "Holdfast keeps no state in a ZeroMQ state service")
+        }
         ("handler", "push_in_http_max_headers_size") => Unsupported(
             Number,
             "the publish API's request headers are bounded by limits.max_header_size \
              (client_buffer_size), as clients' are",
         ),
-        ("handler", "message_rate" | "message_hwm") => {
-            Unsupported(Number, "Holdfast does not rate-limit deliveries")
-        }
         ("handler", "share_all") => Unsupported(
             Bool,
             "Holdfast does not share origin requests between clients",

@@ -82,6 +82,14 @@ pub struct RouteOptions {
     /// `log_level=N`: the most verbose level this route's log lines are written at, in
     /// Pushpin's numbers (0 error, 1 warn, 2 info, 3 debug, 4 trace); `None`: no limit.
     pub log_level: Option<tracing::Level>,
+    /// `access_log=off|on|FRACTION`: the share of this route's requests written to the access
+    /// log, in parts per million (`log.access_sample` when unset).
+    pub access_log: Option<u32>,
+    /// `sockjs=`: the path prefix of a SockJS endpoint on this route (see docs/sockjs.md).
+    pub sockjs: Option<String>,
+    /// `sockjs_as_path=`: the path the origin's WebSocket is opened on for SockJS sessions,
+    /// instead of the `sockjs=` prefix.
+    pub sockjs_as_path: Option<String>,
 }
 
 /// The prefix of the copies `orig_headers` makes of the client's headers (Pushpin's marker).
@@ -210,6 +218,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route's `id=` when one was given (not derived from the condition), as stats
+    /// packets name it.
+    pub fn explicit_id(&self) -> Option<&str> {
+        (self.id != default_id(&self.condition)).then_some(self.id.as_str())
+    }
+
     /// The path the origin should see for a request path (with query) on this route.
     pub fn rewrite_path(&self, path_and_query: &str) -> String {
         let mut path = path_and_query.to_string();
@@ -483,7 +497,7 @@ fn tokenize(line: &str) -> Result<Vec<Vec<Prop>>, String> {
 }
 
 /// Pushpin route options Holdfast accepts and ignores, so a Pushpin file loads unchanged.
-const IGNORED_ROUTE_OPTIONS: &[&str] = &["session", "sockjs", "sockjs_as_path"];
+const IGNORED_ROUTE_OPTIONS: &[&str] = &["session"];
 
 // One arm per route option, as the routes-file grammar lists them: split up, the grammar would
 // be scattered over several functions that each need the same state.
@@ -570,11 +584,28 @@ fn parse_route(
                     .headers
                     .push((name.to_string(), val.trim().to_string()));
             }
+            "sockjs" => {
+                let v = value()?;
+                if !v.starts_with('/') {
+                    return Err(format!("sockjs={v:?}: expected a path starting with '/'"));
+                }
+                options.sockjs = Some(v);
+            }
+            "sockjs_as_path" => {
+                let v = value()?;
+                if !v.starts_with('/') {
+                    return Err(format!(
+                        "sockjs_as_path={v:?}: expected a path starting with '/'"
+                    ));
+                }
+                options.sockjs_as_path = Some(v);
+            }
             "no_grip" => options.no_grip = true,
             "debug" => options.debug = true,
             "aco" => options.auto_cross_origin = true,
             "orig_headers" => options.orig_headers = true,
             "log_level" => options.log_level = Some(parse_log_level(&value()?)?),
+            "access_log" => options.access_log = Some(parse_access_log(&value()?)?),
             "jsonp_mode" => {
                 options.jsonp.mode = match value()?.as_str() {
                     "basic" => JsonpMode::Basic,
@@ -605,6 +636,11 @@ fn parse_route(
             )),
             k => return Err(format!("unknown route option '{k}'")),
         }
+    }
+    if options.sockjs_as_path.is_some() && options.sockjs.is_none() {
+        warnings.push(format!(
+            "line {line}: route option 'sockjs_as_path' without 'sockjs' has no effect"
+        ));
     }
     if options.replace_beg.is_some() && condition.path_beg.is_none() {
         return Err("replace_beg needs path_beg".to_string());
@@ -638,6 +674,20 @@ fn non_empty(option: &str, v: String) -> Result<String, String> {
 }
 
 /// Pushpin's log levels: 0 error, 1 warn, 2 info, 3 debug, 4 trace.
+/// `access_log=`: `off`, `on`, or a share of requests from 0 to 1, in parts per million.
+fn parse_access_log(v: &str) -> Result<u32, String> {
+    match v {
+        "off" => Ok(0),
+        "on" => Ok(1_000_000),
+        _ => match v.parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok((f * 1_000_000.0).round() as u32),
+            _ => Err(format!(
+                "access_log={v:?}: expected off, on, or a share of requests from 0 to 1 (0.01 logs one in a hundred)"
+            )),
+        },
+    }
+}
+
 fn parse_log_level(v: &str) -> Result<tracing::Level, String> {
     use tracing::Level;
     Ok(match v {

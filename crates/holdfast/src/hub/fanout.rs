@@ -55,6 +55,7 @@ impl Inner {
             (plain_ws_frame(item), Vec::new()),
         ];
         let mut written = 0u64;
+        let mut responses = 0u64;
         for (id, sub) in &ch.subscribers {
             if !sub.want.accepts(item) {
                 continue;
@@ -80,7 +81,10 @@ impl Inner {
                 None => queue(),
             };
             match queued {
-                Ok(()) => sent += 1,
+                Ok(()) => {
+                    sent += 1;
+                    responses += u64::from(sub.want == Want::HttpResponse);
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     dropped += 1;
                     tracing::debug!(channel = %item.channel, subscriber = id, "publish queue at max, dropping");
@@ -94,6 +98,9 @@ impl Inner {
             }
         }
         self.delivered.fetch_add(sent as u64, Ordering::Relaxed);
+        if responses > 0 {
+            self.responses.fetch_add(responses, Ordering::Relaxed);
+        }
         self.written.fetch_add(written, Ordering::Relaxed);
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
         sent

@@ -17,6 +17,8 @@ pub const EXTENSIONS: HeaderName = header::SEC_WEBSOCKET_EXTENSIONS;
 pub struct ClientHandshake {
     /// `Sec-WebSocket-Key`, as sent.
     pub key: HeaderValue,
+    /// Where the client connects from, for the connection registry.
+    pub client: crate::conns::Client,
     /// The client is an upstream GRIP proxy (`grip.upstream_key`): the origin's `grip`
     /// extension is passed up to it, and it handles the GRIP messages ([`pass_grip_up`]).
     pub upstream: bool,
@@ -62,6 +64,7 @@ impl ClientHandshake {
             .clone();
         Ok(ClientHandshake {
             key,
+            client: crate::conns::Client::default(),
             upstream: false,
         })
     }

@@ -245,6 +245,9 @@ pub async fn open(
         implicit: target.subs.clone(),
         message_prefix,
         label,
+        client: client.client,
+        conn_id: cid.to_str().ok().map(str::to_string),
+        route_id: route.explicit_id().map(str::to_string),
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),
@@ -318,6 +321,8 @@ enum Input {
     Timer,
     /// The hub left bytes on the client socket.
     Left,
+    /// The `refresh` command named this connection.
+    Refresh,
 }
 
 /// How the connection ends.
@@ -354,6 +359,7 @@ impl Conn {
         let mut end = Box::pin(self.on_origin(&mut client, initial)).await;
         let mut client_open = true;
         let mut shutdown = std::pin::pin!(self.origin.app.shutdown.signal().into_stopped());
+        let refresh = self.session.refresh_signal().cloned();
         while end.is_none() {
             self.maybe_request();
             let deadline = self.deadline();
@@ -365,6 +371,7 @@ impl Conn {
                 item = self.session.next_delivery() => Input::Published(item),
                 () = sleep_until(deadline) => Input::Timer,
                 () = sink.notified() => Input::Left,
+                () = notified(refresh.as_deref()) => Input::Refresh,
             };
             self.session.unpark();
             end = match input {
@@ -380,6 +387,10 @@ impl Conn {
                 Input::Published(item) => self.published(&mut client, item).await,
                 Input::Timer => Box::pin(self.timer(&mut client)).await,
                 Input::Left => (!flush_left(&mut client).await).then_some(End::Drop(true)),
+                Input::Refresh => {
+                    self.refresh = true;
+                    None
+                }
             };
             if end.is_none() && !client_open && self.in_flight.is_none() && self.outbox.is_empty() {
                 end = Some(End::Close(None, false));
@@ -675,6 +686,14 @@ impl Conn {
 async fn in_flight(f: &mut Option<InFlight>) -> Result<Reply, PostError> {
     match f {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The `refresh` command's signal; pending for a connection without one.
+async fn notified(signal: Option<&tokio::sync::Notify>) {
+    match signal {
+        Some(n) => n.notified().await,
         None => std::future::pending().await,
     }
 }

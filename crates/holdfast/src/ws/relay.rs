@@ -91,6 +91,9 @@ pub async fn open(
         implicit: target.subs.clone(),
         message_prefix,
         label,
+        client: client.client,
+        conn_id: None,
+        route_id: route.explicit_id().map(str::to_string),
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),
@@ -120,7 +123,7 @@ impl Pending {
             tracing::debug!(target = %session.label(), "WebSocket upgrade did not complete");
             return;
         };
-        let origin = super::socket(
+        let origin = super::socket_of(
             &app,
             super::Io::Upgraded(hyper_util::rt::TokioIo::new(origin)),
             Role::Client,

@@ -41,6 +41,13 @@ pub struct SessionSpec {
     pub message_prefix: Option<String>,
     /// The target, for log lines.
     pub label: String,
+    /// Where the client connects from, for the connection registry.
+    pub client: crate::conns::Client,
+    /// A WebSocket-over-HTTP connection's `Connection-Id`: its id in the registry, where the
+    /// `refresh` command finds it.
+    pub conn_id: Option<String>,
+    /// The route's explicit `id=`, for stats.
+    pub route_id: Option<String>,
 }
 
 impl SessionSpec {
@@ -134,6 +141,9 @@ pub struct Session {
     keep_alive: Option<KeepAlive>,
     delayed: Option<(Message, Instant)>,
     detached: bool,
+    /// Notified by the `refresh` command (WebSocket-over-HTTP only).
+    refresh: Option<Arc<tokio::sync::Notify>>,
+    _conn: crate::conns::ConnGuard,
 }
 
 impl Session {
@@ -144,9 +154,23 @@ impl Session {
             .iter()
             .map(|c| format!("{}{c}", spec.channel_prefix))
             .collect();
+        let refresh = spec
+            .conn_id
+            .as_ref()
+            .filter(|_| app.conns.is_on())
+            .map(|_| Arc::new(tokio::sync::Notify::new()));
+        let conn = app.conns.open(
+            spec.conn_id.as_deref(),
+            crate::conns::ConnKind::Ws,
+            spec.client,
+            spec.route_id.as_deref(),
+            refresh.clone(),
+        );
         let mut session = Session {
             app,
             spec,
+            refresh,
+            _conn: conn,
             implicit: implicit.clone(),
             sub: None,
             sink: Sink::new(),
@@ -163,6 +187,11 @@ impl Session {
             }
         }
         session
+    }
+
+    /// Notified when the `refresh` command names this connection (WebSocket-over-HTTP).
+    pub fn refresh_signal(&self) -> Option<&Arc<tokio::sync::Notify>> {
+        self.refresh.as_ref()
     }
 
     /// How long a close handshake may take.

@@ -101,3 +101,22 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the real `holdfast publish` with `args`: exit code, stdout, stderr.
+pub async fn holdfast_publish(args: Vec<String>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("publish")
+            .args(args)
+            .env_remove("GRIP_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}

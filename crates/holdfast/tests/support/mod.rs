@@ -39,6 +39,10 @@ pub struct Proxy {
     /// The first TLS client listener, when `[tls]` configures one.
     pub tls: Option<SocketAddr>,
     pub publish: SocketAddr,
+    /// The ZeroMQ sockets `[zmq]` configures.
+    pub zmq: holdfast::zmq::Uris,
+    /// Pushpin's Prometheus page, where `server.prometheus_listen` puts it.
+    pub prometheus: Vec<SocketAddr>,
     pub app: Arc<holdfast::app::App>,
     pub routes_file: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -64,6 +68,8 @@ impl Proxy {
         let addr = server.client_addrs()[0];
         let tls = server.tls_addrs().first().copied();
         let publish = server.publish_addr();
+        let zmq = server.zmq_uris();
+        let prometheus = server.prometheus_addrs();
         let app = server.app();
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(server.run(async {
@@ -73,6 +79,8 @@ impl Proxy {
             addr,
             tls,
             publish,
+            zmq,
+            prometheus,
             app,
             routes_file,
             stop: Some(tx),

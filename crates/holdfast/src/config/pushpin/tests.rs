@@ -248,7 +248,7 @@ fn values_holdfast_cannot_accept_fail_at_their_line() {
         // Keys Holdfast does not act on are still checked.
         (
             "[handler]\npush_in_spec=tcp://127.0.0.1",
-            "push_in_spec: \"tcp://127.0.0.1\" is not tcp://host:port or ipc://path",
+            "push_in_spec: \"tcp://127.0.0.1\": a tcp:// spec needs a port (tcp://host:port)",
         ),
         (
             "[handler]\nmessage_rate=fast",
@@ -305,20 +305,14 @@ key=value
     let (c, report) = loaded.unwrap();
     let at = |line: usize, rest: &str| format!("{}:{line}: {rest}", path.display());
     let want = [
-        at(2, "rundir: means nothing to Holdfast (the folder of Pushpin's runtime files)"),
-        at(3, "ipc_prefix: means nothing to Holdfast"),
-        at(4, "stats_connection_ttl: \"120\" is recognised but not supported yet: Holdfast has no ZeroMQ stats socket"),
         at(6, "services: means nothing to Holdfast (Holdfast is one process"),
         at(7, "condure_bin: means nothing to Holdfast (a program Pushpin starts)"),
         at(8, "log_level: the levels of Pushpin's services (proxy:3) are ignored"),
         at(9, "client_buffer_size: 4096 is below Holdfast's minimum of 8192"),
-        at(12, "sockjs_url: \"http://cdn.example/sockjs.js\" is recognised but not supported yet: Holdfast does not serve SockJS; ignored"),
         at(13, "condure_in_specs: means nothing to Holdfast (the ZeroMQ wiring between Pushpin's own processes); ignored"),
         at(14, "log_from: false has no effect: Holdfast's access log always has the client's address"),
         at(15, "colour: not a Pushpin setting Holdfast knows; ignored"),
-        at(17, "push_in_spec: \"tcp://127.0.0.1:5560\" is recognised but not supported yet: Holdfast has no ZeroMQ publish input"),
         at(18, "push_in_http_addr: without push_in_http_port Pushpin serves no HTTP publish API"),
-        at(19, "message_rate: \"2500\" is recognised but not supported yet: Holdfast does not rate-limit"),
         at(21, "key: in [extra], which is not a section of Pushpin's; ignored"),
     ];
     assert_eq!(report.warnings.len(), want.len(), "{:#?}", report.warnings);
@@ -327,9 +321,59 @@ key=value
     }
     // The values Holdfast can use were still used.
     assert_eq!(c.limits.max_header_size, 8192);
+    assert_eq!(c.sockjs.url, "http://cdn.example/sockjs.js");
     assert_eq!(c.log.level, "info");
     assert_eq!(c.server.publish_listen, addr("127.0.0.1:5561"));
     assert!(c.server.auto_cross_origin);
+    assert_eq!(c.zmq.push_in_spec, "tcp://127.0.0.1:5560");
+    assert_eq!(c.zmq.message_rate, 2500);
+}
+
+#[test]
+fn zeromq_sockets_are_on_when_the_file_names_them() {
+    let (_dir, _path, loaded) = load_text(
+        "[global]
+rundir=/run/pp
+ipc_prefix=x-
+port_offset=10
+stats_connection_ttl=30
+         [handler]
+push_in_spec=tcp://127.0.0.1:5560
+         push_in_sub_specs=tcp://127.0.0.1:5562,ipc://{rundir}/{ipc_prefix}sub
+         push_in_sub_connect=true
+command_spec=tcp://127.0.0.1:5563
+         stats_spec=ipc://{rundir}/{ipc_prefix}stats
+stats_format=json
+         stats_report_interval=5
+message_hwm=100
+",
+    );
+    let (c, report) = loaded.unwrap();
+    let z = &c.zmq;
+    // port_offset moves tcp:// ports, as Pushpin's does; templates are filled in.
+    assert_eq!(z.push_in_spec, "tcp://127.0.0.1:5570");
+    assert_eq!(
+        z.push_in_sub_specs,
+        vec![
+            "tcp://127.0.0.1:5572".to_string(),
+            "ipc:///run/pp/x-sub".to_string()
+        ]
+    );
+    assert!(z.push_in_sub_connect);
+    assert_eq!(z.command_spec, "tcp://127.0.0.1:5573");
+    assert_eq!(z.stats_spec, "ipc:///run/pp/x-stats");
+    assert_eq!(z.stats_format, crate::config::zmq::StatsFormat::Json);
+    assert_eq!(z.stats_report_interval, 5);
+    assert_eq!(z.stats_connection_ttl, 30);
+    assert_eq!(z.message_hwm, 100);
+    assert!(
+        !report
+            .warnings
+            .iter()
+            .any(|w| w.contains("spec") || w.contains("stats_")),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]

@@ -129,6 +129,16 @@ fn cross_origin_and_pushpin_route_options() {
 }
 
 #[test]
+fn access_log_takes_off_on_or_a_share() {
+    let t = parse(
+        "*,path_beg=/a,access_log=off a:1\n*,path_beg=/b,access_log=0.01 a:1\n*,path_beg=/c,access_log=on a:1\n* a:1\n",
+    )
+    .unwrap();
+    let shares: Vec<_> = t.routes.iter().map(|r| r.options.access_log).collect();
+    assert_eq!(shares, [Some(0), Some(10_000), Some(1_000_000), None]);
+}
+
+#[test]
 fn bad_cross_origin_options_name_the_value() {
     let cases = [
         ("*,jsonp_mode=full x:1", "jsonp_mode=\"full\""),
@@ -137,6 +147,11 @@ fn bad_cross_origin_options_name_the_value() {
         ("*,jsonp_cb= x:1", "jsonp_cb must not be empty"),
         ("*,log_level=9 x:1", "log_level=\"9\""),
         ("*,log_level x:1", "needs a value"),
+        (
+            "*,access_log=1.5 x:1",
+            "access_log=\"1.5\": expected off, on, or a share",
+        ),
+        ("*,access_log=some x:1", "access_log=\"some\""),
     ];
     for (text, needle) in cases {
         let e = parse(text).unwrap_err();
@@ -236,5 +251,30 @@ fn path_rewrites() {
     ];
     for (i, input, want) in cases {
         assert_eq!(t.routes[i].rewrite_path(input), want, "{input}");
+    }
+}
+
+#[test]
+fn sockjs_options() {
+    let t = parse("*,sockjs=/sj,sockjs_as_path=/ws x:1\n*,path_beg=/b,sockjs_as_path=/ws y:1\n")
+        .unwrap();
+    assert_eq!(t.routes[0].options.sockjs.as_deref(), Some("/sj"));
+    assert_eq!(t.routes[0].options.sockjs_as_path.as_deref(), Some("/ws"));
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert!(
+        t.warnings[0].contains("without 'sockjs'"),
+        "{:?}",
+        t.warnings
+    );
+    for (text, needle) in [
+        (
+            "*,sockjs=sj x:1",
+            "sockjs=\"sj\": expected a path starting with '/'",
+        ),
+        ("*,sockjs x:1", "'sockjs' needs a value"),
+        ("*,sockjs=/a,sockjs_as_path=ws x:1", "sockjs_as_path=\"ws\""),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.message.contains(needle), "{text:?}: {e}");
     }
 }
