@@ -351,7 +351,8 @@ fn metrics_page(app: &App) -> Page {
     .gauge(
         "holdfast_direct_streams",
         "Held HTTP/1.1 streams written straight to their socket",
-        app.direct_streams.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        app.direct_streams
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
     )
     .gauges(
         "holdfast_build_info",

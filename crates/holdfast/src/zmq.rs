@@ -173,7 +173,10 @@ impl Counters {
     fn write(&self, page: &mut Page) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let received = vec![
-            (vec![("input", "pull".to_string())], get(&self.pull_received)),
+            (
+                vec![("input", "pull".to_string())],
+                get(&self.pull_received),
+            ),
             (vec![("input", "sub".to_string())], get(&self.sub_received)),
         ];
         page.counters(
