@@ -119,8 +119,16 @@ impl Bus {
         }
     }
 
+    /// Items received from the cluster bus (Redis) so far; 0 in local mode.
+    pub fn items_received(&self) -> u64 {
+        match self {
+            Bus::Local(_) => 0,
+            Bus::Redis(bus) => bus.items_received(),
+        }
+    }
+
     /// Writes the bus's metrics for `GET /metrics`; none in local mode.
-    pub fn metrics(&self, page: &mut crate::metrics::Exposition) {
+    pub fn metrics(&self, page: &mut crate::metrics::Page) {
         if let Bus::Redis(bus) = self {
             bus.metrics(page);
         }

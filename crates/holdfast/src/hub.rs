@@ -162,6 +162,10 @@ struct Inner {
     history_max_bytes: usize,
     history_bytes: AtomicUsize,
     dropped: AtomicU64,
+    /// Deliveries not made because the subscriber's queue had closed (its connection left).
+    closed: AtomicU64,
+    /// Publish → write latency, by path: `direct` (written by the fan-out), `queued`.
+    write_latency: crate::metrics::Histograms,
     delivered: AtomicU64,
     written: AtomicU64,
     published: AtomicU64,
@@ -194,6 +198,8 @@ pub struct HubStats {
     pub delivered: u64,
     /// Items dropped because a subscriber's queue was full.
     pub dropped: u64,
+    /// Items not delivered because the subscriber's connection had just left.
+    pub closed: u64,
     /// Of the delivered, those the fan-out wrote to a held stream's socket itself.
     pub written: u64,
     /// Of the delivered, those to long-polls (`http-response`).
@@ -308,6 +314,12 @@ impl Hub {
                 history_max_bytes: limits.history_max_bytes,
                 history_bytes: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
+                closed: AtomicU64::new(0),
+                write_latency: crate::metrics::Histograms::new(
+                    "path",
+                    &["direct", "queued"],
+                    crate::metrics::WRITE_BUCKETS,
+                ),
                 delivered: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 published: AtomicU64::new(0),
@@ -640,6 +652,7 @@ impl Hub {
             published: self.inner.published.load(Ordering::Relaxed),
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             dropped: self.inner.dropped.load(Ordering::Relaxed),
+            closed: self.inner.closed.load(Ordering::Relaxed),
             written: self.inner.written.load(Ordering::Relaxed),
             responses: self.inner.responses.load(Ordering::Relaxed),
             history_bytes: self.inner.history_bytes.load(Ordering::Relaxed),
@@ -652,6 +665,11 @@ impl Hub {
             stats.subscriptions += shard.values().map(|c| c.subscribers.len()).sum::<usize>();
         }
         stats
+    }
+
+    /// The publish → write latency histograms, by `path` (`direct`, `queued`).
+    pub fn write_latency(&self) -> crate::metrics::Histograms {
+        self.inner.write_latency.clone()
     }
 
     /// Closes every subscriber's queue (at shutdown): held connections see the end of their
