@@ -7,6 +7,10 @@
 //! branch. Entries live in independently locked shards (a `std::sync::Mutex` each, held for a
 //! map insert or remove). A listener ([`Conns::on_change`], the stats socket) is told of each
 //! open and close; it must return at once (it only `try_send`s into its own bounded queue).
+//!
+//! Whether or not the registry is on, every guard counts its connection under its
+//! [`Transport`] while it lives (one relaxed atomic add at open and one subtract at close, never
+//! anything on a publish): [`Conns::held`] is what the status page shows.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -34,6 +38,62 @@ impl ConnKind {
             ConnKind::Http => "http",
             ConnKind::Ws => "ws",
         }
+    }
+}
+
+/// How a held session talks to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A held `response` (long-poll).
+    LongPoll,
+    /// A held `stream` (HTTP streaming, Server-Sent Events).
+    Stream,
+    /// A WebSocket (GRIP WebSocket or passthrough of an origin's messages; SockJS sessions).
+    WebSocket,
+    /// WebSocket-over-HTTP.
+    WsOverHttp,
+}
+
+impl Transport {
+    /// Every transport, in the order [`Held`] counts them.
+    pub const ALL: [Transport; 4] = [
+        Transport::LongPoll,
+        Transport::Stream,
+        Transport::WebSocket,
+        Transport::WsOverHttp,
+    ];
+
+    /// The kind of connection Pushpin reports for it.
+    pub fn kind(self) -> ConnKind {
+        match self {
+            Transport::LongPoll | Transport::Stream => ConnKind::Http,
+            Transport::WebSocket | Transport::WsOverHttp => ConnKind::Ws,
+        }
+    }
+
+    /// Its name on the status page: `long-poll`, `stream`, `websocket`, `ws-over-http`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::LongPoll => "long-poll",
+            Transport::Stream => "stream",
+            Transport::WebSocket => "websocket",
+            Transport::WsOverHttp => "ws-over-http",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Held sessions open now, by transport.
+#[derive(Debug, Default)]
+pub struct Held([AtomicUsize; 4]);
+
+impl Held {
+    /// Held sessions of `transport` open now.
+    pub fn get(&self, transport: Transport) -> usize {
+        self.0[transport.index()].load(Ordering::Relaxed)
     }
 }
 
@@ -91,23 +151,31 @@ struct Inner {
 #[derive(Clone)]
 pub struct Conns {
     inner: Option<Arc<Inner>>,
+    counts: Arc<Held>,
 }
 
 /// A registered connection; dropping it unregisters the connection.
 #[must_use = "the connection is unregistered when the guard is dropped"]
 pub struct ConnGuard {
     held: Option<(Arc<Inner>, Arc<str>)>,
+    counted: Option<(Arc<Held>, Transport)>,
 }
 
 impl ConnGuard {
-    /// A guard for nothing (the registry is off).
+    /// A guard for nothing (neither registered nor counted).
     pub fn none() -> ConnGuard {
-        ConnGuard { held: None }
+        ConnGuard {
+            held: None,
+            counted: None,
+        }
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        if let Some((counts, transport)) = self.counted.take() {
+            counts.0[transport.index()].fetch_sub(1, Ordering::Relaxed);
+        }
         let Some((inner, id)) = self.held.take() else {
             return;
         };
@@ -142,7 +210,13 @@ impl Conns {
                     listener: OnceLock::new(),
                 })
             }),
+            counts: Arc::default(),
         }
+    }
+
+    /// Held sessions open now, by transport (counted whether or not the registry is on).
+    pub fn held(&self) -> &Held {
+        &self.counts
     }
 
     /// Whether connections are kept.
@@ -150,18 +224,25 @@ impl Conns {
         self.inner.is_some()
     }
 
-    /// Registers a connection under `id` (a new one is made when `None` or taken).
+    /// Counts a held session of `transport` and registers it under `id` (a new one is made
+    /// when `None` or taken).
     pub fn open(
         &self,
         id: Option<&str>,
-        kind: ConnKind,
+        transport: Transport,
         client: Client,
         route: Option<&str>,
         refresh: Option<Arc<Notify>>,
     ) -> ConnGuard {
+        self.counts.0[transport.index()].fetch_add(1, Ordering::Relaxed);
+        let counted = Some((self.counts.clone(), transport));
         let Some(inner) = &self.inner else {
-            return ConnGuard::none();
+            return ConnGuard {
+                held: None,
+                counted,
+            };
         };
+        let kind = transport.kind();
         let make = || {
             let n = inner.next.fetch_add(1, Ordering::Relaxed);
             Arc::<str>::from(format!("{}:{n}", inner.prefix))
@@ -191,6 +272,7 @@ impl Conns {
         }
         ConnGuard {
             held: Some((inner.clone(), id)),
+            counted,
         }
     }
 
@@ -255,16 +337,24 @@ mod tests {
             .lock()
             .unwrap()
             .push(format!("{c:?}")))));
-        let a = conns.open(None, ConnKind::Http, Client::default(), None, None);
+        let a = conns.open(None, Transport::Stream, Client::default(), None, None);
         let b = conns.open(
             Some("cid-1"),
-            ConnKind::Ws,
+            Transport::WsOverHttp,
             Client::default(),
             Some("r"),
             None,
         );
         // An id already open is not shared: the second gets a fresh one.
-        let c = conns.open(Some("cid-1"), ConnKind::Ws, Client::default(), None, None);
+        let c = conns.open(
+            Some("cid-1"),
+            Transport::WsOverHttp,
+            Client::default(),
+            None,
+            None,
+        );
+        assert_eq!(conns.get("cid-1").unwrap().kind, ConnKind::Ws);
+        assert_eq!(conns.held().get(Transport::WsOverHttp), 2);
         assert_eq!(conns.count(), 3);
         assert_eq!(conns.get("cid-1").unwrap().route.as_deref(), Some("r"));
         assert!(conns.get("hf:0").is_some());
@@ -283,9 +373,20 @@ mod tests {
     #[test]
     fn off_keeps_nothing() {
         let conns = Conns::new(false, "hf");
-        let _g = conns.open(Some("x"), ConnKind::Ws, Client::default(), None, None);
+        let g = conns.open(
+            Some("x"),
+            Transport::LongPoll,
+            Client::default(),
+            None,
+            None,
+        );
         assert!(conns.get("x").is_none());
         assert_eq!(conns.count(), 0);
+        // Counted by transport all the same.
+        assert_eq!(conns.held().get(Transport::LongPoll), 1);
+        assert_eq!(conns.held().get(Transport::Stream), 0);
+        drop(g);
+        assert_eq!(conns.held().get(Transport::LongPoll), 0);
         assert!(!conns.on_change(Arc::new(|_| {})));
     }
 }

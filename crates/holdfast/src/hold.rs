@@ -74,15 +74,11 @@ impl HeldRequest {
     }
 
     /// Registers the session in the connection registry, once.
-    fn register(&self) {
+    fn register(&self, transport: crate::conns::Transport) {
         self.conn.get_or_init(|| {
-            self.app.conns.open(
-                None,
-                crate::conns::ConnKind::Http,
-                self.client,
-                self.route.explicit_id(),
-                None,
-            )
+            self.app
+                .conns
+                .open(None, transport, self.client, self.route.explicit_id(), None)
         });
     }
 }
@@ -186,13 +182,13 @@ pub async fn hold(
     match ins.hold {
         Some(HoldMode::Response) => {
             record.hold = Some("response");
-            ctx.register();
+            ctx.register(crate::conns::Transport::LongPoll);
             Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
         }
         hold => {
             if hold == Some(HoldMode::Stream) {
                 record.hold = Some("stream");
-                ctx.register();
+                ctx.register(crate::conns::Transport::Stream);
             } else if ins.next_link.is_none() {
                 // Pushpin sends these without the origin's length (hyper recounts a whole body).
                 base.headers.remove(header::CONTENT_LENGTH);

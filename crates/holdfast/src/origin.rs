@@ -3,6 +3,9 @@
 //!
 //! The pool is a shared resource, like the descriptor budget whose descriptors its connections
 //! take: it stands below [`crate::app`], which owns it, and [`crate::proxy`] sends through it.
+//! [`health`] keeps how each target has been answering, for the status page.
+
+pub mod health;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -41,6 +44,8 @@ pub struct OriginClients {
     /// the map is as small as the set of targets ever configured.
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     waiting: Arc<AtomicUsize>,
+    /// How each target has been answering.
+    health: Arc<health::Health>,
 }
 
 /// A request's place among the requests in flight to its target; freed when dropped. Cloning
@@ -68,6 +73,7 @@ impl OriginClients {
             per_target: timeouts.origin_concurrency_per_target.max(1),
             slots: Arc::default(),
             waiting: Arc::default(),
+            health: Arc::default(),
         }
     }
 
@@ -115,6 +121,11 @@ impl OriginClients {
     /// Origin requests waiting for a free slot now, over all targets.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// How each target has been answering.
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// The client for a target.

@@ -248,6 +248,7 @@ pub async fn open(
         client: client.client,
         conn_id: cid.to_str().ok().map(str::to_string),
         route_id: route.explicit_id().map(str::to_string),
+        over_http: true,
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),

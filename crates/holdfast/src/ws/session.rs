@@ -48,6 +48,8 @@ pub struct SessionSpec {
     pub conn_id: Option<String>,
     /// The route's explicit `id=`, for stats.
     pub route_id: Option<String>,
+    /// Whether the client is a WebSocket-over-HTTP connection rather than a WebSocket.
+    pub over_http: bool,
 }
 
 impl SessionSpec {
@@ -161,7 +163,11 @@ impl Session {
             .map(|_| Arc::new(tokio::sync::Notify::new()));
         let conn = app.conns.open(
             spec.conn_id.as_deref(),
-            crate::conns::ConnKind::Ws,
+            if spec.over_http {
+                crate::conns::Transport::WsOverHttp
+            } else {
+                crate::conns::Transport::WebSocket
+            },
             spec.client,
             spec.route_id.as_deref(),
             refresh.clone(),
