@@ -38,6 +38,10 @@ const EVERY: Duration = Duration::from_secs(1);
 const PAGE: &str = include_str!("status/page.html");
 const SCRIPT: &str = include_str!("status/status.js");
 const STYLE: &str = include_str!("status/status.css");
+/// The page's icon, so that the browser does not ask the API for a `/favicon.ico`.
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+                    <rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#1d2330\"/>\
+                    <path d=\"M4 12V4h2v3h4V4h2v8h-2V9H6v3z\" fill=\"#fff\"/></svg>";
 
 /// The page loads only its own script and style and connects only to its own origin; nothing
 /// inline runs.
@@ -77,6 +81,7 @@ impl Status {
             "/status" => asset(PAGE, "text/html; charset=utf-8"),
             "/status/status.js" => asset(SCRIPT, "text/javascript; charset=utf-8"),
             "/status/status.css" => asset(STYLE, "text/css; charset=utf-8"),
+            "/status/icon.svg" => asset(ICON, "image/svg+xml"),
             "/status.json" => {
                 let (snapshot, _) = self.snapshot(app, None);
                 let mut resp = Response::new(full(snapshot.to_string()));

@@ -40,6 +40,7 @@ function fill(id, rows, empty) {
   tbody.replaceChildren();
   if (rows.length === 0) {
     row(tbody, [empty]);
+    tbody.firstChild.firstChild.colSpan = tbody.parentNode.tHead.rows[0].cells.length;
     return;
   }
   for (const r of rows) row(tbody, r.cells, r.cls);
