@@ -603,6 +603,10 @@ pub struct LogConfig {
     pub level: String,
     /// `text` (default) or `json`, one object per line.
     pub format: LogFormat,
+    /// The share of requests written to the access log, from `0.0` (none) to `1.0` (every
+    /// request, the default); a route's `access_log=` option overrides it. A `5xx` answer is
+    /// always written unless the share is `0`.
+    pub access_sample: f64,
 }
 
 impl Default for LogConfig {
@@ -610,7 +614,15 @@ impl Default for LogConfig {
         Self {
             level: "info".to_string(),
             format: LogFormat::Text,
+            access_sample: 1.0,
         }
+    }
+}
+
+impl LogConfig {
+    /// `access_sample` in parts per million, as [`crate::config::routes::RouteOptions::access_log`].
+    pub fn access_sample_ppm(&self) -> u32 {
+        (self.access_sample.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
     }
 }
 
@@ -913,6 +925,15 @@ impl Config {
         self.zmq.check(self.publish.allow_unauthenticated)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
+        if !(0.0..=1.0).contains(&self.log.access_sample) {
+            return Err((
+                "log.access_sample",
+                format!(
+                    "{}: expected a share from 0.0 (no access log) to 1.0 (every request)",
+                    self.log.access_sample
+                ),
+            ));
+        }
         Ok(())
     }
 

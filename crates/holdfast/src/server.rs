@@ -166,6 +166,7 @@ impl Server {
         let _watcher = crate::reload::spawn(app.clone());
         let _cert_watcher = self.certs.clone().and_then(crate::reload::spawn_certs);
         let _bus = app.bus.start();
+        on_sigusr1(app.clone());
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
         let sweeper = {
             let hub = app.hub.clone();
@@ -376,6 +377,26 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Logs [`App::log_state`] at every `SIGUSR1`. Installed before the listeners are announced:
+/// until it is, a SIGUSR1 would end the process (its default action).
+fn on_sigusr1(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1; no state summary on request");
+            return;
+        };
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                app.log_state();
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(app);
 }
 
 /// Counts a client permit that is taken but not yet a connection's, so that
