@@ -146,8 +146,7 @@ pub struct ServerConfig {
     /// `connection_connected`, `connection_minute`, `message_received`, `message_sent`) at any
     /// path, without authentication. Pushpin's `prometheus_port` (every address). Default none.
     pub prometheus_listen: Vec<SocketAddr>,
-    /// Put before those five names, on that listener and on `GET /metrics`. Pushpin's
-    /// `prometheus_prefix`, default empty.
+    /// Put before those five names. Pushpin's `prometheus_prefix`, default empty.
     pub prometheus_prefix: String,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
@@ -159,6 +158,10 @@ pub struct ServerConfig {
     /// header is then never passed to origins). Pushpin's `[proxy] accept_pushpin_route`.
     /// Default false.
     pub accept_pushpin_route: bool,
+    /// Open every TCP listener with `SO_REUSEPORT`, so a new process with the same
+    /// configuration can listen beside this one and take over while it drains (see
+    /// docs/deployment.md, "Zero-downtime restart"). Default false.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -173,6 +176,7 @@ impl Default for ServerConfig {
             prometheus_prefix: String::new(),
             debug: false,
             auto_cross_origin: false,
+            reuse_port: false,
             accept_pushpin_route: false,
         }
     }
@@ -681,6 +685,8 @@ pub struct Overrides {
     pub publish_listen: Option<SocketAddr>,
     /// `--routes`.
     pub routes: Option<PathBuf>,
+    /// `--reuse-port`: sets `server.reuse_port`.
+    pub reuse_port: bool,
     /// `--log-level`.
     pub log_level: Option<String>,
     /// `--log-format`.
@@ -754,6 +760,9 @@ impl Config {
         if let Some(addr) = overrides.publish_listen {
             self.server.publish_listen = addr;
             self.forget_origin("server.publish_listen");
+        }
+        if overrides.reuse_port {
+            self.server.reuse_port = true;
         }
         if let Some(routes) = overrides.routes {
             self.server.routes = Some(routes);

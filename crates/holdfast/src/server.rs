@@ -83,25 +83,25 @@ impl Server {
     pub async fn bind(config: Config, routes: RouteTable) -> std::io::Result<Server> {
         let mut clients = Vec::new();
         for addr in &config.server.listen {
-            clients.push(bind(*addr).await?);
+            clients.push(bind(*addr, config.server.reuse_port).await?);
         }
         let certs = crate::tls::Certificates::load(&config.tls).map_err(std::io::Error::other)?;
         let mut tls_clients = Vec::new();
         if let Some(certs) = &certs {
             for addr in &config.tls.listen {
-                let listener = bind(*addr).await?;
+                let listener = bind(*addr, config.server.reuse_port).await?;
                 let port = listener.local_addr()?.port();
                 let acceptor = certs.acceptor(port).map_err(std::io::Error::other)?;
                 tls_clients.push((listener, acceptor));
             }
         }
-        let publish = bind(config.server.publish_listen).await?;
+        let publish = bind(config.server.publish_listen, config.server.reuse_port).await?;
         let publish_tls =
             crate::tls::publish_acceptor(&config.tls).map_err(std::io::Error::other)?;
         let zmq = crate::zmq::bind(&config.zmq)?;
         let mut prometheus = Vec::new();
         for addr in &config.server.prometheus_listen {
-            prometheus.push(bind(*addr).await?);
+            prometheus.push(bind(*addr, config.server.reuse_port).await?);
         }
         let app = App::new(config, routes);
         // The keys were read when the configuration was validated; this reads them again.
@@ -281,12 +281,18 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
     builder
 }
 
-async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+async fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
     socket
         .bind(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
