@@ -15,6 +15,7 @@ Standard library only. Every wait is bounded; nothing sleeps in place of waiting
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -246,6 +247,8 @@ def main():
         if client:
             client.close()
         stop(procs)
+        # Keep the screenshot, not the browser's profile.
+        shutil.rmtree(work if out != work else os.path.join(work, "profile"), ignore_errors=True)
 
 
 if __name__ == "__main__":
