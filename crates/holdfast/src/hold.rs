@@ -81,13 +81,9 @@ impl HeldRequest {
         self.held
             .get_or_init(|| self.app.connections.hold(transport, &self.route.id));
         self.conn.get_or_init(|| {
-            self.app.conns.open(
-                None,
-                crate::conns::ConnKind::Http,
-                self.client,
-                self.route.explicit_id(),
-                None,
-            )
+            self.app
+                .conns
+                .open(None, transport, self.client, self.route.explicit_id(), None)
         });
     }
 }

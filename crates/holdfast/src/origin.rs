@@ -3,6 +3,9 @@
 //!
 //! The pool is a shared resource, like the descriptor budget whose descriptors its connections
 //! take: it stands below [`crate::app`], which owns it, and [`crate::proxy`] sends through it.
+//! [`health`] keeps how each target has been answering, for the status page.
+
+pub mod health;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -44,6 +47,8 @@ pub struct OriginClients {
     waiting: Arc<AtomicUsize>,
     /// Origin requests by outcome, and their latency.
     outcomes: Arc<Outcomes>,
+    /// How each target has been answering.
+    health: Arc<health::Health>,
 }
 
 /// How origin requests ended, for `holdfast_origin_requests_total` and the latency histogram.
@@ -110,6 +115,7 @@ impl OriginClients {
                 counts: Default::default(),
                 latency: Histogram::new(crate::metrics::ORIGIN_BUCKETS),
             }),
+            health: Arc::default(),
         }
     }
 
@@ -186,6 +192,11 @@ impl OriginClients {
     /// Origin requests waiting for a free slot now, over all targets.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// How each target has been answering.
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// The client for a target.

@@ -1,5 +1,5 @@
 //! The publish/control API on `--publish-listen`, as Pushpin's (reference §4.1), plus
-//! `GET /metrics`.
+//! `GET /metrics` and the status page ([`status`]).
 //!
 //! Every request but `GET /` (which answers `Holdfast API` and tells nothing else) must pass
 //! [`auth`] when a scheme is configured; a refused one gets `401` with a `WWW-Authenticate`
@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,13 +38,15 @@ enum Format {
 pub struct Api {
     app: Arc<App>,
     auth: Auth,
+    status: status::Status,
 }
 
 impl Api {
     /// The API over `app`, with the authentication of its `[publish]` configuration.
     pub fn new(app: Arc<App>) -> Result<Api, auth::KeyError> {
         let auth = Auth::from_config(&app.config.publish)?;
-        Ok(Api { app, auth })
+        let status = status::Status::new(&app);
+        Ok(Api { app, auth, status })
     }
 
     /// Handles one request to the publish API from `peer`.
@@ -61,6 +64,11 @@ impl Api {
         }
         if let Err(reason) = self.auth.check(req.headers()) {
             return self.unauthorized(reason, peer);
+        }
+        if matches!(req.method(), &Method::GET | &Method::HEAD) {
+            if let Some(resp) = self.status.handle(app, &path) {
+                return resp;
+            }
         }
         match (path.as_str(), req.method()) {
             ("/metrics", &Method::GET) => self.metrics(),

@@ -218,6 +218,23 @@ impl RedisBus {
         self.shards.iter().all(|s| s.is_connected())
     }
 
+    /// Each Redis server and its state.
+    pub fn servers(&self) -> Vec<super::RedisServer> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let (subscriptions, reconnects, received) = s.counts();
+                super::RedisServer {
+                    addr: s.addr.clone(),
+                    connected: s.is_connected(),
+                    subscriptions,
+                    reconnects,
+                    received,
+                }
+            })
+            .collect()
+    }
+
     /// Writes its metrics: connection state and ping round trip per server, subscriptions,
     /// reconnects, items received.
     pub fn metrics(&self, page: &mut Page) {

@@ -165,7 +165,7 @@ impl Session {
             .map(|_| Arc::new(tokio::sync::Notify::new()));
         let conn = app.conns.open(
             spec.conn_id.as_deref(),
-            crate::conns::ConnKind::Ws,
+            spec.counted.0,
             spec.client,
             spec.route_id.as_deref(),
             refresh.clone(),
