@@ -77,6 +77,11 @@ async fn info_iframe_preflight_and_unknown_paths() {
     assert_eq!(v["cookie_needed"], false);
     assert_eq!(v["origins"], json!(["*:*"]));
     assert!(v["entropy"].is_u64());
+    // Pushpin's text, keys sorted.
+    assert!(info.body.starts_with(r#"{"cookie_needed":false,"entropy":"#));
+    assert!(info
+        .body
+        .ends_with(",\"origins\":[\"*:*\"],\"websocket\":true}\n"));
 
     let page = call("GET", &proxy.url("/sockjs/iframe.html"), &[], "").await;
     assert_eq!(page.status, 200);
