@@ -296,10 +296,9 @@ fn with_cors(mut r: Response<Body>, request: &HeaderMap) -> Response<Body> {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
-    );
+    // Pushpin's type, without a charset.
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 

@@ -283,6 +283,7 @@ async fn publish_api_errors_match_pushpin() {
     let resp = get(&proxy.publish_url("/publish/")).await;
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(resp.headers()["content-type"], "text/plain");
     assert_eq!(text(resp).await, "Method not allowed: GET.\n");
     assert_eq!(get(&proxy.publish_url("/nope")).await.status(), 404);
     assert_eq!(
