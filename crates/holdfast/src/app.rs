@@ -120,6 +120,36 @@ impl App {
         })
     }
 
+    /// Writes a one-screen summary of this instance's state to the log (target
+    /// `holdfast::state`, message `state`): what `SIGUSR1` asks for.
+    pub fn log_state(&self) {
+        let s = self.hub.stats();
+        let routes = self.routes.current();
+        tracing::info!(
+            target: "holdfast::state",
+            instance = %self.instance,
+            client_connections = self.client_connections(),
+            max_connections = self.config.limits.max_connections,
+            direct_streams = self.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
+            channels = s.channels,
+            subscriptions = s.subscriptions,
+            items_published = s.published,
+            deliveries = s.delivered,
+            deliveries_dropped = s.dropped,
+            history_bytes = s.history_bytes,
+            requests = self.traffic.requests(),
+            items_received = self.traffic.items_received(),
+            descriptors_in_use = self.descriptors.in_use(),
+            descriptors_budget = self.descriptors.total(),
+            origin_requests_waiting = self.origins.waiting(),
+            routes = routes.routes.len(),
+            cluster = !matches!(self.bus, crate::bus::Bus::Local(_)),
+            bus_connected = self.bus.is_connected(),
+            draining = self.shutdown.is_stopping(),
+            "state"
+        );
+    }
+
     /// Client connections open now.
     pub fn client_connections(&self) -> usize {
         let taken = self.config.limits.max_connections - self.client_permits.available_permits();

@@ -146,8 +146,7 @@ pub struct ServerConfig {
     /// `connection_connected`, `connection_minute`, `message_received`, `message_sent`) at any
     /// path, without authentication. Pushpin's `prometheus_port` (every address). Default none.
     pub prometheus_listen: Vec<SocketAddr>,
-    /// Put before those five names, on that listener and on `GET /metrics`. Pushpin's
-    /// `prometheus_prefix`, default empty.
+    /// Put before those five names. Pushpin's `prometheus_prefix`, default empty.
     pub prometheus_prefix: String,
     /// Show error details to clients on every route (Pushpin's `[proxy] debug`). Default false.
     pub debug: bool,
@@ -159,6 +158,10 @@ pub struct ServerConfig {
     /// header is then never passed to origins). Pushpin's `[proxy] accept_pushpin_route`.
     /// Default false.
     pub accept_pushpin_route: bool,
+    /// Open every TCP listener with `SO_REUSEPORT`, so a new process with the same
+    /// configuration can listen beside this one and take over while it drains (see
+    /// docs/deployment.md, "Zero-downtime restart"). Default false.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -173,6 +176,7 @@ impl Default for ServerConfig {
             prometheus_prefix: String::new(),
             debug: false,
             auto_cross_origin: false,
+            reuse_port: false,
             accept_pushpin_route: false,
         }
     }
@@ -603,6 +607,10 @@ pub struct LogConfig {
     pub level: String,
     /// `text` (default) or `json`, one object per line.
     pub format: LogFormat,
+    /// The share of requests written to the access log, from `0.0` (none) to `1.0` (every
+    /// request, the default); a route's `access_log=` option overrides it. A `5xx` answer is
+    /// always written unless the share is `0`.
+    pub access_sample: f64,
 }
 
 impl Default for LogConfig {
@@ -610,7 +618,15 @@ impl Default for LogConfig {
         Self {
             level: "info".to_string(),
             format: LogFormat::Text,
+            access_sample: 1.0,
         }
+    }
+}
+
+impl LogConfig {
+    /// `access_sample` in parts per million, as [`crate::config::routes::RouteOptions::access_log`].
+    pub fn access_sample_ppm(&self) -> u32 {
+        (self.access_sample.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
     }
 }
 
@@ -669,6 +685,8 @@ pub struct Overrides {
     pub publish_listen: Option<SocketAddr>,
     /// `--routes`.
     pub routes: Option<PathBuf>,
+    /// `--reuse-port`: sets `server.reuse_port`.
+    pub reuse_port: bool,
     /// `--log-level`.
     pub log_level: Option<String>,
     /// `--log-format`.
@@ -742,6 +760,9 @@ impl Config {
         if let Some(addr) = overrides.publish_listen {
             self.server.publish_listen = addr;
             self.forget_origin("server.publish_listen");
+        }
+        if overrides.reuse_port {
+            self.server.reuse_port = true;
         }
         if let Some(routes) = overrides.routes {
             self.server.routes = Some(routes);
@@ -913,6 +934,15 @@ impl Config {
         self.zmq.check(self.publish.allow_unauthenticated)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
+        if !(0.0..=1.0).contains(&self.log.access_sample) {
+            return Err((
+                "log.access_sample",
+                format!(
+                    "{}: expected a share from 0.0 (no access log) to 1.0 (every request)",
+                    self.log.access_sample
+                ),
+            ));
+        }
         Ok(())
     }
 

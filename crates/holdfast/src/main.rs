@@ -49,6 +49,10 @@ struct Cli {
     /// Routes file in Pushpin's syntax. Default: the built-in `* test`.
     #[arg(long, value_name = "FILE")]
     routes: Option<PathBuf>,
+    /// Listen with SO_REUSEPORT, so a new process can take over the ports while this one
+    /// drains. Sets `server.reuse_port`.
+    #[arg(long)]
+    reuse_port: bool,
     /// Configuration file: Holdfast's TOML, or Pushpin's pushpin.conf (told apart by its
     /// first section header).
     #[arg(long, value_name = "FILE")]
@@ -301,6 +305,7 @@ fn load(cli: &Cli) -> anyhow::Result<Loaded> {
         listen: cli.listen.clone(),
         publish_listen: cli.publish_listen,
         routes: cli.routes.clone(),
+        reuse_port: cli.reuse_port,
         log_level: cli.log_level.clone(),
         log_format: cli.log_format.map(LogFormat::from),
         redis: cli.redis.clone(),

@@ -63,6 +63,7 @@ pub async fn handle(
         hold: None,
         started: Instant::now(),
         log_level: None,
+        sample: app.config.log.access_sample_ppm(),
     };
     let mut entrance = Entrance {
         debug: app.config.server.debug,
@@ -206,6 +207,9 @@ async fn dispatch(
     record.route = Some(route.id.clone());
     entrance.debug |= route.options.debug;
     entrance.log_level = route.options.log_level;
+    if let Some(sample) = route.options.access_log {
+        record.sample = sample;
+    }
     // As in Pushpin, a SockJS endpoint comes before anything else on its route, cross-origin
     // support included: SockJS answers carry CORS headers of their own.
     if crate::sockjs::prefix_of(&route, req.uri().path()).is_some() {

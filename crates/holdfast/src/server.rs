@@ -83,25 +83,25 @@ impl Server {
     pub async fn bind(config: Config, routes: RouteTable) -> std::io::Result<Server> {
         let mut clients = Vec::new();
         for addr in &config.server.listen {
-            clients.push(bind(*addr).await?);
+            clients.push(bind(*addr, config.server.reuse_port).await?);
         }
         let certs = crate::tls::Certificates::load(&config.tls).map_err(std::io::Error::other)?;
         let mut tls_clients = Vec::new();
         if let Some(certs) = &certs {
             for addr in &config.tls.listen {
-                let listener = bind(*addr).await?;
+                let listener = bind(*addr, config.server.reuse_port).await?;
                 let port = listener.local_addr()?.port();
                 let acceptor = certs.acceptor(port).map_err(std::io::Error::other)?;
                 tls_clients.push((listener, acceptor));
             }
         }
-        let publish = bind(config.server.publish_listen).await?;
+        let publish = bind(config.server.publish_listen, config.server.reuse_port).await?;
         let publish_tls =
             crate::tls::publish_acceptor(&config.tls).map_err(std::io::Error::other)?;
         let zmq = crate::zmq::bind(&config.zmq)?;
         let mut prometheus = Vec::new();
         for addr in &config.server.prometheus_listen {
-            prometheus.push(bind(*addr).await?);
+            prometheus.push(bind(*addr, config.server.reuse_port).await?);
         }
         let app = App::new(config, routes);
         // The keys were read when the configuration was validated; this reads them again.
@@ -166,6 +166,7 @@ impl Server {
         let _watcher = crate::reload::spawn(app.clone());
         let _cert_watcher = self.certs.clone().and_then(crate::reload::spawn_certs);
         let _bus = app.bus.start();
+        on_sigusr1(app.clone());
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
         let sweeper = {
             let hub = app.hub.clone();
@@ -280,12 +281,18 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
     builder
 }
 
-async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+async fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
     socket
         .bind(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -376,6 +383,26 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Logs [`App::log_state`] at every `SIGUSR1`. Installed before the listeners are announced:
+/// until it is, a SIGUSR1 would end the process (its default action).
+fn on_sigusr1(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1; no state summary on request");
+            return;
+        };
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                app.log_state();
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(app);
 }
 
 /// Counts a client permit that is taken but not yet a connection's, so that

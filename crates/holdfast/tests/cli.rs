@@ -139,6 +139,37 @@ async fn json_access_log_sighup_reload_and_sigterm_exit() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[tokio::test]
+async fn sigusr1_logs_a_state_summary_and_the_process_keeps_serving() {
+    let running = Binary::start([
+        "--listen",
+        "127.0.0.1:0",
+        "--publish-listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "info",
+    ]);
+    // One held stream on the built-in test handler's channel.
+    let resp = get(&running.url("/stream?channel=summary")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    read_until(&mut body, "[stream opened]\n").await;
+    running.signal("USR1");
+    let line = running.wait_for(|v| v["fields"]["message"] == "state");
+    assert_eq!(line["target"], "holdfast::state");
+    let f = &line["fields"];
+    assert_eq!(f["client_connections"], 1, "{f}");
+    assert_eq!(f["channels"], 1, "{f}");
+    assert_eq!(f["subscriptions"], 1, "{f}");
+    assert_eq!(f["routes"], 1, "{f}");
+    assert_eq!(f["cluster"], false, "{f}");
+    assert_eq!(f["draining"], false, "{f}");
+    // The signal did not end the process, and the stream is still served.
+    running.signal("USR1");
+    running.wait_for(|v| v["fields"]["message"] == "state");
+    assert_eq!(get(&running.url("/")).await.status(), 200);
+}
+
 #[test]
 fn signing_with_the_default_sig_key_is_warned_about_once_at_start() {
     let dir = tempfile::tempdir().unwrap();

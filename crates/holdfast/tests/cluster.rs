@@ -779,3 +779,144 @@ async fn an_item_pushed_to_one_instances_zmq_input_reaches_every_instance_once()
     }
     nothing_more(&instances[1], "news", &mut bodies).await;
 }
+
+/// A held SSE client that reconnects whenever its stream ends or its connection is refused,
+/// resuming with `Last-Event-ID`, until it has event `last`; returns the ids it read, in order.
+async fn reconnecting_client(addr: SocketAddr, channel: &'static str, last: u32) -> Vec<u32> {
+    let mut ids: Vec<u32> = Vec::new();
+    let mut attempts = 0;
+    while ids.last() != Some(&last) {
+        attempts += 1;
+        assert!(
+            attempts <= 50,
+            "{attempts} connections without event {last}: {ids:?}"
+        );
+        let mut req = Request::get(format!("http://{addr}/{channel}"));
+        if let Some(id) = ids.last() {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<TestBody>();
+        let Ok(resp) = client.request(req.body(full("")).unwrap()).await else {
+            // Refused while a listener closed: try again, as a browser's EventSource does.
+            tokio::task::yield_now().await;
+            continue;
+        };
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut pending = String::new();
+        while let Ok(Some(chunk)) = tokio::time::timeout(DEADLINE, next_chunk(&mut body)).await {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
+                if let Some(id) = event.strip_prefix("id: ") {
+                    ids.push(id.split('\n').next().unwrap().parse().unwrap());
+                }
+            }
+            if ids.last() == Some(&last) {
+                break;
+            }
+        }
+    }
+    ids
+}
+
+/// The listening address of `kind` (`Client` or `Publish`) in a binary's log.
+fn listening(running: &Binary, kind: &str) -> SocketAddr {
+    let line =
+        running.wait_for(|v| v["fields"]["message"] == "listening" && v["fields"]["kind"] == kind);
+    line["fields"]["addr"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_new_process_takes_over_the_port_and_held_clients_resume_with_nothing_lost() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let requests = Arc::new(AtomicUsize::new(0));
+    let origin = sse_origin(requests.clone()).await;
+    // Both processes listen on the same port, which must be fixed: one the system has free.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("routes"),
+        format!("* {}\n", origin.target()),
+    )
+    .unwrap();
+    let config = dir.path().join("holdfast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\npublish_listen = \"127.0.0.1:0\"\n\
+             routes = \"routes\"\nreuse_port = true\nshutdown_grace_secs = 5\n\
+             [cluster]\nredis = [\"{}\"]\n\
+             [reliability]\nupdate_on_first_subscription = false\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap(), "--log-level", "info"];
+
+    let mut old = Binary::start(args);
+    let old_publish = listening(&old, "Publish");
+    const CLIENTS: usize = 20;
+    const LAST: u32 = 12;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(reconnecting_client(old.client, "soak", LAST)))
+        .collect();
+    redis.wait_subscribed("soak", 1).await;
+    until("every client held by the old process", || {
+        let url = format!("http://{old_publish}/metrics");
+        async move {
+            text(get(&url).await)
+                .await
+                .contains(&format!("holdfast_subscriptions {CLIENTS}\n"))
+        }
+    })
+    .await;
+    let publish = |addr: SocketAddr, n: u32| async move {
+        let id = n.to_string();
+        let prev = (n > 1).then(|| (n - 1).to_string());
+        let item = stream_item("soak", Some(&id), prev.as_deref(), &event(n));
+        let (status, body) = publish_json_to(
+            &format!("http://{addr}/publish/"),
+            json!({ "items": [item] }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    };
+    for n in 1..=4 {
+        publish(old_publish, n).await;
+    }
+
+    // The new process binds the same port beside the old one; then the old one is stopped and
+    // drains, its clients reconnect to the port, and publishing goes on through the new one.
+    let new = Binary::start(args);
+    assert_eq!(new.client, old.client);
+    let new_publish = listening(&new, "Publish");
+    // As a rolling restart does: the old one stops once the new one is ready (its bus connected).
+    until("the new process ready", || {
+        let url = format!("http://{new_publish}/readyz");
+        async move { get(&url).await.status() == 200 }
+    })
+    .await;
+    old.signal("TERM");
+    for n in 5..=LAST {
+        publish(new_publish, n).await;
+    }
+    for client in clients {
+        let ids = tokio::time::timeout(Duration::from_secs(60), client)
+            .await
+            .expect("every client reads the last event")
+            .unwrap();
+        assert_eq!(ids, (1..=LAST).collect::<Vec<_>>());
+    }
+    assert_eq!(old.child.wait().unwrap().code(), Some(0));
+    // Every client was held twice at least: by the old process, then again after it drained.
+    assert!(requests.load(Ordering::SeqCst) >= 2 * CLIENTS, "{requests:?}");
+}

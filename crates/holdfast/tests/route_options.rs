@@ -155,6 +155,47 @@ async fn log_level_quiets_a_routes_access_log() {
     assert_eq!(line["fields"]["uri"], "/loud");
 }
 
+#[tokio::test]
+async fn access_log_turns_a_routes_lines_off_or_samples_them() {
+    let (origin, _) = named_origin("o").await;
+    let dead = dead_port().await;
+    let (_dir, routes) = routes_file(&format!(
+        "*,path_beg=/off/,access_log=off {t}\n\
+         *,path_beg=/half/,access_log=0.5 {t}\n\
+         *,path_beg=/broken/,access_log=0.000001 127.0.0.1:{dead}\n\
+         * {t}\n",
+        t = origin.target()
+    ));
+    let running = start(&routes);
+    assert_eq!(get_with(&running.url("/off/a"), &[]).await.0, 200);
+    for n in 0..200 {
+        assert_eq!(
+            get_with(&running.url(&format!("/half/{n}")), &[]).await.0,
+            200
+        );
+    }
+    // A server error is written whatever the share, unless the log is off.
+    assert_eq!(get_with(&running.url("/broken/x"), &[]).await.0, 502);
+    assert_eq!(get_with(&running.url("/loud"), &[]).await.0, 200);
+    let mut seen = Vec::new();
+    running.wait_for(|v| {
+        if v["fields"]["message"] != "request" {
+            return false;
+        }
+        let uri = v["fields"]["uri"].as_str().unwrap().to_string();
+        seen.push((uri.clone(), v["fields"]["status"].as_u64().unwrap()));
+        uri == "/loud"
+    });
+    assert!(
+        !seen.iter().any(|(u, _)| u.starts_with("/off/")),
+        "{seen:?}"
+    );
+    let half = seen.iter().filter(|(u, _)| u.starts_with("/half/")).count();
+    // Half of 200, drawn at random: far from both ends.
+    assert!((20..180).contains(&half), "{half} of 200 logged at 0.5");
+    assert!(seen.contains(&("/broken/x".to_string(), 502)), "{seen:?}");
+}
+
 /// An origin answering `…/start` with `first`, a next link to `next` and a gone link to `gone`,
 /// and `…/next` with `second`; it records each request's path and headers.
 async fn linking_origin(

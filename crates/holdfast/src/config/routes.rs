@@ -82,6 +82,9 @@ pub struct RouteOptions {
     /// `log_level=N`: the most verbose level this route's log lines are written at, in
     /// Pushpin's numbers (0 error, 1 warn, 2 info, 3 debug, 4 trace); `None`: no limit.
     pub log_level: Option<tracing::Level>,
+    /// `access_log=off|on|FRACTION`: the share of this route's requests written to the access
+    /// log, in parts per million (`log.access_sample` when unset).
+    pub access_log: Option<u32>,
     /// `sockjs=`: the path prefix of a SockJS endpoint on this route (see docs/sockjs.md).
     pub sockjs: Option<String>,
     /// `sockjs_as_path=`: the path the origin's WebSocket is opened on for SockJS sessions,
@@ -602,6 +605,7 @@ fn parse_route(
             "aco" => options.auto_cross_origin = true,
             "orig_headers" => options.orig_headers = true,
             "log_level" => options.log_level = Some(parse_log_level(&value()?)?),
+            "access_log" => options.access_log = Some(parse_access_log(&value()?)?),
             "jsonp_mode" => {
                 options.jsonp.mode = match value()?.as_str() {
                     "basic" => JsonpMode::Basic,
@@ -670,6 +674,20 @@ fn non_empty(option: &str, v: String) -> Result<String, String> {
 }
 
 /// Pushpin's log levels: 0 error, 1 warn, 2 info, 3 debug, 4 trace.
+/// `access_log=`: `off`, `on`, or a share of requests from 0 to 1, in parts per million.
+fn parse_access_log(v: &str) -> Result<u32, String> {
+    match v {
+        "off" => Ok(0),
+        "on" => Ok(1_000_000),
+        _ => match v.parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok((f * 1_000_000.0).round() as u32),
+            _ => Err(format!(
+                "access_log={v:?}: expected off, on, or a share of requests from 0 to 1 (0.01 logs one in a hundred)"
+            )),
+        },
+    }
+}
+
 fn parse_log_level(v: &str) -> Result<tracing::Level, String> {
     use tracing::Level;
     Ok(match v {

@@ -39,6 +39,10 @@ fn bad_values_are_named() {
             "truncate:x",
         ),
         ("[log]\nlevel = \"=bad=\"\n", "log.level"),
+        (
+            "[log]\naccess_sample = 1.5\n",
+            "log.access_sample: 1.5: expected a share",
+        ),
         ("[server]\nlisten = []\n", "server.listen"),
         ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
         (

@@ -325,6 +325,9 @@ pub struct AccessRecord {
     pub started: Instant,
     /// The route's `log_level`: the line is written only if `info` is within it.
     pub log_level: Option<tracing::Level>,
+    /// The share of requests logged, in parts per million (`log.access_sample`, or the route's
+    /// `access_log=`).
+    pub sample: u32,
 }
 
 impl AccessRecord {
@@ -341,6 +344,7 @@ impl AccessRecord {
             hold: None,
             started: Instant::now(),
             log_level: None,
+            sample: ALL,
         }
     }
 }
@@ -390,10 +394,25 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Logged<B> {
     }
 }
 
+/// [`AccessRecord::sample`] for every request.
+pub const ALL: u32 = 1_000_000;
+
+impl AccessRecord {
+    /// Whether this request's line is written: always at [`ALL`], never at `0`, else a random
+    /// draw at the sampled share, with server errors (`5xx`) always written.
+    fn sampled_in(&self) -> bool {
+        match self.sample {
+            ALL.. => true,
+            0 => false,
+            share => self.status >= 500 || rand::random_range(0..ALL) < share,
+        }
+    }
+}
+
 impl<B> Drop for Logged<B> {
     fn drop(&mut self) {
         let r = &self.record;
-        if r.log_level.is_some_and(|max| tracing::Level::INFO > max) {
+        if r.log_level.is_some_and(|max| tracing::Level::INFO > max) || !r.sampled_in() {
             return;
         }
         tracing::info!(

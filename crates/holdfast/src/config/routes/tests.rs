@@ -129,6 +129,16 @@ fn cross_origin_and_pushpin_route_options() {
 }
 
 #[test]
+fn access_log_takes_off_on_or_a_share() {
+    let t = parse(
+        "*,path_beg=/a,access_log=off a:1\n*,path_beg=/b,access_log=0.01 a:1\n*,path_beg=/c,access_log=on a:1\n* a:1\n",
+    )
+    .unwrap();
+    let shares: Vec<_> = t.routes.iter().map(|r| r.options.access_log).collect();
+    assert_eq!(shares, [Some(0), Some(10_000), Some(1_000_000), None]);
+}
+
+#[test]
 fn bad_cross_origin_options_name_the_value() {
     let cases = [
         ("*,jsonp_mode=full x:1", "jsonp_mode=\"full\""),
@@ -137,6 +147,11 @@ fn bad_cross_origin_options_name_the_value() {
         ("*,jsonp_cb= x:1", "jsonp_cb must not be empty"),
         ("*,log_level=9 x:1", "log_level=\"9\""),
         ("*,log_level x:1", "needs a value"),
+        (
+            "*,access_log=1.5 x:1",
+            "access_log=\"1.5\": expected off, on, or a share",
+        ),
+        ("*,access_log=some x:1", "access_log=\"some\""),
     ];
     for (text, needle) in cases {
         let e = parse(text).unwrap_err();
