@@ -918,5 +918,8 @@ async fn a_new_process_takes_over_the_port_and_held_clients_resume_with_nothing_
     }
     assert_eq!(old.child.wait().unwrap().code(), Some(0));
     // Every client was held twice at least: by the old process, then again after it drained.
-    assert!(requests.load(Ordering::SeqCst) >= 2 * CLIENTS, "{requests:?}");
+    assert!(
+        requests.load(Ordering::SeqCst) >= 2 * CLIENTS,
+        "{requests:?}"
+    );
 }

@@ -78,7 +78,9 @@ async fn info_iframe_preflight_and_unknown_paths() {
     assert_eq!(v["origins"], json!(["*:*"]));
     assert!(v["entropy"].is_u64());
     // Pushpin's text, keys sorted.
-    assert!(info.body.starts_with(r#"{"cookie_needed":false,"entropy":"#));
+    assert!(info
+        .body
+        .starts_with(r#"{"cookie_needed":false,"entropy":"#));
     assert!(info
         .body
         .ends_with(",\"origins\":[\"*:*\"],\"websocket\":true}\n"));
