@@ -74,9 +74,12 @@ impl Api {
             ("/metrics", &Method::GET) => self.metrics(),
             ("/publish", &Method::POST) => publish(app, req).await,
             ("/recover", &Method::POST) => recover(app, &req),
-            ("/publish" | "/recover", _) => {
-                let mut resp =
-                    text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+            ("/publish" | "/recover", method) => {
+                // Pushpin's words, method included.
+                let mut resp = text_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("Method not allowed: {method}.\n"),
+                );
                 resp.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 resp
@@ -272,7 +275,9 @@ fn message(format: Format, text: &str) -> Response<Body> {
     match format {
         Format::Text => text_response(StatusCode::OK, format!("{text}\n")),
         Format::Json => {
-            let mut resp = Response::new(full(serde_json::json!({ "message": text }).to_string()));
+            // Ends in a newline, as Pushpin's answer does.
+            let body = format!("{}\n", serde_json::json!({ "message": text }));
+            let mut resp = Response::new(full(body));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

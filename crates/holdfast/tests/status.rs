@@ -332,3 +332,27 @@ async fn a_stream_ends_when_shutdown_begins() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_open_publish_api_is_warned_about_on_the_page() {
+    // Closed by default: loopback, or authenticated.
+    let proxy = Proxy::start("* test\n", |c| {
+        c.publish.basic = vec![format!("{USER}:{PASS}")]
+    })
+    .await;
+    assert_eq!(status_json(&proxy).await["warnings"], serde_json::json!([]));
+    // Open to every address with no authentication: the page says so.
+    let proxy = Proxy::start("* test\n", |c| {
+        c.server.publish_listen = "0.0.0.0:0".parse().unwrap();
+        c.publish.allow_unauthenticated = true;
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{}/status.json", proxy.publish.port());
+    let snapshot: Value = serde_json::from_str(&text(get(&url).await).await).unwrap();
+    let warnings = snapshot["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{snapshot}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("no authentication"),
+        "{warnings:?}"
+    );
+}

@@ -232,6 +232,7 @@ fn snapshot(app: &App, started: Instant, last: Option<Reading>) -> (Value, Readi
         "origins": app.origins.health().targets(),
         "origins_untracked": app.origins.health().untracked(),
         "cluster": cluster,
+        "warnings": app.config.open_publish_api_warning().into_iter().collect::<Vec<_>>(),
     });
     (snapshot, now)
 }

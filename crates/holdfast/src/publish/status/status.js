@@ -78,6 +78,13 @@ function render(s) {
   text("version", "v" + s.version);
   text("uptime", duration(s.uptime_secs));
   badge("ready", s.draining ? "draining" : s.ready ? "ready" : "not ready", s.ready);
+  const warnings = $("warnings");
+  warnings.replaceChildren(...s.warnings.map((w) => {
+    const p = document.createElement("p");
+    p.textContent = "Warning: " + w;
+    return p;
+  }));
+  warnings.hidden = s.warnings.length === 0;
   const held = s.connections.held;
   text("clients", s.connections.clients);
   text("held-total", Object.values(held).reduce((a, b) => a + b, 0));
