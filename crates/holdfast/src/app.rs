@@ -52,6 +52,8 @@ pub struct App {
     pub accepting: std::sync::atomic::AtomicUsize,
     /// Requests, publish items and connection time, for Pushpin's Prometheus page.
     pub traffic: crate::metrics::Traffic,
+    /// Held client connections by transport and route.
+    pub connections: crate::metrics::Connections,
     signatures: Mutex<Vec<CachedSig>>,
     /// Writes the ZeroMQ sockets' counters into `GET /metrics`, once they run.
     zmq_metrics: std::sync::OnceLock<MetricsFn>,
@@ -62,7 +64,7 @@ pub struct App {
 }
 
 /// Writes some part's figures into `GET /metrics`.
-pub type MetricsFn = Box<dyn Fn(&mut crate::metrics::Exposition) + Send + Sync>;
+pub type MetricsFn = Box<dyn Fn(&mut crate::metrics::Page) + Send + Sync>;
 
 struct CachedSig {
     iss: String,
@@ -112,6 +114,7 @@ impl App {
             client_permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             accepting: std::sync::atomic::AtomicUsize::new(0),
             traffic: crate::metrics::Traffic::default(),
+            connections: crate::metrics::Connections::default(),
             sockjs_sessions: SessionTable::new(config.sockjs.max_sessions),
             config,
             signatures: Mutex::new(Vec::new()),
@@ -158,9 +161,8 @@ impl App {
 
     /// Pushpin's five metrics (`server.prometheus_listen`), named with
     /// `server.prometheus_prefix` and described as Pushpin describes them.
-    pub fn pushpin_metrics(&self) -> crate::metrics::Exposition {
+    pub fn pushpin_metrics(&self) -> String {
         let prefix = &self.config.server.prometheus_prefix;
-        let mut page = crate::metrics::Exposition::default();
         let figures: [(&str, &str, &str, u64); 5] = [
             (
                 "request_received",
@@ -193,11 +195,7 @@ impl App {
                 self.hub.stats().delivered,
             ),
         ];
-        for (name, kind, help, value) in figures {
-            let name = format!("{prefix}{name}");
-            page.family(&name, kind, help).sample(&name, &[], value);
-        }
-        page
+        crate::metrics::pushpin_text(prefix, &figures)
     }
 
     /// Adds `Grip-Sig` and `Grip-Feature` to a request for the origin.
@@ -284,7 +282,7 @@ impl App {
     }
 
     /// Writes the ZeroMQ sockets' figures, when they run.
-    pub fn zmq_metrics(&self, page: &mut crate::metrics::Exposition) {
+    pub fn zmq_metrics(&self, page: &mut crate::metrics::Page) {
         if let Some(f) = self.zmq_metrics.get() {
             f(page);
         }

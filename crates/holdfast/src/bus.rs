@@ -119,12 +119,43 @@ impl Bus {
         }
     }
 
+    /// Items received from the cluster bus (Redis) so far; 0 in local mode.
+    pub fn items_received(&self) -> u64 {
+        match self {
+            Bus::Local(_) => 0,
+            Bus::Redis(bus) => bus.items_received(),
+        }
+    }
+
+    /// The Redis servers of the cluster bus and the state of each; none in local mode.
+    pub fn servers(&self) -> Vec<RedisServer> {
+        match self {
+            Bus::Local(_) => Vec::new(),
+            Bus::Redis(bus) => bus.servers(),
+        }
+    }
+
     /// Writes the bus's metrics for `GET /metrics`; none in local mode.
-    pub fn metrics(&self, page: &mut crate::metrics::Exposition) {
+    pub fn metrics(&self, page: &mut crate::metrics::Page) {
         if let Bus::Redis(bus) = self {
             bus.metrics(page);
         }
     }
+}
+
+/// One Redis server of the cluster bus, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RedisServer {
+    /// Its address, without credentials.
+    pub addr: String,
+    /// Whether both of its connections are up.
+    pub connected: bool,
+    /// Channels this instance is subscribed to on it.
+    pub subscriptions: usize,
+    /// Connections made again after one was lost.
+    pub reconnects: u64,
+    /// Items received from it.
+    pub received: u64,
 }
 
 /// The bus's background tasks; dropping the handle stops them.

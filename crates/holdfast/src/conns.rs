@@ -7,6 +7,10 @@
 //! branch. Entries live in independently locked shards (a `std::sync::Mutex` each, held for a
 //! map insert or remove). A listener ([`Conns::on_change`], the stats socket) is told of each
 //! open and close; it must return at once (it only `try_send`s into its own bounded queue).
+//!
+//! Whether or not the registry is on, every guard counts its connection under its
+//! [`Transport`] while it lives (one relaxed atomic add at open and one subtract at close, never
+//! anything on a publish): [`Conns::held`] is what the status page shows.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -34,6 +38,16 @@ impl ConnKind {
             ConnKind::Http => "http",
             ConnKind::Ws => "ws",
         }
+    }
+}
+
+pub use crate::metrics::Transport;
+
+/// The kind of connection Pushpin reports for a transport.
+fn kind_of(transport: Transport) -> ConnKind {
+    match transport {
+        Transport::LongPoll | Transport::Stream => ConnKind::Http,
+        Transport::WebSocket | Transport::WsOverHttp => ConnKind::Ws,
     }
 }
 
@@ -100,7 +114,7 @@ pub struct ConnGuard {
 }
 
 impl ConnGuard {
-    /// A guard for nothing (the registry is off).
+    /// A guard for nothing.
     pub fn none() -> ConnGuard {
         ConnGuard { held: None }
     }
@@ -150,11 +164,12 @@ impl Conns {
         self.inner.is_some()
     }
 
-    /// Registers a connection under `id` (a new one is made when `None` or taken).
+    /// Registers a held session of `transport` under `id` (a new one is made when `None` or
+    /// taken); an inert guard when the registry is off.
     pub fn open(
         &self,
         id: Option<&str>,
-        kind: ConnKind,
+        transport: Transport,
         client: Client,
         route: Option<&str>,
         refresh: Option<Arc<Notify>>,
@@ -162,6 +177,7 @@ impl Conns {
         let Some(inner) = &self.inner else {
             return ConnGuard::none();
         };
+        let kind = kind_of(transport);
         let make = || {
             let n = inner.next.fetch_add(1, Ordering::Relaxed);
             Arc::<str>::from(format!("{}:{n}", inner.prefix))
@@ -255,16 +271,23 @@ mod tests {
             .lock()
             .unwrap()
             .push(format!("{c:?}")))));
-        let a = conns.open(None, ConnKind::Http, Client::default(), None, None);
+        let a = conns.open(None, Transport::Stream, Client::default(), None, None);
         let b = conns.open(
             Some("cid-1"),
-            ConnKind::Ws,
+            Transport::WsOverHttp,
             Client::default(),
             Some("r"),
             None,
         );
         // An id already open is not shared: the second gets a fresh one.
-        let c = conns.open(Some("cid-1"), ConnKind::Ws, Client::default(), None, None);
+        let c = conns.open(
+            Some("cid-1"),
+            Transport::WsOverHttp,
+            Client::default(),
+            None,
+            None,
+        );
+        assert_eq!(conns.get("cid-1").unwrap().kind, ConnKind::Ws);
         assert_eq!(conns.count(), 3);
         assert_eq!(conns.get("cid-1").unwrap().route.as_deref(), Some("r"));
         assert!(conns.get("hf:0").is_some());
@@ -283,9 +306,16 @@ mod tests {
     #[test]
     fn off_keeps_nothing() {
         let conns = Conns::new(false, "hf");
-        let _g = conns.open(Some("x"), ConnKind::Ws, Client::default(), None, None);
+        let g = conns.open(
+            Some("x"),
+            Transport::LongPoll,
+            Client::default(),
+            None,
+            None,
+        );
         assert!(conns.get("x").is_none());
         assert_eq!(conns.count(), 0);
+        drop(g);
         assert!(!conns.on_change(Arc::new(|_| {})));
     }
 }

@@ -53,6 +53,8 @@ pub struct HeldRequest {
     pub client: crate::conns::Client,
     /// The session's entry in the connection registry, once it holds.
     pub conn: std::sync::OnceLock<crate::conns::ConnGuard>,
+    /// Counted in `holdfast_connections` while it holds.
+    pub held: std::sync::OnceLock<crate::metrics::Held>,
 }
 
 impl HeldRequest {
@@ -70,19 +72,18 @@ impl HeldRequest {
             host: String::new(),
             client,
             conn: std::sync::OnceLock::new(),
+            held: std::sync::OnceLock::new(),
         }
     }
 
-    /// Registers the session in the connection registry, once.
-    fn register(&self) {
+    /// Registers the session in the connection registry and counts it, once.
+    fn register(&self, transport: crate::metrics::Transport) {
+        self.held
+            .get_or_init(|| self.app.connections.hold(transport, &self.route.id));
         self.conn.get_or_init(|| {
-            self.app.conns.open(
-                None,
-                crate::conns::ConnKind::Http,
-                self.client,
-                self.route.explicit_id(),
-                None,
-            )
+            self.app
+                .conns
+                .open(None, transport, self.client, self.route.explicit_id(), None)
         });
     }
 }
@@ -186,13 +187,13 @@ pub async fn hold(
     match ins.hold {
         Some(HoldMode::Response) => {
             record.hold = Some("response");
-            ctx.register();
+            ctx.register(crate::metrics::Transport::LongPoll);
             Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
         }
         hold => {
             if hold == Some(HoldMode::Stream) {
                 record.hold = Some("stream");
-                ctx.register();
+                ctx.register(crate::metrics::Transport::Stream);
             } else if ins.next_link.is_none() {
                 // Pushpin sends these without the origin's length (hyper recounts a whole body).
                 base.headers.remove(header::CONTENT_LENGTH);

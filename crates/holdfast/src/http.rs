@@ -32,13 +32,14 @@ where
     body.map_err(Into::into).boxed()
 }
 
-/// A `text/plain` response.
+/// A `text/plain` response. The type names no charset, as Pushpin's own answers do not; the
+/// texts are ASCII but for names quoted from requests, which are UTF-8.
 pub fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(full(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        header::HeaderValue::from_static("text/plain"),
     );
     resp
 }

@@ -38,7 +38,8 @@ mod subscription;
 mod tests;
 mod wanted;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -162,6 +163,10 @@ struct Inner {
     history_max_bytes: usize,
     history_bytes: AtomicUsize,
     dropped: AtomicU64,
+    /// Deliveries not made because the subscriber's queue had closed (its connection left).
+    closed: AtomicU64,
+    /// Publish → write latency, by path: `direct` (written by the fan-out), `queued`.
+    write_latency: crate::metrics::Histograms,
     delivered: AtomicU64,
     written: AtomicU64,
     published: AtomicU64,
@@ -194,12 +199,29 @@ pub struct HubStats {
     pub delivered: u64,
     /// Items dropped because a subscriber's queue was full.
     pub dropped: u64,
+    /// Items not delivered because the subscriber's connection had just left.
+    pub closed: u64,
     /// Of the delivered, those the fan-out wrote to a held stream's socket itself.
     pub written: u64,
     /// Of the delivered, those to long-polls (`http-response`).
     pub responses: u64,
     /// Bytes held by channel histories.
     pub history_bytes: usize,
+}
+
+/// What [`Hub::overview`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overview {
+    /// The counters and gauges of [`Hub::stats`], from the same pass.
+    pub stats: HubStats,
+    /// Subscriptions of long-polls (`http-response`).
+    pub long_polls: usize,
+    /// Subscriptions of held streams (`http-stream`).
+    pub streams: usize,
+    /// Subscriptions of WebSockets, WebSocket-over-HTTP included (`ws-message`).
+    pub websockets: usize,
+    /// The channels with the most subscribers, most first (ties by name), with their counts.
+    pub busiest: Vec<(String, usize)>,
 }
 
 impl Inner {
@@ -308,6 +330,12 @@ impl Hub {
                 history_max_bytes: limits.history_max_bytes,
                 history_bytes: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
+                closed: AtomicU64::new(0),
+                write_latency: crate::metrics::Histograms::new(
+                    "path",
+                    &["direct", "queued"],
+                    crate::metrics::WRITE_BUCKETS,
+                ),
                 delivered: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 published: AtomicU64::new(0),
@@ -636,15 +664,7 @@ impl Hub {
 
     /// A snapshot of the hub's counters.
     pub fn stats(&self) -> HubStats {
-        let mut stats = HubStats {
-            published: self.inner.published.load(Ordering::Relaxed),
-            delivered: self.inner.delivered.load(Ordering::Relaxed),
-            dropped: self.inner.dropped.load(Ordering::Relaxed),
-            written: self.inner.written.load(Ordering::Relaxed),
-            responses: self.inner.responses.load(Ordering::Relaxed),
-            history_bytes: self.inner.history_bytes.load(Ordering::Relaxed),
-            ..HubStats::default()
-        };
+        let mut stats = self.counters();
         for shard in self.inner.shards.iter() {
             let shard = shard.lock().expect("hub shard poisoned");
             stats.channel_states += shard.len();
@@ -652,6 +672,73 @@ impl Hub {
             stats.subscriptions += shard.values().map(|c| c.subscribers.len()).sum::<usize>();
         }
         stats
+    }
+
+    /// The publish → write latency histograms, by `path` (`direct`, `queued`).
+    pub fn write_latency(&self) -> crate::metrics::Histograms {
+        self.inner.write_latency.clone()
+    }
+
+    /// The running counters, with the gauges that need a pass over the shards left at 0.
+    fn counters(&self) -> HubStats {
+        HubStats {
+            published: self.inner.published.load(Ordering::Relaxed),
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+            dropped: self.inner.dropped.load(Ordering::Relaxed),
+            closed: self.inner.closed.load(Ordering::Relaxed),
+            written: self.inner.written.load(Ordering::Relaxed),
+            responses: self.inner.responses.load(Ordering::Relaxed),
+            history_bytes: self.inner.history_bytes.load(Ordering::Relaxed),
+            ..HubStats::default()
+        }
+    }
+
+    /// Subscriptions by mode and the `top` channels with the most subscribers, for the status
+    /// page. One pass over the shards, each locked in turn only for a walk over its own
+    /// channels (no allocation but the at most `top` names kept): the cost of [`Hub::stats`].
+    pub fn overview(&self, top: usize) -> Overview {
+        let mut stats = self.counters();
+        let mut by_mode = [0usize; 3];
+        // The best `top` so far, as a min-heap on (subscribers, name) so the least is evicted.
+        let mut best: BinaryHeap<Reverse<(usize, String)>> = BinaryHeap::with_capacity(top + 1);
+        for shard in self.inner.shards.iter() {
+            let shard = shard.lock().expect("hub shard poisoned");
+            stats.channel_states += shard.len();
+            for (name, ch) in shard.iter() {
+                for (sum, n) in by_mode.iter_mut().zip(ch.modes) {
+                    *sum += n as usize;
+                }
+                let n = ch.subscribers.len();
+                if n == 0 {
+                    continue;
+                }
+                stats.channels += 1;
+                stats.subscriptions += n;
+                if top == 0 {
+                    continue;
+                }
+                let beats =
+                    best.len() < top || best.peek().is_some_and(|Reverse((least, _))| n > *least);
+                if beats {
+                    best.push(Reverse((n, name.clone())));
+                    if best.len() > top {
+                        best.pop();
+                    }
+                }
+            }
+        }
+        let mut busiest: Vec<(String, usize)> = best
+            .into_iter()
+            .map(|Reverse((n, name))| (name, n))
+            .collect();
+        busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Overview {
+            stats,
+            long_polls: by_mode[Want::HttpResponse.index()],
+            streams: by_mode[Want::HttpStream.index()],
+            websockets: by_mode[Want::WsMessage.index()],
+            busiest,
+        }
     }
 
     /// Closes every subscriber's queue (at shutdown): held connections see the end of their

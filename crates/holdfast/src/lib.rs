@@ -36,7 +36,7 @@
 //! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
 //! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
 //! - [`http`]: the response body type and helpers. [`retry`]: retry delays and jitter.
-//!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the Prometheus text writer.
+//!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the metrics page and instruments.
 //!   [`deadline`]: deadlines that saturate instead of overflowing the clock. [`tls`]: the
 //!   certificate files and the rustls settings of the TLS listeners.
 //! - [`config`]: the TOML file, command-line overrides and validation; [`config::pushpin`] reads

@@ -3,10 +3,13 @@
 //!
 //! The pool is a shared resource, like the descriptor budget whose descriptors its connections
 //! take: it stands below [`crate::app`], which owns it, and [`crate::proxy`] sends through it.
+//! [`health`] keeps how each target has been answering, for the status page.
+
+pub mod health;
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::TimeoutsConfig;
 use crate::descriptors::{Budgeted, Descriptors};
 use crate::http::{Body, BoxError};
+use crate::metrics::{Histogram, Page};
 
 /// The client type used for every origin request.
 pub type HttpClient = Client<HttpsConnector<Budgeted<HttpConnector>>, Reclaimable>;
@@ -41,6 +45,45 @@ pub struct OriginClients {
     /// the map is as small as the set of targets ever configured.
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     waiting: Arc<AtomicUsize>,
+    /// Origin requests by outcome, and their latency.
+    outcomes: Arc<Outcomes>,
+    /// How each target has been answering.
+    health: Arc<health::Health>,
+}
+
+/// How origin requests ended, for `holdfast_origin_requests_total` and the latency histogram.
+#[derive(Debug)]
+struct Outcomes {
+    /// By [`OUTCOMES`]: a status class, `error` (no response) or `cancelled`.
+    counts: [AtomicU64; 7],
+    latency: Histogram,
+}
+
+/// The `status` label's values.
+const OUTCOMES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error", "cancelled"];
+
+/// One origin request being timed; counted as `cancelled` if dropped before it ends (a timeout
+/// or the client leaving).
+struct Timing<'a> {
+    outcomes: &'a Outcomes,
+    start: std::time::Instant,
+    done: bool,
+}
+
+impl Timing<'_> {
+    fn end(mut self, outcome: usize) {
+        self.done = true;
+        self.outcomes.counts[outcome].fetch_add(1, Ordering::Relaxed);
+        self.outcomes.latency.observe(self.start.elapsed());
+    }
+}
+
+impl Drop for Timing<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.outcomes.counts[6].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A request's place among the requests in flight to its target; freed when dropped. Cloning
@@ -68,6 +111,11 @@ impl OriginClients {
             per_target: timeouts.origin_concurrency_per_target.max(1),
             slots: Arc::default(),
             waiting: Arc::default(),
+            outcomes: Arc::new(Outcomes {
+                counts: Default::default(),
+                latency: Histogram::new(crate::metrics::ORIGIN_BUCKETS),
+            }),
+            health: Arc::default(),
         }
     }
 
@@ -107,14 +155,48 @@ impl OriginClients {
         req: hyper::Request<Reclaimable>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
         let slot = self.slot(label).await;
-        let mut resp = self.get(insecure).request(req).await?;
+        let timing = Timing {
+            outcomes: &self.outcomes,
+            start: std::time::Instant::now(),
+            done: false,
+        };
+        let mut resp = match self.get(insecure).request(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                timing.end(5);
+                return Err(e);
+            }
+        };
+        timing.end(usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1);
         resp.extensions_mut().insert(slot);
         Ok(resp)
+    }
+
+    /// Adds the origin requests by outcome and their latency to `page`.
+    pub fn metrics(&self, page: &mut Page) {
+        let counts = (OUTCOMES.iter().zip(&self.outcomes.counts))
+            .map(|(s, c)| (vec![("status", s.to_string())], c.load(Ordering::Relaxed)))
+            .collect();
+        page.counters(
+            "holdfast_origin_requests_total",
+            "Requests to origins (proxied requests, WebSocket-over-HTTP) by outcome: the response's status class, error when none came, cancelled when given up on",
+            counts,
+        )
+        .live(
+            "holdfast_origin_request_seconds",
+            "Time from sending an origin request to its response head (or failure)",
+            self.outcomes.latency.clone(),
+        );
     }
 
     /// Origin requests waiting for a free slot now, over all targets.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// How each target has been answering.
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// The client for a target.

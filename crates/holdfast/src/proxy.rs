@@ -239,24 +239,41 @@ fn classify(
         tokio::time::error::Elapsed,
     >,
 ) -> Result<Response<Incoming>, Failure> {
+    use crate::origin::health::Outcome;
+    let health = app.origins.health();
     match outcome {
-        Err(_) => Err(Failure::Fatal(ProxyError::OriginTimeout(label.to_string()))),
-        Ok(Ok(resp)) => Ok(resp),
+        Err(_) => {
+            let e = ProxyError::OriginTimeout(label.to_string());
+            health.record(label, Outcome::Failed(&e.to_string()));
+            Err(Failure::Fatal(e))
+        }
+        Ok(Ok(resp)) => {
+            health.record(label, Outcome::Answered(resp.status().as_u16()));
+            Ok(resp)
+        }
         // Every other target would fail the same way.
         Ok(Err(e)) if crate::descriptors::is_exhausted(&e) => Err(Failure::Fatal(
             ProxyError::NoDescriptors(Exhausted(app.descriptors.total())),
         )),
-        Ok(Err(e)) if e.is_connect() => Err(Failure::Unreachable(error_chain(&e))),
+        Ok(Err(e)) if e.is_connect() => {
+            let why = error_chain(&e);
+            health.record(label, Outcome::Failed(&format!("connect: {why}")));
+            Err(Failure::Unreachable(why))
+        }
         // hyper's client reports the request body's failure as its own; the body says whose.
         Ok(Err(e)) => Err(Failure::Fatal(match client_body_error(&e) {
             Some(stalled @ ClientBodyError::Idle(_)) => {
                 ProxyError::RequestBodyTimeout(stalled.to_string())
             }
             Some(broken) => ProxyError::RequestBody(broken.to_string()),
-            None => ProxyError::Origin {
-                target: label.to_string(),
-                reason: error_chain(&e),
-            },
+            None => {
+                let reason = error_chain(&e);
+                health.record(label, Outcome::Failed(&reason));
+                ProxyError::Origin {
+                    target: label.to_string(),
+                    reason,
+                }
+            }
         })),
     }
 }

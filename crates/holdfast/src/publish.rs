@@ -1,5 +1,5 @@
 //! The publish/control API on `--publish-listen`, as Pushpin's (reference §4.1), plus
-//! `GET /metrics`.
+//! `GET /metrics` and the status page ([`status`]).
 //!
 //! Every request but `GET /` (which answers `Holdfast API` and tells nothing else) must pass
 //! [`auth`] when a scheme is configured; a refused one gets `401` with a `WWW-Authenticate`
@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::http::text_response;
 use crate::http::{full, Body};
-use crate::metrics::Exposition;
+use crate::metrics::{Input, Page};
 
 use auth::{Auth, Rejection};
 
@@ -37,13 +38,15 @@ enum Format {
 pub struct Api {
     app: Arc<App>,
     auth: Auth,
+    status: status::Status,
 }
 
 impl Api {
     /// The API over `app`, with the authentication of its `[publish]` configuration.
     pub fn new(app: Arc<App>) -> Result<Api, auth::KeyError> {
         let auth = Auth::from_config(&app.config.publish)?;
-        Ok(Api { app, auth })
+        let status = status::Status::new(&app);
+        Ok(Api { app, auth, status })
     }
 
     /// Handles one request to the publish API from `peer`.
@@ -62,13 +65,21 @@ impl Api {
         if let Err(reason) = self.auth.check(req.headers()) {
             return self.unauthorized(reason, peer);
         }
+        if matches!(req.method(), &Method::GET | &Method::HEAD) {
+            if let Some(resp) = self.status.handle(app, &path) {
+                return resp;
+            }
+        }
         match (path.as_str(), req.method()) {
             ("/metrics", &Method::GET) => self.metrics(),
             ("/publish", &Method::POST) => publish(app, req).await,
             ("/recover", &Method::POST) => recover(app, &req),
-            ("/publish" | "/recover", _) => {
-                let mut resp =
-                    text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+            ("/publish" | "/recover", method) => {
+                // Pushpin's words, method included.
+                let mut resp = text_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("Method not allowed: {method}.\n"),
+                );
                 resp.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 resp
@@ -93,17 +104,17 @@ impl Api {
         resp
     }
 
-    /// The text of `GET /metrics`.
-    pub fn metrics_text(&self) -> String {
+    /// The families of `GET /metrics`.
+    pub fn metrics_page(&self) -> Page {
         let mut page = metrics_page(&self.app);
         self.auth.metrics(&mut page);
-        page.into_text()
+        page
     }
 
     /// `GET /metrics`: the hub's counters, the origin slots, the descriptor budget, the cluster
     /// bus and the publish API's refusals, in the Prometheus text format.
     fn metrics(&self) -> Response<Body> {
-        let mut resp = Response::new(full(self.metrics_text()));
+        let mut resp = Response::new(full(self.metrics_page().into_text()));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -222,7 +233,7 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
     }
     let count = items.len();
-    app.traffic.received(count);
+    app.traffic.received(crate::metrics::Input::Http, count);
     if let Err(e) = app.bus.publish(items).await {
         tracing::warn!(error = %e, items = count, "publish refused");
         return text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
@@ -264,7 +275,9 @@ fn message(format: Format, text: &str) -> Response<Body> {
     match format {
         Format::Text => text_response(StatusCode::OK, format!("{text}\n")),
         Format::Json => {
-            let mut resp = Response::new(full(serde_json::json!({ "message": text }).to_string()));
+            // Ends in a newline, as Pushpin's answer does.
+            let body = format!("{}\n", serde_json::json!({ "message": text }));
+            let mut resp = Response::new(full(body));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -275,75 +288,112 @@ fn message(format: Format, text: &str) -> Response<Body> {
 }
 
 /// The figures of `GET /metrics` that come from the shared state.
-fn metrics_page(app: &App) -> Exposition {
+fn metrics_page(app: &App) -> Page {
     let s = app.hub.stats();
-    let mut page = Exposition::default();
-    page.gauge("holdfast_channels", "Channels with at least one subscriber.", s.channels)
-        .gauge(
-            "holdfast_subscriptions",
-            "Channel subscriptions of held connections.",
-            s.subscriptions,
-        )
-        .counter(
-            "holdfast_items_published_total",
-            "Items accepted by the hub.",
-            s.published,
-        )
-        .counter(
-            "holdfast_deliveries_total",
-            "Items delivered to held connections: queued, or written by the hub itself.",
-            s.delivered,
-        )
-        .counter(
-            "holdfast_deliveries_written_total",
-            "Of the deliveries, those the hub wrote to an idle held stream's or WebSocket's socket itself.",
-            s.written,
-        )
-        .counter(
-            "holdfast_deliveries_dropped_total",
-            "Items dropped because a connection's queue was full.",
-            s.dropped,
-        )
-        .gauge(
-            "holdfast_history_bytes",
-            "Bytes held by channel histories.",
-            s.history_bytes,
-        )
-        .gauge(
-            "holdfast_origin_requests_waiting",
-            "Origin requests waiting for a free slot (timeouts.origin_concurrency_per_target).",
-            app.origins.waiting(),
-        )
-        .gauge(
-            "holdfast_descriptors_in_use",
-            "File descriptors client and origin sockets hold (limits.descriptors).",
-            app.descriptors.in_use(),
-        )
-        .gauge(
-            "holdfast_descriptors_budget",
-            "File descriptors client and origin sockets may hold together.",
-            app.descriptors.total(),
-        )
-        .gauge(
-            "holdfast_direct_streams",
-            "Held HTTP/1.1 streams written straight to their socket.",
-            app.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
+    let mut page = Page::default();
+    let label = |k: &'static str, v: &str| vec![(k, v.to_string())];
+    page.gauge(
+        "holdfast_channels",
+        "Channels with at least one subscriber",
+        s.channels as i64,
+    )
+    .gauge(
+        "holdfast_subscriptions",
+        "Channel subscriptions of held connections",
+        s.subscriptions as i64,
+    );
+    app.connections.register(&mut page);
+    page.counters(
+        "holdfast_items_received_total",
+        "Publish items received, by input: the HTTP publish API, ZeroMQ (inputs and command socket), the cluster bus (Redis)",
+        vec![
+            (label("input", "http"), app.traffic.received_at(Input::Http)),
+            (label("input", "zmq"), app.traffic.received_at(Input::Zmq)),
+            (label("input", "cluster"), app.bus.items_received()),
+        ],
+    )
+    .counter(
+        "holdfast_items_published_total",
+        "Items accepted by the hub",
+        s.published,
+    )
+    .counter(
+        "holdfast_deliveries_total",
+        "Items delivered to held connections: queued, or written by the hub itself",
+        s.delivered,
+    )
+    .counter(
+        "holdfast_deliveries_written_total",
+        "Of the deliveries, those the hub wrote to an idle held stream's or WebSocket's socket itself",
+        s.written,
+    )
+    .counters(
+        "holdfast_deliveries_dropped_total",
+        "Items not delivered to a held connection, by reason: queue_full (limits.connection_queue), closed (the connection had just left)",
+        vec![
+            (label("reason", "queue_full"), s.dropped),
+            (label("reason", "closed"), s.closed),
+        ],
+    )
+    .live(
+        "holdfast_publish_write_seconds",
+        "Time from an item reaching its channel to its write, by path: direct (once per batch of sockets the hub wrote itself, measured after the batch), queued (once per publish, until queued to every other connection)",
+        app.hub.write_latency(),
+    )
+    .gauge(
+        "holdfast_history_bytes",
+        "Bytes held by channel histories",
+        s.history_bytes as i64,
+    )
+    .gauge(
+        "holdfast_origin_requests_waiting",
+        "Origin requests waiting for a free slot (timeouts.origin_concurrency_per_target)",
+        app.origins.waiting() as i64,
+    );
+    app.origins.metrics(&mut page);
+    page.gauge(
+        "holdfast_descriptors_in_use",
+        "File descriptors client and origin sockets hold (limits.descriptors)",
+        app.descriptors.in_use() as i64,
+    )
+    .gauge(
+        "holdfast_descriptors_budget",
+        "File descriptors client and origin sockets may hold together",
+        app.descriptors.total() as i64,
+    )
+    .gauge(
+        "holdfast_direct_streams",
+        "Held HTTP/1.1 streams written straight to their socket",
+        app.direct_streams
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    )
+    .gauges(
+        "holdfast_build_info",
+        "The version and commit this binary was built from",
+        vec![(crate::metrics::build_labels(), 1)],
+    );
+    if let Some(bytes) = crate::metrics::resident_memory_bytes() {
+        page.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of this process, from /proc/self/statm",
+            bytes as i64,
         );
+    }
     if let Some(per_ip) = &app.per_ip {
         use crate::limiter::Refusal;
-        const REFUSED: &str = "holdfast_connections_refused_total";
-        page.family(
-            REFUSED,
-            "counter",
-            "Client connections closed at accept, by the per-address cap they were over.",
-        );
-        for why in [Refusal::Connections, Refusal::Rate] {
-            page.sample(REFUSED, &[("reason", why.label())], per_ip.refused(why));
-        }
-        page.gauge(
+        let refused = [Refusal::Connections, Refusal::Rate]
+            .into_iter()
+            .map(|why| (label("reason", why.label()), per_ip.refused(why)))
+            .collect();
+        page.counters(
+            "holdfast_connections_refused_total",
+            "Client connections closed at accept, by the per-address cap they were over",
+            refused,
+        )
+        .gauge(
             "holdfast_per_ip_addresses",
-            "Client addresses the per-address caps are counting.",
-            per_ip.tracked(),
+            "Client addresses the per-address caps are counting",
+            per_ip.tracked() as i64,
         );
     }
     app.bus.metrics(&mut page);

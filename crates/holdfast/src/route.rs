@@ -293,6 +293,7 @@ async fn to_origins(
             tls: info.tls,
         },
         conn: std::sync::OnceLock::new(),
+        held: std::sync::OnceLock::new(),
     };
     crate::hold::accept(held, target, resp, record).await
 }

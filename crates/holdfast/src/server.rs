@@ -627,8 +627,8 @@ fn prometheus_page(
     use hyper::{header, Method, StatusCode};
     let (status, body) = match *req.method() {
         Method::GET | Method::HEAD => {
-            let mut text = app.pushpin_metrics().into_text();
-            text.push_str(&api.metrics_text());
+            let mut text = app.pushpin_metrics();
+            text.push_str(&api.metrics_page().into_text_without_eof());
             (StatusCode::OK, text)
         }
         _ => (
@@ -639,7 +639,7 @@ fn prometheus_page(
     let mut resp = hyper::Response::new(crate::http::full(body));
     *resp.status_mut() = status;
     let content_type = match status {
-        StatusCode::OK => crate::metrics::CONTENT_TYPE,
+        StatusCode::OK => crate::metrics::PUSHPIN_CONTENT_TYPE,
         _ => "text/plain",
     };
     (resp.headers_mut()).insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -4,8 +4,8 @@
 //!
 //! Under the prefix:
 //!
-//! - `GET /info`: `{"websocket":true,"origins":["*:*"],"cookie_needed":false,"entropy":N}`, as
-//!   `text/plain` (Pushpin's);
+//! - `GET /info`: `{"cookie_needed":false,"entropy":N,"origins":["*:*"],"websocket":true}`, as
+//!   `text/plain`, keys in Pushpin's order;
 //! - `GET /iframe.html` (and `/iframe-….html`): the page that loads `sockjs.url`, with an ETag;
 //! - `/websocket`: a raw WebSocket, passed to the origin at `<prefix>/websocket`;
 //! - `/<server>/<session>/websocket`: SockJS frames over a WebSocket ([`websocket`]); the origin
@@ -203,7 +203,7 @@ fn origin_path<B>(route: &Route, req: &Request<B>, prefix: &str, websocket: bool
 fn info_response() -> Response<Body> {
     let entropy: u32 = rand::random();
     let body = format!(
-        "{{\"websocket\":true,\"origins\":[\"*:*\"],\"cookie_needed\":false,\"entropy\":{entropy}}}\n"
+        "{{\"cookie_needed\":false,\"entropy\":{entropy},\"origins\":[\"*:*\"],\"websocket\":true}}\n"
     );
     let mut r = Response::new(full(body));
     r.headers_mut()
@@ -296,10 +296,9 @@ fn with_cors(mut r: Response<Body>, request: &HeaderMap) -> Response<Body> {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
-    );
+    // Pushpin's type, without a charset.
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 

@@ -384,6 +384,7 @@ pub fn serve_test(
         client: from,
         conn_id: None,
         route_id: route.explicit_id().map(str::to_string),
+        counted: (crate::metrics::Transport::WebSocket, route.id.clone()),
     };
     // The channels come from the client's query here.
     spec.check(app)

@@ -29,7 +29,7 @@ use zeromq::{Listener, Socket as _};
 
 use crate::app::App;
 use crate::config::zmq::{Spec, ZmqConfig};
-use crate::metrics::Exposition;
+use crate::metrics::Page;
 
 /// A listener bound for one socket, and the URI it answers `get-zmq-uris` with.
 struct Bind {
@@ -170,49 +170,53 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn write(&self, page: &mut Exposition) {
+    fn write(&self, page: &mut Page) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        const RECEIVED: &str = "holdfast_zmq_items_received_total";
-        page.family(
-            RECEIVED,
-            "counter",
-            "Messages received on a ZeroMQ publish input.",
-        );
-        page.sample(RECEIVED, &[("input", "pull")], get(&self.pull_received));
-        page.sample(RECEIVED, &[("input", "sub")], get(&self.sub_received));
-        page.counter(
+        let received = vec![
+            (
+                vec![("input", "pull".to_string())],
+                get(&self.pull_received),
+            ),
+            (vec![("input", "sub".to_string())], get(&self.sub_received)),
+        ];
+        page.counters(
+            "holdfast_zmq_items_received_total",
+            "Messages received on a ZeroMQ publish input",
+            received,
+        )
+        .counter(
             "holdfast_zmq_items_rejected_total",
-            "ZeroMQ input messages that were not a valid publish item.",
+            "ZeroMQ input messages that were not a valid publish item",
             get(&self.rejected),
         )
         .counter(
             "holdfast_zmq_items_dropped_total",
-            "ZeroMQ input items dropped because zmq.message_hwm items were waiting.",
+            "ZeroMQ input items dropped because zmq.message_hwm items were waiting",
             get(&self.dropped),
         )
         .counter(
             "holdfast_zmq_items_unpublished_total",
-            "ZeroMQ input items the bus refused (cluster bus unavailable).",
+            "ZeroMQ input items the bus refused (cluster bus unavailable)",
             get(&self.unpublished),
         )
         .counter(
             "holdfast_zmq_commands_total",
-            "Requests answered on the ZeroMQ command socket.",
+            "Requests answered on the ZeroMQ command socket",
             get(&self.commands),
         )
         .counter(
             "holdfast_zmq_commands_failed_total",
-            "Of the commands, those answered with success false.",
+            "Of the commands, those answered with success false",
             get(&self.commands_failed),
         )
         .counter(
             "holdfast_zmq_stats_sent_total",
-            "Packets sent on the ZeroMQ stats socket.",
+            "Packets sent on the ZeroMQ stats socket",
             get(&self.stats_sent),
         )
         .counter(
             "holdfast_zmq_stats_dropped_total",
-            "Stats packets dropped because zmq.stats_queue packets were waiting.",
+            "Stats packets dropped because zmq.stats_queue packets were waiting",
             get(&self.stats_dropped),
         );
     }

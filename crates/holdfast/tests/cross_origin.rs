@@ -521,7 +521,7 @@ async fn an_unreachable_origin_is_wrapped_too() {
         text(resp).await,
         format!(
             "/**/f({{\"code\": 502, \"reason\": \"Bad Gateway\", \"headers\": {{\"Content-Type\":\
-             \"text/plain; charset=utf-8\"}}, \"body\": \"Unable to connect to any targets. \
+             \"text/plain\"}}, \"body\": \"Unable to connect to any targets. \
              Tried: 127.0.0.1:{dead}\\n\"}});\n"
         )
     );

@@ -276,13 +276,15 @@ async fn publish_api_errors_match_pushpin() {
     assert_eq!(resp.status(), 406);
     let resp = post(r#"{"items":[]}"#, Some("application/json")).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(text(resp).await, r#"{"message":"Published"}"#);
+    assert_eq!(text(resp).await, "{\"message\":\"Published\"}\n");
     let big: &'static str =
         Box::leak(format!(r#"{{"items":[],"pad":"{}"}}"#, "x".repeat(2000)).into_boxed_str());
     assert_eq!(post(big, None).await.status(), 413);
     let resp = get(&proxy.publish_url("/publish/")).await;
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(text(resp).await, "Method not allowed: GET.\n");
     assert_eq!(get(&proxy.publish_url("/nope")).await.status(), 404);
     assert_eq!(
         text(get(&proxy.publish_url("/")).await).await,

@@ -346,7 +346,7 @@ async fn recover_and_metrics_need_auth_and_count_rejections_by_reason() {
     }
     assert!(page
         .text
-        .contains("# TYPE holdfast_publish_auth_rejected_total counter\n"));
+        .contains("# TYPE holdfast_publish_auth_rejected counter\n"));
 }
 
 #[tokio::test]

@@ -364,7 +364,7 @@ async fn recover_updates_every_session() {
             .unwrap(),
     )
     .await;
-    assert_eq!(text(resp).await, r#"{"message":"Updated"}"#);
+    assert_eq!(text(resp).await, "{\"message\":\"Updated\"}\n");
     read_until(&mut one, "b;").await;
     read_until(&mut two, "b;").await;
 }

@@ -266,6 +266,10 @@ async fn woh_publish_refresh_asks_the_origin_and_publish_close_closes() {
     )
     .await;
     assert_eq!(recv_close(&mut client).await, (4001, "bye".to_string()));
+    // The origin hears of it as Pushpin 1.36 tells it: a CLOSE with no code, not DISCONNECT.
+    let last = origin.next_with(EventKind::Close).await;
+    assert_eq!(last.events, [Event::new(EventKind::Close)]);
+    assert_eq!(last.headers["connection-id"], open.headers["connection-id"]);
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use super::shard::Shard;
 use super::BusError;
 use crate::config::{redis_url, Config};
 use crate::hub::{Delivery, Hub};
-use crate::metrics::Exposition;
+use crate::metrics::Page;
 
 /// How long a history read waits for this instance's subscription to the channel.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
@@ -218,23 +218,54 @@ impl RedisBus {
         self.shards.iter().all(|s| s.is_connected())
     }
 
-    /// Writes its metrics: connection state, subscriptions, reconnects, items received.
-    pub fn metrics(&self, page: &mut Exposition) {
+    /// Each Redis server and its state.
+    pub fn servers(&self) -> Vec<super::RedisServer> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let (subscriptions, reconnects, received) = s.counts();
+                super::RedisServer {
+                    addr: s.addr.clone(),
+                    connected: s.is_connected(),
+                    subscriptions,
+                    reconnects,
+                    received,
+                }
+            })
+            .collect()
+    }
+
+    /// Writes its metrics: connection state and ping round trip per server, subscriptions,
+    /// reconnects, items received.
+    pub fn metrics(&self, page: &mut Page) {
         page.gauge(
             "holdfast_cluster_connected",
-            "Whether every Redis server of the cluster bus is connected.",
-            u8::from(self.is_connected()),
+            "Whether every Redis server of the cluster bus is connected",
+            i64::from(self.is_connected()),
         );
-        let name = "holdfast_cluster_redis_connected";
-        page.family(
-            name,
-            "gauge",
-            "Whether one Redis server of the cluster bus is connected.",
+        let labels = |s: &Shard| {
+            vec![
+                ("shard", s.index.to_string()),
+                ("addr", crate::metrics::label_value(&s.addr)),
+            ]
+        };
+        let connected = (self.shards.iter())
+            .map(|s| (labels(s), i64::from(s.is_connected())))
+            .collect();
+        page.gauges(
+            "holdfast_cluster_redis_connected",
+            "Whether one Redis server of the cluster bus is connected",
+            connected,
         );
-        for s in self.shards.iter() {
-            let index = s.index.to_string();
-            let labels = [("shard", index.as_str()), ("addr", s.addr.as_str())];
-            page.sample(name, &labels, u8::from(s.is_connected()));
+        let pings = (self.shards.iter())
+            .filter_map(|s| Some((labels(s), s.last_ping()?)))
+            .collect::<Vec<_>>();
+        if !pings.is_empty() {
+            page.live(
+                "holdfast_cluster_redis_ping_seconds",
+                "Round trip of the last PING on one Redis server's subscription connection: how far behind the items it delivers are",
+                crate::metrics::FloatGauges(pings),
+            );
         }
         let (subs, reconnects, received) = self.shards.iter().fold((0, 0, 0), |acc, s| {
             let (subs, reconnects, received) = s.counts();
@@ -242,19 +273,24 @@ impl RedisBus {
         });
         page.gauge(
             "holdfast_cluster_subscriptions",
-            "Channels this instance is subscribed to in Redis.",
-            subs,
+            "Channels this instance is subscribed to in Redis",
+            subs as i64,
         )
         .counter(
             "holdfast_cluster_reconnects_total",
-            "Connections to Redis made again after one was lost.",
+            "Connections to Redis made again after one was lost",
             reconnects,
         )
         .counter(
             "holdfast_cluster_items_received_total",
-            "Items received from Redis and handed to the hub.",
+            "Items received from Redis and handed to the hub",
             received,
         );
+    }
+
+    /// Items received from Redis so far, over every server.
+    pub fn items_received(&self) -> u64 {
+        self.shards.iter().map(|s| s.counts().2).sum()
     }
 }
 

@@ -83,6 +83,8 @@ pub(super) struct Shard {
     changed: Notify,
     reconnects: AtomicU64,
     received: AtomicU64,
+    /// Round trip of the last PING on the pubsub connection, in microseconds; 0 before one.
+    last_ping_us: AtomicU64,
 }
 
 impl Shard {
@@ -107,6 +109,7 @@ impl Shard {
             changed: Notify::new(),
             reconnects: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            last_ping_us: AtomicU64::new(0),
         }
     }
 
@@ -168,6 +171,12 @@ impl Shard {
                 return;
             }
         }
+    }
+
+    /// Round trip of the last PING on the pubsub connection, in seconds, once there was one.
+    pub fn last_ping(&self) -> Option<f64> {
+        let us = self.last_ping_us.load(Ordering::Relaxed);
+        (us > 0).then(|| us as f64 / 1e6)
     }
 
     /// Subscriptions, reconnects, items received.
@@ -318,9 +327,12 @@ impl Shard {
                     }
                 }
                 _ = ping.tick() => {
+                    let sent = Instant::now();
                     if let Err(e) = within_for(ctx.ping_timeout, sink.ping::<redis::Value>()).await {
                         return e.during("ping on the pubsub connection");
                     }
+                    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.last_ping_us.store(us.max(1), Ordering::Relaxed);
                     if let Err(e) = within_for(ctx.ping_timeout, redis::cmd("PING").query_async::<redis::Value>(&mut cmd)).await {
                         return e.during("ping on the command connection");
                     }

@@ -45,6 +45,9 @@ pub struct PublishConfig {
     /// deeper gets `400`. Default 32, at least 7 (a standard item with `http-response` headers
     /// given as pairs nests 7 deep).
     pub max_json_depth: usize,
+    /// Live status streams (`GET /status/events`, what an open status page reads) served at
+    /// once; one more gets `503`. 0 refuses them all. Default 4.
+    pub max_status_streams: usize,
 }
 
 impl Default for PublishConfig {
@@ -58,6 +61,7 @@ impl Default for PublishConfig {
             allow_unauthenticated: false,
             max_items: 1000,
             max_json_depth: 32,
+            max_status_streams: 4,
         }
     }
 }

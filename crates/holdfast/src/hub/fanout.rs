@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{Channel, Delivery, Inner, Want};
+use crate::metrics::Histogram;
 use crate::sink::{plain_chunk, plain_ws_frame, Offer, Sink};
 
 /// Streams one fan-out task writes to: small enough that a task does not hold its worker long.
@@ -35,7 +36,7 @@ impl Inner {
             return 0;
         };
         let added = ch.record(item, &self.limits, now);
-        let sent = self.fan_out(ch, item);
+        let sent = self.fan_out(ch, item, now);
         if added > 0 {
             let total = self.history_bytes.fetch_add(added, Ordering::Relaxed) + added;
             if total > self.history_max_bytes {
@@ -45,9 +46,14 @@ impl Inner {
         sent
     }
 
-    fn fan_out(&self, ch: &Channel, item: &Delivery) -> usize {
+    /// Hands `item` to every subscriber of `ch`. `start` is when the item reached its channel:
+    /// the publish → write histograms measure from there, once per write batch (see
+    /// [`crate::metrics`]), never per delivery.
+    fn fan_out(&self, ch: &Channel, item: &Delivery, start: Instant) -> usize {
         let mut sent = 0usize;
         let mut dropped = 0u64;
+        let mut closed = 0u64;
+        let direct_latency = self.write_latency.get("direct");
         // Encoded once for every connection the fan-out writes to itself: the chunk for held
         // streams, the frame for WebSockets; each with the connections reserved for it.
         let mut direct = [
@@ -70,7 +76,8 @@ impl Inner {
                             if let Some(bytes) =
                                 bytes.as_ref().filter(|_| batch.len() == WRITE_BATCH)
                             {
-                                written += write_batch(std::mem::take(batch), bytes);
+                                let batch = std::mem::take(batch);
+                                written += write_batch(batch, bytes, start, direct_latency);
                             }
                             sent += 1;
                             continue;
@@ -89,13 +96,18 @@ impl Inner {
                     dropped += 1;
                     tracing::debug!(channel = %item.channel, subscriber = id, "publish queue at max, dropping");
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => closed += 1,
             }
         }
         for (bytes, batch) in direct {
             if let Some(bytes) = bytes.as_ref().filter(|_| !batch.is_empty()) {
-                written += write_batch(batch, bytes);
+                written += write_batch(batch, bytes, start, direct_latency);
             }
+        }
+        // Queued deliveries are written by their connections' tasks: the histogram gets the
+        // time until the last of them was queued, once per publish.
+        if sent as u64 > written {
+            self.write_latency.get("queued").observe(start.elapsed());
         }
         self.delivered.fetch_add(sent as u64, Ordering::Relaxed);
         if responses > 0 {
@@ -103,6 +115,9 @@ impl Inner {
         }
         self.written.fetch_add(written, Ordering::Relaxed);
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        if closed > 0 {
+            self.closed.fetch_add(closed, Ordering::Relaxed);
+        }
         sent
     }
 
@@ -152,15 +167,18 @@ impl Inner {
 
 /// Writes `chunk` to the reserved connections of `batch`; returns how many. A batch of at most
 /// [`INLINE_WRITES`] is written at once, by the publishing task (outside a runtime, any batch
-/// is); a bigger one by a new task, so that big fan-outs spread over the workers.
-fn write_batch(batch: Vec<Arc<Sink>>, chunk: &Bytes) -> u64 {
+/// is); a bigger one by a new task, so that big fan-outs spread over the workers. Once the batch
+/// is written, `latency` gets one observation: the time since `start`.
+fn write_batch(batch: Vec<Arc<Sink>>, chunk: &Bytes, start: Instant, latency: &Histogram) -> u64 {
     let n = batch.len() as u64;
     let chunk = chunk.clone();
+    let latency = latency.clone();
     let write = move || {
         let now = tokio::time::Instant::now();
         for sink in &batch {
             sink.write_reserved(&chunk, now);
         }
+        latency.observe(start.elapsed());
     };
     match tokio::runtime::Handle::try_current() {
         Ok(rt) if n as usize > INLINE_WRITES => drop(rt.spawn(async move { write() })),

@@ -267,3 +267,38 @@ fn sweep_removes_idle_channels_only_after_linger() {
         "removed once the linger is over"
     );
 }
+
+#[test]
+fn overview_counts_modes_and_keeps_only_the_busiest_channels() {
+    let hub = hub(10);
+    let mut subs = Vec::new();
+    // Channel c<n> gets n subscribers, for n in 1..=5; one of c5's is a WebSocket.
+    for n in 1..=5 {
+        for i in 0..n {
+            let want = if n == 5 && i == 0 {
+                Want::WsMessage
+            } else {
+                Want::HttpStream
+            };
+            subs.push(hub.subscribe(vec![format!("c{n}")], want));
+        }
+    }
+    subs.push(hub.subscribe(vec!["c1".into()], Want::HttpResponse));
+    let o = hub.overview(3);
+    assert_eq!((o.long_polls, o.streams, o.websockets), (1, 14, 1));
+    assert_eq!((o.stats.channels, o.stats.subscriptions), (5, 16));
+    assert_eq!(o.stats, hub.stats());
+    assert_eq!(
+        o.busiest,
+        [
+            ("c5".to_string(), 5),
+            ("c4".to_string(), 4),
+            ("c3".to_string(), 3)
+        ]
+    );
+    assert!(hub.overview(0).busiest.is_empty());
+    drop(subs);
+    let o = hub.overview(3);
+    assert_eq!((o.long_polls, o.streams, o.websockets), (0, 0, 0));
+    assert!(o.busiest.is_empty() && o.stats.subscriptions == 0);
+}

@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::publish::JwtKey;
 use crate::config::PublishConfig;
-use crate::metrics::Exposition;
+use crate::metrics::Page;
 
 /// Why a request was refused. The `Display` text is the body of the `401`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -176,16 +176,15 @@ impl Auth {
     }
 
     /// Writes `holdfast_publish_auth_rejected_total`, one sample per reason.
-    pub fn metrics(&self, page: &mut Exposition) {
-        const NAME: &str = "holdfast_publish_auth_rejected_total";
-        page.family(
-            NAME,
-            "counter",
-            "Publish API requests refused with 401, by reason.",
+    pub fn metrics(&self, page: &mut Page) {
+        let samples = (Rejection::ALL.into_iter())
+            .map(|r| (vec![("reason", r.label().to_string())], self.rejected(r)))
+            .collect();
+        page.counters(
+            "holdfast_publish_auth_rejected_total",
+            "Publish API requests refused with 401, by reason",
+            samples,
         );
-        for r in Rejection::ALL {
-            page.sample(NAME, &[("reason", r.label())], self.rejected(r));
-        }
     }
 
     fn verify(&self, headers: &HeaderMap, now: u64) -> Result<(), Rejection> {

@@ -248,6 +248,7 @@ pub async fn open(
         client: client.client,
         conn_id: cid.to_str().ok().map(str::to_string),
         route_id: route.explicit_id().map(str::to_string),
+        counted: (crate::metrics::Transport::WsOverHttp, route.id.clone()),
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),
@@ -330,6 +331,9 @@ enum End {
     /// Close the client with this frame (or complete the close it began), then tell the origin
     /// with `DISCONNECT` if `notify`.
     Close(Option<CloseFrame>, bool),
+    /// A publish closed the connection: close the client with this frame, then tell the origin
+    /// with a `CLOSE` that has no code, as Pushpin 1.36 does.
+    ClosedByPublish(Option<CloseFrame>),
     /// Drop the client without a close; tell the origin if `notify`.
     Drop(bool),
 }
@@ -352,7 +356,7 @@ impl Conn {
         let sink = self.session.sink().clone();
         let upgraded = super::upgrade_client(&self.origin.app, upgrade, &sink);
         let Some(mut client) = Box::pin(upgraded).await else {
-            Box::pin(self.disconnect()).await;
+            Box::pin(self.tell_gone(EventKind::Disconnect)).await;
             return;
         };
         let initial = std::mem::take(&mut self.initial);
@@ -397,30 +401,35 @@ impl Conn {
             }
         }
         let within = self.origin.app.config.websocket.close_timeout();
-        let notify = match end {
+        let tell = match end {
             Some(End::Close(frame, notify)) => {
                 Box::pin(finish(&mut client, frame, within)).await;
-                notify
+                notify.then_some(EventKind::Disconnect)
             }
-            Some(End::Drop(notify)) => notify,
-            None => false,
+            Some(End::ClosedByPublish(frame)) => {
+                Box::pin(finish(&mut client, frame, within)).await;
+                Some(EventKind::Close)
+            }
+            Some(End::Drop(notify)) => notify.then_some(EventKind::Disconnect),
+            None => None,
         };
         drop(client);
-        if notify {
-            Box::pin(self.disconnect()).await;
+        if let Some(kind) = tell {
+            Box::pin(self.tell_gone(kind)).await;
         }
     }
 
-    /// Tells the origin the client is gone (best effort, one attempt). A request still in
-    /// flight is abandoned: nothing it could answer can reach the client any more.
-    async fn disconnect(&mut self) {
+    /// Tells the origin the client is gone, with `DISCONNECT` or `CLOSE` (best effort, one
+    /// attempt). A request still in flight is abandoned: nothing it could answer can reach the
+    /// client any more.
+    async fn tell_gone(&mut self, kind: EventKind) {
         self.in_flight = None;
         self.outbox.settle(None);
-        let _ = self.outbox.push(Event::new(EventKind::Disconnect));
+        let _ = self.outbox.push(Event::new(kind));
         let (events, replayed) = self.outbox.offer();
         let (body, extra) = self.encode(&events, replayed);
         if let Err(e) = self.origin.clone().post(body, extra, false).await {
-            tracing::debug!(target = %self.origin.label, error = %e, "DISCONNECT not delivered");
+            tracing::debug!(target = %self.origin.label, error = %e, ?kind, "last event not delivered");
         }
     }
 
@@ -649,7 +658,7 @@ impl Conn {
             match self.session.published(&item) {
                 Published::Send(m) => out.push(m),
                 Published::Close(frame) => {
-                    end = Some(End::Close(frame, true));
+                    end = Some(End::ClosedByPublish(frame));
                     break;
                 }
                 Published::Refresh => self.refresh = true,

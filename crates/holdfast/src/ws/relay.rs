@@ -94,6 +94,7 @@ pub async fn open(
         client: client.client,
         conn_id: None,
         route_id: route.explicit_id().map(str::to_string),
+        counted: (crate::metrics::Transport::WebSocket, route.id.clone()),
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),

@@ -48,6 +48,9 @@ pub struct SessionSpec {
     pub conn_id: Option<String>,
     /// The route's explicit `id=`, for stats.
     pub route_id: Option<String>,
+    /// The transport and route id (explicit or derived) it is counted under in
+    /// `holdfast_connections`.
+    pub counted: (crate::metrics::Transport, String),
 }
 
 impl SessionSpec {
@@ -144,6 +147,7 @@ pub struct Session {
     /// Notified by the `refresh` command (WebSocket-over-HTTP only).
     refresh: Option<Arc<tokio::sync::Notify>>,
     _conn: crate::conns::ConnGuard,
+    _held: crate::metrics::Held,
 }
 
 impl Session {
@@ -161,12 +165,14 @@ impl Session {
             .map(|_| Arc::new(tokio::sync::Notify::new()));
         let conn = app.conns.open(
             spec.conn_id.as_deref(),
-            crate::conns::ConnKind::Ws,
+            spec.counted.0,
             spec.client,
             spec.route_id.as_deref(),
             refresh.clone(),
         );
+        let held = (app.connections).hold(spec.counted.0, &spec.counted.1);
         let mut session = Session {
+            _held: held,
             app,
             spec,
             refresh,

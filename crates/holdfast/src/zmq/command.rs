@@ -175,7 +175,9 @@ impl Commands {
             .map(grip::publish::parse_tnet_item)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad_request(e.to_string()))?;
-        self.app.traffic.received(items.len());
+        self.app
+            .traffic
+            .received(crate::metrics::Input::Zmq, items.len());
         self.app.bus.publish(items).await.map_err(|e| Refusal {
             condition: "service-unavailable",
             reason: Some(e.to_string()),

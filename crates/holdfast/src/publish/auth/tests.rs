@@ -192,7 +192,7 @@ fn check_counts_rejections_by_reason_and_open_apis_pass() {
     assert_eq!(a.rejected(Rejection::Missing), 2);
     assert_eq!(a.rejected(Rejection::UnknownToken), 1);
     assert_eq!(a.rejected(Rejection::Expired), 0);
-    let mut page = crate::metrics::Exposition::default();
+    let mut page = crate::metrics::Page::default();
     a.metrics(&mut page);
     let text = page.into_text();
     assert!(
