@@ -42,6 +42,7 @@
 //!    `--watch-pid` and of the workers, per phase.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -234,6 +235,13 @@ pub struct FanoutArgs {
     /// With `--burst`, items per publish request.
     #[arg(long, default_value_t = 1, value_name = "K")]
     items_per_publish: usize,
+    /// Subscribers connect over TLS (SSE only); the publish address stays plain HTTP.
+    #[arg(long)]
+    tls: bool,
+    /// PEM file of the CA the proxy's certificate is checked against, with `--tls`; without it
+    /// the certificate is not checked.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<PathBuf>,
     /// Label copied into the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -254,6 +262,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         if args.burst || args.ids || args.item_meta.is_some() {
             bail!("--publish-style nchan takes none of --burst, --ids, --item-meta");
         }
+    }
+    if args.tls && args.mode != Mode::Sse {
+        bail!("--tls works with --mode sse only");
     }
     if args.mode == Mode::LongpollReliable {
         if args.origin.is_none() {
@@ -510,6 +521,12 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
                 format!("--path={}", args.path),
                 format!("--deadline-secs={deadline}"),
             ]);
+            if args.tls {
+                list.push("--tls".into());
+            }
+            if let Some(ca) = &args.tls_ca {
+                list.push(format!("--tls-ca={}", ca.display()));
+            }
             first += count;
             list
         })

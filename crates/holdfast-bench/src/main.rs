@@ -10,6 +10,9 @@
 //!   subscribe rate and the proxy's memory per connection.
 //! - [`floor`]: the floor server, a minimal SSE fan-out server with no proxying at all, as the
 //!   fastest this machine can do.
+//! - [`handshakes`]: the TLS handshake rate of a server, from several client processes.
+//! - [`tls`]: the TLS client settings of `fanout --tls` and `handshakes`.
+//! - [`session`]: what one TLS session costs rustls on the server, alone.
 //! - [`storm`]: a reconnect storm of reliable-SSE clients, counting the origin requests it causes.
 //! - [`accept`]: the accept step the origin and the floor server share.
 //! - [`usage`]: resident memory and CPU time of the processes under test, from `/proc`.
@@ -25,8 +28,11 @@ use clap::{Parser, Subcommand};
 mod accept;
 mod fanout;
 mod floor;
+mod handshakes;
 mod origin;
+mod session;
 mod storm;
+mod tls;
 mod usage;
 
 /// Load tools for benchmarking Holdfast against Pushpin, Nchan and a floor server.
@@ -47,6 +53,13 @@ enum Command {
     Floor(floor::FloorArgs),
     /// Reconnect storm of reliable-SSE clients: origin requests per reconnecting client.
     Storm(storm::StormArgs),
+    /// TLS handshakes per second a server completes, from several client processes.
+    Handshakes(handshakes::HandshakeArgs),
+    /// Resident memory per rustls server session after a handshake, without sockets.
+    TlsSession(session::SessionArgs),
+    /// One client process of `handshakes` (started by `handshakes` itself).
+    #[command(hide = true)]
+    HandshakeWorker(handshakes::HandshakeWorkerArgs),
     /// One worker process of `fanout` (started by `fanout` itself).
     #[command(hide = true)]
     FanoutWorker(fanout::worker::WorkerArgs),
@@ -60,6 +73,9 @@ fn main() -> ExitCode {
         Command::Floor(args) => floor::run(args),
         Command::Storm(args) => storm::run(args),
         Command::FanoutWorker(args) => fanout::worker::run(args),
+        Command::Handshakes(args) => handshakes::run(args),
+        Command::HandshakeWorker(args) => handshakes::run_worker(args),
+        Command::TlsSession(args) => session::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,15 +1,18 @@
 //! Routes-file reloading: on change (inotify, through `notify`) and on SIGHUP; the TLS
-//! certificate folder's likewise ([`spawn_certs`]).
+//! certificates' likewise ([`spawn_certs`]): the `--tls-certs` folder, the `--tls-cert` and
+//! `--tls-key` files, and the publish listener's.
 //!
 //! The folder holding the file is watched, not the file, so editors that save by renaming a new
 //! file over the old one are seen too. Change events land in a one-slot queue: a reload already
 //! pending covers any event that arrives meanwhile (overflow policy: drop the event). A file with
 //! an error is logged with its line and the old table stays in force; connections are never
 //! touched, because a request reads the table once when it is routed. A certificate file that
-//! cannot be used is logged naming the file and its name keeps the certificate it had; open
-//! TLS connections keep the session they have, and new handshakes see the new folder.
+//! cannot be used is logged naming the file and the certificate it would replace stays in
+//! force; open TLS connections keep the session they have, and new handshakes see the new
+//! files. The folder of a certificate or key file is watched whole, not only the file's name,
+//! so a replacement made by swapping a symlink (certbot's `live/`, a Kubernetes secret) is seen.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::app::App;
+use crate::tls::pair::{PairFiles, Reloaded};
 use crate::tls::Certificates;
 
 /// Quiet period after a change event before the file is read, so a burst of writes is one reload.
@@ -40,32 +44,82 @@ pub fn spawn(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
     watcher
 }
 
-/// Starts watching the TLS certificate folder, when there is one, and SIGHUP. Keep the
-/// returned watcher alive while serving.
-pub fn spawn_certs(certs: Arc<Certificates>) -> Option<notify::RecommendedWatcher> {
-    let dir = certs.dir()?.path().to_path_buf();
+/// Starts watching the TLS certificates, when there are any — the folder of `certs`, its
+/// `--tls-cert`/`--tls-key` pair, the publish listener's pair — and SIGHUP, with one
+/// settle-then-reload loop for all of them. Keep the returned watchers alive while serving.
+pub fn spawn_certs(
+    certs: Option<Arc<Certificates>>,
+    publish: Option<Arc<PairFiles>>,
+) -> Vec<notify::RecommendedWatcher> {
+    let dir = certs
+        .as_ref()
+        .and_then(|c| c.dir())
+        .map(|d| d.path().to_path_buf());
+    let has_single = certs.as_ref().is_some_and(|c| c.single().is_some());
+    if dir.is_none() && !has_single && publish.is_none() {
+        return Vec::new();
+    }
     let (tx, rx) = mpsc::channel::<()>(1);
-    let watcher = watch_dir(&dir, "the TLS certificate folder", |_| true, tx.clone());
+    let mut folders: Vec<PathBuf> = dir.into_iter().collect();
+    let pairs = certs.as_ref().and_then(|c| c.single()).into_iter();
+    for file in pairs.chain(publish.as_deref()).flat_map(PairFiles::paths) {
+        let folder = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !folders.contains(&folder) {
+            folders.push(folder);
+        }
+    }
+    let watchers = (folders.iter())
+        .filter_map(|f| watch_dir(f, "a TLS certificate folder", |_| true, tx.clone()))
+        .collect();
     on_sighup(tx, "TLS certificates");
     debounced(rx, move || {
-        let Some(dir) = certs.dir() else { return };
-        match dir.reload() {
-            Ok(rejected) => {
-                for e in &rejected {
-                    tracing::error!("certificate rejected, the previous one stays in force: {e}");
-                }
-                tracing::info!(
-                    certificates = dir.len(),
-                    rejected = rejected.len(),
-                    "TLS certificates reloaded"
-                );
-            }
-            Err(e) => tracing::error!(
-                "TLS certificate folder not read, the previous certificates stay in force: {e}"
-            ),
+        if let Some(dir) = certs.as_ref().and_then(|c| c.dir()) {
+            reload_dir(dir);
+        }
+        if let Some(pair) = certs.as_ref().and_then(|c| c.single()) {
+            reload_pair(pair, "client listeners");
+        }
+        if let Some(pair) = &publish {
+            reload_pair(pair, "publish listener");
         }
     });
-    watcher
+    watchers
+}
+
+fn reload_dir(dir: &crate::tls::dir::CertDir) {
+    match dir.reload() {
+        Ok(rejected) => {
+            for e in &rejected {
+                tracing::error!("certificate rejected, the previous one stays in force: {e}");
+            }
+            tracing::info!(
+                certificates = dir.len(),
+                rejected = rejected.len(),
+                "TLS certificates reloaded"
+            );
+        }
+        Err(e) => tracing::error!(
+            "TLS certificate folder not read, the previous certificates stay in force: {e}"
+        ),
+    }
+}
+
+fn reload_pair(pair: &PairFiles, listener: &str) {
+    let [cert, key] = pair.paths();
+    match pair.reload() {
+        Ok(Reloaded::Changed) => tracing::info!(
+            cert = %cert.display(),
+            key = %key.display(),
+            "TLS certificate of the {listener} reloaded"
+        ),
+        Ok(Reloaded::Unchanged) => {}
+        Err(e) => tracing::error!(
+            "certificate of the {listener} rejected, the previous one stays in force: {e}"
+        ),
+    }
 }
 
 /// Queues a reload on `tx` at every SIGHUP (a full queue means one is pending already).

@@ -14,9 +14,9 @@
 //! (`timeouts.client_header_secs`, `timeouts.publish_idle_secs` on the publish listener), else
 //! the connection is closed: [`first_request`] watches that, and its timer is gone as soon as the
 //! first request reaches the service. On a TLS listener ([`crate::tls`]) the handshake comes
-//! first, within the same deadline; the TLS session then stays with hyper for the connection's
-//! life (held streams and WebSockets over TLS take hyper's path, not [`direct`] or the taken
-//! socket), and its requests are routed as `ssl=yes` and forwarded with
+//! first, within the same deadline; a held HTTP/1.1 stream then takes the TLS session from hyper
+//! as it takes a TCP socket ([`direct`]), while WebSockets over TLS stay on hyper's upgraded
+//! connection, and its requests are routed as `ssl=yes` and forwarded with
 //! `X-Forwarded-Proto: https`. The publish listener takes the same path when it has a
 //! certificate (`[tls] publish_cert`). hyper's own HTTP/1.1 header timer, set to the same value,
 //! covers the requests after it; it cannot cover the first, because it starts only once
@@ -52,6 +52,7 @@ use crate::http::{Body, BoxError};
 mod direct;
 
 use crate::shutdown::Signal;
+use crate::sink::Wire;
 use crate::socket::{Cell, ClientSocket, Guards, Shared};
 
 /// A bound, not yet running, Holdfast server.
@@ -62,8 +63,8 @@ pub struct Server {
     tls_clients: Vec<(TcpListener, TlsAcceptor)>,
     certs: Option<Arc<crate::tls::Certificates>>,
     publish: TcpListener,
-    /// The publish listener's TLS, when it has a certificate.
-    publish_tls: Option<TlsAcceptor>,
+    /// The publish listener's TLS, when it has a certificate, and that certificate's files.
+    publish_tls: Option<(TlsAcceptor, Arc<crate::tls::pair::PairFiles>)>,
     /// Pushpin's Prometheus page (`server.prometheus_listen`).
     prometheus: Vec<TcpListener>,
     api: Arc<crate::publish::Api>,
@@ -164,7 +165,8 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = self.app;
         let _watcher = crate::reload::spawn(app.clone());
-        let _cert_watcher = self.certs.clone().and_then(crate::reload::spawn_certs);
+        let publish_pair = self.publish_tls.as_ref().map(|(_, pair)| pair.clone());
+        let _cert_watchers = crate::reload::spawn_certs(self.certs.clone(), publish_pair);
         let _bus = app.bus.start();
         on_sigusr1(app.clone());
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
@@ -210,7 +212,7 @@ impl Server {
             .chain(std::iter::once((
                 self.publish,
                 Kind::Publish,
-                self.publish_tls,
+                self.publish_tls.map(|(acceptor, _)| acceptor),
             )))
             .chain((self.prometheus.into_iter()).map(|l| (l, Kind::Prometheus, None)));
         let mut loops = Vec::new();
@@ -442,13 +444,14 @@ struct Conn {
     deadline: Instant,
 }
 
-/// What a client connection runs over: the TCP socket, or a TLS session on it.
-trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+/// What a client connection runs over: the TCP socket, or a TLS session on it. Either can be
+/// taken from hyper by a held stream ([`direct`]), as a [`Wire`].
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Into<Wire> + 'static {
     /// Requests on it arrived over TLS (routing's `ssl`, `X-Forwarded-Proto`).
     const TLS: bool;
 
-    /// The cell of a plain TCP socket, which a held stream ([`direct`]) or a WebSocket may take
-    /// from hyper; `None` over TLS, whose bytes must go through the session hyper drives.
+    /// The cell of a plain TCP socket, which a WebSocket may take from hyper after its upgrade;
+    /// `None` over TLS, whose WebSockets stay on hyper's upgraded connection.
     fn plain(cell: &Arc<Cell<Guards, Self>>) -> Option<&Arc<Cell<Guards>>>
     where
         Self: Sized;
@@ -580,14 +583,14 @@ fn respond<S: Transport>(
 ) -> Pin<Box<impl std::future::Future<Output = Result<hyper::Response<Body>, Infallible>> + Send>> {
     // Called as hyper hands the head on, within its poll of the connection.
     cell.mark_requested();
-    let (app, api, cell) = (app.clone(), api.clone(), S::plain(cell).cloned());
+    let (app, api) = (app.clone(), api.clone());
     // Only an upgrade can take the socket; other requests skip the extension map.
-    if let Some(cell) = cell.as_ref() {
+    if let Some(plain) = S::plain(cell) {
         if req.headers().contains_key(hyper::header::UPGRADE) {
-            req.extensions_mut().insert(ClientSocket(cell.clone()));
+            req.extensions_mut().insert(ClientSocket(plain.clone()));
         }
     }
-    let direct_allowed = cell.is_some() && direct::request_allows(&req);
+    let cell = direct::request_allows(&req).then(|| cell.clone());
     // hyper keeps an allocation the size of this future for the whole life of the
     // connection; boxed, that is a pointer, and the handler's own state is freed as
     // soon as the response head is ready (a held connection can last for hours).
@@ -597,11 +600,13 @@ fn respond<S: Transport>(
             Kind::Publish => api.handle(req, peer).await,
             Kind::Prometheus => prometheus_page(&app, &api, &req),
         };
-        if direct_allowed && direct::eligible(&resp) {
+        if direct::eligible(&resp) {
             if let Some(owned) = cell.as_ref().and_then(|c| c.take()) {
+                let (stream, guards) = owned.into_parts();
+                let count = DirectStreamCount::new(app);
                 // The writer's own future is the task: a wrapping `async` block
                 // would keep its own copy of the moved socket and response.
-                tokio::spawn(direct::write(owned, resp, DirectStreamCount::new(app)));
+                tokio::spawn(direct::write(stream.into(), guards, resp, count));
                 // hyper's attempt to write this finds no socket and ends the
                 // connection, freeing its buffers.
                 return Ok(hyper::Response::new(crate::http::full("")));

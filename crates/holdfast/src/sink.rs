@@ -25,7 +25,12 @@
 //! Which items the hub may write itself is decided here too ([`plain_chunk`], [`plain_ws_frame`]),
 //! with the wire encoders ([`chunk`], [`frame`], [`ws_frame`]) and the [`HeldStream`] marker a
 //! held session's response carries to the server: the hub holds state and shared bytes, this
-//! module the wire formats.
+//! module the wire formats. The socket itself is a [`Wire`]: a TCP socket, or a TLS session on
+//! one, whose records are made under the same lock.
+
+mod wire;
+
+pub use wire::{Input, Wire};
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +38,6 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use grip::publish::{Action, MessageType, PublishItem};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -48,7 +52,7 @@ pub struct Sink {
 #[derive(Default)]
 struct State {
     /// The socket, once the writer has it and until the stream ends.
-    stream: Option<Arc<TcpStream>>,
+    wire: Option<Wire>,
     /// Bytes not yet written, in order.
     out: Vec<u8>,
     /// The session waits with nothing queued and would pass a plain chunk through unchanged.
@@ -90,8 +94,8 @@ impl Sink {
     /// marks the stream busy, so that no later chunk overtakes the queued item.
     pub fn offer<R>(&self, direct: bool, queue: impl FnOnce() -> R) -> Offer<R> {
         let mut st = self.lock();
-        if direct && st.idle && !st.reserved && !st.tail && st.out.is_empty() && st.stream.is_some()
-        {
+        let quiet = st.wire.as_ref().is_some_and(|w| !w.is_pending());
+        if direct && st.idle && !st.reserved && !st.tail && st.out.is_empty() && quiet {
             st.reserved = true;
             return Offer::Reserved;
         }
@@ -105,7 +109,7 @@ impl Sink {
         let mut st = self.lock();
         st.reserved = false;
         st.last_write = Some(now);
-        let written = match st.stream.as_ref().map(|s| s.try_write(chunk)) {
+        let written = match st.wire.as_mut().map(|w| w.try_write(chunk)) {
             Some(Ok(n)) => n,
             Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => 0,
             // The client is gone; its writer finds out by itself.
@@ -117,7 +121,7 @@ impl Sink {
         if let Some(waker) = st.waker.take() {
             waker.wake();
         }
-        if !st.out.is_empty() {
+        if !st.out.is_empty() || st.wire.as_ref().is_some_and(Wire::is_pending) {
             drop(st);
             self.notify.notify_one();
         }
@@ -144,20 +148,29 @@ impl Sink {
     // --- the writer's side
 
     /// Gives the sink its socket, with `head` (the response head) as the first bytes to send.
-    pub fn attach(&self, stream: Arc<TcpStream>, head: Vec<u8>) {
+    pub fn attach(&self, wire: Wire, head: Vec<u8>) {
         let mut st = self.lock();
-        st.stream = Some(stream);
+        st.wire = Some(wire);
         st.out = head;
     }
 
-    /// The stream has ended: no more writes here.
-    pub fn detach(&self) {
+    /// The stream has ended: no more writes here. Returns the socket.
+    pub fn detach(&self) -> Option<Wire> {
         let mut st = self.lock();
-        st.stream = None;
         st.idle = false;
         st.tail = false;
         st.waker = None;
         st.out = Vec::new();
+        st.wire.take()
+    }
+
+    /// Reads what the client sent and drops it (a held stream carries no other request),
+    /// so that its closing is seen; call it when the socket is readable.
+    pub fn read_input(&self) -> io::Result<Input> {
+        match self.lock().wire.as_mut() {
+            Some(wire) => wire.read_input(),
+            None => Ok(Input::Closed),
+        }
     }
 
     /// Appends bytes for the client (under the lock, so the hub sees them as unwritten).
@@ -165,10 +178,31 @@ impl Sink {
         f(&mut self.lock().out);
     }
 
-    /// Writes everything unwritten to `stream`, waiting for the socket or for a reservation to
-    /// be written first.
-    pub async fn flush(&self, stream: &TcpStream) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_flush(stream, cx)).await
+    /// Writes everything unwritten, waiting for the socket or for a reservation to be written
+    /// first.
+    pub async fn flush(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Sends `close_notify` over TLS, and shuts the socket's sending side, once no reservation
+    /// is pending and everything unwritten is out.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        if let Some(wire) = self.lock().wire.as_mut() {
+            wire.close_notify();
+        }
+        self.flush().await?;
+        match self.detach() {
+            Some(wire) => {
+                let tcp = wire.tcp().clone();
+                drop(wire);
+                match Arc::try_unwrap(tcp) {
+                    Ok(mut tcp) => tokio::io::AsyncWriteExt::shutdown(&mut tcp).await,
+                    // Someone still holds the socket; dropping it closes it.
+                    Err(_) => Ok(()),
+                }
+            }
+            None => Ok(()),
+        }
     }
 
     /// Resolves when a fan-out has left bytes for the writer.
@@ -181,25 +215,24 @@ impl Sink {
 
     /// Writes what the WebSocket framer gives, once a reservation is written and what the hub
     /// left behind has gone out first.
-    pub fn poll_write(
-        &self,
-        stream: &TcpStream,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut st = self.lock();
-        if let Err(e) = std::task::ready!(self.poll_drain(&mut st, stream, cx)) {
+        if let Err(e) = std::task::ready!(self.poll_drain(&mut st, cx)) {
             return Poll::Ready(Err(e));
         }
+        let st = &mut *st;
+        let Some(wire) = st.wire.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
         loop {
-            match stream.try_write(buf) {
+            match wire.try_write(buf) {
                 Ok(n) => {
                     st.tail = n < buf.len();
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     st.tail = true;
-                    std::task::ready!(stream.poll_write_ready(cx))?;
+                    std::task::ready!(wire.tcp().poll_write_ready(cx))?;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -208,38 +241,55 @@ impl Sink {
 
     /// Writes everything unwritten (what the writer appended, or what a fan-out left behind),
     /// after a reservation ahead of it.
-    pub fn poll_flush(&self, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut st = self.lock();
-        if st.out.is_empty() {
+        if st.out.is_empty() && !st.wire.as_ref().is_some_and(Wire::is_pending) {
             return Poll::Ready(Ok(()));
         }
-        self.poll_drain(&mut st, stream, cx)
+        self.poll_drain(&mut st, cx)
     }
 
     /// Ready once no reservation is pending and `out` is written (idle between messages, a
     /// connection keeps no buffer).
-    fn poll_drain(
-        &self,
-        st: &mut State,
-        stream: &TcpStream,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_drain(&self, st: &mut State, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if st.reserved {
             st.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        while !st.out.is_empty() {
-            match stream.try_write(&st.out) {
-                Ok(n) if n == st.out.len() => st.out = Vec::new(),
-                Ok(n) => drop(st.out.drain(..n)),
+        let Some(wire) = st.wire.as_mut() else {
+            // The stream has ended; what was left is dropped with it.
+            return Poll::Ready(if st.out.is_empty() {
+                Ok(())
+            } else {
+                Err(gone())
+            });
+        };
+        loop {
+            // Records already made go first (TLS), then what is unwritten.
+            let written = if wire.is_pending() {
+                wire.send_pending().map(|()| None)
+            } else if !st.out.is_empty() {
+                wire.try_write(&st.out).map(Some)
+            } else {
+                return Poll::Ready(Ok(()));
+            };
+            match written {
+                Ok(None) => {}
+                Ok(Some(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(Some(n)) if n == st.out.len() => st.out = Vec::new(),
+                Ok(Some(n)) => drop(st.out.drain(..n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::task::ready!(stream.poll_write_ready(cx))?;
+                    std::task::ready!(wire.tcp().poll_write_ready(cx))?;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        Poll::Ready(Ok(()))
     }
+}
+
+/// The error of a write to a sink whose stream has ended.
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the stream has ended")
 }
 
 /// Appends `data` to `out` as one HTTP/1.1 chunk: the size line, the data and the line end.
@@ -311,7 +361,7 @@ mod tests {
     use std::task::Wake;
 
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -324,16 +374,16 @@ mod tests {
     }
 
     /// A connected pair: the server side in a sink, attached and idle, and the client side.
-    async fn idle_sink() -> (Arc<Sink>, Arc<TcpStream>, TcpStream) {
+    async fn idle_sink() -> (Arc<Sink>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let server = Arc::new(listener.accept().await.unwrap().0);
+        let server = listener.accept().await.unwrap().0;
         let sink = Sink::new();
-        sink.attach(server.clone(), Vec::new());
+        sink.attach(Wire::from(server), Vec::new());
         sink.park(|| true);
-        (sink, server, client)
+        (sink, client)
     }
 
     async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
@@ -344,16 +394,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_framer_write_waits_for_the_reserved_chunk_and_goes_after_it() {
-        let (sink, server, mut client) = idle_sink().await;
+        let (sink, mut client) = idle_sink().await;
         assert!(matches!(sink.offer(true, || ()), Offer::Reserved));
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
-        assert!(sink.poll_write(&server, &mut cx, b"second").is_pending());
+        assert!(sink.poll_write(&mut cx, b"second").is_pending());
         assert!(!flag.0.load(Ordering::SeqCst));
         sink.write_reserved(&Bytes::from_static(b"first"), Instant::now());
         assert!(flag.0.load(Ordering::SeqCst), "the framer was not woken");
-        match sink.poll_write(&server, &mut cx, b"second") {
+        match sink.poll_write(&mut cx, b"second") {
             Poll::Ready(Ok(6)) => {}
             other => panic!("expected the whole write, got {other:?}"),
         }
@@ -362,12 +412,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_writes_nothing_while_the_framer_holds_part_of_a_frame() {
-        let (sink, server, mut client) = idle_sink().await;
+        let (sink, mut client) = idle_sink().await;
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         // More than the socket buffers take while nobody reads.
         let frame = vec![7u8; 32 << 20];
-        let taken = match sink.poll_write(&server, &mut cx, &frame) {
+        let taken = match sink.poll_write(&mut cx, &frame) {
             Poll::Ready(Ok(n)) => n,
             other => panic!("expected a partial write, got {other:?}"),
         };
@@ -381,7 +431,7 @@ mod tests {
         });
         let mut rest = &frame[taken..];
         while !rest.is_empty() {
-            let n = std::future::poll_fn(|cx| sink.poll_write(&server, cx, rest))
+            let n = std::future::poll_fn(|cx| sink.poll_write(cx, rest))
                 .await
                 .unwrap();
             rest = &rest[n..];

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::sink::Sink;
+use crate::sink::{Sink, Wire};
 
 /// What must live exactly as long as a client socket: the connection-cap permit (none on the
 /// publish listener), the descriptor (from the client budget, or the publish API's share), the
@@ -210,7 +210,7 @@ impl<G> Upgraded<G> {
         }
         Ok(cell.take().map(|owned| {
             let stream = Arc::new(owned.stream);
-            sink.attach(stream.clone(), Vec::new());
+            sink.attach(Wire::Tcp(stream.clone()), Vec::new());
             Upgraded {
                 pre: Bytes::from(pre),
                 stream,
@@ -223,7 +223,7 @@ impl<G> Upgraded<G> {
 
 impl<G> Drop for Upgraded<G> {
     fn drop(&mut self) {
-        self.sink.detach();
+        drop(self.sink.detach());
     }
 }
 
@@ -258,19 +258,19 @@ impl<G: Unpin> AsyncWrite for Upgraded<G> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.sink.poll_write(&self.stream, cx, buf)
+        self.sink.poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.sink.poll_flush(&self.stream, cx)
+        self.sink.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.as_mut().poll_flush(cx))?;
-        self.sink.detach();
+        drop(self.sink.detach());
         match Arc::get_mut(&mut self.stream) {
             Some(stream) => Pin::new(stream).poll_shutdown(cx),
-            // Only a fan-out write in progress still holds it; dropping closes the socket.
+            // Someone else still holds it; dropping closes the socket.
             None => Poll::Ready(Ok(())),
         }
     }

@@ -5,7 +5,8 @@
 //! A listener presents, by the name the client asked for (SNI), a certificate of the
 //! `--tls-certs` folder ([`dir`]: the name's own, its wildcard, the listener's
 //! `default_<port>`), else the `--tls-cert` one. The folder is read again when it changes
-//! ([`dir::CertDir::reload`]); a handshake reads the current state once.
+//! ([`dir::CertDir::reload`]), and so are the `--tls-cert`/`--tls-key` files and the publish
+//! listener's ([`pair::PairFiles::reload`]); a handshake reads the current state once.
 //!
 //! rustls runs on the `ring` crypto provider, the one the origin client already uses
 //! ([`crate::origin`]): one provider in the binary, and it builds with a Rust toolchain alone
@@ -17,6 +18,7 @@
 //! with the file in the message.
 
 pub mod dir;
+pub mod pair;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 use dir::CertDir;
+use pair::PairFiles;
 
 /// A certificate or key file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +125,7 @@ pub fn load_key_pair(
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,
@@ -177,7 +180,7 @@ pub fn server_config(
 #[derive(Debug)]
 pub struct Certificates {
     dir: Option<CertDir>,
-    single: Option<Arc<CertifiedKey>>,
+    single: Option<PairFiles>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -187,7 +190,7 @@ impl Certificates {
     pub fn load(config: &TlsConfig) -> Result<Option<Arc<Certificates>>, TlsError> {
         let provider = provider();
         let single = match (&config.cert, &config.key) {
-            (Some(cert), Some(key)) => Some(Arc::new(load_key_pair(cert, key, &provider)?)),
+            (Some(cert), Some(key)) => Some(PairFiles::load(cert, key, provider.clone())?),
             _ => None,
         };
         let dir = match &config.certs {
@@ -209,10 +212,15 @@ impl Certificates {
         self.dir.as_ref()
     }
 
+    /// The `--tls-cert`/`--tls-key` pair, when there is one.
+    pub fn single(&self) -> Option<&PairFiles> {
+        self.single.as_ref()
+    }
+
     /// The pair for a handshake on listener `port` that asked for `server_name`.
     fn pick(&self, server_name: Option<&str>, port: u16) -> Option<Arc<CertifiedKey>> {
         let from_dir = self.dir.as_ref().and_then(|d| d.pick(server_name, port));
-        from_dir.or_else(|| self.single.clone())
+        from_dir.or_else(|| self.single.as_ref().map(PairFiles::current))
     }
 
     /// The acceptor of the TLS listener on `port`.
@@ -228,15 +236,18 @@ impl Certificates {
     }
 }
 
-/// The acceptor of the publish listener, when `[tls]` gives it a certificate.
-pub fn publish_acceptor(config: &TlsConfig) -> Result<Option<TlsAcceptor>, TlsError> {
+/// The acceptor of the publish listener, with the files of its certificate (for reload), when
+/// `[tls]` gives it one.
+pub fn publish_acceptor(
+    config: &TlsConfig,
+) -> Result<Option<(TlsAcceptor, Arc<PairFiles>)>, TlsError> {
     let (Some(cert), Some(key)) = (&config.publish_cert, &config.publish_key) else {
         return Ok(None);
     };
     let provider = provider();
-    let pair = load_key_pair(cert, key, &provider)?;
-    let resolver = Arc::new(rustls::sign::SingleCertAndKey::from(pair));
-    Ok(Some(TlsAcceptor::from(server_config(resolver, provider)?)))
+    let pair = Arc::new(PairFiles::load(cert, key, provider.clone())?);
+    let acceptor = TlsAcceptor::from(server_config(pair.clone(), provider)?);
+    Ok(Some((acceptor, pair)))
 }
 
 /// Picks a listener's certificate for each handshake.

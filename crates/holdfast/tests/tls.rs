@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use support::ws::*;
 use support::*;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
@@ -320,7 +320,153 @@ async fn a_held_sse_stream_over_tls_receives_a_publish() {
         read_until(&mut body, "data: over tls\n\n").await,
         "data: over tls\n\n"
     );
-    // Over TLS the stream stays on hyper's path: the plaintext writer never takes it.
+    // The stream was taken from hyper, TLS session and all, by the held-stream writer.
+    assert_eq!(proxy.direct_streams(), 1);
+
+    // Many publishes in a row, and one larger than a TLS record, arrive whole and in order,
+    // whether the hub or the writer made their records.
+    let big = format!("data: {}\n\n", "x".repeat(100_000));
+    let mut items: Vec<_> = (0..50)
+        .map(|i| stream_item("news", None, None, &format!("data: {i}\n\n")))
+        .collect();
+    items.push(stream_item("news", None, None, &big));
+    items.push(stream_item("news", None, None, "data: end\n\n"));
+    proxy.publish_items(items).await;
+    let got = read_until(&mut body, "data: end\n\n").await;
+    let want: String = (0..50).map(|i| format!("data: {i}\n\n")).collect();
+    assert_eq!(got, want + &big + "data: end\n\n");
+}
+
+/// An origin that holds every request as an SSE stream on channel `news`.
+async fn sse_origin() -> Origin {
+    grip_origin(
+        200,
+        &[
+            ("grip-hold", "stream"),
+            ("grip-channel", "news"),
+            ("content-type", "text/event-stream"),
+        ],
+        "event: open\ndata: \n\n",
+    )
+    .await
+}
+
+/// Reads from `tls` until what was read ends with `want`; everything read (bounded: 10 s).
+async fn read_tls_until(tls: &mut TlsStream<TcpStream>, want: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(want.as_bytes()) {
+        let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+            .await
+            .expect("data within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+#[tokio::test]
+async fn a_client_leaving_a_held_tls_stream_releases_it() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ca.write_pair(dir.path());
+    let origin = sse_origin().await;
+    let proxy = tls_proxy(&format!("* {}\n", origin.target()), &pair).await;
+    let addr = proxy.tls.unwrap();
+
+    // A client that says close_notify and keeps its socket open, one that only closes its
+    // socket, and one that goes on: only the third stays.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut tls = connect_tls(addr, &ca.der(), "localhost", &[b"http/1.1"]).await;
+        tls.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        read_tls_until(&mut tls, "event: open\ndata: \n\n\r\n").await;
+        streams.push(tls);
+    }
+    proxy.wait_subscribers("news", 3).await;
+    assert_eq!(proxy.direct_streams(), 3);
+    let mut stays = streams.pop().unwrap();
+    let closes = streams.pop().unwrap();
+    let mut notifies = streams.pop().unwrap();
+
+    notifies.get_mut().1.send_close_notify();
+    notifies.flush().await.unwrap();
+    proxy.wait_direct_streams(2).await;
+    proxy.wait_subscribers("news", 2).await;
+    // And the server has closed the connection, with nothing more sent.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, notifies.read_to_end(&mut rest))
+        .await
+        .expect("closed by the server within 10 s");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    drop(closes);
+    proxy.wait_direct_streams(1).await;
+    proxy.wait_subscribers("news", 1).await;
+
+    proxy
+        .publish_stream("news", None, None, "data: still here\n\n")
+        .await;
+    read_tls_until(&mut stays, "data: still here\n\n\r\n").await;
+}
+
+#[tokio::test]
+async fn a_long_poll_over_tls_receives_a_publish() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ca.write_pair(dir.path());
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "response"), ("grip-channel", "lp")],
+        "timed out\n",
+    )
+    .await;
+    let proxy = tls_proxy(&format!("* {}\n", origin.target()), &pair).await;
+
+    let tls = connect_tls(proxy.tls.unwrap(), &ca.der(), "localhost", &[b"http/1.1"]).await;
+    let poll = tokio::spawn(send_h1(tls, get_req("/poll")));
+    proxy.wait_subscribers("lp", 1).await;
+    proxy
+        .publish_items([response_item("lp", "published\n")])
+        .await;
+    let resp = tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("answered within 10 s")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(text(resp).await, "published\n");
+}
+
+#[tokio::test]
+async fn a_held_stream_over_http2_and_tls_receives_a_publish_through_hyper() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ca.write_pair(dir.path());
+    let origin = sse_origin().await;
+    let proxy = tls_proxy(&format!("* {}\n", origin.target()), &pair).await;
+
+    let tls = connect_tls(proxy.tls.unwrap(), &ca.der(), "localhost", &[b"h2"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://localhost/events")
+        .body(full(""))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    let mut body = resp.into_body();
+    read_until(&mut body, "event: open\ndata: \n\n").await;
+    proxy.wait_subscribers("news", 1).await;
+    proxy
+        .publish_stream("news", None, None, "data: h2\n\n")
+        .await;
+    assert_eq!(read_until(&mut body, "data: h2\n\n").await, "data: h2\n\n");
+    // HTTP/2 streams share their connection: they stay with hyper.
     assert_eq!(proxy.direct_streams(), 0);
 }
 
@@ -706,4 +852,114 @@ async fn the_largest_header_timeout_overflows_no_deadline_on_either_listener() {
         assert_eq!(send_h1(tls, get_req("/")).await.status(), 200);
         assert_eq!(get(&proxy.url("/")).await.status(), 200);
     }
+}
+
+/// The address of the binary's TLS client listener (`kind` "Client") or publish listener
+/// ("Publish"), from its "listening" log line.
+fn listening(hf: &support::binary::Binary, kind: &str) -> SocketAddr {
+    let line = hf.wait_for(|v| {
+        v["fields"]["message"] == "listening"
+            && v["fields"]["kind"] == kind
+            && v["fields"]["tls"] == true
+    });
+    line["fields"]["addr"].as_str().unwrap().parse().unwrap()
+}
+
+/// Waits for an error log line that names `file`.
+fn rejected(hf: &support::binary::Binary, file: &Path) -> String {
+    let file = file.to_str().unwrap().to_string();
+    let line = hf.wait_for(|v| {
+        v["level"] == "ERROR"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&file))
+    });
+    line["fields"]["message"].as_str().unwrap().to_string()
+}
+
+/// Publishes `content` on channel `test` through the publish API at `addr`, over HTTPS.
+async fn publish_https(addr: SocketAddr, ca: &CertificateDer<'static>, content: &str) {
+    let tls = connect_tls(addr, ca, "localhost", &[b"http/1.1"]).await;
+    let items = json!({ "items": [stream_item("test", None, None, content)] });
+    let req = Request::post("/publish/")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(full(items.to_string()))
+        .unwrap();
+    assert_eq!(send_h1(tls, req).await.status(), 200);
+}
+
+#[tokio::test]
+async fn certificate_files_are_reloaded_on_change_and_sighup_and_a_bad_one_is_rejected() {
+    let ca = Ca::new();
+    let root = ca.der();
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.write_named(dir.path(), "server", &["localhost"]);
+    let publish_first = ca.write_named(dir.path(), "publish", &["localhost"]);
+    let file = |name: &str| dir.path().join(name);
+    let arg = |name: &str| file(name).to_str().unwrap().to_string();
+    let hf = support::binary::Binary::start([
+        "--listen",
+        "127.0.0.1:0",
+        "--publish-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &arg("server.crt"),
+        "--tls-key",
+        &arg("server.key"),
+        "--publish-tls-cert",
+        &arg("publish.crt"),
+        "--publish-tls-key",
+        &arg("publish.key"),
+    ]);
+    let tls = listening(&hf, "Client");
+    let publish = listening(&hf, "Publish");
+    assert_eq!(served(tls, &root, "localhost").await, Some(first));
+    assert_eq!(
+        served(publish, &root, "localhost").await,
+        Some(publish_first)
+    );
+
+    // A held stream opened before the files change.
+    let conn = connect_tls(tls, &root, "localhost", &[b"http/1.1"]).await;
+    let mut held = send_h1(conn, get_req("/stream")).await.into_body();
+    publish_https(publish, &root, "before\n").await;
+    read_until(&mut held, "before\n").await;
+
+    // New pairs, each written beside and renamed over the old files (the key first).
+    let second = ca.write_named(dir.path(), "server", &["localhost"]);
+    let publish_second = ca.write_named(dir.path(), "publish", &["localhost"]);
+    wait_served(tls, &root, "localhost", &second).await;
+    wait_served(publish, &root, "localhost", &publish_second).await;
+    publish_https(publish, &root, "after\n").await;
+    read_until(&mut held, "after\n").await;
+
+    // A broken certificate file is rejected by name, and the pair in force stays; SIGHUP reads
+    // it again, and rejects it again.
+    std::fs::write(file("server.crt"), "not a certificate\n").unwrap();
+    let message = rejected(&hf, &file("server.crt"));
+    assert!(message.contains("previous one stays in force"), "{message}");
+    assert_eq!(served(tls, &root, "localhost").await, Some(second.clone()));
+    hf.signal("HUP");
+    rejected(&hf, &file("server.crt"));
+    assert_eq!(served(tls, &root, "localhost").await, Some(second));
+
+    // A publish key that is not its certificate's is rejected too.
+    std::fs::write(
+        file("publish.key"),
+        KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let message = rejected(&hf, &file("publish.key"));
+    assert!(message.contains("does not match"), "{message}");
+    assert_eq!(
+        served(publish, &root, "localhost").await,
+        Some(publish_second)
+    );
+
+    // The stream opened at the start still carries publishes.
+    publish_https(publish, &root, "still\n").await;
+    read_until(&mut held, "still\n").await;
 }

@@ -8,7 +8,8 @@
 //! subscriber reads its stream straight off the socket ([`super::sse`]) and retries (up to
 //! [`MAX_CONNECT_ATTEMPTS`] times, with a [`Backoff`]) until its stream delivers its first bytes,
 //! then holds that stream and never reconnects (a stream that breaks afterwards is counted as
-//! closed). A long-poll subscriber uses hyper's client: it re-polls on the same keep-alive
+//! closed); with `--tls` it makes a full TLS handshake first ([`crate::tls`]) and reads the same
+//! way through the TLS session. A long-poll subscriber uses hyper's client: it re-polls on the same keep-alive
 //! connection as soon as a response completes, and opens a new connection if the old one
 //! closes; a reliable one (`--mode longpoll-reliable`) names the highest seq it has received in
 //! each re-poll, as `?last=m<seq>` appended to the path. A WebSocket subscriber ([`ws`]) opens its TCP connection the same way as the others
@@ -32,7 +33,9 @@ use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
+};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -101,6 +104,12 @@ pub struct WorkerArgs {
     /// Exit after this many seconds even if the parent never asks.
     #[arg(long)]
     pub deadline_secs: u64,
+    /// SSE subscribers speak TLS.
+    #[arg(long)]
+    pub tls: bool,
+    /// The CA the proxy's certificate is checked against (else it is not checked).
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Counters and samples shared by the subscribers of one worker.
@@ -129,6 +138,8 @@ struct Shared {
     last_ready_us: AtomicU64,
     samples: Mutex<Samples>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// The TLS client settings, when subscribers speak TLS.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// Every delivery's latency, by message and by proxy; one lock for both.
@@ -263,6 +274,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             per_proxy: vec![ProxyTally::new(args.messages); args.proxies.len()],
         }),
         errors: Mutex::new(BTreeMap::new()),
+        tls: match args.tls {
+            true => Some(crate::tls::connector(args.tls_ca.as_deref())?),
+            false => None,
+        },
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -426,9 +441,8 @@ async fn sse_stream(
     seen: &mut [bool],
     connected: &mut bool,
 ) -> StreamEnd {
-    let mut permit = Some(permit);
     let proxy = shared.proxy_of(index);
-    let mut stream = match open(shared, index).await {
+    let stream = match open(shared, index).await {
         Ok(s) => s,
         Err(e) => {
             shared.error(proxy, format!("connect: {e}"));
@@ -438,6 +452,27 @@ async fn sse_stream(
     if !std::mem::replace(connected, true) {
         shared.connected.fetch_add(1, Ordering::Relaxed);
     }
+    let Some(connector) = &shared.tls else {
+        return sse_exchange(shared, proxy, permit, seen, stream).await;
+    };
+    match crate::tls::handshake(connector, stream).await {
+        Ok(tls) => sse_exchange(shared, proxy, permit, seen, tls).await,
+        Err(e) => {
+            shared.error(proxy, format!("TLS handshake: {e}"));
+            StreamEnd::BeforeData
+        }
+    }
+}
+
+/// The request and the stream of one SSE attempt on `stream` (TCP, or TLS over it).
+async fn sse_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    proxy: usize,
+    permit: tokio::sync::SemaphorePermit<'_>,
+    seen: &mut [bool],
+    mut stream: S,
+) -> StreamEnd {
+    let mut permit = Some(permit);
     if let Err(e) = stream.write_all(&shared.sse_requests[proxy]).await {
         shared.error(proxy, format!("request: {e}"));
         return StreamEnd::BeforeData;
@@ -495,7 +530,12 @@ async fn sse_stream(
 /// Describes a subscription answered with `head` (not `200`): `status 404 Not Found: ` and the
 /// start of the body, of which `buf` holds the first bytes up to `filled`. The rest is read for
 /// at most [`RECONNECT_PAUSE`].
-async fn refusal(stream: &mut TcpStream, buf: &mut [u8], head: sse::Head, filled: usize) -> String {
+async fn refusal<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+    head: sse::Head,
+    filled: usize,
+) -> String {
     let mut body = Body::new(head.framing);
     let mut pending: Vec<u8> = Vec::new();
     let excerpt = async {
@@ -519,8 +559,8 @@ async fn refusal(stream: &mut TcpStream, buf: &mut [u8], head: sse::Head, filled
 
 /// Reads until `buf` starts with a whole response head; returns it and how much of `buf` is
 /// filled (the body's first bytes may follow the head).
-async fn read_head(
-    stream: &mut TcpStream,
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
 ) -> anyhow::Result<(sse::Head, usize)> {
     let mut filled = 0;

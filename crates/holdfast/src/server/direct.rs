@@ -3,15 +3,17 @@
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every HTTP/1 connection, for
 //! as long as the connection lasts. A held stream (SSE, HTTP streaming) can last hours and never
 //! carries another request, so that is most of what it costs. So the client socket is shared
-//! between hyper and this module ([`Shared`]): hyper reads the request and the handler builds
+//! between hyper and this module ([`Shared`](crate::socket::Shared)): hyper reads the request and the handler builds
 //! the response as usual; when the response is a held stream on an HTTP/1.1 connection, the
-//! socket is taken away from hyper ([`Cell::take`]), hyper's connection ends (its next write
+//! socket is taken away from hyper ([`Cell::take`](crate::socket::Cell::take)), hyper's connection ends (its next write
 //! finds no socket) and frees its buffers, and [`write`] sends the response head and the
 //! stream's chunks itself, gathering whatever is queued into one write. It writes through the
 //! stream's [`Sink`], which the hub may also write plain chunks to while the session is idle.
+//!
+//! Over TLS the same happens to the TLS session: hyper's buffers and `tokio-rustls`'s wrapper
+//! go, and the sink keeps the TCP socket and rustls's record state ([`Wire`]), so a held stream
+//! over TLS costs what one in plaintext does plus rustls's own state.
 
-use std::io;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -20,12 +22,10 @@ use http::header::{CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::http::{Body, BoxError};
-use crate::sink::{HeldStream, Sink};
-use crate::socket::Owned;
+use crate::sink::{HeldStream, Input, Sink, Wire};
 
 /// Whether a request's response may be written by [`write`]: HTTP/1.1, and a method whose
 /// response has a body (not `HEAD`).
@@ -47,11 +47,13 @@ const GATHER_LIMIT: usize = 64 * 1024;
 /// Writes the held stream `resp` to the client: the head, then each chunk of the body with
 /// HTTP/1.1 chunked framing, what is queued gathered into one write (up to 64 KiB). The bytes go
 /// through the stream's [`Sink`], where the hub may also write plain chunks while the session
-/// is idle. Ends when the body ends (with the last chunk), when the body fails (without it, as
-/// hyper does), or when the client closes its side. `_count` lives as long as the stream.
-pub async fn write<G, C>(owned: Owned<G>, resp: Response<Body>, _count: C) {
-    // The guards are released when the stream ends, whichever way.
-    let (stream, _guards) = owned.into_parts();
+/// is idle. Ends when the body ends (with the last chunk, then TLS `close_notify`), when the
+/// body fails (without it, as hyper does), or when the client closes its side. `_count` lives
+/// as long as the stream, and so do `_guards` (the socket's permit, descriptor and drain guard).
+///
+/// It takes the socket as a [`Wire`], not as the stream it was: an `async fn` keeps room for its
+/// arguments for its whole life, and a `tokio-rustls` stream is 1.2 KiB.
+pub async fn write<G, C>(wire: Wire, _guards: G, resp: Response<Body>, _count: C) {
     let (parts, mut body) = resp.into_parts();
     let sink = match parts.extensions.get::<HeldStream>() {
         Some(HeldStream(sink)) => sink.clone(),
@@ -60,22 +62,23 @@ pub async fn write<G, C>(owned: Owned<G>, resp: Response<Body>, _count: C) {
     let mut head_bytes = Vec::with_capacity(256 + parts.headers.len() * 32);
     head(&parts, &mut head_bytes);
     drop(parts);
-    let stream = Arc::new(stream);
-    sink.attach(stream.clone(), head_bytes);
-    let ended = run(&sink, &stream, &mut body).await;
-    sink.detach();
+    // The writer's own handle on the socket, to wait until it can be read.
+    let tcp = wire.tcp().clone();
+    sink.attach(wire, head_bytes);
+    let ended = run(&sink, &tcp, &mut body).await;
+    drop(tcp);
     if ended {
-        if let Ok(mut stream) = Arc::try_unwrap(stream) {
-            let _ = stream.shutdown().await;
-        }
+        let _ = sink.shutdown().await;
     }
+    drop(sink.detach());
 }
 
 /// The write loop of [`write`]: true when the body ended and the last chunk was written.
-async fn run(sink: &Sink, stream: &TcpStream, body: &mut Body) -> bool {
-    // Anything the client sends on a held stream (it cannot be another request) is read and
-    // dropped, only so that its closing is seen.
-    let mut scratch = [0u8; 64];
+async fn run(sink: &Sink, tcp: &TcpStream, body: &mut Body) -> bool {
+    // A client may have left before the stream was taken from hyper.
+    if !matches!(sink.read_input(), Ok(Input::Open)) {
+        return false;
+    }
     let mut ended = false;
     loop {
         let mut gathered = 0;
@@ -91,7 +94,7 @@ async fn run(sink: &Sink, stream: &TcpStream, body: &mut Body) -> bool {
                 },
             }
         }
-        if sink.flush(stream).await.is_err() {
+        if sink.flush().await.is_err() {
             return false;
         }
         if ended {
@@ -105,11 +108,11 @@ async fn run(sink: &Sink, stream: &TcpStream, body: &mut Body) -> bool {
             // The read direction's own waker slot, not a waiter list: that replaces the waker
             // hyper's finished connection task left there, which would otherwise keep its
             // memory alive as long as the stream.
-            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => match ready.and_then(|()| stream.try_read(&mut scratch)) {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return false,
+            // Anything the client sends on a held stream (it cannot be another request) is
+            // read and dropped, only so that its closing is seen.
+            ready = std::future::poll_fn(|cx| tcp.poll_read_ready(cx)) => match ready.and_then(|()| sink.read_input()) {
+                Ok(Input::Open) => {}
+                Ok(Input::Closed) | Err(_) => return false,
             },
             () = sink.notified() => {}
         }
