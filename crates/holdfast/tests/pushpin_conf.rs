@@ -211,17 +211,13 @@ fn the_shipped_pushpin_conf_loads_as_it_is() {
     );
 }
 
-#[tokio::test]
-async fn the_shipped_pushpin_conf_serves_routes_beside_it_and_publishes() {
-    let Some(root) = pushpin_root() else { return };
-    // A copy laid out as the package is, with only the ports changed to free ones (port 0),
-    // since a test never takes a fixed port, and the runtime folder (where the stats socket
-    // goes) moved into the test's own.
-    let dir = tempfile::tempdir().unwrap();
-    let rundir = dir.path().join("run");
-    let shipped = std::fs::read_to_string(root.join("etc/pushpin/pushpin.conf")).unwrap();
-    let mut text = shipped.clone();
-    for (line, free) in [
+/// The shipped file with its ports moved to free ones (port 0; a test never takes a fixed port),
+/// its runtime folder (where the stats socket goes) to `rundir`, and the `more` lines changed;
+/// each line changed must be in the file exactly once.
+fn on_free_ports(shipped: &str, rundir: &Path, more: &[(&str, &str)]) -> String {
+    let rundir = format!("\nrundir={}\n", rundir.display());
+    let mut text = shipped.to_string();
+    for (line, changed) in [
         ("\nhttp_port=7999\n", "\nhttp_port=127.0.0.1:0\n"),
         ("\npush_in_http_port=5561\n", "\npush_in_http_port=0\n"),
         (
@@ -236,18 +232,31 @@ async fn the_shipped_pushpin_conf_serves_routes_beside_it_and_publishes() {
             "\ncommand_spec=tcp://127.0.0.1:5563\n",
             "\ncommand_spec=tcp://127.0.0.1:0\n",
         ),
-        (
-            "\nrundir=/var/run/pushpin\n",
-            &format!("\nrundir={}\n", rundir.display()),
-        ),
-    ] {
+        ("\nrundir=/var/run/pushpin\n", rundir.as_str()),
+    ]
+    .into_iter()
+    .chain(more.iter().copied())
+    {
         assert_eq!(
             text.matches(line).count(),
             1,
             "{line:?} in the shipped file"
         );
-        text = text.replace(line, free);
+        text = text.replace(line, changed);
     }
+    text
+}
+
+#[tokio::test]
+async fn the_shipped_pushpin_conf_serves_routes_beside_it_and_publishes() {
+    let Some(root) = pushpin_root() else { return };
+    // A copy laid out as the package is, with only the ports changed to free ones (port 0),
+    // since a test never takes a fixed port, and the runtime folder (where the stats socket
+    // goes) moved into the test's own.
+    let dir = tempfile::tempdir().unwrap();
+    let rundir = dir.path().join("run");
+    let shipped = std::fs::read_to_string(root.join("etc/pushpin/pushpin.conf")).unwrap();
+    let text = on_free_ports(&shipped, &rundir, &[]);
     let conf = dir.path().join("etc/pushpin/pushpin.conf");
     let lib = dir.path().join("usr/lib/pushpin");
     std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
@@ -336,35 +345,7 @@ async fn https_ports_serve_the_certificates_in_runner_certs_beside_the_config() 
     let https = format!("\nhttps_ports=127.0.0.1:{https_port}\n");
     let dir = tempfile::tempdir().unwrap();
     let rundir = dir.path().join("run");
-    let mut conf_text = shipped;
-    for (line, changed) in [
-        ("\nhttp_port=7999\n", "\nhttp_port=127.0.0.1:0\n"),
-        ("\n#https_ports=443\n", https.as_str()),
-        ("\npush_in_http_port=5561\n", "\npush_in_http_port=0\n"),
-        (
-            "\npush_in_spec=tcp://127.0.0.1:5560\n",
-            "\npush_in_spec=tcp://127.0.0.1:0\n",
-        ),
-        (
-            "\npush_in_sub_specs=tcp://127.0.0.1:5562\n",
-            "\npush_in_sub_specs=tcp://127.0.0.1:0\n",
-        ),
-        (
-            "\ncommand_spec=tcp://127.0.0.1:5563\n",
-            "\ncommand_spec=tcp://127.0.0.1:0\n",
-        ),
-        (
-            "\nrundir=/var/run/pushpin\n",
-            &format!("\nrundir={}\n", rundir.display()),
-        ),
-    ] {
-        assert_eq!(
-            conf_text.matches(line).count(),
-            1,
-            "{line:?} in the shipped file"
-        );
-        conf_text = conf_text.replace(line, changed);
-    }
+    let conf_text = on_free_ports(&shipped, &rundir, &[("\n#https_ports=443\n", &https)]);
     std::fs::write(dir.path().join("pushpin.conf"), conf_text).unwrap();
     std::fs::write(dir.path().join("routes"), "* test\n").unwrap();
     let certs = dir.path().join("runner/certs");
