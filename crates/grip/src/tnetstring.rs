@@ -143,7 +143,10 @@ fn parse_at(data: &Bytes, at: usize, depth: usize) -> Result<(Value, usize), Tne
             std::str::from_utf8(payload)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b"+-.0123456789eE".contains(&b)))
-                .and_then(|s| s.parse().ok())
+                .and_then(|s| s.parse::<f64>().ok())
+                // A number too large for a double would be infinity, which neither a
+                // tnetstring nor the JSON it becomes can carry.
+                .filter(|x| x.is_finite())
                 .ok_or(bad("float"))?,
         ),
         b'!' => match payload {
@@ -378,6 +381,19 @@ mod tests {
         assert_eq!(parse(&v.to_bytes()).unwrap(), v);
         let deeper = Value::List(vec![v]).to_bytes();
         assert_eq!(parse(&deeper).unwrap_err(), TnetError::TooDeep);
+    }
+
+    #[test]
+    fn a_float_too_large_for_a_double_is_refused() {
+        // Found by the tnetstring fuzz target: it parsed as infinity, which encodes as 0.0.
+        for text in [&b"5:1e999^"[..], b"6:-1e999^"] {
+            assert_eq!(
+                parse(text).unwrap_err(),
+                TnetError::BadPayload("float", 2),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     #[test]
