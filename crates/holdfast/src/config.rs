@@ -611,6 +611,9 @@ pub struct LogConfig {
     /// request, the default); a route's `access_log=` option overrides it. A `5xx` answer is
     /// always written unless the share is `0`.
     pub access_sample: f64,
+    /// Add the request's `User-Agent` to each access-log line (`user_agent`). Pushpin's
+    /// `[proxy] log_user_agent`. Default false.
+    pub user_agent: bool,
 }
 
 impl Default for LogConfig {
@@ -619,6 +622,7 @@ impl Default for LogConfig {
             level: "info".to_string(),
             format: LogFormat::Text,
             access_sample: 1.0,
+            user_agent: false,
         }
     }
 }

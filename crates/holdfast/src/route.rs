@@ -64,6 +64,10 @@ pub async fn handle(
         started: Instant::now(),
         log_level: None,
         sample: app.config.log.access_sample_ppm(),
+        user_agent: (app.config.log.user_agent)
+            .then(|| req.headers().get(http::header::USER_AGENT))
+            .flatten()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     };
     let mut entrance = Entrance {
         debug: app.config.server.debug,

@@ -127,6 +127,7 @@ const MAPPED: &[&str] = &[
     "stats_report_interval",
     "stats_format",
     "sockjs_url",
+    "log_user_agent",
 ];
 
 #[test]

@@ -196,6 +196,33 @@ async fn access_log_turns_a_routes_lines_off_or_samples_them() {
     assert!(seen.contains(&("/broken/x".to_string(), 502)), "{seen:?}");
 }
 
+#[tokio::test]
+async fn log_user_agent_adds_the_clients_user_agent_to_access_lines() {
+    let (origin, _) = named_origin("o").await;
+    let (dir, routes) = routes_file(&format!("* {}\n", origin.target()));
+    let config = dir.path().join("holdfast.toml");
+    std::fs::write(&config, "[log]\nuser_agent = true\n").unwrap();
+    let running = Binary::start([
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--publish-listen",
+        "127.0.0.1:0",
+        "--routes",
+        &routes,
+        "--log-level",
+        "info",
+    ]);
+    let agent = "holdfast-test/1.0 (like curl)";
+    assert_eq!(
+        get_with(&running.url("/ua"), &[("user-agent", agent)]).await,
+        (200, "o".into())
+    );
+    let line = running.wait_for(|v| v["fields"]["message"] == "request");
+    assert_eq!(line["fields"]["user_agent"], agent, "{line}");
+}
+
 /// An origin answering `…/start` with `first`, a next link to `next` and a gone link to `gone`,
 /// and `…/next` with `second`; it records each request's path and headers.
 async fn linking_origin(

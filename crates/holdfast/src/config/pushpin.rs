@@ -308,6 +308,9 @@ impl<'a> Mapper<'a> {
         })? {
             self.config.sockjs.url = url;
         }
+        if let Some(ua) = self.read("proxy", "log_user_agent", "log.user_agent", boolean)? {
+            self.config.log.user_agent = ua;
+        }
         if let Some(s) = self.take("proxy", "log_from") {
             if !boolean(&s.value).map_err(|m| s.error(m))? {
                 self.warn(
@@ -725,7 +728,6 @@ fn kind(section: &str, key: &str) -> Option<Kind> {
             "Holdfast does not keep marked original headers (route option orig_headers)",
         ),
         ("proxy", "cdn_loop") => Unsupported(Text, "Holdfast does not add a CDN-Loop header"),
-        ("proxy", "log_user_agent") => Unsupported(Bool, "Holdfast's access log has no user agent"),
         ("proxy", "stats_connections_max_ttl") | ("handler", "message_block_size") => {
             Unsupported(Number, ZMQ_STATS)
         }

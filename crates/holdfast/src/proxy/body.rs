@@ -328,6 +328,8 @@ pub struct AccessRecord {
     /// The share of requests logged, in parts per million (`log.access_sample`, or the route's
     /// `access_log=`).
     pub sample: u32,
+    /// The request's `User-Agent`, when `log.user_agent` asks for it.
+    pub user_agent: Option<String>,
 }
 
 impl AccessRecord {
@@ -345,6 +347,7 @@ impl AccessRecord {
             started: Instant::now(),
             log_level: None,
             sample: ALL,
+            user_agent: None,
         }
     }
 }
@@ -426,6 +429,7 @@ impl<B> Drop for Logged<B> {
             hold = r.hold.unwrap_or("-"),
             bytes = self.bytes,
             duration_ms = r.started.elapsed().as_secs_f64() * 1000.0,
+            user_agent = r.user_agent.as_deref(),
             "request"
         );
     }
