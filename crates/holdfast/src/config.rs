@@ -824,14 +824,16 @@ impl Config {
         if self.server.listen.is_empty() {
             return fail("server.listen", "at least one address is needed");
         }
-        if self.limits.max_header_size < MIN_HEADER_SIZE {
-            return Err((
-                "limits.max_header_size",
-                format!(
-                    "{} is below the minimum of {MIN_HEADER_SIZE}",
-                    self.limits.max_header_size
-                ),
-            ));
+        for (field, size) in [
+            ("limits.max_header_size", Some(self.limits.max_header_size)),
+            ("publish.max_header_size", self.publish.max_header_size),
+        ] {
+            if let Some(size) = size.filter(|&n| n < MIN_HEADER_SIZE) {
+                return Err((
+                    field,
+                    format!("{size} is below the minimum of {MIN_HEADER_SIZE}"),
+                ));
+            }
         }
         let prefix = &self.server.prometheus_prefix;
         let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';

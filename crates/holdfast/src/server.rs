@@ -205,8 +205,14 @@ impl Server {
             connection_rate_per_ip = app.config.limits.connection_rate_per_ip,
             "connection limits"
         );
-        let client_builder = builder(&app.config, timeouts.client_header());
-        let publish_builder = builder(&app.config, timeouts.publish_idle());
+        let limits = &app.config.limits;
+        let client_builder = builder(
+            &app.config,
+            timeouts.client_header(),
+            limits.max_header_size,
+        );
+        let publish_head = (app.config.publish.max_header_size).unwrap_or(limits.max_header_size);
+        let publish_builder = builder(&app.config, timeouts.publish_idle(), publish_head);
         let listeners = (self.clients.into_iter().map(|l| (l, Kind::Client, None)))
             .chain((self.tls_clients.into_iter()).map(|(l, a)| (l, Kind::Client, Some(a))))
             .chain(std::iter::once((
@@ -262,7 +268,11 @@ const HYPER_MAX_HEADERS: usize = 100;
 
 /// hyper's connection settings: the header limits, and `head_timeout` for the request heads
 /// after a connection's first (HTTP/1.1 keep-alive).
-fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecutor> {
+fn builder(
+    config: &Config,
+    head_timeout: Duration,
+    max_header_size: usize,
+) -> auto::Builder<TokioExecutor> {
     let limits = &config.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -270,7 +280,7 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
         .timer(TokioTimer::new())
         // hyper adds this to the clock unchecked; a larger one would panic.
         .header_read_timeout(head_timeout.min(crate::deadline::FAR))
-        .max_buf_size(limits.max_header_size);
+        .max_buf_size(max_header_size);
     // hyper's own limit is 100, and unset it parses every head with a header index built on the
     // stack in one go; only another value is handed to it.
     if limits.max_headers != HYPER_MAX_HEADERS {
@@ -279,7 +289,7 @@ fn builder(config: &Config, head_timeout: Duration) -> auto::Builder<TokioExecut
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
     builder
 }
 

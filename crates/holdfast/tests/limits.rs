@@ -420,8 +420,13 @@ fn head_with(n: usize, size: usize) -> Vec<u8> {
 
 /// Sends each head on its own connection and checks the status it gets.
 async fn assert_statuses(proxy: &Proxy, cases: &[(&str, Vec<u8>, &str)]) {
+    assert_statuses_at(proxy.addr, cases).await;
+}
+
+/// The same, at the listener `addr`.
+async fn assert_statuses_at(addr: std::net::SocketAddr, cases: &[(&str, Vec<u8>, &str)]) {
     for (case, head, want) in cases {
-        let mut stream = send_raw(proxy.addr, head).await;
+        let mut stream = send_raw(addr, head).await;
         let mut got = Vec::new();
         read_raw_until(&mut stream, &mut got, b"\r\n").await;
         let line = status_line(&got);
@@ -454,6 +459,25 @@ async fn request_heads_over_the_header_limits_are_431() {
         ("over the configured size", head_with(4, 5000), "431"),
     ];
     assert_statuses(&proxy, &cases).await;
+}
+
+#[tokio::test]
+async fn the_publish_api_has_its_own_header_size_limit_when_one_is_set() {
+    let proxy = Proxy::start("* test\n", |c| {
+        c.limits.max_header_size = 16384;
+        c.publish.max_header_size = Some(8192);
+    })
+    .await;
+    // 10 KB of headers: within the clients' limit, over the publish API's.
+    let head = |path: &str| {
+        let mut head = head_with(2, 5000);
+        head.splice(4..5, path.bytes());
+        head
+    };
+    assert_statuses_at(proxy.addr, &[("client", head("/"), "200")]).await;
+    assert_statuses_at(proxy.publish, &[("publish API", head("/healthz"), "431")]).await;
+    let small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    assert_statuses_at(proxy.publish, &[("publish API, small head", small, "200")]).await;
 }
 
 /// Connects to `addr` from the loopback address `from` and asks for `/`: `Some(response head)`

@@ -128,6 +128,7 @@ const MAPPED: &[&str] = &[
     "stats_format",
     "sockjs_url",
     "log_user_agent",
+    "push_in_http_max_headers_size",
 ];
 
 #[test]

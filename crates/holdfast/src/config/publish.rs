@@ -48,6 +48,10 @@ pub struct PublishConfig {
     /// Live status streams (`GET /status/events`, what an open status page reads) served at
     /// once; one more gets `503`. 0 refuses them all. Default 4.
     pub max_status_streams: usize,
+    /// The largest request head (request line and headers, in bytes) the publish API reads;
+    /// unset, `limits.max_header_size`, as for clients. At least 8192. Pushpin's
+    /// `push_in_http_max_headers_size`.
+    pub max_header_size: Option<usize>,
 }
 
 impl Default for PublishConfig {
@@ -62,6 +66,7 @@ impl Default for PublishConfig {
             max_items: 1000,
             max_json_depth: 32,
             max_status_streams: 4,
+            max_header_size: None,
         }
     }
 }

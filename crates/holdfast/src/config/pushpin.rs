@@ -601,6 +601,18 @@ impl<'a> Mapper<'a> {
         )? {
             self.config.limits.max_publish_body = n;
         }
+        if let Some(s) = self.take("handler", "push_in_http_max_headers_size") {
+            let mut n: usize = at_least(&s.value, 1).map_err(|m| s.error(m))?;
+            if n < MIN_HEADER_SIZE {
+                self.warn(
+                    &s,
+                    format_args!("{n} is below Holdfast's minimum of {MIN_HEADER_SIZE}, which is used instead"),
+                );
+                n = MIN_HEADER_SIZE;
+            }
+            self.config.publish.max_header_size = Some(n);
+            self.origin("publish.max_header_size", &s);
+        }
         if let Some(n) = self.read(
             "handler",
             "message_wait",
@@ -734,11 +746,6 @@ fn kind(section: &str, key: &str) -> Option<Kind> {
         ("handler", "state_spec") => {
             Unsupported(Spec, "Holdfast keeps no state in a ZeroMQ state service")
         }
-        ("handler", "push_in_http_max_headers_size") => Unsupported(
-            Number,
-            "the publish API's request headers are bounded by limits.max_header_size \
-             (client_buffer_size), as clients' are",
-        ),
         ("handler", "share_all") => Unsupported(
             Bool,
             "Holdfast does not share origin requests between clients",
