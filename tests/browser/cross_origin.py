@@ -223,14 +223,51 @@ def check(report, origin):
     return failures
 
 
-def main():
+def tools():
+    """The holdfast binary (HOLDFAST_BIN) and Chromium; (None, None) after saying which is
+    missing."""
     binary = os.environ.get("HOLDFAST_BIN")
     if not binary or not os.access(binary, os.X_OK):
         print("browser: HOLDFAST_BIN must name the holdfast binary", file=sys.stderr)
-        return 2
+        return None, None
     chromium = chromium_binary()
     if not chromium:
         print("browser: no Chromium (set CHROMIUM, or apt-get install chromium)", file=sys.stderr)
+        return None, None
+    return binary, chromium
+
+
+def publish_item(publish_port, item, authorization=None):
+    """Publishes one item through the publish API on `publish_port`."""
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    req = urllib.request.Request(f"http://127.0.0.1:{publish_port}/publish/",
+                                 data=json.dumps({"items": [item]}).encode(), headers=headers)
+    urllib.request.urlopen(req, timeout=5).read()
+
+
+def page_report(page):
+    """The report the test page posts back, once it has (bounded by DEADLINE)."""
+    if not page.reported.wait(DEADLINE):
+        raise AssertionError("the page did not report within %d s" % DEADLINE)
+    if "failed" in page.report:
+        raise AssertionError("the page failed: " + page.report["failed"])
+    return page.report
+
+
+def page_passes(page, failures):
+    """Prints each failure and the page's report when there are any; whether there were none."""
+    for f in failures:
+        print("browser: FAIL " + f, file=sys.stderr)
+    if failures:
+        print("browser: the page reported " + json.dumps(page.report, indent=2), file=sys.stderr)
+    return not failures
+
+
+def main():
+    binary, chromium = tools()
+    if not chromium:
         return 2
     origin = Origin()
     page = Page()
@@ -262,20 +299,8 @@ def main():
             item = {"channel": "browser", "formats": {"http-response": {
                 "headers": {"Content-Type": "application/json", "X-Data": "published"},
                 "body": '{"published": true}'}}}
-            req = urllib.request.Request(f"http://127.0.0.1:{publish}/publish/",
-                                         data=json.dumps({"items": [item]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=5).read()
-        if not page.reported.wait(DEADLINE):
-            raise AssertionError("the page did not report within %d s" % DEADLINE)
-        report = page.report
-        if "failed" in report:
-            raise AssertionError("the page failed: " + report["failed"])
-        failures = check(report, origin)
-        for f in failures:
-            print("browser: FAIL " + f, file=sys.stderr)
-        if failures:
-            print("browser: the page reported " + json.dumps(report, indent=2), file=sys.stderr)
+            publish_item(publish, item)
+        if not page_passes(page, check(page_report(page), origin)):
             return 1
         print(f"browser: {os.path.basename(chromium)} on http://localhost:{page.port} used "
               f"Holdfast on http://127.0.0.1:{port}: JSON-P (extended, basic, held), CORS "

@@ -17,10 +17,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import urllib.request
 
-from cross_origin import (accepts, chromium_binary, free_port, serve, start_chromium, stop,
-                          subscriptions, wait_until)
+from cross_origin import (accepts, free_port, page_passes, page_report, publish_item, serve,
+                          start_chromium, stop, subscriptions, tools, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOCKJS_JS = os.path.join(HERE, "..", "interop", "node_modules", "sockjs-client", "dist",
@@ -127,13 +126,8 @@ def check(report, origin):
 
 
 def main():
-    binary = os.environ.get("HOLDFAST_BIN")
-    if not binary or not os.access(binary, os.X_OK):
-        print("browser: HOLDFAST_BIN must name the holdfast binary", file=sys.stderr)
-        return 2
-    chromium = chromium_binary()
+    binary, chromium = tools()
     if not chromium:
-        print("browser: no Chromium (set CHROMIUM, or apt-get install chromium)", file=sys.stderr)
         return 2
     if not os.path.exists(SOCKJS_JS):
         print(f"browser: no {SOCKJS_JS}: run npm ci in tests/interop", file=sys.stderr)
@@ -158,20 +152,8 @@ def main():
                    DEADLINE, "a subscription for each of the page's SockJS sessions")
         if not page.reported.is_set():
             item = {"channel": "room", "formats": {"ws-message": {"content": "pushed!"}}}
-            req = urllib.request.Request(f"http://127.0.0.1:{publish}/publish/",
-                                         data=json.dumps({"items": [item]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=5).read()
-        if not page.reported.wait(DEADLINE):
-            raise AssertionError("the page did not report within %d s" % DEADLINE)
-        report = page.report
-        if "failed" in report:
-            raise AssertionError("the page failed: " + report["failed"])
-        failures = check(report, origin)
-        for f in failures:
-            print("browser: FAIL " + f, file=sys.stderr)
-        if failures:
-            print("browser: the page reported " + json.dumps(report, indent=2), file=sys.stderr)
+            publish_item(publish, item)
+        if not page_passes(page, check(page_report(page), origin)):
             return 1
         print(f"browser: {os.path.basename(chromium)} on http://localhost:{page.port} used "
               f"sockjs-client with Holdfast on http://127.0.0.1:{port} over "

@@ -21,9 +21,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import urllib.request
 
-from cross_origin import accepts, chromium_binary, free_port, stop, wait_until
+from cross_origin import accepts, free_port, publish_item, stop, tools, wait_until
 
 DEADLINE = 60.0
 USER, PASS = "operator", "status-pass"
@@ -162,13 +161,8 @@ def shown(cdp):
 
 
 def main():
-    binary = os.environ.get("HOLDFAST_BIN")
-    if not binary or not os.access(binary, os.X_OK):
-        print("browser: HOLDFAST_BIN must name the holdfast binary", file=sys.stderr)
-        return 2
-    chromium = chromium_binary()
+    binary, chromium = tools()
     if not chromium:
-        print("browser: no Chromium (set CHROMIUM, or apt-get install chromium)", file=sys.stderr)
         return 2
     work = tempfile.mkdtemp(prefix="holdfast-browser-status-")
     out = os.environ.get("STATUS_OUT") or work
@@ -215,11 +209,7 @@ def main():
 
         creds = base64.b64encode(f"{USER}:{PASS}".encode()).decode()
         item = {"channel": "test", "formats": {"http-stream": {"content": "hello\n"}}}
-        req = urllib.request.Request(f"http://127.0.0.1:{publish}/publish/",
-                                     data=json.dumps({"items": [item]}).encode(),
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": f"Basic {creds}"})
-        urllib.request.urlopen(req, timeout=5).read()
+        publish_item(publish, item, f"Basic {creds}")
         got = b""
         while b"hello\n" not in got:
             chunk = client.recv(4096)
