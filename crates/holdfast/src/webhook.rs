@@ -161,13 +161,35 @@ struct Shared {
     latency: crate::metrics::Histogram,
 }
 
+/// Where registrations are kept.
+enum Backend {
+    /// Nowhere: they live in memory.
+    Memory,
+    /// The JSON file `webhooks.store`.
+    File(std::path::PathBuf),
+    /// Redis, in cluster mode, shared by every instance.
+    Redis(Arc<store::RedisStore>),
+}
+
 /// The webhook subscribers of this instance.
 pub struct Webhooks {
-    registry: Mutex<Registry>,
-    /// Serialises registrations and deletions with their store writes.
-    changes: Mutex<()>,
+    registry: Arc<Mutex<Registry>>,
+    /// Serialises registrations and deletions with their store writes, and with the rereading
+    /// of Redis, so that a registration read before it was written cannot undo it.
+    changes: Arc<tokio::sync::Mutex<()>>,
     shared: Arc<Shared>,
     policy: Policy,
+    backend: Backend,
+    /// Rereads the registrations in Redis when another instance changed them.
+    refresh: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        if let Some(task) = self.refresh.lock().expect("webhook refresh poisoned").take() {
+            task.abort();
+        }
+    }
 }
 
 /// Bounds of the delivery latency histogram, in seconds.
@@ -191,9 +213,26 @@ impl Webhooks {
             &config.webhooks.sig_key
         };
         let signer = crate::config::keys::signer(key).expect("config was validated");
+        let backend = match (config.cluster.redis.first(), &config.webhooks.store) {
+            (Some(url), _) => {
+                let ca = config.cluster.redis_ca().expect("config was validated");
+                let client = crate::config::redis_url::client(url, ca.as_deref())
+                    .expect("config was validated");
+                let addr = crate::config::redis_url::redact(url);
+                Backend::Redis(Arc::new(store::RedisStore::new(
+                    client,
+                    addr,
+                    &config.cluster.prefix,
+                )))
+            }
+            (None, Some(path)) => Backend::File(path.clone()),
+            (None, None) => Backend::Memory,
+        };
         Webhooks {
-            registry: Mutex::default(),
-            changes: Mutex::default(),
+            registry: Arc::default(),
+            changes: Arc::default(),
+            backend,
+            refresh: Mutex::default(),
             policy: Policy::new(config.outbound.allow_nets().unwrap_or_default()),
             shared: Arc::new(Shared {
                 config: config.webhooks.clone(),
@@ -209,59 +248,34 @@ impl Webhooks {
     }
 
     /// Loads the registrations of `webhooks.store` and starts their delivery tasks; a store
-    /// that cannot be read is the error, naming the file.
+    /// that cannot be read is the error, naming the file. In cluster mode, starts the task that
+    /// reads them from Redis now and again whenever another instance changed them.
     pub fn start(&self) -> Result<usize, StoreError> {
-        let Some(path) = &self.shared.config.store else {
-            return Ok(0);
-        };
-        let saved = store::load(path)?;
-        let count = saved.len();
-        let mut registry = self.registry.lock().expect("webhook registry poisoned");
-        for s in saved {
-            let Ok(uri) = s.url.parse::<Uri>() else {
-                tracing::warn!(id = %s.id, url = %s.url, "webhook store: URL unreadable, skipped");
-                continue;
-            };
-            self.insert(&mut registry, s.id, s.channel, s.url, uri, s.created);
+        match &self.backend {
+            Backend::Memory => Ok(0),
+            Backend::File(path) => {
+                let saved = store::load(path)?;
+                let count = saved.len();
+                reconcile(&self.shared, &self.registry, saved);
+                tracing::info!(subscribers = count, store = %path.display(), "webhook subscribers loaded");
+                Ok(count)
+            }
+            Backend::Redis(redis) => {
+                let task = tokio::spawn(follow_redis(
+                    redis.clone(),
+                    self.shared.clone(),
+                    self.registry.clone(),
+                    self.changes.clone(),
+                ));
+                *self.refresh.lock().expect("webhook refresh poisoned") = Some(task.abort_handle());
+                Ok(0)
+            }
         }
-        tracing::info!(subscribers = count, store = %path.display(), "webhook subscribers loaded");
-        Ok(count)
-    }
-
-    fn insert(
-        &self,
-        registry: &mut Registry,
-        id: String,
-        channel: String,
-        url: String,
-        uri: Uri,
-        created: u64,
-    ) -> Arc<Subscriber> {
-        let info = Arc::new(Subscriber {
-            id: id.clone(),
-            channel: channel.clone(),
-            url,
-            uri,
-            created,
-            stats: Stats::default(),
-        });
-        let (tx, rx) = mpsc::channel(self.shared.config.queue);
-        let task = tokio::spawn(deliver::run(self.shared.clone(), info.clone(), rx));
-        registry.by_channel.entry(channel).or_default().push(id.clone());
-        registry.by_id.insert(
-            id,
-            Entry {
-                info: info.clone(),
-                queue: tx,
-                task: task.abort_handle(),
-            },
-        );
-        info
     }
 
     /// Registers `url` on `channel`. The same pair registered twice is one subscriber: the
     /// second call returns the first and `false`.
-    pub fn create(
+    pub async fn create(
         &self,
         channel: &str,
         url: &str,
@@ -272,8 +286,8 @@ impl Webhooks {
             return Err(WebhookError::Channel("is empty".to_string()));
         }
         let uri = self.check_url(url)?;
-        let _change = self.changes.lock().expect("webhook changes poisoned");
-        let existing = {
+        let _change = self.changes.lock().await;
+        {
             let registry = self.registry.lock().expect("webhook registry poisoned");
             let found = registry.by_channel.get(channel).and_then(|ids| {
                 ids.iter()
@@ -281,35 +295,30 @@ impl Webhooks {
                     .find(|s| s.url == url)
                     .cloned()
             });
-            if found.is_none() && registry.by_id.len() >= self.shared.config.max_subscribers {
+            if let Some(found) = found {
+                return Ok((found, false));
+            }
+            if registry.by_id.len() >= self.shared.config.max_subscribers {
                 return Err(WebhookError::Full(self.shared.config.max_subscribers));
             }
-            found
-        };
-        if let Some(found) = existing {
-            return Ok((found, false));
         }
-        let id = format!("{:016x}", rand::random::<u64>());
-        let created = unix_now();
-        if let Some(path) = &self.shared.config.store {
-            let mut saved = self.saved();
-            saved.push(store::Saved {
-                id: id.clone(),
-                channel: channel.to_string(),
-                url: url.to_string(),
-                created,
-            });
-            store::save(path, &saved)?;
+        let saved = store::Saved {
+            id: format!("{:016x}", rand::random::<u64>()),
+            channel: channel.to_string(),
+            url: url.to_string(),
+            created: unix_now(),
+        };
+        match &self.backend {
+            Backend::Memory => {}
+            Backend::File(path) => {
+                let mut all = self.saved();
+                all.push(saved.clone());
+                store::save(path, &all)?;
+            }
+            Backend::Redis(redis) => redis.add(&saved).await?,
         }
         let mut registry = self.registry.lock().expect("webhook registry poisoned");
-        let info = self.insert(
-            &mut registry,
-            id,
-            channel.to_string(),
-            url.to_string(),
-            uri,
-            created,
-        );
+        let info = insert(&self.shared, &mut registry, saved, uri);
         tracing::info!(id = %info.id, %channel, %url, "webhook subscriber registered");
         Ok((info, true))
     }
@@ -353,27 +362,30 @@ impl Webhooks {
 
     /// Deletes the subscriber `id`, dropping what waits in its queue; `false` when there is
     /// none.
-    pub fn delete(&self, id: &str) -> Result<bool, WebhookError> {
-        let _change = self.changes.lock().expect("webhook changes poisoned");
-        if let Some(path) = &self.shared.config.store {
-            let saved = self.saved();
-            if !saved.iter().any(|s| s.id == id) {
-                return Ok(false);
+    pub async fn delete(&self, id: &str) -> Result<bool, WebhookError> {
+        let _change = self.changes.lock().await;
+        match &self.backend {
+            Backend::Memory => {}
+            Backend::File(path) => {
+                let saved = self.saved();
+                if !saved.iter().any(|s| s.id == id) {
+                    return Ok(false);
+                }
+                let kept: Vec<_> = saved.into_iter().filter(|s| s.id != id).collect();
+                store::save(path, &kept)?;
             }
-            store::save(path, &saved.into_iter().filter(|s| s.id != id).collect::<Vec<_>>())?;
+            // Another instance may have made it, and this one not have read it yet.
+            Backend::Redis(redis) => {
+                if !redis.remove(id).await? {
+                    return Ok(false);
+                }
+            }
         }
         let mut registry = self.registry.lock().expect("webhook registry poisoned");
-        let Some(entry) = registry.by_id.remove(id) else {
-            return Ok(false);
+        let Some(entry) = remove(&mut registry, id) else {
+            return Ok(!matches!(self.backend, Backend::Memory));
         };
-        let channel = &entry.info.channel;
-        if let Some(ids) = registry.by_channel.get_mut(channel) {
-            ids.retain(|i| i != id);
-            if ids.is_empty() {
-                registry.by_channel.remove(channel);
-            }
-        }
-        tracing::info!(%id, %channel, url = %entry.info.url, "webhook subscriber deleted");
+        tracing::info!(%id, channel = %entry.info.channel, url = %entry.info.url, "webhook subscriber deleted");
         Ok(true)
     }
 
@@ -477,6 +489,120 @@ impl Webhooks {
             s.latency.clone(),
         );
         s.outbound.metrics(page);
+    }
+}
+
+/// Adds a registration to `registry` and starts its delivery task.
+fn insert(
+    shared: &Arc<Shared>,
+    registry: &mut Registry,
+    saved: store::Saved,
+    uri: Uri,
+) -> Arc<Subscriber> {
+    let info = Arc::new(Subscriber {
+        id: saved.id.clone(),
+        channel: saved.channel.clone(),
+        url: saved.url,
+        uri,
+        created: saved.created,
+        stats: Stats::default(),
+    });
+    let (tx, rx) = mpsc::channel(shared.config.queue);
+    let task = tokio::spawn(deliver::run(shared.clone(), info.clone(), rx));
+    registry
+        .by_channel
+        .entry(saved.channel)
+        .or_default()
+        .push(saved.id.clone());
+    registry.by_id.insert(
+        saved.id,
+        Entry {
+            info: info.clone(),
+            queue: tx,
+            task: task.abort_handle(),
+        },
+    );
+    info
+}
+
+/// Takes `id` out of `registry`; dropping the entry stops its task.
+fn remove(registry: &mut Registry, id: &str) -> Option<Entry> {
+    let entry = registry.by_id.remove(id)?;
+    let channel = &entry.info.channel;
+    if let Some(ids) = registry.by_channel.get_mut(channel) {
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            registry.by_channel.remove(channel);
+        }
+    }
+    Some(entry)
+}
+
+/// Makes `registry` hold exactly `saved`: new registrations start, missing ones stop, the
+/// others keep their queues and counters.
+fn reconcile(shared: &Arc<Shared>, registry: &Mutex<Registry>, saved: Vec<store::Saved>) {
+    let mut registry = registry.lock().expect("webhook registry poisoned");
+    let keep: std::collections::HashSet<&str> = saved.iter().map(|s| s.id.as_str()).collect();
+    let gone: Vec<String> = (registry.by_id.keys())
+        .filter(|id| !keep.contains(id.as_str()))
+        .cloned()
+        .collect();
+    for id in gone {
+        remove(&mut registry, &id);
+    }
+    for s in saved {
+        if registry.by_id.contains_key(&s.id) {
+            continue;
+        }
+        match s.url.parse::<Uri>() {
+            Ok(uri) => {
+                insert(shared, &mut registry, s, uri);
+            }
+            Err(_) => tracing::warn!(id = %s.id, url = %s.url, "webhook registration: URL unreadable, skipped"),
+        }
+    }
+}
+
+/// Cluster mode: reads the registrations from Redis at start and whenever the change counter
+/// moved, every `webhooks.cluster_refresh_ms`; an unreachable Redis is logged once per outage.
+async fn follow_redis(
+    redis: Arc<store::RedisStore>,
+    shared: Arc<Shared>,
+    registry: Arc<Mutex<Registry>>,
+    changes: Arc<tokio::sync::Mutex<()>>,
+) {
+    let mut seen: Option<u64> = None;
+    let mut failing = false;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        shared.config.cluster_refresh_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let _change = changes.lock().await;
+        let read = async {
+            let version = redis.version().await?;
+            if seen == Some(version) {
+                return Ok(None);
+            }
+            Ok::<_, StoreError>(Some((version, redis.load().await?)))
+        };
+        match read.await {
+            Ok(None) => {}
+            Ok(Some((version, saved))) => {
+                if seen.is_none() {
+                    tracing::info!(subscribers = saved.len(), "webhook subscribers loaded from Redis");
+                }
+                reconcile(&shared, &registry, saved);
+                seen = Some(version);
+                failing = false;
+            }
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "webhook registrations cannot be read; the last ones read stay in force");
+            }
+            Err(e) => tracing::debug!(error = %e, "webhook registrations still cannot be read"),
+        }
     }
 }
 

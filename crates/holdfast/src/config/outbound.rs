@@ -131,7 +131,8 @@ impl fmt::Display for Net {
 pub struct WebhooksConfig {
     /// JSON file the registrations are kept in, so they survive a restart (written to a
     /// temporary file and renamed). Relative to the config file's folder. Unset (default):
-    /// registrations live in memory only.
+    /// registrations live in memory only. Not used in cluster mode, where they are kept in
+    /// Redis.
     pub store: Option<PathBuf>,
     /// Key every delivery's `Holdfast-Signature` token is signed with, in `grip.sig_key`'s
     /// forms. Empty (default): `grip.sig_key`.
@@ -155,6 +156,10 @@ pub struct WebhooksConfig {
     pub max_age_secs: u64,
     /// Subscribers that may be registered at once. Default 10000.
     pub max_subscribers: usize,
+    /// Cluster mode: milliseconds between checks of whether another instance changed the
+    /// registrations kept in Redis (one `GET`; the registrations are read again only when they
+    /// changed). Default 1000.
+    pub cluster_refresh_ms: u64,
 }
 
 impl Default for WebhooksConfig {
@@ -170,6 +175,7 @@ impl Default for WebhooksConfig {
             retry_max_ms: 60_000,
             max_age_secs: 3600,
             max_subscribers: 10_000,
+            cluster_refresh_ms: 1000,
         }
     }
 }
@@ -200,6 +206,7 @@ impl WebhooksConfig {
             ("webhooks.retry_min_ms", self.retry_min_ms),
             ("webhooks.max_age_secs", self.max_age_secs),
             ("webhooks.max_subscribers", self.max_subscribers as u64),
+            ("webhooks.cluster_refresh_ms", self.cluster_refresh_ms),
         ] {
             if n == 0 {
                 return Err((field, "must be at least 1".to_string()));

@@ -43,7 +43,7 @@ pub async fn handle(hooks: &Webhooks, path: &str, req: Request<Incoming>) -> Res
             Some(sub) => json_response(StatusCode::OK, json!(sub.view())),
             None => no_such(id),
         },
-        Method::DELETE => match hooks.delete(id) {
+        Method::DELETE => match hooks.delete(id).await {
             Ok(true) => {
                 let mut resp = Response::new(full(""));
                 *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -88,7 +88,7 @@ async fn create(hooks: &Webhooks, req: Request<Incoming>) -> Response<Body> {
         (Ok(c), Ok(u)) => (c, u),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    match hooks.create(&channel, &url) {
+    match hooks.create(&channel, &url).await {
         Ok((sub, new)) => {
             let status = if new { StatusCode::CREATED } else { StatusCode::OK };
             let mut resp = json_response(status, json!(sub.view()));
@@ -119,6 +119,10 @@ fn refused(e: WebhookError) -> Response<Body> {
     let status = match e {
         WebhookError::Channel(_) | WebhookError::Url(_) => StatusCode::BAD_REQUEST,
         WebhookError::Full(_) => StatusCode::CONFLICT,
+        WebhookError::Store(super::StoreError::Redis(_)) => {
+            tracing::warn!(error = %e, "webhook registration not saved");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         WebhookError::Store(_) => {
             tracing::error!(error = %e, "webhook registration not saved");
             StatusCode::INTERNAL_SERVER_ERROR
