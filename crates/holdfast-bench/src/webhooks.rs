@@ -117,7 +117,13 @@ async fn bench(args: WebhookArgs) -> anyhow::Result<()> {
         (r.latencies.clone(), r.last, r.count)
     };
     for id in &ids {
-        let _ = call(args.publish, "DELETE", &format!("/webhooks/{id}"), String::new()).await;
+        let _ = call(
+            args.publish,
+            "DELETE",
+            &format!("/webhooks/{id}"),
+            String::new(),
+        )
+        .await;
     }
     latencies.sort();
     let pct = |p: f64| {
@@ -181,7 +187,13 @@ async fn publish(
             r.published[n] = Some(now);
         }
     }
-    let (status, text) = call(addr, "POST", "/publish/", json!({ "items": items }).to_string()).await?;
+    let (status, text) = call(
+        addr,
+        "POST",
+        "/publish/",
+        json!({ "items": items }).to_string(),
+    )
+    .await?;
     if status != 200 {
         bail!("publish: {status} {text}");
     }
@@ -226,7 +238,12 @@ async fn receiver(shared: Arc<Shared>) -> anyhow::Result<u16> {
 }
 
 /// One request on a fresh connection: status and body text.
-async fn call(addr: SocketAddr, method: &str, path: &str, body: String) -> anyhow::Result<(u16, String)> {
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: String,
+) -> anyhow::Result<(u16, String)> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;

@@ -121,12 +121,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(v4);
     }
     let s = ip.segments();
-    let tail = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
         return Some(tail);
     }
@@ -328,12 +323,14 @@ impl Outbound {
     /// Sends `req` and reads its response, within the time and size limits.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Reply, OutboundError> {
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                match find::<Refused>(&e) {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| match find::<Refused>(&e) {
                     Some(refused) => OutboundError::Refused(refused.clone()),
                     None => OutboundError::Failed(crate::http::error_chain(&e)),
-                }
-            })?;
+                })?;
             let (head, body) = resp.into_parts();
             let body = Limited::new(body, self.max_response_size)
                 .collect()
@@ -360,7 +357,12 @@ impl Outbound {
     /// Adds the policy's refusals by class to `page`.
     pub fn metrics(&self, page: &mut Page) {
         let counts = (Class::ALL.iter().zip(self.refused.iter()))
-            .map(|(c, n)| (vec![("class", c.label().to_string())], n.load(Ordering::Relaxed)))
+            .map(|(c, n)| {
+                (
+                    vec![("class", c.label().to_string())],
+                    n.load(Ordering::Relaxed),
+                )
+            })
             .collect();
         page.counters(
             "holdfast_outbound_refused_total",

@@ -186,7 +186,12 @@ pub struct Webhooks {
 
 impl Drop for Webhooks {
     fn drop(&mut self) {
-        if let Some(task) = self.refresh.lock().expect("webhook refresh poisoned").take() {
+        if let Some(task) = self
+            .refresh
+            .lock()
+            .expect("webhook refresh poisoned")
+            .take()
+        {
             task.abort();
         }
     }
@@ -327,7 +332,9 @@ impl Webhooks {
     /// outbound policy refuses (names are resolved and checked at each delivery).
     fn check_url(&self, url: &str) -> Result<Uri, WebhookError> {
         let bad = |why: &str| WebhookError::Url(format!("{url:?} {why}"));
-        let uri: Uri = url.parse().map_err(|e| bad(&format!("is not a URL: {e}")))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| bad(&format!("is not a URL: {e}")))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err(bad("is not an http or https URL"));
         }
@@ -335,7 +342,9 @@ impl Webhooks {
             return Err(bad("has no host"));
         };
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(bad("has credentials, which would be sent to every receiver in the clear of the log"));
+            return Err(bad(
+                "has user credentials, which a registration does not take: they would show in every listing and log",
+            ));
         }
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse() {
@@ -456,7 +465,12 @@ impl Webhooks {
             (registry.by_id.len(), queued)
         };
         let outcomes = (Outcome::ALL.iter().zip(&s.outcomes))
-            .map(|(o, n)| (vec![("outcome", o.label().to_string())], n.load(Ordering::Relaxed)))
+            .map(|(o, n)| {
+                (
+                    vec![("outcome", o.label().to_string())],
+                    n.load(Ordering::Relaxed),
+                )
+            })
             .collect();
         page.gauge(
             "holdfast_webhook_subscribers",
@@ -558,7 +572,9 @@ fn reconcile(shared: &Arc<Shared>, registry: &Mutex<Registry>, saved: Vec<store:
             Ok(uri) => {
                 insert(shared, &mut registry, s, uri);
             }
-            Err(_) => tracing::warn!(id = %s.id, url = %s.url, "webhook registration: URL unreadable, skipped"),
+            Err(_) => {
+                tracing::warn!(id = %s.id, url = %s.url, "webhook registration: URL unreadable, skipped")
+            }
         }
     }
 }
@@ -591,7 +607,10 @@ async fn follow_redis(
             Ok(None) => {}
             Ok(Some((version, saved))) => {
                 if seen.is_none() {
-                    tracing::info!(subscribers = saved.len(), "webhook subscribers loaded from Redis");
+                    tracing::info!(
+                        subscribers = saved.len(),
+                        "webhook subscribers loaded from Redis"
+                    );
                 }
                 reconcile(&shared, &registry, saved);
                 seen = Some(version);

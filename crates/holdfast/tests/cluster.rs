@@ -962,7 +962,10 @@ async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluste
     let receiver = Origin::start(move |req: Request<Incoming>| {
         let tx = tx.clone();
         async move {
-            let id = req.headers()["holdfast-item-id"].to_str().unwrap().to_string();
+            let id = req.headers()["holdfast-item-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
             let _ = tx.send(id).await;
             Response::new(full("ok"))
         }
@@ -989,9 +992,11 @@ async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluste
     assert_eq!(status, 201, "{hook}");
     let id = hook["id"].as_str().unwrap().to_string();
     for node in &nodes {
-        eventually(DEADLINE, || "every instance lists it".into(), || async {
-            listed(node).await == [id.clone()]
-        })
+        eventually(
+            DEADLINE,
+            || "every instance lists it".into(),
+            || async { listed(node).await == [id.clone()] },
+        )
         .await;
     }
 
@@ -1002,16 +1007,25 @@ async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluste
     }
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(tokio::time::timeout(DEADLINE, got.recv()).await.unwrap().unwrap());
+        ids.push(
+            tokio::time::timeout(DEADLINE, got.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     ids.sort();
     assert_eq!(ids, ["i0", "i1", "i2"]);
     // Each instance delivered only what it accepted: one each, three in all.
     for node in &nodes {
-        eventually(DEADLINE, || "one delivery per instance".into(), || async {
-            let (_, view) = webhooks_api(node, "GET", &format!("/webhooks/{id}"), None).await;
-            view["delivered"] == 1 && view["queued"] == 0
-        })
+        eventually(
+            DEADLINE,
+            || "one delivery per instance".into(),
+            || async {
+                let (_, view) = webhooks_api(node, "GET", &format!("/webhooks/{id}"), None).await;
+                view["delivered"] == 1 && view["queued"] == 0
+            },
+        )
         .await;
     }
     assert!(got.try_recv().is_err(), "no item was delivered twice");
@@ -1021,9 +1035,11 @@ async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluste
     let (status, _) = webhooks_api(&nodes[2], "DELETE", &format!("/webhooks/{id}"), None).await;
     assert_eq!(status, 204);
     for node in &nodes {
-        eventually(DEADLINE, || "gone everywhere".into(), || async {
-            listed(node).await.is_empty()
-        })
+        eventually(
+            DEADLINE,
+            || "gone everywhere".into(),
+            || async { listed(node).await.is_empty() },
+        )
         .await;
     }
     let (status, kept) = webhooks_api(
@@ -1038,9 +1054,11 @@ async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluste
         node.shutdown().await;
     }
     let fresh = Proxy::routed_to(&origin, hooked).await;
-    eventually(DEADLINE, || "read back from Redis".into(), || async {
-        listed(&fresh).await == [kept["id"].as_str().unwrap().to_string()]
-    })
+    eventually(
+        DEADLINE,
+        || "read back from Redis".into(),
+        || async { listed(&fresh).await == [kept["id"].as_str().unwrap().to_string()] },
+    )
     .await;
     fresh.shutdown().await;
 }

@@ -268,8 +268,14 @@ async fn an_item_is_delivered_as_signed_json_and_an_http_request_format_as_that_
             "formats": {"http-stream": {"action": "send", "content": "hello\n"}}})
     );
     let claims = verify(&got, b"hook-secret");
-    assert_eq!((claims["sub"].as_str(), claims["channel"].as_str()), (Some(id), Some("news")));
-    assert_eq!(claims["delivery"], got.headers["holdfast-delivery"].to_str().unwrap());
+    assert_eq!(
+        (claims["sub"].as_str(), claims["channel"].as_str()),
+        (Some(id), Some("news"))
+    );
+    assert_eq!(
+        claims["delivery"],
+        got.headers["holdfast-delivery"].to_str().unwrap()
+    );
 
     proxy
         .publish_items([json!({"channel": "news", "formats": {"http-request": {
@@ -290,7 +296,9 @@ async fn an_item_is_delivered_as_signed_json_and_an_http_request_format_as_that_
         .publish_items([json!({"channel": "sport", "formats": {"http-stream": {"content": "x"}}})])
         .await;
     proxy
-        .publish_items([json!({"channel": "news", "formats": {"http-stream": {"content": "last"}}})])
+        .publish_items([
+            json!({"channel": "news", "formats": {"http-stream": {"content": "last"}}}),
+        ])
         .await;
     let got = receiver.next().await;
     assert!(String::from_utf8_lossy(&got.body).contains("last"));
@@ -325,8 +333,13 @@ async fn failed_deliveries_are_retried_and_the_last_error_is_shown() {
         .collect();
     assert_eq!(numbers, ["1", "2", "3"]);
     let delivery = &attempts[0].headers["holdfast-delivery"];
-    assert!(attempts.iter().all(|g| &g.headers["holdfast-delivery"] == delivery));
-    let view = wait_for(&proxy, id, "delivered after retries", |v| v["delivered"] == 1).await;
+    assert!(attempts
+        .iter()
+        .all(|g| &g.headers["holdfast-delivery"] == delivery));
+    let view = wait_for(&proxy, id, "delivered after retries", |v| {
+        v["delivered"] == 1
+    })
+    .await;
     assert_eq!(view["failed_attempts"], 2);
     assert_eq!(view["last_error"]["message"], "500 Internal Server Error");
     let page = metrics(&proxy).await;
@@ -352,16 +365,22 @@ async fn a_stopped_receiver_gets_every_item_once_it_is_back() {
                 "formats": {"http-stream": {"content": "x"}}})
         }))
         .await;
-    wait_for(&proxy, id, "a failed attempt while the receiver is down", |v| {
-        v["failed_attempts"].as_u64() >= Some(2)
-    })
+    wait_for(
+        &proxy,
+        id,
+        "a failed attempt while the receiver is down",
+        |v| v["failed_attempts"].as_u64() >= Some(2),
+    )
     .await;
     let (tx, mut rx) = mpsc::channel(10);
     drop(got);
     let _back = Origin::start_on(addr, move |req: Request<hyper::body::Incoming>| {
         let tx = tx.clone();
         async move {
-            let id = req.headers()["holdfast-item-id"].to_str().unwrap().to_string();
+            let id = req.headers()["holdfast-item-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
             let _ = tx.send(id).await;
             Response::new(full("ok"))
         }
@@ -369,14 +388,22 @@ async fn a_stopped_receiver_gets_every_item_once_it_is_back() {
     .await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap());
+        ids.push(
+            tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     assert_eq!(ids, ["1", "2", "3"], "every item, in order");
     let view = wait_for(&proxy, id, "all delivered", |v| v["delivered"] == 3).await;
-    assert!(view["last_error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("client error (Connect)"), "{view}");
+    assert!(
+        view["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("client error (Connect)"),
+        "{view}"
+    );
     proxy.shutdown().await;
 }
 
@@ -389,7 +416,10 @@ async fn a_slow_receiver_fills_its_queue_and_further_items_are_dropped_and_count
         let tx = tx.clone();
         let gate = gate.clone();
         async move {
-            let id = req.headers()["holdfast-item-id"].to_str().unwrap().to_string();
+            let id = req.headers()["holdfast-item-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
             let _ = tx.send(id).await;
             gate.notified().await;
             Response::new(full("ok"))
@@ -468,7 +498,9 @@ async fn registrations_survive_a_restart_through_the_store() {
     config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
     config.server.publish_listen = "127.0.0.1:0".parse().unwrap();
     config.webhooks.store = Some(store.clone());
-    let table = holdfast::config::routes::RouteTable::parse("* test\n", std::path::Path::new("routes")).unwrap();
+    let table =
+        holdfast::config::routes::RouteTable::parse("* test\n", std::path::Path::new("routes"))
+            .unwrap();
     let err = holdfast::Server::bind(config, table).await.err().unwrap();
     assert!(
         err.to_string().starts_with(&format!(
@@ -522,7 +554,11 @@ async fn loopback_is_refused_by_name_and_by_address_unless_allow_listed() {
         Some(json!({"channel": "ssrf", "url": format!("http://[::ffff:127.0.0.1]:{port}/")})),
     )
     .await;
-    assert_eq!((status, body.contains("is a loopback address")), (400, true), "{body}");
+    assert_eq!(
+        (status, body.contains("is a loopback address")),
+        (400, true),
+        "{body}"
+    );
     proxy
         .publish_items([json!({"channel": "ssrf", "formats": {"http-stream": {"content": "x"}}})])
         .await;

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{
-    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, MessageType, PublishItem, ResponseBody,
-    WsMessageFormat,
+    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, MessageType,
+    PublishItem, ResponseBody, WsMessageFormat,
 };
 
 impl PublishItem {

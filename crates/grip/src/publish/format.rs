@@ -7,8 +7,8 @@
 use bytes::Bytes;
 
 use super::{
-    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, MessageType, ResponseBody,
-    WsMessageFormat,
+    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, MessageType,
+    ResponseBody, WsMessageFormat,
 };
 use crate::fields::Obj;
 
@@ -115,9 +115,7 @@ fn http_request(format: Obj<'_>) -> Result<HttpRequestFormat, String> {
     Ok(HttpRequestFormat {
         method: method.to_string(),
         headers: format.headers_opt("headers")?.unwrap_or_default(),
-        body: format
-            .content_opt("body", "body-bin")?
-            .unwrap_or_default(),
+        body: format.content_opt("body", "body-bin")?.unwrap_or_default(),
     })
 }
 

@@ -302,7 +302,10 @@ fn patches() {
 fn http_request_format() {
     let f = formats(json!({"http-request": {}})).unwrap();
     let r = f.http_request.unwrap();
-    assert_eq!((r.method.as_str(), r.headers.len(), r.body.len()), ("POST", 0, 0));
+    assert_eq!(
+        (r.method.as_str(), r.headers.len(), r.body.len()),
+        ("POST", 0, 0)
+    );
     let f = formats(json!({"http-request": {
         "method": "PUT", "headers": {"X-A": "1"}, "body-bin": "/wA="}}))
     .unwrap();

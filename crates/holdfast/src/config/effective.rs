@@ -72,7 +72,14 @@ sig_key = \"hook-s3cret\"
 ";
         let config = Config::parse(text, Path::new("c.toml")).unwrap();
         let out = config.to_effective_toml().unwrap();
-        for secret in ["s3cret-key", "hook-s3cret", "t0ken", "pa55", "jwt-s3cret", "redispa55"] {
+        for secret in [
+            "s3cret-key",
+            "hook-s3cret",
+            "t0ken",
+            "pa55",
+            "jwt-s3cret",
+            "redispa55",
+        ] {
             assert!(!out.contains(secret), "{secret} shown:\n{out}");
         }
         let back: toml::Value = toml::from_str(&out).unwrap();

@@ -82,11 +82,15 @@ impl Net {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -245,7 +249,10 @@ mod tests {
         assert!(!ula.contains("fe80::1".parse().unwrap()));
         for (bad, why) in [
             ("localhost", "\"localhost\": expected an IP address"),
-            ("10.0.0.0/33", "\"10.0.0.0/33\": the prefix length must be 0 to 32"),
+            (
+                "10.0.0.0/33",
+                "\"10.0.0.0/33\": the prefix length must be 0 to 32",
+            ),
             ("::/x", "\"::/x\": the prefix length must be 0 to 128"),
         ] {
             let err = bad.parse::<Net>().unwrap_err();

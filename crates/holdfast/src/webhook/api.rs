@@ -77,7 +77,9 @@ async fn create(hooks: &Webhooks, req: Request<Incoming>) -> Response<Body> {
         .as_object()
         .and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "channel" | "url")))
     {
-        return bad(&format!("Unknown field '{key}'; a registration has 'channel' and 'url'."));
+        return bad(&format!(
+            "Unknown field '{key}'; a registration has 'channel' and 'url'."
+        ));
     }
     let field = |name: &str| match doc.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -90,7 +92,11 @@ async fn create(hooks: &Webhooks, req: Request<Incoming>) -> Response<Body> {
     };
     match hooks.create(&channel, &url).await {
         Ok((sub, new)) => {
-            let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             let mut resp = json_response(status, json!(sub.view()));
             if let Ok(location) = HeaderValue::from_str(&format!("/webhooks/{}", sub.id)) {
                 resp.headers_mut().insert(header::LOCATION, location);

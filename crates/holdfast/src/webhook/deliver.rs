@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
@@ -131,8 +131,11 @@ async fn deliver(shared: &Shared, sub: &Subscriber, slots: &Semaphore, job: &Job
     };
     let max_age = Duration::from_secs(shared.config.max_age_secs);
     for attempt in 1u32.. {
-        let (outcome, message) = {
-            let _slot = slots.acquire().await.expect("host semaphores are never closed");
+        let (outcome, status, message) = {
+            let _slot = slots
+                .acquire()
+                .await
+                .expect("host semaphores are never closed");
             attempt_once(shared, sub, job, &prepared, &delivery, attempt).await
         };
         shared.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
@@ -149,7 +152,7 @@ async fn deliver(shared: &Shared, sub: &Subscriber, slots: &Semaphore, job: &Job
             message: message.clone(),
         });
         tracing::debug!(id = %sub.id, attempt, outcome = outcome.label(), error = %message, "webhook delivery failed");
-        if !retryable(outcome, &message) {
+        if !retryable(outcome, status) {
             return give_up(shared, sub, job, &message);
         }
         let delay = backoff(shared, attempt);
@@ -165,13 +168,10 @@ async fn deliver(shared: &Shared, sub: &Subscriber, slots: &Semaphore, job: &Job
 }
 
 /// Whether trying again may help: no answer, a timeout, `408`, `429` or a `5xx`.
-fn retryable(outcome: Outcome, message: &str) -> bool {
+fn retryable(outcome: Outcome, status: Option<StatusCode>) -> bool {
     match outcome {
         Outcome::Failed | Outcome::Timeout => true,
-        Outcome::HttpError => {
-            let code = message.get(..3).and_then(|c| c.parse::<u16>().ok());
-            matches!(code, Some(408 | 429 | 500..=599))
-        }
+        Outcome::HttpError => matches!(status.map(|s| s.as_u16()), Some(408 | 429 | 500..=599)),
         _ => false,
     }
 }
@@ -224,7 +224,11 @@ fn prepare(job: &Job) -> Result<Prepared, String> {
         None => {
             let body = serde_json::to_vec(&item.to_json()).expect("an item serializes");
             let json = HeaderValue::from_static("application/json");
-            (Method::POST, vec![(header::CONTENT_TYPE, json)], Bytes::from(body))
+            (
+                Method::POST,
+                vec![(header::CONTENT_TYPE, json)],
+                Bytes::from(body),
+            )
         }
     };
     headers.push((
@@ -248,7 +252,7 @@ async fn attempt_once(
     prepared: &Prepared,
     delivery: &str,
     attempt: u32,
-) -> (Outcome, String) {
+) -> (Outcome, Option<StatusCode>, String) {
     let now = unix_now();
     let claims = Claims {
         iss: &shared.config.sig_iss,
@@ -261,7 +265,13 @@ async fn attempt_once(
     };
     let token = match shared.signer.sign_claims(&claims) {
         Ok(t) => t,
-        Err(e) => return (Outcome::Failed, format!("cannot sign the request: {e}")),
+        Err(e) => {
+            return (
+                Outcome::Failed,
+                None,
+                format!("cannot sign the request: {e}"),
+            )
+        }
     };
     let mut req = Request::builder()
         .method(prepared.method.clone())
@@ -284,18 +294,16 @@ async fn attempt_once(
     }
     let req = match req.body(Full::new(prepared.body.clone())) {
         Ok(r) => r,
-        Err(e) => return (Outcome::Failed, format!("cannot make the request: {e}")),
-    };
-    match shared.outbound.send(req).await {
-        Ok(reply) if reply.status.is_success() => (Outcome::Delivered, String::new()),
-        Ok(reply) if reply.status.is_redirection() => (
-            Outcome::Redirect,
-            format!("{} (redirects are not followed)", reply.status),
-        ),
-        Ok(reply) if reply.status.is_client_error() || reply.status.is_server_error() => {
-            (Outcome::HttpError, reply.status.to_string())
+        Err(e) => {
+            return (
+                Outcome::Failed,
+                None,
+                format!("cannot make the request: {e}"),
+            )
         }
-        Ok(reply) => (Outcome::Failed, format!("unexpected status {}", reply.status)),
+    };
+    let reply = match shared.outbound.send(req).await {
+        Ok(reply) => reply,
         Err(e) => {
             let outcome = match &e {
                 OutboundError::Refused(_) => Outcome::Refused,
@@ -303,7 +311,19 @@ async fn attempt_once(
                 OutboundError::TooLarge(_) => Outcome::TooLarge,
                 OutboundError::Failed(_) => Outcome::Failed,
             };
-            (outcome, e.to_string())
+            return (outcome, None, e.to_string());
         }
-    }
+    };
+    let status = reply.status;
+    let (outcome, message) = if status.is_success() {
+        (Outcome::Delivered, String::new())
+    } else if status.is_redirection() {
+        let message = format!("{status} (redirects are not followed)");
+        (Outcome::Redirect, message)
+    } else if status.is_client_error() || status.is_server_error() {
+        (Outcome::HttpError, status.to_string())
+    } else {
+        (Outcome::Failed, format!("unexpected status {status}"))
+    };
+    (outcome, Some(status), message)
 }

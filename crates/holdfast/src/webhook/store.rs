@@ -102,11 +102,17 @@ mod tests {
         };
         save(&path, std::slice::from_ref(&one)).unwrap();
         let back = load(&path).unwrap();
-        assert_eq!((back[0].id.as_str(), back[0].url.as_str()), ("a1", "https://example.com/hook"));
+        assert_eq!(
+            (back[0].id.as_str(), back[0].url.as_str()),
+            ("a1", "https://example.com/hook")
+        );
         std::fs::write(&path, "{\"hooks\": []}").unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(
-            err.starts_with(&format!("webhooks.store {}: not a webhook registrations file: missing field `webhooks`", path.display())),
+            err.starts_with(&format!(
+                "webhooks.store {}: not a webhook registrations file: missing field `webhooks`",
+                path.display()
+            )),
             "{err}"
         );
     }
