@@ -335,7 +335,7 @@ async fn failed_deliveries_are_retried_and_the_last_error_is_shown() {
     let delivery = &attempts[0].headers["holdfast-delivery"];
     assert!(attempts
         .iter()
-        .all(|g| &g.headers["holdfast-delivery"] == delivery));
+        .all(|g| g.headers["holdfast-delivery"] == delivery));
     let view = wait_for(&proxy, id, "delivered after retries", |v| {
         v["delivered"] == 1
     })

@@ -83,12 +83,12 @@ async fn create(hooks: &Webhooks, req: Request<Incoming>) -> Response<Body> {
     }
     let field = |name: &str| match doc.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(bad(&format!("'{name}' is not a string."))),
-        None => Err(bad(&format!("Body does not contain '{name}'."))),
+        Some(_) => Err(format!("'{name}' is not a string.")),
+        None => Err(format!("Body does not contain '{name}'.")),
     };
     let (channel, url) = match (field("channel"), field("url")) {
         (Ok(c), Ok(u)) => (c, u),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return bad(&e),
     };
     match hooks.create(&channel, &url).await {
         Ok((sub, new)) => {

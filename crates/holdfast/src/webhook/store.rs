@@ -85,39 +85,6 @@ pub(super) fn save(path: &Path, saved: &[Saved]) -> Result<(), StoreError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn saves_and_loads_and_names_a_bad_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hooks.json");
-        assert!(load(&path).unwrap().is_empty());
-        let one = Saved {
-            id: "a1".into(),
-            channel: "news".into(),
-            url: "https://example.com/hook".into(),
-            created: 7,
-        };
-        save(&path, std::slice::from_ref(&one)).unwrap();
-        let back = load(&path).unwrap();
-        assert_eq!(
-            (back[0].id.as_str(), back[0].url.as_str()),
-            ("a1", "https://example.com/hook")
-        );
-        std::fs::write(&path, "{\"hooks\": []}").unwrap();
-        let err = load(&path).unwrap_err().to_string();
-        assert!(
-            err.starts_with(&format!(
-                "webhooks.store {}: not a webhook registrations file: missing field `webhooks`",
-                path.display()
-            )),
-            "{err}"
-        );
-    }
-}
-
 /// Registrations in cluster mode: the hash `<prefix>webhooks` (id → the registration as JSON)
 /// on the first `cluster.redis` server, and a counter `<prefix>webhooks:version` that every
 /// change increments, so that instances reread the hash only when it changed.
@@ -219,5 +186,38 @@ impl RedisStore {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_and_names_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hooks.json");
+        assert!(load(&path).unwrap().is_empty());
+        let one = Saved {
+            id: "a1".into(),
+            channel: "news".into(),
+            url: "https://example.com/hook".into(),
+            created: 7,
+        };
+        save(&path, std::slice::from_ref(&one)).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(
+            (back[0].id.as_str(), back[0].url.as_str()),
+            ("a1", "https://example.com/hook")
+        );
+        std::fs::write(&path, "{\"hooks\": []}").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "webhooks.store {}: not a webhook registrations file: missing field `webhooks`",
+                path.display()
+            )),
+            "{err}"
+        );
     }
 }
