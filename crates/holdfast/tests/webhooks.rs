@@ -595,3 +595,25 @@ async fn loopback_is_refused_by_name_and_by_address_unless_allow_listed() {
     assert_eq!(receiver.next().await.path, "/ok");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn held_connections_ignore_an_item_that_has_only_an_http_request_format() {
+    let mut receiver = Receiver::start().await;
+    let proxy = Proxy::start("* test\n", allow_loopback).await;
+    register(&proxy, "test", &receiver.url("/")).await;
+    let resp = get(&proxy.url("/stream")).await;
+    let mut body = resp.into_body();
+    proxy.wait_subscribers("test", 1).await;
+    proxy
+        .publish_items([json!({"channel": "test", "id": "w1",
+            "formats": {"http-request": {"body": "for the webhook"}}})])
+        .await;
+    assert_eq!(&receiver.next().await.body[..], b"for the webhook");
+    proxy
+        .publish_items([json!({"channel": "test", "id": "s1", "prev-id": "w1",
+            "formats": {"http-stream": {"content": "for the stream\n"}}})])
+        .await;
+    let seen = read_until(&mut body, "for the stream\n").await;
+    assert!(!seen.contains("webhook"), "{seen}");
+    proxy.shutdown().await;
+}
