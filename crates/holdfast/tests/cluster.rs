@@ -955,7 +955,7 @@ async fn listed(proxy: &Proxy) -> Vec<String> {
 
 #[tokio::test]
 async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluster_wide() {
-    let Some(redis) = Redis::start().await else {
+    let Some(mut redis) = Redis::start().await else {
         return;
     };
     let (tx, mut got) = tokio::sync::mpsc::channel::<String>(100);
@@ -1060,5 +1060,23 @@ async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluste
         || async { listed(&fresh).await == [kept["id"].as_str().unwrap().to_string()] },
     )
     .await;
+
+    // Without Redis a registration cannot be kept: 503, naming Redis; the ones read stay.
+    redis.kill();
+    let (status, body) = webhooks_api(
+        &fresh,
+        "POST",
+        "/webhooks",
+        Some(json!({"channel": "later", "url": url})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .starts_with("webhook registrations in Redis redis://127.0.0.1:"),
+        "{body}"
+    );
+    assert_eq!(listed(&fresh).await.len(), 1);
     fresh.shutdown().await;
 }
