@@ -10,6 +10,7 @@
 //!   subscribe rate and the proxy's memory per connection.
 //! - [`floor`]: the floor server, a minimal SSE fan-out server with no proxying at all, as the
 //!   fastest this machine can do.
+//! - [`ingest`]: publish API ingest, requests and items per second over keep-alive connections.
 //! - [`handshakes`]: the TLS handshake rate of a server, from several client processes.
 //! - [`tls`]: the TLS client settings of `fanout --tls` and `handshakes`.
 //! - [`session`]: what one TLS session costs rustls on the server, alone.
@@ -29,6 +30,7 @@ mod accept;
 mod fanout;
 mod floor;
 mod handshakes;
+mod ingest;
 mod origin;
 mod session;
 mod storm;
@@ -53,6 +55,8 @@ enum Command {
     Floor(floor::FloorArgs),
     /// Reconnect storm of reliable-SSE clients: origin requests per reconnecting client.
     Storm(storm::StormArgs),
+    /// Publish API ingest: requests and items per second over keep-alive connections.
+    Ingest(ingest::IngestArgs),
     /// TLS handshakes per second a server completes, from several client processes.
     Handshakes(handshakes::HandshakeArgs),
     /// Resident memory per rustls server session after a handshake, without sockets.
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Floor(args) => floor::run(args),
         Command::Storm(args) => storm::run(args),
         Command::FanoutWorker(args) => fanout::worker::run(args),
+        Command::Ingest(args) => ingest::run(args),
         Command::Handshakes(args) => handshakes::run(args),
         Command::HandshakeWorker(args) => handshakes::run_worker(args),
         Command::TlsSession(args) => session::run(args),
