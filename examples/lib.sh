@@ -21,6 +21,27 @@ holdfast_bin() {
   fi
 }
 
+# python_env: the examples' Python packages (examples/requirements.txt) in a venv under
+# target/examples-venv, made or remade when the file changes; prints the venv's python.
+python_env() {
+  local venv="$repo/target/examples-venv" want
+  want="$(sha256sum "$repo/examples/requirements.txt" | cut -d' ' -f1)"
+  if [[ ! -x "$venv/bin/python" || "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]]; then
+    echo "installing examples/requirements.txt into $venv" >&2
+    python3 -m venv --clear "$venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$repo/examples/requirements.txt" >&2
+    echo "$want" >"$venv/.requirements.sha256"
+  fi
+  echo "$venv/bin/python"
+}
+
+# node_env: the examples' Node packages (examples/package-lock.json) in examples/node_modules.
+node_env() {
+  if [[ ! -d "$repo/examples/node_modules/@fanoutio/serve-grip" ]]; then
+    (cd "$repo/examples" && npm ci --loglevel=error --no-audit --no-fund) >&2
+  fi
+}
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -94,6 +94,10 @@ pub struct OriginArgs {
     /// Filter named on the channel (`skip-self`, `build-id`, ...), with per-hold meta.
     #[arg(long, value_name = "F")]
     filter: Option<String>,
+    /// `--grip stream`: a request for `/sub/NAME` is held on channel NAME instead of `--channel`
+    /// (the many-channels benchmark, whose subscribers use Nchan's paths).
+    #[arg(long)]
+    channel_from_path: bool,
     /// Worker threads of the runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -154,6 +158,8 @@ struct Answer {
     immediate: AtomicU64,
     /// WebSocket-over-HTTP mode: the control message that follows `OPEN` in the accept.
     subscribe: Event,
+    /// Stream mode: hold `/sub/NAME` on channel NAME.
+    channel_from_path: bool,
 }
 
 impl Answer {
@@ -183,18 +189,21 @@ impl Answer {
             retries: AtomicU64::new(0),
             immediate: AtomicU64::new(0),
             subscribe: subscribe_event(channel),
+            channel_from_path: false,
         })
     }
 }
 
 /// Runs the origin until `--exit-after` elapses.
 pub fn run(args: OriginArgs) -> anyhow::Result<()> {
-    let answer = Arc::new(Answer::new(
+    let mut answer = Answer::new(
         args.grip,
         &args.channel,
         args.filter.as_deref(),
         args.grip_timeout,
-    )?);
+    )?;
+    answer.channel_from_path = args.channel_from_path;
+    let answer = Arc::new(answer);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -251,7 +260,7 @@ async fn respond(
     }
     let response = match answer.mode {
         GripMode::None | GripMode::Woh | GripMode::Ws => plain(Bytes::from_static(HELLO)),
-        GripMode::Stream => stream_hold(&answer),
+        GripMode::Stream => stream_hold(&answer, req.uri().path()),
         GripMode::Response => response_hold(&answer),
         GripMode::Reliable => reliable(&answer, &req),
         GripMode::ReliableResponse => reliable_response(&answer, &req),
@@ -295,13 +304,19 @@ fn bad_request(body: Bytes) -> Response<Full<Bytes>> {
     r
 }
 
-/// `--grip stream`: the hold with its SSE headers and preamble.
-fn stream_hold(answer: &Answer) -> Response<Full<Bytes>> {
+/// `--grip stream`: the hold with its SSE headers and preamble, on the channel the path names
+/// with `--channel-from-path`.
+fn stream_hold(answer: &Answer, path: &str) -> Response<Full<Bytes>> {
     let n = answer.holds.fetch_add(1, Ordering::Relaxed);
     let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
+    let channel = path
+        .strip_prefix("/sub/")
+        .filter(|name| answer.channel_from_path && !name.is_empty())
+        .and_then(|name| HeaderValue::from_str(name).ok())
+        .unwrap_or_else(|| answer.channel.clone());
     let h = r.headers_mut();
     h.insert("grip-hold", HeaderValue::from_static("stream"));
-    h.insert("grip-channel", answer.channel.clone());
+    h.insert("grip-channel", channel);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
