@@ -52,6 +52,8 @@ pub struct Formats {
     pub http_stream: Option<HttpStreamFormat>,
     /// For WebSocket connections.
     pub ws_message: Option<WsMessageFormat>,
+    /// For webhook subscribers: the request each subscriber's URL gets.
+    pub http_request: Option<HttpRequestFormat>,
 }
 
 /// What a format asks for. Every format accepts every action, as in Pushpin
@@ -125,6 +127,18 @@ pub struct WsMessageFormat {
     pub close_reason: Option<String>,
     /// Deliver only to subscriptions with exactly these content filters.
     pub content_filters: Option<Vec<String>>,
+}
+
+/// The `http-request` format: the request a webhook subscriber's URL is sent. Holdfast's
+/// addition; Pushpin has no webhook subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequestFormat {
+    /// The method, `POST` unless given.
+    pub method: String,
+    /// Headers added to the request.
+    pub headers: Vec<(String, String)>,
+    /// `body` text or decoded `body-bin`; empty when neither is given.
+    pub body: Bytes,
 }
 
 /// A WebSocket message type.

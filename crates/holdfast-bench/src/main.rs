@@ -39,6 +39,7 @@ mod session;
 mod storm;
 mod tls;
 mod usage;
+mod webhooks;
 
 /// Load tools for benchmarking Holdfast against Pushpin, Nchan and a floor server.
 #[derive(Debug, Parser)]
@@ -66,6 +67,8 @@ enum Command {
     Handshakes(handshakes::HandshakeArgs),
     /// Resident memory per rustls server session after a handshake, without sockets.
     TlsSession(session::SessionArgs),
+    /// Webhook delivery to many receivers: deliveries per second and latency.
+    Webhooks(webhooks::WebhookArgs),
     /// One client process of `handshakes` (started by `handshakes` itself).
     #[command(hide = true)]
     HandshakeWorker(handshakes::HandshakeWorkerArgs),
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Fanout(args) => fanout::run(*args),
         Command::Floor(args) => floor::run(args),
         Command::Storm(args) => storm::run(args),
+        Command::Webhooks(args) => webhooks::run(args),
         Command::FanoutWorker(args) => fanout::worker::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Channels(args) => channels::run(args),

@@ -61,6 +61,8 @@ pub struct App {
     pub sockjs_sessions: SessionTable,
     /// The shutdown signal and drain every task listens to.
     pub shutdown: Shutdown,
+    /// Webhook subscribers: registrations and their delivery.
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 /// Writes some part's figures into `GET /metrics`.
@@ -116,11 +118,27 @@ impl App {
             traffic: crate::metrics::Traffic::default(),
             connections: crate::metrics::Connections::default(),
             sockjs_sessions: SessionTable::new(config.sockjs.max_sessions),
+            webhooks: crate::webhook::Webhooks::new(&config),
             config,
             signatures: Mutex::new(Vec::new()),
             zmq_metrics: std::sync::OnceLock::new(),
             shutdown: Shutdown::default(),
         })
+    }
+
+    /// Publishes `items` through the bus and, once it took them, queues them for the
+    /// channels' webhook subscribers. Every publish input goes through here, so in cluster
+    /// mode the instance that accepted an item is the one that delivers it to webhooks.
+    pub async fn publish(
+        &self,
+        items: Vec<grip::publish::PublishItem>,
+    ) -> Result<usize, crate::bus::BusError> {
+        let hooked = self.webhooks.wanted(&items);
+        let receivers = self.bus.publish(items).await?;
+        if !hooked.is_empty() {
+            self.webhooks.offer(hooked);
+        }
+        Ok(receivers)
     }
 
     /// Writes a one-screen summary of this instance's state to the log (target

@@ -774,6 +774,7 @@ fn hint_item(channel: &str) -> Delivery {
                 content_filters: None,
             }),
             ws_message: None,
+            http_request: None,
         },
         meta: BTreeMap::new(),
         size: None,

@@ -70,6 +70,9 @@ impl Api {
                 return resp;
             }
         }
+        if crate::webhook::api::is_route(&path) {
+            return crate::webhook::api::handle(&app.webhooks, &path, req).await;
+        }
         match (path.as_str(), req.method()) {
             ("/metrics", &Method::GET) => self.metrics(),
             ("/publish", &Method::POST) => publish(app, req).await,
@@ -234,7 +237,7 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
     let count = items.len();
     app.traffic.received(crate::metrics::Input::Http, count);
-    if let Err(e) = app.bus.publish(items).await {
+    if let Err(e) = app.publish(items).await {
         tracing::warn!(error = %e, items = count, "publish refused");
         return text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
     }
@@ -397,6 +400,7 @@ fn metrics_page(app: &App) -> Page {
         );
     }
     app.bus.metrics(&mut page);
+    app.webhooks.metrics(&mut page);
     app.zmq_metrics(&mut page);
     page
 }

@@ -105,6 +105,11 @@ impl Server {
             prometheus.push(bind(*addr, config.server.reuse_port).await?);
         }
         let app = App::new(config, routes);
+        // A store that cannot be read stops the start, naming the file: serving without the
+        // registrations would silently stop every delivery.
+        app.webhooks
+            .start()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         // The keys were read when the configuration was validated; this reads them again.
         let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
         Ok(Server {

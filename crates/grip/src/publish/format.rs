@@ -1,4 +1,5 @@
-//! The three publish formats, `http-response`, `http-stream` and `ws-message`.
+//! The publish formats: `http-response`, `http-stream` and `ws-message` (Pushpin's three), and
+//! `http-request` for webhook subscribers.
 //!
 //! As in Pushpin, only the fields that the action uses are read: a `hint` or
 //! `close` needs no content, and its other fields are not checked.
@@ -6,14 +7,15 @@
 use bytes::Bytes;
 
 use super::{
-    Action, Formats, HttpResponseFormat, HttpStreamFormat, MessageType, ResponseBody,
-    WsMessageFormat,
+    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, MessageType,
+    ResponseBody, WsMessageFormat,
 };
 use crate::fields::Obj;
 
 const HTTP_RESPONSE: &str = "'http-response'";
 const HTTP_STREAM: &str = "'http-stream'";
 const WS_MESSAGE: &str = "'ws-message'";
+const HTTP_REQUEST: &str = "'http-request'";
 
 pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
     let get = |key: &str, name: &'static str| -> Result<Option<Obj<'_>>, String> {
@@ -27,8 +29,15 @@ pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
             .map(http_stream)
             .transpose()?,
         ws_message: get("ws-message", WS_MESSAGE)?.map(ws_message).transpose()?,
+        http_request: get("http-request", HTTP_REQUEST)?
+            .map(http_request)
+            .transpose()?,
     };
-    if out.http_response.is_none() && out.http_stream.is_none() && out.ws_message.is_none() {
+    if out.http_response.is_none()
+        && out.http_stream.is_none()
+        && out.ws_message.is_none()
+        && out.http_request.is_none()
+    {
         return Err("no formats specified".to_string());
     }
     Ok(out)
@@ -94,6 +103,20 @@ fn http_response(format: Obj<'_>) -> Result<HttpResponseFormat, String> {
         ));
     };
     Ok(out)
+}
+
+fn http_request(format: Obj<'_>) -> Result<HttpRequestFormat, String> {
+    let method = format.str_opt("method")?.unwrap_or("POST");
+    // A token, as RFC 9110 defines a method; hyper would refuse anything else at send time.
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if method.is_empty() || !method.chars().all(is_tchar) {
+        return Err(format.invalid_value("method", format!("'{method}'")));
+    }
+    Ok(HttpRequestFormat {
+        method: method.to_string(),
+        headers: format.headers_opt("headers")?.unwrap_or_default(),
+        body: format.content_opt("body", "body-bin")?.unwrap_or_default(),
+    })
 }
 
 fn http_stream(format: Obj<'_>) -> Result<HttpStreamFormat, String> {

@@ -18,6 +18,9 @@ impl Config {
         let mut shown = self.clone();
         shown.grip.sig_key = redact_key(&self.grip.sig_key);
         shown.grip.upstream_key = self.grip.upstream_key.as_deref().map(redact_key);
+        if !self.webhooks.sig_key.is_empty() {
+            shown.webhooks.sig_key = redact_key(&self.webhooks.sig_key);
+        }
         shown.publish.jwt_key = self.publish.jwt_key.iter().map(|k| redact_key(k)).collect();
         shown.publish.token = vec![REDACTED.to_string(); self.publish.token.len()];
         shown.publish.basic = (self.publish.basic.iter())
@@ -64,10 +67,19 @@ basic = [\"alice:pa55\"]
 jwt_key = [\"jwt-s3cret\", \"file:/keys/pub.pem\"]
 [cluster]
 redis = [\"redis://:redispa55@127.0.0.1:6379\"]
+[webhooks]
+sig_key = \"hook-s3cret\"
 ";
         let config = Config::parse(text, Path::new("c.toml")).unwrap();
         let out = config.to_effective_toml().unwrap();
-        for secret in ["s3cret-key", "t0ken", "pa55", "jwt-s3cret", "redispa55"] {
+        for secret in [
+            "s3cret-key",
+            "hook-s3cret",
+            "t0ken",
+            "pa55",
+            "jwt-s3cret",
+            "redispa55",
+        ] {
             assert!(!out.contains(secret), "{secret} shown:\n{out}");
         }
         let back: toml::Value = toml::from_str(&out).unwrap();
@@ -83,6 +95,8 @@ redis = [\"redis://:redispa55@127.0.0.1:6379\"]
             "publish",
             "tls",
             "log",
+            "outbound",
+            "webhooks",
         ] {
             assert!(back.get(section).is_some(), "[{section}] missing:\n{out}");
         }
