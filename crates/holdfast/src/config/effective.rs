@@ -2,7 +2,7 @@
 //! with secrets hidden.
 //!
 //! Secrets are shown as `"<redacted>"`: inline keys (`grip.sig_key` other than Pushpin's public
-//! default `changeme`, `grip.upstream_key`, `publish.jwt_key`), static tokens, Basic passwords
+//! default `changeme`, `grip.upstream_key`, `publish.jwt_key`, `presence.sign_key`), static tokens, Basic passwords
 //! and Redis passwords. A `file:` key shows its path, which is not secret. The output is for
 //! reading; a redacted key would not work if the output were loaded as a configuration.
 
@@ -18,6 +18,7 @@ impl Config {
         let mut shown = self.clone();
         shown.grip.sig_key = redact_key(&self.grip.sig_key);
         shown.grip.upstream_key = self.grip.upstream_key.as_deref().map(redact_key);
+        shown.presence.sign_key = self.presence.sign_key.as_deref().map(redact_key);
         shown.publish.jwt_key = self.publish.jwt_key.iter().map(|k| redact_key(k)).collect();
         shown.publish.token = vec![REDACTED.to_string(); self.publish.token.len()];
         shown.publish.basic = (self.publish.basic.iter())
