@@ -39,6 +39,9 @@ pub use stream::events_response;
 /// Changes queued for the tracker; past it the tracker resyncs.
 const QUEUE: usize = 4096;
 
+/// The tracker's end of the change queue, until [`Presence::start`] takes it.
+type Changes = Arc<Mutex<Option<mpsc::Receiver<(Key, bool)>>>>;
+
 /// What presence is tracked for: a channel's occupancy, or one user's membership of a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
@@ -218,7 +221,7 @@ impl Shared {
 #[derive(Clone, Default)]
 pub struct Presence {
     shared: Option<Arc<Shared>>,
-    start: Arc<Mutex<Option<mpsc::Receiver<(Key, bool)>>>>,
+    start: Changes,
 }
 
 impl Presence {
@@ -302,7 +305,8 @@ impl Presence {
         if !shared.config.url.starts_with('/') {
             return None;
         }
-        let target = (route.targets.iter()).find(|t| matches!(t.kind, TargetKind::Origin { .. }))?;
+        let target =
+            (route.targets.iter()).find(|t| matches!(t.kind, TargetKind::Origin { .. }))?;
         let scheme = if target.ssl { "https" } else { "http" };
         Some(format!("{scheme}://{}", target.label()))
     }
@@ -393,8 +397,8 @@ impl Presence {
         if let Some(cluster) = &shared.cluster {
             return cluster.channel(channel, member_channel).await;
         }
-        let occupied = (shared.occupied.lock().expect("presence occupied poisoned"))
-            .contains(channel);
+        let occupied =
+            (shared.occupied.lock().expect("presence occupied poisoned")).contains(channel);
         let members = member_channel.then(|| {
             let members = shared.members.lock().expect("presence members poisoned");
             let mut users: Vec<String> = members
@@ -454,19 +458,23 @@ impl Presence {
     }
 }
 
-/// Ends presence's tasks: waits for the tracker (first), which leaves Redis once shutdown has
-/// begun, at most a few seconds, then stops the rest.
-pub async fn stop(mut tasks: Vec<tokio::task::JoinHandle<()>>) {
-    if tasks.is_empty() {
-        return;
-    }
-    let tracker = tasks.remove(0);
-    let abort = tracker.abort_handle();
-    if tokio::time::timeout(tracker::LEAVE_TIMEOUT * 2, tracker).await.is_err() {
-        abort.abort();
-    }
-    for t in tasks {
-        t.abort();
+/// Ends presence's tasks: waits (a few seconds at most) for the tracker, which emits or
+/// writes to Redis its departure once shutdown has begun, then for the poster to send what
+/// that queued, then stops the rest.
+pub async fn stop(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    // The tracker first, then the poster: the tracker's end closes the poster's queue.
+    for (i, task) in tasks.into_iter().enumerate() {
+        if i > 1 {
+            task.abort();
+            continue;
+        }
+        let abort = task.abort_handle();
+        if tokio::time::timeout(tracker::LEAVE_TIMEOUT * 2, task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 }
 

@@ -127,7 +127,11 @@ fn got(kind: &str, channel: &str) -> Got {
 }
 
 fn member(kind: &str, channel: &str, user: &str) -> Got {
-    (kind.to_string(), channel.to_string(), Some(user.to_string()))
+    (
+        kind.to_string(),
+        channel.to_string(),
+        Some(user.to_string()),
+    )
 }
 
 fn presence_on(linger_ms: u64) -> impl FnOnce(&mut holdfast::Config) + Clone {
@@ -289,6 +293,17 @@ async fn leaving_and_coming_back_within_the_linger_makes_no_event() {
     let _marker = watch(&proxy, "marker").await;
     assert_eq!(app.next().await, got("channel-occupied", "marker"));
     assert_eq!(channel(&proxy, "feed").await["occupied"], true);
+    // A clean shutdown vacates what is occupied, linger or not.
+    proxy.shutdown().await;
+    let mut last = vec![app.next().await, app.next().await];
+    last.sort();
+    assert_eq!(
+        last,
+        [
+            got("channel-vacated", "feed"),
+            got("channel-vacated", "marker")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -338,7 +353,11 @@ async fn websocket_users_on_member_channels_connect_and_disconnect() {
 async fn presence_off_answers_404_and_a_full_listener_cap_503() {
     let app = App::start().await;
     let off = Proxy::routed_to(&app.origin, quiet).await;
-    for path in ["/presence/channels", "/presence/channels/x", "/presence/events"] {
+    for path in [
+        "/presence/channels",
+        "/presence/channels/x",
+        "/presence/events",
+    ] {
         let resp = get(&off.publish_url(path)).await;
         assert_eq!(resp.status(), 404, "{path}");
         assert!(text(resp).await.contains("presence.enabled"), "{path}");
@@ -370,7 +389,10 @@ impl Redis {
         if !on_path {
             let required = std::env::var_os("HOLDFAST_REQUIRE_REDIS").is_some()
                 || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!required, "redis-server is not on PATH but HOLDFAST_REQUIRE_REDIS or CI is set");
+            assert!(
+                !required,
+                "redis-server is not on PATH but HOLDFAST_REQUIRE_REDIS or CI is set"
+            );
             eprintln!("skipping: redis-server is not on PATH (scripts/test installs it)");
             return None;
         }
@@ -480,10 +502,13 @@ async fn across_three_instances_each_transition_is_one_event_and_counts_add_up()
     assert_eq!(listener.next().await.1, got("channel-occupied", "scores"));
     let b = watch(&proxies[1], "scores").await;
     let c = watch(&proxies[1], "scores").await;
-    until("instance 2 counts the three subscribers on two others", || async {
-        channels(&proxies[2]).await["channels"]
-            == serde_json::json!([{ "channel": "scores", "subscribers": 3 }])
-    })
+    until(
+        "instance 2 counts the three subscribers on two others",
+        || async {
+            channels(&proxies[2]).await["channels"]
+                == serde_json::json!([{ "channel": "scores", "subscribers": 3 }])
+        },
+    )
     .await;
     assert_eq!(channel(&proxies[2], "scores").await["occupied"], true);
 
@@ -495,14 +520,20 @@ async fn across_three_instances_each_transition_is_one_event_and_counts_add_up()
     // before this one.
     assert_eq!(app.next().await, got("channel-vacated", "scores"));
     assert_eq!(listener.next().await.1, got("channel-vacated", "scores"));
-    assert_eq!(channels(&proxies[0]).await["channels"], serde_json::json!([]));
+    assert_eq!(
+        channels(&proxies[0]).await["channels"],
+        serde_json::json!([])
+    );
 
     // Instances that shut down leave Redis.
     drop(listener);
     for p in proxies {
         p.shutdown().await;
     }
-    until("the instances left", || async { redis.instances().await == 0 }).await;
+    until("the instances left", || async {
+        redis.instances().await == 0
+    })
+    .await;
 
     // A leave and a return on another instance within the linger: no event.
     let proxies_linger = three(&redis, &app, 60_000).await;

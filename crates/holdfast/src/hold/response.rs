@@ -46,10 +46,7 @@ pub async fn hold(
     loop {
         let requests = positions.requests();
         (ctx.app.presence).note_route(requests.iter().map(|(c, _)| c.as_str()), &ctx.route);
-        let (sub, mut rx, resumes) = ctx
-            .app
-            .hub
-            .subscribe_resuming(requests, Want::HttpResponse);
+        let (sub, mut rx, resumes) = ctx.app.hub.subscribe_resuming(requests, Want::HttpResponse);
         let (mut pending, stale) = positions.resume(resumes);
         let mut update = false;
         if !stale.is_empty() {

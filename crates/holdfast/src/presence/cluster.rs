@@ -335,7 +335,9 @@ impl Cluster {
     fn index(&self, key: &Key) -> (String, String) {
         match key {
             Key::Channel(c) => (self.key("live"), c.clone()),
-            Key::Member { channel, user } => (self.key(&format!("members:{channel}")), user.clone()),
+            Key::Member { channel, user } => {
+                (self.key(&format!("members:{channel}")), user.clone())
+            }
         }
     }
 }

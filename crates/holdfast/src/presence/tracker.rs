@@ -96,9 +96,7 @@ pub(super) async fn run(
             _ = heartbeat.tick(), if clustered => t.heartbeat().await,
         }
     }
-    if clustered {
-        let _ = tokio::time::timeout(LEAVE_TIMEOUT, t.leave()).await;
-    }
+    let _ = tokio::time::timeout(LEAVE_TIMEOUT, t.leave()).await;
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -116,7 +114,12 @@ impl Tracker {
         }
         let url = self.shared.target(key.channel());
         if let Key::Channel(c) = &key {
-            (self.shared.occupied.lock().expect("presence occupied poisoned")).insert(c.clone());
+            (self
+                .shared
+                .occupied
+                .lock()
+                .expect("presence occupied poisoned"))
+            .insert(c.clone());
         }
         self.held.insert(
             key.clone(),
@@ -174,8 +177,18 @@ impl Tracker {
             return;
         };
         if let Key::Channel(c) = &key {
-            (self.shared.occupied.lock().expect("presence occupied poisoned")).remove(c);
-            (self.shared.origins.lock().expect("presence origins poisoned")).remove(c);
+            (self
+                .shared
+                .occupied
+                .lock()
+                .expect("presence occupied poisoned"))
+            .remove(c);
+            (self
+                .shared
+                .origins
+                .lock()
+                .expect("presence origins poisoned"))
+            .remove(c);
             self.counts.remove(c);
         }
         self.went(key, false, held.url).await;
@@ -324,10 +337,15 @@ impl Tracker {
         Ok(())
     }
 
-    /// Shutdown in cluster mode: releases every key (the last instance on a channel emits its
-    /// vacated event) and leaves the instance list.
+    /// Shutdown: alone, every held key is gone (its event emitted); in cluster mode every key
+    /// is released (the last instance on a channel emits its event) and the instance leaves
+    /// the instance list.
     async fn leave(&mut self) {
         let Some(cluster) = self.shared.cluster.clone() else {
+            let keys: Vec<Key> = self.held.keys().cloned().collect();
+            for key in keys {
+                self.gone(key).await;
+            }
             return;
         };
         let keys: Vec<Key> = self.held.keys().cloned().collect();

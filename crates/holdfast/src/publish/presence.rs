@@ -16,10 +16,9 @@ use crate::presence::PresenceError;
 pub async fn handle(app: &App, path: &str) -> Option<Response<Body>> {
     let rest = path.strip_prefix("/presence")?;
     Some(match rest {
-        "/events" => crate::presence::events_response(
-            &app.presence,
-            app.shutdown.signal().into_stopped(),
-        ),
+        "/events" => {
+            crate::presence::events_response(&app.presence, app.shutdown.signal().into_stopped())
+        }
         "/channels" => match app.presence.channels().await {
             Ok(channels) => {
                 let list: Vec<_> = (channels.iter())
@@ -103,7 +102,9 @@ mod tests {
     fn channels_in_paths_are_percent_decoded() {
         assert_eq!(percent_decode("a%20b%2Fc").unwrap(), "a b/c");
         assert_eq!(percent_decode("plain").unwrap(), "plain");
-        assert!(percent_decode("bad%2").unwrap_err().contains("bad %-escape"));
+        assert!(percent_decode("bad%2")
+            .unwrap_err()
+            .contains("bad %-escape"));
         assert!(percent_decode("%ff").unwrap_err().contains("UTF-8"));
     }
 }
