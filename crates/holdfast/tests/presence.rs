@@ -402,21 +402,30 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
+        let child = Redis::spawn(port, dir.path());
         let redis = Redis {
             port,
             child,
             _dir: dir,
         };
+        redis.wait_up().await;
+        Some(redis)
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    }
+
+    async fn wait_up(&self) {
         until("redis-server answers", || async {
-            match redis.connection().await {
+            match self.connection().await {
                 Ok(mut conn) => redis::cmd("PING")
                     .query_async::<String>(&mut conn)
                     .await
@@ -425,7 +434,14 @@ impl Redis {
             }
         })
         .await;
-        Some(redis)
+    }
+
+    /// Kills the server (its data is lost: no persistence) and starts it again on its port.
+    async fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = Redis::spawn(self.port, self._dir.path());
+        self.wait_up().await;
     }
 
     fn url(&self) -> String {
@@ -590,4 +606,40 @@ async fn a_killed_instances_channels_are_vacated_by_another_after_its_ttl() {
     })
     .await;
     assert_eq!(channels(&survivor).await["channels"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn after_redis_comes_back_empty_the_instances_write_their_channels_again() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let mut app = App::start().await;
+    let proxy = Proxy::routed_to(&app.origin, clustered(redis.url(), 100)).await;
+    until("the instance registered", || async {
+        redis.instances().await == 1
+    })
+    .await;
+    let _held = watch(&proxy, "kept").await;
+    assert_eq!(app.next().await, got("channel-occupied", "kept"));
+
+    redis.restart().await;
+    let _new = watch(&proxy, "arrived").await;
+    // The restarted Redis knows nothing: both channels are new to it, and are told again.
+    let mut back = vec![app.next().await, app.next().await];
+    back.sort();
+    assert_eq!(
+        back,
+        [
+            got("channel-occupied", "arrived"),
+            got("channel-occupied", "kept")
+        ]
+    );
+    until("the counts are back", || async {
+        channels(&proxy).await["channels"]
+            == serde_json::json!([
+                { "channel": "arrived", "subscribers": 1 },
+                { "channel": "kept", "subscribers": 1 }
+            ])
+    })
+    .await;
 }
