@@ -91,6 +91,10 @@ pub struct OriginArgs {
     /// `Grip-Timeout` for response holds, in seconds (omitted when not given).
     #[arg(long, value_name = "SECS")]
     grip_timeout: Option<u32>,
+    /// Stream holds also subscribe to a channel of their own, `C-<n>` (the n-th hold), so
+    /// every subscriber makes a channel: what presence tracking costs at its most.
+    #[arg(long)]
+    own_channel: bool,
     /// Filter named on the channel (`skip-self`, `build-id`, ...), with per-hold meta.
     #[arg(long, value_name = "F")]
     filter: Option<String>,
@@ -154,6 +158,8 @@ struct Answer {
     immediate: AtomicU64,
     /// WebSocket-over-HTTP mode: the control message that follows `OPEN` in the accept.
     subscribe: Event,
+    /// `--own-channel`: stream holds also name `C-<n>`.
+    own_channel: bool,
 }
 
 impl Answer {
@@ -183,18 +189,21 @@ impl Answer {
             retries: AtomicU64::new(0),
             immediate: AtomicU64::new(0),
             subscribe: subscribe_event(channel),
+            own_channel: false,
         })
     }
 }
 
 /// Runs the origin until `--exit-after` elapses.
 pub fn run(args: OriginArgs) -> anyhow::Result<()> {
-    let answer = Arc::new(Answer::new(
+    let mut answer = Answer::new(
         args.grip,
         &args.channel,
         args.filter.as_deref(),
         args.grip_timeout,
-    )?);
+    )?;
+    answer.own_channel = args.own_channel;
+    let answer = Arc::new(answer);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -301,7 +310,14 @@ fn stream_hold(answer: &Answer) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
     let h = r.headers_mut();
     h.insert("grip-hold", HeaderValue::from_static("stream"));
-    h.insert("grip-channel", answer.channel.clone());
+    let own = answer.own_channel.then(|| {
+        let channel = answer.channel.to_str().unwrap_or("bench");
+        HeaderValue::from_str(&format!("{channel}, {}-{n}", answer.channel_name))
+    });
+    match own {
+        Some(Ok(both)) => h.insert("grip-channel", both),
+        _ => h.insert("grip-channel", answer.channel.clone()),
+    };
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -720,6 +736,21 @@ mod tests {
                 "{position:?} {last}"
             );
         }
+    }
+
+    #[test]
+    fn own_channel_stream_holds_name_a_channel_each() {
+        let mut answer = Answer::new(GripMode::Stream, "bench", None, None).unwrap();
+        assert_eq!(stream_hold(&answer).headers()["grip-channel"], "bench");
+        answer.own_channel = true;
+        assert_eq!(
+            stream_hold(&answer).headers()["grip-channel"],
+            "bench, bench-1"
+        );
+        assert_eq!(
+            stream_hold(&answer).headers()["grip-channel"],
+            "bench, bench-2"
+        );
     }
 
     #[test]
