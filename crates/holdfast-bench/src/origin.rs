@@ -91,6 +91,10 @@ pub struct OriginArgs {
     /// `Grip-Timeout` for response holds, in seconds (omitted when not given).
     #[arg(long, value_name = "SECS")]
     grip_timeout: Option<u32>,
+    /// Stream holds also subscribe to a channel of their own, `C-<n>` (the n-th hold), so
+    /// every subscriber makes a channel: what presence tracking costs at its most.
+    #[arg(long)]
+    own_channel: bool,
     /// Filter named on the channel (`skip-self`, `build-id`, ...), with per-hold meta.
     #[arg(long, value_name = "F")]
     filter: Option<String>,
@@ -160,6 +164,8 @@ struct Answer {
     subscribe: Event,
     /// Stream mode: hold `/sub/NAME` on channel NAME.
     channel_from_path: bool,
+    /// `--own-channel`: stream holds also name `C-<n>`.
+    own_channel: bool,
 }
 
 impl Answer {
@@ -190,6 +196,7 @@ impl Answer {
             immediate: AtomicU64::new(0),
             subscribe: subscribe_event(channel),
             channel_from_path: false,
+            own_channel: false,
         })
     }
 }
@@ -203,6 +210,7 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
         args.grip_timeout,
     )?;
     answer.channel_from_path = args.channel_from_path;
+    answer.own_channel = args.own_channel;
     let answer = Arc::new(answer);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -316,7 +324,14 @@ fn stream_hold(answer: &Answer, path: &str) -> Response<Full<Bytes>> {
         .unwrap_or_else(|| answer.channel.clone());
     let h = r.headers_mut();
     h.insert("grip-hold", HeaderValue::from_static("stream"));
-    h.insert("grip-channel", channel);
+    let own = answer.own_channel.then(|| {
+        let channel = channel.to_str().unwrap_or("bench");
+        HeaderValue::from_str(&format!("{channel}, {}-{n}", answer.channel_name))
+    });
+    match own {
+        Some(Ok(both)) => h.insert("grip-channel", both),
+        _ => h.insert("grip-channel", channel),
+    };
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -735,6 +750,21 @@ mod tests {
                 "{position:?} {last}"
             );
         }
+    }
+
+    #[test]
+    fn own_channel_stream_holds_name_a_channel_each() {
+        let mut answer = Answer::new(GripMode::Stream, "bench", None, None).unwrap();
+        assert_eq!(stream_hold(&answer, "/").headers()["grip-channel"], "bench");
+        answer.own_channel = true;
+        assert_eq!(
+            stream_hold(&answer, "/").headers()["grip-channel"],
+            "bench, bench-1"
+        );
+        assert_eq!(
+            stream_hold(&answer, "/").headers()["grip-channel"],
+            "bench, bench-2"
+        );
     }
 
     #[test]

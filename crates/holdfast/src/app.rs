@@ -40,6 +40,8 @@ pub struct App {
     pub instance: String,
     /// How publishes reach the hub (local, or through the cluster engine).
     pub bus: crate::bus::Bus,
+    /// Channel state events, counts and members (`[presence]`; inert when off).
+    pub presence: crate::presence::Presence,
     /// Paces origin requests made on held sessions' behalf.
     pub session_requests: crate::limiter::RateLimiter,
     /// Held HTTP/1.1 streams written straight to their socket now (`server::direct`).
@@ -94,8 +96,10 @@ impl App {
             !(zmq.command_spec.is_empty() && zmq.stats_spec.is_empty()),
             &instance,
         );
+        let presence = crate::presence::Presence::new(&config, hub.clone(), &instance);
         Arc::new(App {
             conns,
+            presence,
             instance,
             xff,
             xff_trusted,

@@ -11,6 +11,7 @@
 mod effective;
 pub mod keys;
 pub mod outbound;
+pub mod presence;
 pub mod publish;
 pub mod pushpin;
 pub mod redis_url;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use effective::REDACTED;
 pub use outbound::{OutboundConfig, WebhooksConfig};
+pub use presence::PresenceConfig;
 pub use publish::{PublishConfig, PublishOverrides};
 pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
@@ -60,6 +62,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Pushpin's ZeroMQ sockets: publish inputs, command socket, stats socket.
     pub zmq: ZmqConfig,
+    /// Channel state events, subscriber counts and members.
+    pub presence: PresenceConfig,
     /// Logging.
     pub log: LogConfig,
     /// The policy for requests to URLs not from the routes file (webhook deliveries).
@@ -743,6 +747,7 @@ impl Config {
         config.publish.resolve_paths(dir);
         config.tls.resolve_paths(dir);
         config.webhooks.resolve_paths(dir);
+        config.presence.resolve_paths(dir);
         Ok(config)
     }
 
@@ -947,6 +952,7 @@ impl Config {
         self.zmq.check(self.publish.allow_unauthenticated)?;
         self.outbound.check()?;
         self.webhooks.check()?;
+        self.presence.check()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         if !(0.0..=1.0).contains(&self.log.access_sample) {

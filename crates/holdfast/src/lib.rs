@@ -34,6 +34,7 @@
 //!   the file-descriptor budget client and origin sockets share. [`conns`]: the held
 //!   connections by id, for the ZeroMQ command and stats sockets.
 //! - [`bus`]: how publishes reach the hub — locally, or through the cluster engine.
+//!   [`presence`]: channel state events, subscriber counts and members (`[presence]`).
 //! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
 //! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
 //! - [`http`]: the response body type and helpers. [`retry`]: retry delays and jitter.
@@ -63,6 +64,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod origin;
 pub mod outbound;
+pub mod presence;
 pub mod proxy;
 pub mod publish;
 pub mod publisher;

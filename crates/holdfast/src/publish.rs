@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod presence;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -67,6 +68,9 @@ impl Api {
         }
         if matches!(req.method(), &Method::GET | &Method::HEAD) {
             if let Some(resp) = self.status.handle(app, &path) {
+                return resp;
+            }
+            if let Some(resp) = presence::handle(app, &path).await {
                 return resp;
             }
         }
@@ -306,6 +310,7 @@ fn metrics_page(app: &App) -> Page {
         s.subscriptions as i64,
     );
     app.connections.register(&mut page);
+    app.presence.metrics(&mut page);
     page.counters(
         "holdfast_items_received_total",
         "Publish items received, by input: the HTTP publish API, ZeroMQ (inputs and command socket), the cluster bus (Redis)",

@@ -173,6 +173,9 @@ impl Server {
         let publish_pair = self.publish_tls.as_ref().map(|(_, pair)| pair.clone());
         let _cert_watchers = crate::reload::spawn_certs(self.certs.clone(), publish_pair);
         let _bus = app.bus.start();
+        let presence = app
+            .presence
+            .start(&app.config, app.shutdown.signal().into_stopped());
         on_sigusr1(app.clone());
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
         let sweeper = {
@@ -265,6 +268,7 @@ impl Server {
             tracing::warn!("grace period over, closing remaining connections");
         }
         sweeper.abort();
+        crate::presence::stop(presence).await;
     }
 }
 

@@ -93,8 +93,8 @@ pub enum TlsError {
 }
 
 /// A TLS client configuration (ring) that checks servers against the system's root
-/// certificates; a root that cannot be read is logged and left out. Origins and outbound
-/// requests use it.
+/// certificates; a root that cannot be read is logged and left out. Origins, outbound
+/// requests and presence POSTs use it.
 pub fn client_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();

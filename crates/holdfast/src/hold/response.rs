@@ -44,10 +44,9 @@ pub async fn hold(
     const MAX_STALE_RETRIES: u32 = 2;
     let mut stale_retries = 0;
     loop {
-        let (sub, mut rx, resumes) = ctx
-            .app
-            .hub
-            .subscribe_resuming(positions.requests(), Want::HttpResponse);
+        let requests = positions.requests();
+        (ctx.app.presence).note_route(requests.iter().map(|(c, _)| c.as_str()), &ctx.route);
+        let (sub, mut rx, resumes) = ctx.app.hub.subscribe_resuming(requests, Want::HttpResponse);
         let (mut pending, stale) = positions.resume(resumes);
         let mut update = false;
         if !stale.is_empty() {
