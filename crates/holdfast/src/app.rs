@@ -46,6 +46,8 @@ pub struct App {
     pub session_requests: crate::limiter::RateLimiter,
     /// Held HTTP/1.1 streams written straight to their socket now (`server::direct`).
     pub direct_streams: std::sync::atomic::AtomicUsize,
+    /// Held long-polls waiting with their socket out of hyper's hands now (`server::direct`).
+    pub direct_long_polls: std::sync::atomic::AtomicUsize,
     /// The per-address connection caps, when either is on.
     pub per_ip: Option<Arc<crate::limiter::PerIp>>,
     /// The client connection cap (`limits.max_connections`): a permit per open connection.
@@ -113,6 +115,7 @@ impl App {
                 config.reliability.session_requests_per_sec,
             ),
             direct_streams: std::sync::atomic::AtomicUsize::new(0),
+            direct_long_polls: std::sync::atomic::AtomicUsize::new(0),
             per_ip: crate::limiter::PerIp::new(
                 config.limits.max_connections_per_ip,
                 config.limits.connection_rate_per_ip,
@@ -156,6 +159,7 @@ impl App {
             client_connections = self.client_connections(),
             max_connections = self.config.limits.max_connections,
             direct_streams = self.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
+            direct_long_polls = self.direct_long_polls.load(std::sync::atomic::Ordering::Relaxed),
             channels = s.channels,
             subscriptions = s.subscriptions,
             items_published = s.published,

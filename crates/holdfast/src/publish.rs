@@ -375,6 +375,12 @@ fn metrics_page(app: &App) -> Page {
         app.direct_streams
             .load(std::sync::atomic::Ordering::Relaxed) as i64,
     )
+    .gauge(
+        "holdfast_direct_long_polls",
+        "Held HTTP/1.1 long-polls waiting outside hyper, their response to be written directly",
+        app.direct_long_polls
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    )
     .gauges(
         "holdfast_build_info",
         "The version and commit this binary was built from",
