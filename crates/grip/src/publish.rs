@@ -52,6 +52,8 @@ pub struct Formats {
     pub http_stream: Option<HttpStreamFormat>,
     /// For WebSocket connections.
     pub ws_message: Option<WsMessageFormat>,
+    /// For Bayeux subscribers: `json-object`.
+    pub json_object: Option<JsonObjectFormat>,
 }
 
 /// What a format asks for. Every format accepts every action, as in Pushpin
@@ -125,6 +127,14 @@ pub struct WsMessageFormat {
     pub close_reason: Option<String>,
     /// Deliver only to subscriptions with exactly these content filters.
     pub content_filters: Option<Vec<String>>,
+}
+
+/// The `json-object` format: a JSON value for Bayeux subscribers, delivered as the `data` of
+/// a Bayeux message on the item's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonObjectFormat {
+    /// The `data` value as compact JSON text, serialized once for every subscriber.
+    pub data: Bytes,
 }
 
 /// A WebSocket message type.

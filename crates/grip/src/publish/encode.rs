@@ -64,6 +64,13 @@ fn formats(f: &Formats) -> Value {
     if let Some(w) = &f.ws_message {
         out.insert("ws-message".into(), ws_message(w));
     }
+    if let Some(j) = &f.json_object {
+        // The text was serialized from a JSON value, so it parses back.
+        let data = serde_json::from_slice(&j.data).unwrap_or(Value::Null);
+        let mut obj = Map::new();
+        obj.insert("data".into(), data);
+        out.insert("json-object".into(), Value::Object(obj));
+    }
     Value::Object(out)
 }
 

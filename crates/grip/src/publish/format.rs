@@ -1,4 +1,5 @@
-//! The three publish formats, `http-response`, `http-stream` and `ws-message`.
+//! The publish formats: `http-response`, `http-stream`, `ws-message`, and `json-object` for
+//! Bayeux subscribers.
 //!
 //! As in Pushpin, only the fields that the action uses are read: a `hint` or
 //! `close` needs no content, and its other fields are not checked.
@@ -6,14 +7,15 @@
 use bytes::Bytes;
 
 use super::{
-    Action, Formats, HttpResponseFormat, HttpStreamFormat, MessageType, ResponseBody,
-    WsMessageFormat,
+    Action, Formats, HttpResponseFormat, HttpStreamFormat, JsonObjectFormat, MessageType,
+    ResponseBody, WsMessageFormat,
 };
 use crate::fields::Obj;
 
 const HTTP_RESPONSE: &str = "'http-response'";
 const HTTP_STREAM: &str = "'http-stream'";
 const WS_MESSAGE: &str = "'ws-message'";
+const JSON_OBJECT: &str = "'json-object'";
 
 pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
     let get = |key: &str, name: &'static str| -> Result<Option<Obj<'_>>, String> {
@@ -27,8 +29,15 @@ pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
             .map(http_stream)
             .transpose()?,
         ws_message: get("ws-message", WS_MESSAGE)?.map(ws_message).transpose()?,
+        json_object: get("json-object", JSON_OBJECT)?
+            .map(json_object)
+            .transpose()?,
     };
-    if out.http_response.is_none() && out.http_stream.is_none() && out.ws_message.is_none() {
+    if out.http_response.is_none()
+        && out.http_stream.is_none()
+        && out.ws_message.is_none()
+        && out.json_object.is_none()
+    {
         return Err("no formats specified".to_string());
     }
     Ok(out)
@@ -163,4 +172,15 @@ fn ws_message(format: Obj<'_>) -> Result<WsMessageFormat, String> {
         Action::Hint | Action::Refresh => {}
     }
     Ok(out)
+}
+
+/// `{"data": <any JSON>}`: `data` is required (`null` is a value) and is kept as compact JSON.
+fn json_object(format: Obj<'_>) -> Result<JsonObjectFormat, String> {
+    let data = format
+        .raw("data")
+        .ok_or_else(|| format!("{JSON_OBJECT} does not contain 'data'"))?;
+    let text = serde_json::to_vec(data).map_err(|e| format!("{JSON_OBJECT} 'data': {e}"))?;
+    Ok(JsonObjectFormat {
+        data: Bytes::from(text),
+    })
 }

@@ -293,3 +293,24 @@ fn patches() {
     let hint = response_format(json!({"action": "hint"}));
     assert!(hint.apply_patch(b"x").unwrap().is_empty());
 }
+
+#[test]
+fn json_object_format() {
+    let f = formats(json!({"json-object": {"data": {"text": "hi", "n": [1, 2]}}})).unwrap();
+    let j = f.json_object.unwrap();
+    assert_eq!(&j.data[..], br#"{"n":[1,2],"text":"hi"}"#);
+    let f = formats(json!({"json-object": {"data": null}})).unwrap();
+    assert_eq!(&f.json_object.unwrap().data[..], b"null");
+    assert_eq!(
+        formats(json!({"json-object": {}})).unwrap_err(),
+        "Invalid format: 'json-object' does not contain 'data'"
+    );
+    assert_eq!(
+        formats(json!({"json-object": "x"})).unwrap_err(),
+        "Invalid format: 'json-object' is not an object"
+    );
+    let item = one(json!({"channel": "/a/b", "id": "1",
+        "formats": {"json-object": {"data": {"x": "é\n"}}}}))
+    .unwrap();
+    assert_eq!(parse_publish_item(&item.to_json()).unwrap(), item);
+}
