@@ -135,6 +135,10 @@ pub struct WsMessageFormat {
 pub struct JsonObjectFormat {
     /// The `data` value as compact JSON text, serialized once for every subscriber.
     pub data: Bytes,
+    /// The Bayeux channel subscribers are told the message was published on, when it is not
+    /// the item's own channel: Holdfast sets it on the copies of an item it publishes to the
+    /// patterns (`/a/*`, `/a/**`) that match the item's channel.
+    pub channel: Option<String>,
 }
 
 /// A WebSocket message type.

@@ -69,6 +69,9 @@ fn formats(f: &Formats) -> Value {
         let data = serde_json::from_slice(&j.data).unwrap_or(Value::Null);
         let mut obj = Map::new();
         obj.insert("data".into(), data);
+        if let Some(c) = &j.channel {
+            obj.insert("channel".into(), c.clone().into());
+        }
         out.insert("json-object".into(), Value::Object(obj));
     }
     Value::Object(out)

@@ -174,13 +174,25 @@ fn ws_message(format: Obj<'_>) -> Result<WsMessageFormat, String> {
     Ok(out)
 }
 
-/// `{"data": <any JSON>}`: `data` is required (`null` is a value) and is kept as compact JSON.
+/// `{"data": <any JSON>, "channel": "/a/b"}`: `data` is required (`null` is a value) and is
+/// kept as compact JSON; `channel`, optional, must be a Bayeux channel name.
 fn json_object(format: Obj<'_>) -> Result<JsonObjectFormat, String> {
     let data = format
         .raw("data")
         .ok_or_else(|| format!("{JSON_OBJECT} does not contain 'data'"))?;
     let text = serde_json::to_vec(data).map_err(|e| format!("{JSON_OBJECT} 'data': {e}"))?;
+    let channel = format
+        .str_opt("channel")?
+        .map(|c| {
+            if crate::bayeux::is_channel(c) {
+                Ok(c.to_string())
+            } else {
+                Err(format.invalid_value("channel", format!("'{c}'")))
+            }
+        })
+        .transpose()?;
     Ok(JsonObjectFormat {
         data: Bytes::from(text),
+        channel,
     })
 }

@@ -309,8 +309,12 @@ fn json_object_format() {
         formats(json!({"json-object": "x"})).unwrap_err(),
         "Invalid format: 'json-object' is not an object"
     );
-    let item = one(json!({"channel": "/a/b", "id": "1",
-        "formats": {"json-object": {"data": {"x": "é\n"}}}}))
+    assert_eq!(
+        formats(json!({"json-object": {"data": 1, "channel": "/a/*"}})).unwrap_err(),
+        "Invalid format: 'json-object' contains 'channel' with invalid value '/a/*'"
+    );
+    let item = one(json!({"channel": "/a/*", "id": "1",
+        "formats": {"json-object": {"data": {"x": "é\n"}, "channel": "/a/b"}}}))
     .unwrap();
     assert_eq!(parse_publish_item(&item.to_json()).unwrap(), item);
 }
