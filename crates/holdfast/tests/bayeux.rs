@@ -519,3 +519,23 @@ async fn websocket_connection_type() {
 async fn connect_ws(proxy: &Proxy) -> Client {
     support::ws::connect(proxy, "/bayeux").await
 }
+
+#[tokio::test]
+async fn a_connect_batched_with_advice_timeout_zero_is_answered_at_once() {
+    let (origin, _) = auth_origin().await;
+    let proxy = bayeux_proxy(&origin, |_| {}).await;
+    let client = handshake(&proxy).await;
+    // As Faye sends a connect batched with a subscribe.
+    let r = batch(
+        &proxy,
+        json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling",
+                "advice": {"timeout": 0}, "id": "c"},
+               {"channel": "/meta/subscribe", "clientId": client, "subscription": "/x", "id": "s"}]),
+    )
+    .await;
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["id"], "s");
+    assert_eq!(r[0]["successful"], true);
+    assert_eq!(r[1]["id"], "c");
+    assert_eq!(r[1]["successful"], true);
+}

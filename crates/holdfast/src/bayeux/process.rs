@@ -178,7 +178,15 @@ impl Endpoint {
             }
             Some(_) => {}
         }
-        let Ok(events) = session.connect().await else {
+        // The client may ask for a shorter hold in the connect's own advice (milliseconds).
+        let most = self.app.config.bayeux.timeout_secs.saturating_mul(1000);
+        let asked = m
+            .get("advice")
+            .and_then(|a| a.get("timeout"))
+            .and_then(Value::as_u64)
+            .map_or(most, |t| t.min(most));
+        let timeout = std::time::Duration::from_millis(asked);
+        let Ok(events) = session.connect(timeout).await else {
             return Ok(self.unknown(m));
         };
         let mut r = message::reply(m);

@@ -6,8 +6,9 @@
 //! text) waiting for the next `/meta/connect`:
 //!
 //! - a connect takes everything queued at once; with nothing queued it is held until an event
-//!   arrives (then the events that arrived with it go out together) or `bayeux.timeout_secs`
-//!   pass; a second connect answers the first with nothing;
+//!   arrives (then the events that arrived with it go out together) or its timeout passes
+//!   (`bayeux.timeout_secs`, or less when the client's advice asks: Faye asks for 0 when it
+//!   batches a connect with other messages); a second connect answers the first with nothing;
 //! - an event whose connect has gone (the client's request broke off) is put back, in order;
 //! - the queue holds at most `bayeux.max_queued` events: past that the oldest is dropped and
 //!   counted in [`crate::app::App::bayeux_dropped`];
@@ -32,7 +33,7 @@ pub type Events = Vec<Bytes>;
 
 /// What a request asks of a session.
 enum Command {
-    Connect(oneshot::Sender<Events>),
+    Connect(oneshot::Sender<Events>, Duration),
     Subscribe {
         channel: String,
         prev_id: Option<String>,
@@ -53,10 +54,10 @@ pub struct Gone;
 
 impl Session {
     /// Asks for the next events: the receiver gets them when there are some, or nothing once
-    /// `bayeux.timeout_secs` have passed.
-    pub async fn connect(&self) -> Result<oneshot::Receiver<Events>, Gone> {
+    /// `timeout` has passed.
+    pub async fn connect(&self, timeout: Duration) -> Result<oneshot::Receiver<Events>, Gone> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Connect(tx)).await?;
+        self.send(Command::Connect(tx, timeout)).await?;
         Ok(rx)
     }
 
@@ -194,11 +195,14 @@ impl Task {
 
     async fn command(&mut self, c: Command) {
         match c {
-            Command::Connect(tx) => {
+            Command::Connect(tx, timeout) => {
                 self.answer();
-                let timeout = Duration::from_secs(self.app.config.bayeux.timeout_secs);
-                self.waiting = Some((tx, Instant::now() + timeout));
-                self.flush();
+                self.waiting = Some((tx, crate::deadline::after(timeout)));
+                if timeout.is_zero() {
+                    self.answer();
+                } else {
+                    self.flush();
+                }
             }
             Command::Subscribe {
                 channel,
