@@ -11,8 +11,9 @@
 //!
 //! Transports at the endpoint's path:
 //!
-//! - `POST` a batch (a JSON array of messages; or form field `message`): `long-polling`, the
-//!   answer a JSON array (`application/json`);
+//! - `POST` a batch (a JSON array of messages; or form field `message`, with or without the
+//!   form's content type): `long-polling` and `cross-origin-long-polling`, the answer a JSON
+//!   array (`application/json`);
 //! - `GET ?message=<batch>&jsonp=<callback>`: `callback-polling`, the answer
 //!   `/**/callback([…]);` (`text/javascript`);
 //! - a WebSocket upgrade ([`websocket`]): `websocket`, each frame a batch, each answer a frame;
@@ -127,10 +128,13 @@ pub async fn serve(
                     .starts_with(b"application/x-www-form-urlencoded")
             });
             match read_body(app, req).await {
-                Ok(body) if form => match form_field(&body, "message") {
-                    Some(batch) => answer(&endpoint, &batch, None).await,
-                    None => bad_request("form field 'message' is missing", None),
-                },
+                // Faye's cross-origin transport sends the form without a type (text/plain).
+                Ok(body) if form || body.starts_with(b"message=") => {
+                    match form_field(&body, "message") {
+                        Some(batch) => answer(&endpoint, &batch, None).await,
+                        None => bad_request("form field 'message' is missing", None),
+                    }
+                }
                 Ok(body) => answer(&endpoint, &body, None).await,
                 Err(resp) => resp,
             }

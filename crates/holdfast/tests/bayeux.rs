@@ -145,7 +145,12 @@ async fn handshake_subscribe_connect_and_delivery() {
     assert_eq!(h["version"], "1.0");
     assert_eq!(
         h["supportedConnectionTypes"],
-        json!(["long-polling", "callback-polling", "websocket"])
+        json!([
+            "long-polling",
+            "cross-origin-long-polling",
+            "callback-polling",
+            "websocket"
+        ])
     );
     assert_eq!(
         h["advice"],
@@ -444,7 +449,7 @@ async fn a_held_connect_ends_at_the_advice_timeout() {
 }
 
 #[tokio::test]
-async fn callback_polling() {
+async fn callback_polling_and_cross_origin_forms() {
     let (origin, _) = auth_origin().await;
     let proxy = bayeux_proxy(&origin, |_| {}).await;
     let message = json!([{"channel": "/meta/handshake", "version": "1.0",
@@ -465,6 +470,25 @@ async fn callback_polling() {
         .and_then(|b| b.strip_suffix(");"))
         .unwrap_or_else(|| panic!("{body}"));
     let r: Vec<Value> = serde_json::from_str(inner).unwrap();
+    assert_eq!(r[0]["successful"], true);
+
+    // Faye's cross-origin transport: a form body sent as text/plain, answered with CORS.
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("message", &message.to_string())
+        .finish();
+    let req = Request::post(proxy.url("/bayeux"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("origin", "http://page.example")
+        .body(full(body))
+        .unwrap();
+    let resp = send(req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "http://page.example"
+    );
+    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+    let r: Vec<Value> = serde_json::from_str(&text(resp).await).unwrap();
     assert_eq!(r[0]["successful"], true);
 }
 

@@ -13,7 +13,12 @@ use crate::hub::Delivery;
 pub type Message = Map<String, Value>;
 
 /// The connection types this endpoint serves, in the order handshakes list them.
-pub const CONNECTION_TYPES: [&str; 3] = ["long-polling", "callback-polling", "websocket"];
+pub const CONNECTION_TYPES: [&str; 4] = [
+    "long-polling",
+    "cross-origin-long-polling",
+    "callback-polling",
+    "websocket",
+];
 
 /// Parses a batch: a JSON array of objects, or one object. The error names what is wrong.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Message>, String> {
