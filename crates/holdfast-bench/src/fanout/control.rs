@@ -93,6 +93,15 @@ pub fn publish_item(channel: &str, mode: Mode, stamp: Stamp, opts: &ItemOpts) ->
             let content = format!("{}{}", stamp.to_line().trim_end_matches('\n'), opts.suffix);
             serde_json::json!({ "ws-message": { "content": content } })
         }
+        Mode::BayeuxLp | Mode::BayeuxWs => {
+            let data = format!("{}{}", stamp.to_line().trim_end_matches('\n'), opts.suffix);
+            serde_json::json!({ "json-object": { "data": data } })
+        }
+    };
+    // Bayeux subscribers are on Bayeux channel `/<channel>`.
+    let channel = match mode {
+        Mode::BayeuxLp | Mode::BayeuxWs => format!("/{channel}"),
+        _ => channel.to_string(),
     };
     let mut item = serde_json::json!({ "channel": channel, "formats": formats });
     if let Some(meta) = &opts.meta {
