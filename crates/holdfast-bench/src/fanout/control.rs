@@ -455,6 +455,15 @@ mod tests {
             ws["items"][0]["formats"]["ws-message"]["content"],
             "seq=1 ts=2"
         );
+        for mode in [Mode::BayeuxLp, Mode::BayeuxWs] {
+            let bayeux: serde_json::Value =
+                serde_json::from_str(&publish_body("c", mode, stamp)).unwrap();
+            assert_eq!(bayeux["items"][0]["channel"], "/c");
+            assert_eq!(
+                bayeux["items"][0]["formats"]["json-object"]["data"],
+                "seq=1 ts=2"
+            );
+        }
     }
 
     #[test]

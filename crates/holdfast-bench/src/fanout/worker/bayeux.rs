@@ -141,7 +141,9 @@ pub(super) async fn websocket(shared: Arc<Shared>, index: usize) {
             outcome = match receive(&mut socket).await {
                 Ok(replies) => {
                     let answered = record(&shared, proxy, &replies, &mut seen);
-                    shared.polls.fetch_add(u64::from(answered), Ordering::Relaxed);
+                    shared
+                        .polls
+                        .fetch_add(u64::from(answered), Ordering::Relaxed);
                     match answered {
                         true => send(&mut socket, &connect).await,
                         false => Ok(()),
@@ -278,4 +280,27 @@ fn record(shared: &Shared, proxy: usize, replies: &[Value], seen: &mut [bool]) -
         }
     }
     answered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_checked_by_channel() {
+        let replies = vec![
+            json!({"channel": "/meta/connect", "successful": true}),
+            json!({"channel": "/meta/subscribe", "successful": false,
+                   "error": "403:/bench:Forbidden channel"}),
+        ];
+        assert_eq!(successful(&replies, "/meta/connect"), Ok(()));
+        assert_eq!(
+            successful(&replies, "/meta/subscribe"),
+            Err("/meta/subscribe: 403:/bench:Forbidden channel".to_string())
+        );
+        assert_eq!(
+            successful(&replies, "/meta/handshake"),
+            Err("no /meta/handshake reply".to_string())
+        );
+    }
 }
