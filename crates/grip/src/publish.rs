@@ -54,6 +54,8 @@ pub struct Formats {
     pub ws_message: Option<WsMessageFormat>,
     /// For Bayeux subscribers: `json-object`.
     pub json_object: Option<JsonObjectFormat>,
+    /// For webhook subscribers: the request each subscriber's URL gets.
+    pub http_request: Option<HttpRequestFormat>,
 }
 
 /// What a format asks for. Every format accepts every action, as in Pushpin
@@ -139,6 +141,18 @@ pub struct JsonObjectFormat {
     /// the item's own channel: Holdfast sets it on the copies of an item it publishes to the
     /// patterns (`/a/*`, `/a/**`) that match the item's channel.
     pub channel: Option<String>,
+}
+
+/// The `http-request` format: the request a webhook subscriber's URL is sent. Holdfast's
+/// addition; Pushpin has no webhook subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequestFormat {
+    /// The method, `POST` unless given.
+    pub method: String,
+    /// Headers added to the request.
+    pub headers: Vec<(String, String)>,
+    /// `body` text or decoded `body-bin`; empty when neither is given.
+    pub body: Bytes,
 }
 
 /// A WebSocket message type.

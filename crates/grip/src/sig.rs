@@ -186,7 +186,13 @@ impl Signer {
             exp: now_unix.saturating_add(ttl_secs),
             iss,
         };
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
+        self.sign_claims(&claims)
+    }
+
+    /// Makes a token carrying `claims` as they are, for tokens with more than `iss` and `exp`
+    /// (webhook deliveries add the body's hash).
+    pub fn sign_claims<T: serde::Serialize>(&self, claims: &T) -> Result<String, SigError> {
+        jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key)
             .map_err(|e| SigError::Sign(e.to_string()))
     }
 }

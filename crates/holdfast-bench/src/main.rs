@@ -10,6 +10,9 @@
 //!   subscribe rate and the proxy's memory per connection.
 //! - [`floor`]: the floor server, a minimal SSE fan-out server with no proxying at all, as the
 //!   fastest this machine can do.
+//! - [`channels`]: many channels with a few subscribers each, publishes at rising rates until
+//!   p99 publish → delivery passes a limit.
+//! - [`ingest`]: publish API ingest, requests and items per second over keep-alive connections.
 //! - [`handshakes`]: the TLS handshake rate of a server, from several client processes.
 //! - [`tls`]: the TLS client settings of `fanout --tls` and `handshakes`.
 //! - [`session`]: what one TLS session costs rustls on the server, alone.
@@ -26,14 +29,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod accept;
+mod channels;
 mod fanout;
 mod floor;
 mod handshakes;
+mod ingest;
 mod origin;
 mod session;
 mod storm;
 mod tls;
 mod usage;
+mod webhooks;
 
 /// Load tools for benchmarking Holdfast against Pushpin, Nchan and a floor server.
 #[derive(Debug, Parser)]
@@ -53,10 +59,16 @@ enum Command {
     Floor(floor::FloorArgs),
     /// Reconnect storm of reliable-SSE clients: origin requests per reconnecting client.
     Storm(storm::StormArgs),
+    /// Many channels, few subscribers each: the highest publish rate with p99 within a limit.
+    Channels(channels::ChannelsArgs),
+    /// Publish API ingest: requests and items per second over keep-alive connections.
+    Ingest(ingest::IngestArgs),
     /// TLS handshakes per second a server completes, from several client processes.
     Handshakes(handshakes::HandshakeArgs),
     /// Resident memory per rustls server session after a handshake, without sockets.
     TlsSession(session::SessionArgs),
+    /// Webhook delivery to many receivers: deliveries per second and latency.
+    Webhooks(webhooks::WebhookArgs),
     /// One client process of `handshakes` (started by `handshakes` itself).
     #[command(hide = true)]
     HandshakeWorker(handshakes::HandshakeWorkerArgs),
@@ -72,7 +84,10 @@ fn main() -> ExitCode {
         Command::Fanout(args) => fanout::run(*args),
         Command::Floor(args) => floor::run(args),
         Command::Storm(args) => storm::run(args),
+        Command::Webhooks(args) => webhooks::run(args),
         Command::FanoutWorker(args) => fanout::worker::run(args),
+        Command::Ingest(args) => ingest::run(args),
+        Command::Channels(args) => channels::run(args),
         Command::Handshakes(args) => handshakes::run(args),
         Command::HandshakeWorker(args) => handshakes::run_worker(args),
         Command::TlsSession(args) => session::run(args),

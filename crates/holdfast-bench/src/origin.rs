@@ -93,9 +93,17 @@ pub struct OriginArgs {
     /// `Grip-Timeout` for response holds, in seconds (omitted when not given).
     #[arg(long, value_name = "SECS")]
     grip_timeout: Option<u32>,
+    /// Stream holds also subscribe to a channel of their own, `C-<n>` (the n-th hold), so
+    /// every subscriber makes a channel: what presence tracking costs at its most.
+    #[arg(long)]
+    own_channel: bool,
     /// Filter named on the channel (`skip-self`, `build-id`, ...), with per-hold meta.
     #[arg(long, value_name = "F")]
     filter: Option<String>,
+    /// `--grip stream`: a request for `/sub/NAME` is held on channel NAME instead of `--channel`
+    /// (the many-channels benchmark, whose subscribers use Nchan's paths).
+    #[arg(long)]
+    channel_from_path: bool,
     /// Worker threads of the runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -159,6 +167,10 @@ struct Answer {
     immediate: AtomicU64,
     /// WebSocket-over-HTTP mode: the control message that follows `OPEN` in the accept.
     subscribe: Event,
+    /// Stream mode: hold `/sub/NAME` on channel NAME.
+    channel_from_path: bool,
+    /// `--own-channel`: stream holds also name `C-<n>`.
+    own_channel: bool,
 }
 
 impl Answer {
@@ -188,18 +200,23 @@ impl Answer {
             retries: AtomicU64::new(0),
             immediate: AtomicU64::new(0),
             subscribe: subscribe_event(channel),
+            channel_from_path: false,
+            own_channel: false,
         })
     }
 }
 
 /// Runs the origin until `--exit-after` elapses.
 pub fn run(args: OriginArgs) -> anyhow::Result<()> {
-    let answer = Arc::new(Answer::new(
+    let mut answer = Answer::new(
         args.grip,
         &args.channel,
         args.filter.as_deref(),
         args.grip_timeout,
-    )?);
+    )?;
+    answer.channel_from_path = args.channel_from_path;
+    answer.own_channel = args.own_channel;
+    let answer = Arc::new(answer);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -257,7 +274,7 @@ async fn respond(
     let response = match answer.mode {
         GripMode::Bayeux => bayeux(&answer),
         GripMode::None | GripMode::Woh | GripMode::Ws => plain(Bytes::from_static(HELLO)),
-        GripMode::Stream => stream_hold(&answer),
+        GripMode::Stream => stream_hold(&answer, req.uri().path()),
         GripMode::Response => response_hold(&answer),
         GripMode::Reliable => reliable(&answer, &req),
         GripMode::ReliableResponse => reliable_response(&answer, &req),
@@ -301,13 +318,26 @@ fn bad_request(body: Bytes) -> Response<Full<Bytes>> {
     r
 }
 
-/// `--grip stream`: the hold with its SSE headers and preamble.
-fn stream_hold(answer: &Answer) -> Response<Full<Bytes>> {
+/// `--grip stream`: the hold with its SSE headers and preamble, on the channel the path names
+/// with `--channel-from-path`.
+fn stream_hold(answer: &Answer, path: &str) -> Response<Full<Bytes>> {
     let n = answer.holds.fetch_add(1, Ordering::Relaxed);
     let mut r = Response::new(Full::new(Bytes::from_static(STREAM_PREAMBLE)));
+    let channel = path
+        .strip_prefix("/sub/")
+        .filter(|name| answer.channel_from_path && !name.is_empty())
+        .and_then(|name| HeaderValue::from_str(name).ok())
+        .unwrap_or_else(|| answer.channel.clone());
     let h = r.headers_mut();
     h.insert("grip-hold", HeaderValue::from_static("stream"));
-    h.insert("grip-channel", answer.channel.clone());
+    let own = answer.own_channel.then(|| {
+        let channel = channel.to_str().unwrap_or("bench");
+        HeaderValue::from_str(&format!("{channel}, {}-{n}", answer.channel_name))
+    });
+    match own {
+        Some(Ok(both)) => h.insert("grip-channel", both),
+        _ => h.insert("grip-channel", channel),
+    };
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -737,6 +767,21 @@ mod tests {
                 "{position:?} {last}"
             );
         }
+    }
+
+    #[test]
+    fn own_channel_stream_holds_name_a_channel_each() {
+        let mut answer = Answer::new(GripMode::Stream, "bench", None, None).unwrap();
+        assert_eq!(stream_hold(&answer, "/").headers()["grip-channel"], "bench");
+        answer.own_channel = true;
+        assert_eq!(
+            stream_hold(&answer, "/").headers()["grip-channel"],
+            "bench, bench-1"
+        );
+        assert_eq!(
+            stream_hold(&answer, "/").headers()["grip-channel"],
+            "bench, bench-2"
+        );
     }
 
     #[test]

@@ -40,10 +40,14 @@ pub struct App {
     pub instance: String,
     /// How publishes reach the hub (local, or through the cluster engine).
     pub bus: crate::bus::Bus,
+    /// Channel state events, counts and members (`[presence]`; inert when off).
+    pub presence: crate::presence::Presence,
     /// Paces origin requests made on held sessions' behalf.
     pub session_requests: crate::limiter::RateLimiter,
     /// Held HTTP/1.1 streams written straight to their socket now (`server::direct`).
     pub direct_streams: std::sync::atomic::AtomicUsize,
+    /// Held long-polls waiting with their socket out of hyper's hands now (`server::direct`).
+    pub direct_long_polls: std::sync::atomic::AtomicUsize,
     /// The per-address connection caps, when either is on.
     pub per_ip: Option<Arc<crate::limiter::PerIp>>,
     /// The client connection cap (`limits.max_connections`): a permit per open connection.
@@ -65,6 +69,8 @@ pub struct App {
     pub bayeux_dropped: std::sync::atomic::AtomicU64,
     /// The shutdown signal and drain every task listens to.
     pub shutdown: Shutdown,
+    /// Webhook subscribers: registrations and their delivery.
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 /// Writes some part's figures into `GET /metrics`.
@@ -96,8 +102,10 @@ impl App {
             !(zmq.command_spec.is_empty() && zmq.stats_spec.is_empty()),
             &instance,
         );
+        let presence = crate::presence::Presence::new(&config, hub.clone(), &instance);
         Arc::new(App {
             conns,
+            presence,
             instance,
             xff,
             xff_trusted,
@@ -111,6 +119,7 @@ impl App {
                 config.reliability.session_requests_per_sec,
             ),
             direct_streams: std::sync::atomic::AtomicUsize::new(0),
+            direct_long_polls: std::sync::atomic::AtomicUsize::new(0),
             per_ip: crate::limiter::PerIp::new(
                 config.limits.max_connections_per_ip,
                 config.limits.connection_rate_per_ip,
@@ -122,11 +131,27 @@ impl App {
             sockjs_sessions: SessionTable::new(config.sockjs.max_sessions),
             bayeux_sessions: SessionTable::new(config.bayeux.max_sessions),
             bayeux_dropped: Default::default(),
+            webhooks: crate::webhook::Webhooks::new(&config),
             config,
             signatures: Mutex::new(Vec::new()),
             zmq_metrics: std::sync::OnceLock::new(),
             shutdown: Shutdown::default(),
         })
+    }
+
+    /// Publishes `items` through the bus and, once it took them, queues them for the
+    /// channels' webhook subscribers. Every publish input goes through here, so in cluster
+    /// mode the instance that accepted an item is the one that delivers it to webhooks.
+    pub async fn publish(
+        &self,
+        items: Vec<grip::publish::PublishItem>,
+    ) -> Result<usize, crate::bus::BusError> {
+        let hooked = self.webhooks.wanted(&items);
+        let receivers = self.bus.publish(items).await?;
+        if !hooked.is_empty() {
+            self.webhooks.offer(hooked);
+        }
+        Ok(receivers)
     }
 
     /// Writes a one-screen summary of this instance's state to the log (target
@@ -140,6 +165,7 @@ impl App {
             client_connections = self.client_connections(),
             max_connections = self.config.limits.max_connections,
             direct_streams = self.direct_streams.load(std::sync::atomic::Ordering::Relaxed),
+            direct_long_polls = self.direct_long_polls.load(std::sync::atomic::Ordering::Relaxed),
             channels = s.channels,
             subscriptions = s.subscriptions,
             items_published = s.published,

@@ -10,6 +10,8 @@
 
 mod effective;
 pub mod keys;
+pub mod outbound;
+pub mod presence;
 pub mod publish;
 pub mod pushpin;
 pub mod redis_url;
@@ -24,6 +26,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use effective::REDACTED;
+pub use outbound::{OutboundConfig, WebhooksConfig};
+pub use presence::PresenceConfig;
 pub use publish::{PublishConfig, PublishOverrides};
 pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
@@ -60,8 +64,14 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Pushpin's ZeroMQ sockets: publish inputs, command socket, stats socket.
     pub zmq: ZmqConfig,
+    /// Channel state events, subscriber counts and members.
+    pub presence: PresenceConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The policy for requests to URLs not from the routes file (webhook deliveries).
+    pub outbound: OutboundConfig,
+    /// Webhook subscribers: delivery, retries, signing, where registrations are kept.
+    pub webhooks: WebhooksConfig,
     /// Where the values came from, to point validation errors at a line.
     #[serde(skip)]
     source: Source,
@@ -776,6 +786,8 @@ impl Config {
         }
         config.publish.resolve_paths(dir);
         config.tls.resolve_paths(dir);
+        config.webhooks.resolve_paths(dir);
+        config.presence.resolve_paths(dir);
         Ok(config)
     }
 
@@ -986,6 +998,9 @@ impl Config {
             .check(self.server.publish_listen, self.publish_open_by_pushpin())?;
         self.tls.check()?;
         self.zmq.check(self.publish.allow_unauthenticated)?;
+        self.outbound.check()?;
+        self.webhooks.check()?;
+        self.presence.check()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         if !(0.0..=1.0).contains(&self.log.access_sample) {

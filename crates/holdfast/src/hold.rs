@@ -55,6 +55,9 @@ pub struct HeldRequest {
     pub conn: std::sync::OnceLock<crate::conns::ConnGuard>,
     /// Counted in `holdfast_connections` while it holds.
     pub held: std::sync::OnceLock<crate::metrics::Held>,
+    /// The server can take the client's socket from hyper while a long-poll is held
+    /// ([`crate::http::CanDefer`]); the first response hold uses it and clears it.
+    pub defer: std::sync::atomic::AtomicBool,
 }
 
 impl HeldRequest {
@@ -73,6 +76,7 @@ impl HeldRequest {
             client,
             conn: std::sync::OnceLock::new(),
             held: std::sync::OnceLock::new(),
+            defer: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -188,6 +192,12 @@ pub async fn hold(
         Some(HoldMode::Response) => {
             record.hold = Some("response");
             ctx.register(crate::metrics::Transport::LongPoll);
+            if ctx.defer.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                // Answered at once with a placeholder: the server frees hyper's connection while
+                // the request waits, and writes the response when it comes.
+                let held = response::later(ctx, base, positions, ins.timeout_secs, gone);
+                return Ok(crate::http::Deferred::response(held));
+            }
             Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
         }
         hold => {

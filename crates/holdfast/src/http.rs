@@ -44,6 +44,55 @@ pub fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response<Bod
     resp
 }
 
+/// A response not known yet: a held long-poll's, decided by a publish or the timeout.
+pub type Later = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+
+/// Marks a request whose response may be given [`Deferred`]: the server can take its socket
+/// from hyper and write the response itself (HTTP/1.1 over plain TCP, not `HEAD`).
+#[derive(Debug, Clone, Copy)]
+pub struct CanDefer;
+
+/// The response a long-poll hold returns at once when its request carries [`CanDefer`]: a
+/// placeholder whose extension holds the real response, still to come. The server then frees
+/// hyper's connection while the request is held, and writes the response when it resolves.
+#[derive(Clone)]
+pub struct Deferred(std::sync::Arc<std::sync::Mutex<Option<Later>>>);
+
+impl Deferred {
+    /// A placeholder response carrying `later`.
+    pub fn response(later: Later) -> Response<Body> {
+        let mut resp = Response::new(full(""));
+        resp.extensions_mut()
+            .insert(Deferred(std::sync::Arc::new(std::sync::Mutex::new(Some(
+                later,
+            )))));
+        resp
+    }
+
+    /// The deferred response of `resp`, if it is such a placeholder.
+    pub fn of(resp: &Response<Body>) -> Option<Deferred> {
+        resp.extensions().get::<Deferred>().cloned()
+    }
+
+    /// Takes the future out; `None` once taken.
+    pub fn take(&self) -> Option<Later> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Runs `then` on the response once it comes (the entrance's finishing steps: cross-origin
+    /// wrapping, the access log), in place.
+    pub fn then<F, Fut>(&self, then: F)
+    where
+        F: FnOnce(Response<Body>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(later) = slot.take() {
+            *slot = Some(Box::pin(async move { then(later.await).await }));
+        }
+    }
+}
+
 /// An error and its sources, joined: hyper's top-level messages alone say little.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -806,6 +806,7 @@ fn hint_item(channel: &str) -> Delivery {
             }),
             ws_message: None,
             json_object: None,
+            http_request: None,
         },
         meta: BTreeMap::new(),
         size: None,

@@ -28,18 +28,21 @@
 //!   header rewriting, the access log.
 //! - [`crossorigin`]: automatic CORS headers and JSON-P (`auto_cross_origin`, route `aco`).
 //! - [`app`]: the state every connection shares (config, live routes, origin clients, hub).
-//! - [`origin`]: the pooled origin clients and the body they carry.
+//! - [`origin`]: the pooled origin clients and the body they carry. [`webhook`]: webhook
+//!   subscribers — registrations, their store, the control API routes and delivery.
 //! - [`socket`]: the client socket shared between hyper and the handlers that take it.
 //! - [`limiter`]: the rate limit on origin requests made for held sessions. [`descriptors`]:
 //!   the file-descriptor budget client and origin sockets share. [`conns`]: the held
 //!   connections by id, for the ZeroMQ command and stats sockets.
 //! - [`bus`]: how publishes reach the hub — locally, or through the cluster engine.
+//!   [`presence`]: channel state events, subscriber counts and members (`[presence]`).
 //! - [`hub`]: channels, subscriptions, sequencing, history, duplicate removal and fan-out.
 //! - [`sink`]: a client socket as the hub sees it, and the wire encoders.
 //! - [`http`]: the response body type and helpers. [`retry`]: retry delays and jitter.
 //!   [`shutdown`]: the shutdown signal and drain. [`metrics`]: the metrics page and instruments.
 //!   [`deadline`]: deadlines that saturate instead of overflowing the clock. [`tls`]: the
-//!   certificate files and the rustls settings of the TLS listeners.
+//!   certificate files and the rustls settings of the TLS listeners. [`outbound`]: the client
+//!   and address policy of requests to URLs not from the routes file.
 //! - [`config`]: the TOML file, command-line overrides and validation; [`config::pushpin`] reads
 //!   Pushpin's `pushpin.conf` onto the same configuration; [`config::routes`] parses the
 //!   Pushpin-syntax routes file and matches requests to routes.
@@ -62,6 +65,8 @@ pub mod hub;
 pub mod limiter;
 pub mod metrics;
 pub mod origin;
+pub mod outbound;
+pub mod presence;
 pub mod proxy;
 pub mod publish;
 pub mod publisher;
@@ -75,6 +80,7 @@ pub mod socket;
 pub mod sockjs;
 pub mod testhandler;
 pub mod tls;
+pub mod webhook;
 pub mod ws;
 pub mod zmq;
 

@@ -210,20 +210,9 @@ impl OriginClients {
 }
 
 /// A TLS client configuration (ring) that checks servers against the system's root
-/// certificates; a root that cannot be read is logged and left out.
+/// certificates ([`crate::tls::client_config`]).
 pub fn system_roots_tls() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for err in &native.errors {
-        tracing::warn!(error = %err, "could not load a system TLS root certificate");
-    }
-    roots.add_parsable_certificates(native.certs);
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+    crate::tls::client_config()
 }
 
 fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig, budget: &Descriptors) -> HttpClient {

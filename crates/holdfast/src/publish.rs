@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod presence;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -69,6 +70,12 @@ impl Api {
             if let Some(resp) = self.status.handle(app, &path) {
                 return resp;
             }
+            if let Some(resp) = presence::handle(app, &path).await {
+                return resp;
+            }
+        }
+        if crate::webhook::api::is_route(&path) {
+            return crate::webhook::api::handle(&app.webhooks, &path, req).await;
         }
         match (path.as_str(), req.method()) {
             ("/metrics", &Method::GET) => self.metrics(),
@@ -234,7 +241,7 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
     let count = items.len();
     app.traffic.received(crate::metrics::Input::Http, count);
-    if let Err(e) = app.bus.publish(items).await {
+    if let Err(e) = app.publish(items).await {
         tracing::warn!(error = %e, items = count, "publish refused");
         return text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
     }
@@ -303,6 +310,7 @@ fn metrics_page(app: &App) -> Page {
         s.subscriptions as i64,
     );
     app.connections.register(&mut page);
+    app.presence.metrics(&mut page);
     page.counters(
         "holdfast_items_received_total",
         "Publish items received, by input: the HTTP publish API, ZeroMQ (inputs and command socket), the cluster bus (Redis)",
@@ -378,6 +386,12 @@ fn metrics_page(app: &App) -> Page {
         app.direct_streams
             .load(std::sync::atomic::Ordering::Relaxed) as i64,
     )
+    .gauge(
+        "holdfast_direct_long_polls",
+        "Held HTTP/1.1 long-polls waiting outside hyper, their response to be written directly",
+        app.direct_long_polls
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    )
     .gauges(
         "holdfast_build_info",
         "The version and commit this binary was built from",
@@ -408,6 +422,7 @@ fn metrics_page(app: &App) -> Page {
         );
     }
     app.bus.metrics(&mut page);
+    app.webhooks.metrics(&mut page);
     app.zmq_metrics(&mut page);
     page
 }

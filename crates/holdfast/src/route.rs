@@ -78,6 +78,20 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => e.to_response(entrance.debug, entrance.log_level),
     };
+    if let Some(later) = crate::http::Deferred::of(&resp) {
+        // A held long-poll: the same finishing steps, once its response comes.
+        let max_body = app.config.limits.max_accept_body;
+        later.then(move |resp| async move {
+            let resp = match &entrance.cross {
+                Some(co) => crate::crossorigin::finish(co, resp, max_body).await,
+                None => resp,
+            };
+            record.status = resp.status().as_u16();
+            record.log_level = entrance.log_level;
+            resp.map(|b| boxed(Logged::new(b, record)))
+        });
+        return resp;
+    }
     let resp = match &entrance.cross {
         Some(co) => crate::crossorigin::finish(co, resp, app.config.limits.max_accept_body).await,
         None => resp,
@@ -261,6 +275,7 @@ async fn to_origins(
 ) -> Result<Response<Body>, ProxyError> {
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let (parts, body) = req.into_parts();
+    let defer = parts.extensions.get::<crate::http::CanDefer>().is_some();
     let request = OriginRequest {
         method: parts.method,
         path,
@@ -302,6 +317,7 @@ async fn to_origins(
         },
         conn: std::sync::OnceLock::new(),
         held: std::sync::OnceLock::new(),
+        defer: std::sync::atomic::AtomicBool::new(defer),
     };
     crate::hold::accept(held, target, resp, record).await
 }

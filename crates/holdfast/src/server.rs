@@ -105,6 +105,11 @@ impl Server {
             prometheus.push(bind(*addr, config.server.reuse_port).await?);
         }
         let app = App::new(config, routes);
+        // A store that cannot be read stops the start, naming the file: serving without the
+        // registrations would silently stop every delivery.
+        app.webhooks
+            .start()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         // The keys were read when the configuration was validated; this reads them again.
         let api = crate::publish::Api::new(app.clone()).map_err(std::io::Error::other)?;
         Ok(Server {
@@ -168,6 +173,9 @@ impl Server {
         let publish_pair = self.publish_tls.as_ref().map(|(_, pair)| pair.clone());
         let _cert_watchers = crate::reload::spawn_certs(self.certs.clone(), publish_pair);
         let _bus = app.bus.start();
+        let presence = app
+            .presence
+            .start(&app.config, app.shutdown.signal().into_stopped());
         on_sigusr1(app.clone());
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
         let sweeper = {
@@ -260,6 +268,7 @@ impl Server {
             tracing::warn!("grace period over, closing remaining connections");
         }
         sweeper.abort();
+        crate::presence::stop(presence).await;
     }
 }
 
@@ -321,6 +330,9 @@ async fn accept_loop(
     builder: auto::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
 ) {
+    // Shared by the listener's connections: a held long-poll keeps a handle on it, to serve its
+    // connection again once answered.
+    let builder = Arc::new(builder);
     let Some(drain) = app.shutdown.guard() else {
         return;
     };
@@ -448,10 +460,32 @@ struct Conn {
     kind: Kind,
     app: Arc<App>,
     api: Arc<crate::publish::Api>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     stop: Signal,
     /// When the first request head must have arrived.
     deadline: Instant,
+}
+
+impl Conn {
+    /// What serving a connection again, after a response written without hyper, needs: the
+    /// header timeout runs anew from now.
+    fn again(
+        peer: SocketAddr,
+        kind: Kind,
+        app: &Arc<App>,
+        api: &Arc<crate::publish::Api>,
+        builder: &Arc<auto::Builder<TokioExecutor>>,
+    ) -> Conn {
+        Conn {
+            peer,
+            kind,
+            app: app.clone(),
+            api: api.clone(),
+            builder: builder.clone(),
+            stop: app.shutdown.signal(),
+            deadline: crate::deadline::after(head_timeout(app, kind)),
+        }
+    }
 }
 
 /// What a client connection runs over: the TCP socket, or a TLS session on it. Either can be
@@ -547,7 +581,8 @@ fn serve_connection<S: Transport>(
             deadline,
         } = conn;
         let shared = cell.clone();
-        let service = service_fn(move |req| respond(req, &cell, &app, &api, kind, peer));
+        let again = builder.clone();
+        let service = service_fn(move |req| respond(req, &cell, &app, &api, &again, kind, peer));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(Shared(shared.clone())), service)
             .into_owned();
@@ -582,22 +617,28 @@ fn serve_connection<S: Transport>(
 
 /// Answers one request of a connection: routes a client's, or hands a publisher's to the publish
 /// API; a held stream's response takes the socket from hyper and is written by
-/// [`direct::write`].
+/// [`direct::write`], and so does a held long-poll's, by [`direct::answer_later`].
 fn respond<S: Transport>(
     mut req: Request<Incoming>,
     cell: &Arc<Cell<Guards, S>>,
     app: &Arc<App>,
     api: &Arc<crate::publish::Api>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
     kind: Kind,
     peer: SocketAddr,
 ) -> Pin<Box<impl std::future::Future<Output = Result<hyper::Response<Body>, Infallible>> + Send>> {
     // Called as hyper hands the head on, within its poll of the connection.
     cell.mark_requested();
     let (app, api) = (app.clone(), api.clone());
-    // Only an upgrade can take the socket; other requests skip the extension map.
+    let mut later = None;
     if let Some(plain) = S::plain(cell) {
+        // Only an upgrade can take the socket; other requests skip the extension map.
         if req.headers().contains_key(hyper::header::UPGRADE) {
             req.extensions_mut().insert(ClientSocket(plain.clone()));
+        } else if matches!(kind, Kind::Client) && direct::request_allows(&req) {
+            // A long-poll held on this request may leave hyper while it waits.
+            req.extensions_mut().insert(crate::http::CanDefer);
+            later = Some((plain.clone(), direct::keeps_alive(&req), builder.clone()));
         }
     }
     let cell = direct::request_allows(&req).then(|| cell.clone());
@@ -610,6 +651,24 @@ fn respond<S: Transport>(
             Kind::Publish => api.handle(req, peer).await,
             Kind::Prometheus => prometheus_page(&app, &api, &req),
         };
+        if let Some(deferred) = crate::http::Deferred::of(&resp) {
+            let Some(held) = deferred.take() else {
+                return Ok(hyper::Response::new(crate::http::full("")));
+            };
+            // Only a request marked CanDefer gets a deferred answer, and only on a plain socket.
+            if let Some((plain, keep_alive, builder)) = later {
+                if let Some(owned) = plain.take() {
+                    let (stream, guards) = owned.into_parts();
+                    let conn = Conn::again(peer, kind, &app, &api, &builder);
+                    tokio::spawn(direct::answer_later(stream, guards, held, keep_alive, conn));
+                    // As for a held stream: hyper finds no socket and ends the connection.
+                    return Ok(hyper::Response::new(crate::http::full("")));
+                }
+                // The socket is gone (a client that left): nothing to answer.
+                return Ok(hyper::Response::new(crate::http::full("")));
+            }
+            return Ok(held.await);
+        }
         if direct::eligible(&resp) {
             if let Some(owned) = cell.as_ref().and_then(|c| c.take()) {
                 let (stream, guards) = owned.into_parts();

@@ -385,6 +385,7 @@ pub fn serve_test(
         conn_id: None,
         route_id: route.explicit_id().map(str::to_string),
         counted: (crate::metrics::Transport::WebSocket, route.id.clone()),
+        presence_origin: app.presence.origin_of(route),
     };
     // The channels come from the client's query here.
     spec.check(app)

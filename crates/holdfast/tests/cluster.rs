@@ -1000,3 +1000,160 @@ async fn bayeux_sessions_get_publishes_and_patterns_from_other_instances() {
         ]
     );
 }
+
+/// `GET`/`POST`/`DELETE` on an instance's `/webhooks` routes: status and JSON (or text).
+async fn webhooks_api(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(proxy.publish_url(path))
+        .body(full(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let resp = send(req).await;
+    let status = resp.status().as_u16();
+    let text = text(resp).await;
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json)
+}
+
+async fn listed(proxy: &Proxy) -> Vec<String> {
+    let (_, list) = webhooks_api(proxy, "GET", "/webhooks", None).await;
+    list["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn webhook_registrations_are_shared_and_each_item_is_delivered_once_cluster_wide() {
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let (tx, mut got) = tokio::sync::mpsc::channel::<String>(100);
+    let receiver = Origin::start(move |req: Request<Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let id = req.headers()["holdfast-item-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let _ = tx.send(id).await;
+            Response::new(full("ok"))
+        }
+    })
+    .await;
+    let origin = sse_origin(Arc::default()).await;
+    let hooked = |c: &mut holdfast::Config| {
+        clustered(&redis.url(), 0)(c);
+        c.outbound.allow = vec!["127.0.0.0/8".to_string()];
+        c.webhooks.cluster_refresh_ms = 20;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Proxy::routed_to(&origin, hooked).await);
+    }
+    let url = format!("http://127.0.0.1:{}/hook", receiver.addr.port());
+    let (status, hook) = webhooks_api(
+        &nodes[0],
+        "POST",
+        "/webhooks",
+        Some(json!({"channel": "shared", "url": url})),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
+    let id = hook["id"].as_str().unwrap().to_string();
+    for node in &nodes {
+        eventually(
+            DEADLINE,
+            || "every instance lists it".into(),
+            || async { listed(node).await == [id.clone()] },
+        )
+        .await;
+    }
+
+    // One item accepted by each instance: the receiver gets each once.
+    for (n, node) in nodes.iter().enumerate() {
+        node.publish_items([stream_item("shared", Some(&format!("i{n}")), None, "x")])
+            .await;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            tokio::time::timeout(DEADLINE, got.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    ids.sort();
+    assert_eq!(ids, ["i0", "i1", "i2"]);
+    // Each instance delivered only what it accepted: one each, three in all.
+    for node in &nodes {
+        eventually(
+            DEADLINE,
+            || "one delivery per instance".into(),
+            || async {
+                let (_, view) = webhooks_api(node, "GET", &format!("/webhooks/{id}"), None).await;
+                view["delivered"] == 1 && view["queued"] == 0
+            },
+        )
+        .await;
+    }
+    assert!(got.try_recv().is_err(), "no item was delivered twice");
+
+    // Deleted through another instance, it is gone everywhere; the registration outlives the
+    // instances, which Redis keeps.
+    let (status, _) = webhooks_api(&nodes[2], "DELETE", &format!("/webhooks/{id}"), None).await;
+    assert_eq!(status, 204);
+    for node in &nodes {
+        eventually(
+            DEADLINE,
+            || "gone everywhere".into(),
+            || async { listed(node).await.is_empty() },
+        )
+        .await;
+    }
+    let (status, kept) = webhooks_api(
+        &nodes[1],
+        "POST",
+        "/webhooks",
+        Some(json!({"channel": "kept", "url": url})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    for node in nodes {
+        node.shutdown().await;
+    }
+    let fresh = Proxy::routed_to(&origin, hooked).await;
+    eventually(
+        DEADLINE,
+        || "read back from Redis".into(),
+        || async { listed(&fresh).await == [kept["id"].as_str().unwrap().to_string()] },
+    )
+    .await;
+
+    // Without Redis a registration cannot be kept: 503, naming Redis; the ones read stay.
+    redis.kill();
+    let (status, body) = webhooks_api(
+        &fresh,
+        "POST",
+        "/webhooks",
+        Some(json!({"channel": "later", "url": url})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .starts_with("webhook registrations in Redis redis://127.0.0.1:"),
+        "{body}"
+    );
+    assert_eq!(listed(&fresh).await.len(), 1);
+    fresh.shutdown().await;
+}

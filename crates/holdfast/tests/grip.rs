@@ -567,6 +567,79 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
     proxy.wait_direct_streams(0).await;
 }
 
+/// A long-poll held on an HTTP/1.1 connection waits outside hyper: the response comes whole,
+/// with its length, and the same connection then carries the next request, held and answered
+/// the same way; `Connection: close` closes it after the answer.
+#[tokio::test]
+async fn a_held_long_poll_leaves_hyper_and_its_connection_carries_the_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "response"),
+            ("grip-channel", "lpw"),
+            ("x-app", "kept"),
+        ],
+        "timeout\n",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let mut stream = send_raw(proxy.addr, b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    proxy.wait_subscribers("lpw", 1).await;
+    proxy.wait_direct_long_polls(1).await;
+    proxy.publish_items([response_item("lpw", "first\n")]).await;
+    let mut got = Vec::new();
+    read_raw_until(&mut stream, &mut got, b"\r\n\r\nfirst\n").await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    let lines: Vec<&str> = head.lines().collect();
+    assert_eq!(lines[0], "HTTP/1.1 200 OK", "{head}");
+    assert!(lines.contains(&"x-app: kept"), "{head}");
+    assert!(lines.contains(&"content-length: 6"), "{head}");
+    assert!(lines.iter().any(|l| l.starts_with("date: ")), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("connection:"), "{head}");
+    assert_eq!(body, "first\n");
+    proxy.wait_direct_long_polls(0).await;
+
+    // The same connection, served by hyper again: the next request is held and answered too.
+    stream
+        .write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    proxy.wait_direct_long_polls(1).await;
+    proxy
+        .publish_items([response_item("lpw", "second\n")])
+        .await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&rest).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    assert!(head.lines().any(|l| l == "connection: close"), "{head}");
+    assert_eq!(body, "second\n");
+    proxy.wait_subscribers("lpw", 0).await;
+}
+
+/// A client that leaves a long-poll held outside hyper ends its hold and its subscription.
+#[tokio::test]
+async fn a_client_leaving_a_held_long_poll_ends_its_subscription() {
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "response"), ("grip-channel", "gone")],
+        "",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let stream = send_raw(proxy.addr, b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    proxy.wait_subscribers("gone", 1).await;
+    proxy.wait_direct_long_polls(1).await;
+    drop(stream);
+    proxy.wait_subscribers("gone", 0).await;
+    proxy.wait_direct_long_polls(0).await;
+}
+
 /// Plain chunks to an idle HTTP/1.1 stream are written by the hub's fan-out; items with an id
 /// go through the connection's queue. Either way the client gets them in publish order.
 #[tokio::test]

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{
-    Action, Formats, HttpResponseFormat, HttpStreamFormat, MessageType, PublishItem, ResponseBody,
-    WsMessageFormat,
+    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, MessageType,
+    PublishItem, ResponseBody, WsMessageFormat,
 };
 
 impl PublishItem {
@@ -74,6 +74,9 @@ fn formats(f: &Formats) -> Value {
         }
         out.insert("json-object".into(), Value::Object(obj));
     }
+    if let Some(r) = &f.http_request {
+        out.insert("http-request".into(), http_request(r));
+    }
     Value::Object(out)
 }
 
@@ -122,13 +125,7 @@ fn http_response(r: &HttpResponseFormat) -> Value {
         out.insert("reason".into(), reason.clone().into());
     }
     if !r.headers.is_empty() {
-        // Pairs, not an object: keeps order and repeated names.
-        let pairs = r
-            .headers
-            .iter()
-            .map(|(k, v)| Value::from(vec![k.clone(), v.clone()]))
-            .collect();
-        out.insert("headers".into(), Value::Array(pairs));
+        out.insert("headers".into(), header_pairs(&r.headers));
     }
     put_filters(&mut out, &r.content_filters);
     match &r.body {
@@ -141,6 +138,24 @@ fn http_response(r: &HttpResponseFormat) -> Value {
             out.insert("body-patch".into(), ops);
         }
     }
+    Value::Object(out)
+}
+
+fn header_pairs(headers: &[(String, String)]) -> Value {
+    // Pairs, not an object: keeps order and repeated names.
+    headers
+        .iter()
+        .map(|(k, v)| Value::from(vec![k.clone(), v.clone()]))
+        .collect()
+}
+
+fn http_request(r: &HttpRequestFormat) -> Value {
+    let mut out = Map::new();
+    out.insert("method".into(), r.method.clone().into());
+    if !r.headers.is_empty() {
+        out.insert("headers".into(), header_pairs(&r.headers));
+    }
+    put_content(&mut out, "body", "body-bin", &r.body);
     Value::Object(out)
 }
 

@@ -1,5 +1,5 @@
-//! The publish formats: `http-response`, `http-stream`, `ws-message`, and `json-object` for
-//! Bayeux subscribers.
+//! The publish formats: `http-response`, `http-stream` and `ws-message` (Pushpin's three),
+//! `http-request` for webhook subscribers, and `json-object` for Bayeux subscribers.
 //!
 //! As in Pushpin, only the fields that the action uses are read: a `hint` or
 //! `close` needs no content, and its other fields are not checked.
@@ -7,8 +7,8 @@
 use bytes::Bytes;
 
 use super::{
-    Action, Formats, HttpResponseFormat, HttpStreamFormat, JsonObjectFormat, MessageType,
-    ResponseBody, WsMessageFormat,
+    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, JsonObjectFormat,
+    MessageType, ResponseBody, WsMessageFormat,
 };
 use crate::fields::Obj;
 
@@ -16,6 +16,7 @@ const HTTP_RESPONSE: &str = "'http-response'";
 const HTTP_STREAM: &str = "'http-stream'";
 const WS_MESSAGE: &str = "'ws-message'";
 const JSON_OBJECT: &str = "'json-object'";
+const HTTP_REQUEST: &str = "'http-request'";
 
 pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
     let get = |key: &str, name: &'static str| -> Result<Option<Obj<'_>>, String> {
@@ -32,11 +33,15 @@ pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
         json_object: get("json-object", JSON_OBJECT)?
             .map(json_object)
             .transpose()?,
+        http_request: get("http-request", HTTP_REQUEST)?
+            .map(http_request)
+            .transpose()?,
     };
     if out.http_response.is_none()
         && out.http_stream.is_none()
         && out.ws_message.is_none()
         && out.json_object.is_none()
+        && out.http_request.is_none()
     {
         return Err("no formats specified".to_string());
     }
@@ -103,6 +108,20 @@ fn http_response(format: Obj<'_>) -> Result<HttpResponseFormat, String> {
         ));
     };
     Ok(out)
+}
+
+fn http_request(format: Obj<'_>) -> Result<HttpRequestFormat, String> {
+    let method = format.str_opt("method")?.unwrap_or("POST");
+    // A token, as RFC 9110 defines a method; hyper would refuse anything else at send time.
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if method.is_empty() || !method.chars().all(is_tchar) {
+        return Err(format.invalid_value("method", format!("'{method}'")));
+    }
+    Ok(HttpRequestFormat {
+        method: method.to_string(),
+        headers: format.headers_opt("headers")?.unwrap_or_default(),
+        body: format.content_opt("body", "body-bin")?.unwrap_or_default(),
+    })
 }
 
 fn http_stream(format: Obj<'_>) -> Result<HttpStreamFormat, String> {

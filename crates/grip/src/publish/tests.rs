@@ -249,6 +249,10 @@ fn format_errors() {
         (json!({"ws-message": {"type": "frame", "content": "x"}}), "'ws-message' contains 'type' with unknown value 'frame'"),
         (json!({"ws-message": {"action": "close", "code": -1}}), "'ws-message' contains 'code' with invalid value -1"),
         (json!({"ws-message": {"action": "close", "code": 70000}}), "'ws-message' contains 'code' with invalid value 70000"),
+        (json!({"http-request": {"method": "GE T"}}), "'http-request' contains 'method' with invalid value 'GE T'"),
+        (json!({"http-request": {"method": 1}}), "'http-request' contains 'method' with wrong type"),
+        (json!({"http-request": {"body-bin": "*"}}), "'http-request' contains 'body-bin' with invalid base64: Invalid symbol 42, offset 0."),
+        (json!({"http-request": {"headers": 5}}), "'http-request' contains 'headers' with wrong type"),
     ];
     for (f, want) in cases {
         let shown = f.to_string();
@@ -315,6 +319,28 @@ fn json_object_format() {
     );
     let item = one(json!({"channel": "/a/*", "id": "1",
         "formats": {"json-object": {"data": {"x": "é\n"}, "channel": "/a/b"}}}))
+    .unwrap();
+    assert_eq!(parse_publish_item(&item.to_json()).unwrap(), item);
+}
+
+#[test]
+fn http_request_format() {
+    let f = formats(json!({"http-request": {}})).unwrap();
+    let r = f.http_request.unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.headers.len(), r.body.len()),
+        ("POST", 0, 0)
+    );
+    let f = formats(json!({"http-request": {
+        "method": "PUT", "headers": {"X-A": "1"}, "body-bin": "/wA="}}))
+    .unwrap();
+    let r = f.http_request.as_ref().unwrap();
+    assert_eq!(r.method, "PUT");
+    assert_eq!(r.headers, vec![("X-A".to_string(), "1".to_string())]);
+    assert_eq!(&r.body[..], b"\xff\x00");
+    // The JSON rendering reads back as the same format.
+    let item = one(json!({"channel": "c", "formats": {"http-request": {
+        "method": "PUT", "headers": [["X-A", "1"]], "body": "hi"}}}))
     .unwrap();
     assert_eq!(parse_publish_item(&item.to_json()).unwrap(), item);
 }

@@ -2,7 +2,7 @@
 //! with secrets hidden.
 //!
 //! Secrets are shown as `"<redacted>"`: inline keys (`grip.sig_key` other than Pushpin's public
-//! default `changeme`, `grip.upstream_key`, `publish.jwt_key`), static tokens, Basic passwords
+//! default `changeme`, `grip.upstream_key`, `publish.jwt_key`, `presence.sign_key`), static tokens, Basic passwords
 //! and Redis passwords. A `file:` key shows its path, which is not secret. The output is for
 //! reading; a redacted key would not work if the output were loaded as a configuration.
 
@@ -18,6 +18,10 @@ impl Config {
         let mut shown = self.clone();
         shown.grip.sig_key = redact_key(&self.grip.sig_key);
         shown.grip.upstream_key = self.grip.upstream_key.as_deref().map(redact_key);
+        if !self.webhooks.sig_key.is_empty() {
+            shown.webhooks.sig_key = redact_key(&self.webhooks.sig_key);
+        }
+        shown.presence.sign_key = self.presence.sign_key.as_deref().map(redact_key);
         shown.publish.jwt_key = self.publish.jwt_key.iter().map(|k| redact_key(k)).collect();
         shown.publish.token = vec![REDACTED.to_string(); self.publish.token.len()];
         shown.publish.basic = (self.publish.basic.iter())
@@ -64,10 +68,22 @@ basic = [\"alice:pa55\"]
 jwt_key = [\"jwt-s3cret\", \"file:/keys/pub.pem\"]
 [cluster]
 redis = [\"redis://:redispa55@127.0.0.1:6379\"]
+[webhooks]
+sig_key = \"hook-s3cret\"
+[presence]
+sign_key = \"presence-s3cret\"
 ";
         let config = Config::parse(text, Path::new("c.toml")).unwrap();
         let out = config.to_effective_toml().unwrap();
-        for secret in ["s3cret-key", "t0ken", "pa55", "jwt-s3cret", "redispa55"] {
+        for secret in [
+            "s3cret-key",
+            "hook-s3cret",
+            "t0ken",
+            "pa55",
+            "jwt-s3cret",
+            "redispa55",
+            "presence-s3cret",
+        ] {
             assert!(!out.contains(secret), "{secret} shown:\n{out}");
         }
         let back: toml::Value = toml::from_str(&out).unwrap();
@@ -82,7 +98,10 @@ redis = [\"redis://:redispa55@127.0.0.1:6379\"]
             "cluster",
             "publish",
             "tls",
+            "presence",
             "log",
+            "outbound",
+            "webhooks",
         ] {
             assert!(back.get(section).is_some(), "[{section}] missing:\n{out}");
         }

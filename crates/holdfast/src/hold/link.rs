@@ -9,8 +9,9 @@
 //!
 //! On a route with an `untrusted` target, a link to another host than the one the client asked
 //! for is refused (a warning names the link, the host and the target): an origin that is not
-//! trusted must not send Holdfast elsewhere. Holdfast has no outbound access policy yet that
-//! could say which other hosts are fine.
+//! trusted must not send Holdfast elsewhere. Links never connect to a host the routes file does
+//! not name (the request goes to the route's targets), so the outbound policy
+//! ([`crate::outbound`]) has nothing to check here.
 
 use std::sync::Arc;
 

@@ -44,10 +44,9 @@ pub async fn hold(
     const MAX_STALE_RETRIES: u32 = 2;
     let mut stale_retries = 0;
     loop {
-        let (sub, mut rx, resumes) = ctx
-            .app
-            .hub
-            .subscribe_resuming(positions.requests(), Want::HttpResponse);
+        let requests = positions.requests();
+        (ctx.app.presence).note_route(requests.iter().map(|(c, _)| c.as_str()), &ctx.route);
+        let (sub, mut rx, resumes) = ctx.app.hub.subscribe_resuming(requests, Want::HttpResponse);
         let (mut pending, stale) = positions.resume(resumes);
         let mut update = false;
         if !stale.is_empty() {
@@ -98,7 +97,7 @@ pub async fn hold(
                 Verdict::Update => {}
             }
         }
-        match Box::pin(retry(&ctx, &positions)).await {
+        match retry(&ctx, &positions).await {
             Next::Hold(b, p, t) => {
                 (base, positions, timeout_secs) = (b, p, t);
                 carried = Some((sub, rx));
@@ -106,6 +105,17 @@ pub async fn hold(
             Next::Done(resp) => return resp,
         }
     }
+}
+
+/// [`hold`], boxed to run apart from the request that started it ([`crate::http::Deferred`]).
+pub fn later(
+    ctx: Arc<HeldRequest>,
+    base: BaseResponse,
+    positions: Positions,
+    timeout_secs: u64,
+    gone: Option<GoneLink>,
+) -> crate::http::Later {
+    Box::pin(hold(ctx, base, positions, timeout_secs, gone))
 }
 
 fn can_update(ctx: &HeldRequest) -> bool {
@@ -119,8 +129,18 @@ fn is_send(item: &Delivery) -> bool {
         .is_some_and(|f| f.action == Action::Send)
 }
 
-/// Sends the original request again, with the session's positions as `Grip-Last`.
-async fn retry(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
+/// Sends the original request again, with the session's positions as `Grip-Last`. Boxed (a rare
+/// path, so a waiting hold is not sized for it) and a trait object: a retry may end in another
+/// response hold, so this future contains [`hold`]'s, and `Send` could not be proven of either
+/// otherwise.
+fn retry<'a>(
+    ctx: &'a Arc<HeldRequest>,
+    positions: &'a Positions,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Next> + Send + 'a>> {
+    Box::pin(retry_inner(ctx, positions))
+}
+
+async fn retry_inner(ctx: &Arc<HeldRequest>, positions: &Positions) -> Next {
     let (Some(request), Some(body)) = (&ctx.request, &ctx.body) else {
         unreachable!("retries need an origin request");
     };

@@ -183,11 +183,10 @@ impl StreamSession {
 
     /// Subscribes to the session's channels; history fills what the client is missing.
     fn go_live(&mut self) {
-        let (sub, rx, resumes) = self
-            .ctx
-            .app
-            .hub
-            .subscribe_stream(self.positions.requests(), self.sink.clone());
+        let requests = self.positions.requests();
+        let app = &self.ctx.app;
+        (app.presence).note_route(requests.iter().map(|(c, _)| c.as_str()), &self.ctx.route);
+        let (sub, rx, resumes) = app.hub.subscribe_stream(requests, self.sink.clone());
         // Spread keep-alives of connections opened together over up to a second, as Pushpin
         // does, so they do not all fire in the same instant.
         self.jitter = Duration::from_millis(sub.id().wrapping_mul(2_654_435_761) % 1000);

@@ -18,14 +18,16 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::http::{Body, BoxError};
+use crate::http::{Body, BoxError, Later};
 use crate::sink::{HeldStream, Input, Sink, Wire};
+use crate::socket::{Cell, Guards};
 
 /// Whether a request's response may be written by [`write`]: HTTP/1.1, and a method whose
 /// response has a body (not `HEAD`).
@@ -141,8 +143,120 @@ fn push(frame: Option<Result<Frame<Bytes>, BoxError>>, sink: &Sink) -> Result<(b
     }
 }
 
+/// Whether the connection of `req` may carry another request after this one's response (an
+/// HTTP/1.1 request without `Connection: close`).
+pub fn keeps_alive<B>(req: &http::Request<B>) -> bool {
+    !has_close(req.headers())
+}
+
+fn has_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
+/// Answers a held long-poll with the socket out of hyper's hands. The hold's future (`held`, from
+/// [`crate::http::Deferred`]) runs in this task while the socket is watched for the client
+/// leaving (which drops the hold and its subscriptions); its response is written whole, with a
+/// `content-length`, and then the connection is served by hyper again, with fresh buffers, for
+/// the client's next request — unless the request or the response said `Connection: close`,
+/// or shutdown has begun, which close it instead.
+///
+/// A client that pipelined its next request behind a held one is not supported: hyper may have
+/// read part of it before the socket left it.
+pub async fn answer_later(
+    stream: TcpStream,
+    guards: Guards,
+    held: Later,
+    keep_alive: bool,
+    conn: super::Conn,
+) {
+    let waiting = LongPollCount::new(&conn.app);
+    let resp = tokio::select! {
+        resp = held => resp,
+        () = client_left(&stream) => return,
+    };
+    drop(waiting);
+    let keep_alive = keep_alive && !has_close(resp.headers()) && !conn.app.shutdown.is_announced();
+    let (parts, body) = resp.into_parts();
+    let bodiless = parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let body = match body.collect().await {
+        Ok(b) if !bodiless => b.to_bytes(),
+        Ok(_) => Bytes::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "held response failed");
+            return;
+        }
+    };
+    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32 + body.len());
+    head_lines(&parts, &mut out);
+    drop(parts);
+    if !bodiless {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    drop(body);
+    let mut stream = stream;
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    drop(out);
+    if !keep_alive {
+        let _ = stream.shutdown().await;
+        return;
+    }
+    // Boxed as a trait object: the connection's own future contains this one.
+    let again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(super::serve_connection(Cell::new(stream, guards), conn));
+    again.await;
+}
+
+/// Counts a long-poll in `holdfast_direct_long_polls` while it waits.
+struct LongPollCount<'a>(&'a crate::app::App);
+
+impl<'a> LongPollCount<'a> {
+    fn new(app: &'a crate::app::App) -> Self {
+        app.direct_long_polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LongPollCount(app)
+    }
+}
+
+impl Drop for LongPollCount<'_> {
+    fn drop(&mut self) {
+        self.0
+            .direct_long_polls
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Resolves when the client has closed its side (or the socket failed). Bytes it sends ahead
+/// are left unread, for hyper; after them, closing can no longer be seen, and this waits forever.
+async fn client_left(stream: &TcpStream) {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
 /// The status line and headers, as hyper would write them for a chunked response.
 fn head(parts: &http::response::Parts, out: &mut Vec<u8>) {
+    head_lines(parts, out);
+    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+}
+
+/// The status line, the headers but the body's framing, and a `date` if there is none.
+fn head_lines(parts: &http::response::Parts, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -155,7 +269,7 @@ fn head(parts: &http::response::Parts, out: &mut Vec<u8>) {
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -168,7 +282,6 @@ fn head(parts: &http::response::Parts, out: &mut Vec<u8>) {
         out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
 }
 
 #[cfg(test)]

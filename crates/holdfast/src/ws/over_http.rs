@@ -249,6 +249,7 @@ pub async fn open(
         conn_id: cid.to_str().ok().map(str::to_string),
         route_id: route.explicit_id().map(str::to_string),
         counted: (crate::metrics::Transport::WsOverHttp, route.id.clone()),
+        presence_origin: app.presence.origin_of(route),
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),

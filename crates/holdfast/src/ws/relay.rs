@@ -95,6 +95,7 @@ pub async fn open(
         conn_id: None,
         route_id: route.explicit_id().map(str::to_string),
         counted: (crate::metrics::Transport::WebSocket, route.id.clone()),
+        presence_origin: app.presence.origin_of(route),
     };
     spec.check(app).map_err(|e| ProxyError::BadInstructions {
         target: spec.label.clone(),

@@ -51,6 +51,9 @@ pub struct SessionSpec {
     /// The transport and route id (explicit or derived) it is counted under in
     /// `holdfast_connections`.
     pub counted: (crate::metrics::Transport, String),
+    /// The route's origin, which presence events about its channels go to (`None` when
+    /// presence is off, or sends them elsewhere).
+    pub presence_origin: Option<String>,
 }
 
 impl SessionSpec {
@@ -146,6 +149,8 @@ pub struct Session {
     detached: bool,
     /// Notified by the `refresh` command (WebSocket-over-HTTP only).
     refresh: Option<Arc<tokio::sync::Notify>>,
+    /// This connection's user on each member channel (per-connection presence).
+    members: Vec<crate::presence::MemberGuard>,
     _conn: crate::conns::ConnGuard,
     _held: crate::metrics::Held,
 }
@@ -185,6 +190,7 @@ impl Session {
             keep_alive: None,
             delayed: None,
             detached: false,
+            members: Vec::new(),
         };
         for name in implicit {
             // `SessionSpec::check` passed before the connection was accepted.
@@ -241,10 +247,38 @@ impl Session {
 
     /// Sets (`Some`) or deletes (`None`) one meta value.
     pub fn set_meta(&mut self, name: String, value: Option<String>) {
+        let user = name == "user";
         match value {
             Some(v) => self.meta.insert(name, v),
             None => self.meta.remove(&name),
         };
+        if user {
+            self.sync_members();
+        }
+    }
+
+    /// Makes the connection a member, as its `user` meta, of exactly the member channels it
+    /// is subscribed to (per-connection presence; nothing when presence is off).
+    fn sync_members(&mut self) {
+        let presence = &self.app.presence;
+        if !presence.is_enabled() {
+            return;
+        }
+        let user = self.meta.get("user").filter(|u| !u.is_empty());
+        let channels = self.sub.as_ref().map_or(&[][..], |(s, _)| s.channels());
+        self.members.retain(|m| {
+            let (channel, member) = m.key();
+            Some(member) == user.map(String::as_str) && channels.iter().any(|c| c == channel)
+        });
+        let Some(user) = user else { return };
+        for channel in channels {
+            if self.members.iter().any(|m| m.key().0 == channel) {
+                continue;
+            }
+            if let Some(guard) = presence.member(channel, user) {
+                self.members.push(guard);
+            }
+        }
     }
 
     /// Subscribes to `channel` (route prefix added). Already subscribed is fine; a channel past
@@ -272,8 +306,12 @@ impl Session {
             }
             return Err(SubscribeError::TooMany { channel, max });
         }
+        if let Some(origin) = &self.spec.presence_origin {
+            self.app.presence.note_origin([name.as_str()], origin);
+        }
         if let Some((sub, _)) = &mut self.sub {
             if sub.add(name.clone()) {
+                self.sync_members();
                 return Ok(());
             }
         }
@@ -289,6 +327,7 @@ impl Session {
                 .hub
                 .subscribe_websocket(channels, self.sink.clone()),
         );
+        self.sync_members();
         Ok(())
     }
 
@@ -306,6 +345,7 @@ impl Session {
                 self.sub = None;
             }
         }
+        self.sync_members();
     }
 
     /// The next published item. Pending while the connection has no channels; cancel-safe.

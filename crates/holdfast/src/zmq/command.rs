@@ -178,7 +178,7 @@ impl Commands {
         self.app
             .traffic
             .received(crate::metrics::Input::Zmq, items.len());
-        self.app.bus.publish(items).await.map_err(|e| Refusal {
+        self.app.publish(items).await.map_err(|e| Refusal {
             condition: "service-unavailable",
             reason: Some(e.to_string()),
         })?;

@@ -112,7 +112,7 @@ async fn drain(app: Arc<App>, mut rx: mpsc::Receiver<PublishItem>, counters: Arc
         let count = items.len() as u64;
         app.traffic
             .received(crate::metrics::Input::Zmq, items.len());
-        if let Err(e) = app.bus.publish(items).await {
+        if let Err(e) = app.publish(items).await {
             counters.unpublished.fetch_add(count, Ordering::Relaxed);
             tracing::warn!(error = %e, items = count, "zmq: publish refused, items dropped");
         }

@@ -165,6 +165,20 @@ impl Proxy {
         wait_until(|| self.direct_streams(), n, "direct streams").await;
     }
 
+    /// Waits until `n` held long-polls wait outside hyper (bounded: 10 s).
+    pub async fn wait_direct_long_polls(&self, n: usize) {
+        wait_until(
+            || {
+                self.app
+                    .direct_long_polls
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
+            n,
+            "direct long-polls",
+        )
+        .await;
+    }
+
     /// Held streams the held-stream writer is writing now.
     pub fn direct_streams(&self) -> usize {
         self.app
