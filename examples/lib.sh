@@ -37,7 +37,7 @@ python_env() {
 
 # node_env: the examples' Node packages (examples/package-lock.json) in examples/node_modules.
 node_env() {
-  if [[ ! -d "$repo/examples/node_modules/@fanoutio/serve-grip" ]]; then
+  if [[ ! -d "$repo/examples/node_modules/@fanoutio/serve-grip" || ! -d "$repo/examples/node_modules/faye" ]]; then
     (cd "$repo/examples" && npm ci --loglevel=error --no-audit --no-fund) >&2
   fi
 }
@@ -49,12 +49,13 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# start_example ORIGIN_COMMAND...: the origin on ORIGIN_PORT, Holdfast in front of it.
+# start_example ORIGIN_COMMAND...: the origin on ORIGIN_PORT, Holdfast in front of it, on a route
+# with ROUTE_OPTIONS (",bayeux=/bayeux") and a target with TARGET_OPTIONS (",over_http").
 start_example() {
   local bin routes
   bin="$(holdfast_bin)"
   routes="$(mktemp)"
-  echo "* 127.0.0.1:$ORIGIN_PORT${TARGET_OPTIONS:-}" > "$routes"
+  echo "*${ROUTE_OPTIONS:-} 127.0.0.1:$ORIGIN_PORT${TARGET_OPTIONS:-}" > "$routes"
   "$@" &
   pids+=($!)
   "$bin" --routes "$routes" --listen "127.0.0.1:$HOLDFAST_PORT" \

@@ -61,6 +61,11 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// The value of `key` as given, `null` included.
+    pub(crate) fn raw(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key)
+    }
+
     /// Whether `key` is present with a non-null value.
     pub(crate) fn has(&self, key: &str) -> bool {
         self.get(key).is_some()

@@ -8,11 +8,13 @@
 //!
 //! # Layout
 //!
+//! - [`bayeux`]: Bayeux channel names, patterns (`*`, `**`) and the patterns a
+//!   channel matches.
 //! - [`channel`]: what a channel name may be, checked wherever one is read.
 //! - [`instruct`]: GRIP instructions in an origin response (`Grip-*` headers
 //!   and `application/grip-instruct` bodies) → [`instruct::Instruction`].
 //! - [`publish`]: publish API bodies and items with their `http-response`,
-//!   `http-stream` and `ws-message` formats → [`publish::PublishItem`].
+//!   `http-stream`, `ws-message` and `json-object` formats → [`publish::PublishItem`].
 //! - [`sig`]: `Grip-Sig` tokens (HS256, ES256 or RS256 JWT) and the `Grip-Feature` list.
 //! - [`wsevents`]: the `application/websocket-events` codec of
 //!   WebSocket-over-HTTP → [`wsevents::Event`].
@@ -28,6 +30,7 @@
 //! access and the same error wording.
 #![deny(missing_docs)]
 
+pub mod bayeux;
 pub mod channel;
 pub mod control;
 mod fields;

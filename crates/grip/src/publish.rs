@@ -52,6 +52,8 @@ pub struct Formats {
     pub http_stream: Option<HttpStreamFormat>,
     /// For WebSocket connections.
     pub ws_message: Option<WsMessageFormat>,
+    /// For Bayeux subscribers: `json-object`.
+    pub json_object: Option<JsonObjectFormat>,
     /// For webhook subscribers: the request each subscriber's URL gets.
     pub http_request: Option<HttpRequestFormat>,
 }
@@ -127,6 +129,18 @@ pub struct WsMessageFormat {
     pub close_reason: Option<String>,
     /// Deliver only to subscriptions with exactly these content filters.
     pub content_filters: Option<Vec<String>>,
+}
+
+/// The `json-object` format: a JSON value for Bayeux subscribers, delivered as the `data` of
+/// a Bayeux message on the item's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonObjectFormat {
+    /// The `data` value as compact JSON text, serialized once for every subscriber.
+    pub data: Bytes,
+    /// The Bayeux channel subscribers are told the message was published on, when it is not
+    /// the item's own channel: Holdfast sets it on the copies of an item it publishes to the
+    /// patterns (`/a/*`, `/a/**`) that match the item's channel.
+    pub channel: Option<String>,
 }
 
 /// The `http-request` format: the request a webhook subscriber's URL is sent. Holdfast's

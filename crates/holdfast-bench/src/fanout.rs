@@ -89,6 +89,15 @@ pub enum Mode {
     /// subscribe message itself); either way nothing reaches the client before the first
     /// publish, so a subscriber counts as ready once its handshake completes.
     Woh,
+    /// Bayeux long-polling at a `bayeux=` endpoint (`--path`, e.g. `/bayeux`; origin
+    /// `holdfast-bench origin --grip bayeux`, which allows every subscription): each subscriber
+    /// handshakes, subscribes to Bayeux channel `/<--channel>` and then keeps one
+    /// `/meta/connect` POST in flight on its keep-alive connection; messages are `json-object`
+    /// items whose `data` is the stamp. Ready once the subscribe is answered.
+    BayeuxLp,
+    /// Bayeux over WebSocket: the handshake is POSTed, then subscribe and connects go over one
+    /// WebSocket to `--path`, as Faye does.
+    BayeuxWs,
 }
 
 impl Mode {
@@ -98,6 +107,8 @@ impl Mode {
             Mode::Longpoll => "longpoll",
             Mode::LongpollReliable => "longpoll-reliable",
             Mode::Woh => "woh",
+            Mode::BayeuxLp => "bayeux-lp",
+            Mode::BayeuxWs => "bayeux-ws",
         }
     }
 }
@@ -519,6 +530,7 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
                 ),
                 format!("--source-ips={}", crate::to_ip_list(source_ips)),
                 format!("--path={}", args.path),
+                format!("--channel={}", args.channel),
                 format!("--deadline-secs={deadline}"),
             ]);
             if args.tls {
@@ -585,7 +597,7 @@ async fn subscribe(args: &FanoutArgs, pool: &mut Pool, started: Instant) -> Subs
             }
             None => {
                 count = match args.mode {
-                    Mode::Sse | Mode::Woh => totals.ready,
+                    Mode::Sse | Mode::Woh | Mode::BayeuxLp | Mode::BayeuxWs => totals.ready,
                     Mode::Longpoll | Mode::LongpollReliable => totals.connected,
                 };
                 count + totals.failed >= n && holds.is_none_or(|h| h >= count)

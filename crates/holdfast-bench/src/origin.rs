@@ -24,6 +24,8 @@
 //!   `101` and `Sec-WebSocket-Extensions: grip`, the connection is sent the `c:` message
 //!   subscribing it to C, and whatever the proxy sends afterwards is read and dropped; `holds`
 //!   counts the upgrades accepted. Requests that are not upgrades get the plain answer.
+//! - `--grip bayeux`: the application behind a Bayeux endpoint (route `bayeux=`): every request
+//!   is answered `200` with `Grip-Channel: /C`, allowing handshakes and subscriptions to `/C`.
 //!
 //! `--filter F` (stream and response holds) makes the channel header `Grip-Channel: C; filter=F`
 //! and adds `Grip-Set-Meta: user="u<n>", id_format="%(C)s"`, `n` counting holds from 0, so the
@@ -136,6 +138,9 @@ pub enum GripMode {
     /// GRIP WebSocket: accepts each WebSocket upgrade with `Sec-WebSocket-Extensions: grip`, sends
     /// the `c:` subscribe message, then reads (and drops) what the proxy sends until it closes.
     Ws,
+    /// A Bayeux application: answers every request `200` with `Grip-Channel: /C`, so a `bayeux=`
+    /// endpoint allows each handshake and a subscription to Bayeux channel `/C`.
+    Bayeux,
 }
 
 /// The fixed answer and the counters every connection shares.
@@ -267,6 +272,7 @@ async fn respond(
         }
     }
     let response = match answer.mode {
+        GripMode::Bayeux => bayeux(&answer),
         GripMode::None | GripMode::Woh | GripMode::Ws => plain(Bytes::from_static(HELLO)),
         GripMode::Stream => stream_hold(&answer, req.uri().path()),
         GripMode::Response => response_hold(&answer),
@@ -342,6 +348,17 @@ fn stream_hold(answer: &Answer, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// `--grip response`: the long-poll hold, with the timeout body.
+/// `--grip bayeux`: `Grip-Channel: /C`; `holds` counts the answers.
+fn bayeux(answer: &Answer) -> Response<Full<Bytes>> {
+    answer.holds.fetch_add(1, Ordering::Relaxed);
+    let mut r = plain(Bytes::new());
+    let channel = format!("/{}", String::from_utf8_lossy(answer.channel.as_bytes()));
+    if let Ok(v) = HeaderValue::from_str(&channel) {
+        r.headers_mut().insert("grip-channel", v);
+    }
+    r
+}
+
 fn response_hold(answer: &Answer) -> Response<Full<Bytes>> {
     let n = answer.holds.fetch_add(1, Ordering::Relaxed);
     let mut r = plain(Bytes::from_static(TIMEOUT_BODY));

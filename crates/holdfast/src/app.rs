@@ -63,6 +63,10 @@ pub struct App {
     zmq_metrics: std::sync::OnceLock<MetricsFn>,
     /// SockJS sessions over HTTP transports, which outlive each of their requests.
     pub sockjs_sessions: SessionTable,
+    /// Bayeux sessions by client id, which outlive each of their requests.
+    pub bayeux_sessions: SessionTable,
+    /// Messages Bayeux sessions dropped because their queue (`bayeux.max_queued`) was full.
+    pub bayeux_dropped: std::sync::atomic::AtomicU64,
     /// The shutdown signal and drain every task listens to.
     pub shutdown: Shutdown,
     /// Webhook subscribers: registrations and their delivery.
@@ -125,6 +129,8 @@ impl App {
             traffic: crate::metrics::Traffic::default(),
             connections: crate::metrics::Connections::default(),
             sockjs_sessions: SessionTable::new(config.sockjs.max_sessions),
+            bayeux_sessions: SessionTable::new(config.bayeux.max_sessions),
+            bayeux_dropped: Default::default(),
             webhooks: crate::webhook::Webhooks::new(&config),
             config,
             signatures: Mutex::new(Vec::new()),

@@ -74,6 +74,7 @@ impl Bus {
     /// Publishes items in order; returns how many local subscribers received them now (in
     /// cluster mode, deliveries happen as the items come back from Redis, and 0 is returned).
     pub async fn publish(&self, items: Vec<PublishItem>) -> Result<usize, BusError> {
+        let items = with_bayeux_patterns(items);
         match self {
             Bus::Local(hub) => Ok(items
                 .into_iter()
@@ -167,4 +168,46 @@ impl Drop for BusTasks {
             task.abort();
         }
     }
+}
+
+/// Items with a `json-object` format on a Bayeux channel (`/a/b`, after any route `prefix=`
+/// text before its first `/`) are also published to every pattern that matches it (`/a/*`,
+/// `/a/**`, `/**`), so Bayeux sessions subscribe to a pattern as a channel of its own. The
+/// copies carry only the `json-object` format and no `prev-id` (a pattern interleaves several
+/// channels, so there is no order to keep); their id still drops duplicates per pattern and
+/// records history there.
+fn with_bayeux_patterns(items: Vec<PublishItem>) -> Vec<PublishItem> {
+    if !items.iter().any(|i| i.formats.json_object.is_some()) {
+        return items;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let copies = match (&item.formats.json_object, item.channel.find('/')) {
+            (Some(json), Some(at)) => {
+                let (prefix, name) = item.channel.split_at(at);
+                grip::bayeux::patterns_matching(name)
+                    .into_iter()
+                    .map(|pattern| PublishItem {
+                        channel: format!("{prefix}{pattern}"),
+                        id: item.id.clone(),
+                        prev_id: None,
+                        formats: grip::publish::Formats {
+                            json_object: Some(grip::publish::JsonObjectFormat {
+                                data: json.data.clone(),
+                                channel: Some(json.channel.clone().unwrap_or(name.to_string())),
+                            }),
+                            ..Default::default()
+                        },
+                        meta: item.meta.clone(),
+                        size: item.size,
+                        no_seq: true,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        out.push(item);
+        out.extend(copies);
+    }
+    out
 }

@@ -52,6 +52,8 @@ pub struct Config {
     /// SockJS endpoints (route option `sockjs=`): the iframe page's script, heartbeats,
     /// session timeouts and queues.
     pub sockjs: SockJsConfig,
+    /// Bayeux endpoints (route option `bayeux=`): advice, sessions and their queues.
+    pub bayeux: BayeuxConfig,
     /// Sequencing, history and origin updates of held sessions.
     pub reliability: ReliabilityConfig,
     /// Sharing publishes between several Holdfast instances through Redis.
@@ -606,6 +608,44 @@ impl Default for SockJsConfig {
     }
 }
 
+/// `[bayeux]`: Bayeux sessions (route option `bayeux=`, see docs/bayeux.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BayeuxConfig {
+    /// Seconds a `/meta/connect` is held when nothing is queued for its client: the `timeout`
+    /// of the advice. Default 30.
+    pub timeout_secs: u64,
+    /// Milliseconds a client waits between a `/meta/connect`'s answer and the next: the
+    /// `interval` of the advice. Default 0.
+    pub interval_ms: u64,
+    /// Seconds a session lives without a `/meta/connect` beyond `timeout_secs` (a client
+    /// between two polls, or reconnecting); then it ends and its client id is unknown.
+    /// Default 30.
+    pub session_grace_secs: u64,
+    /// Bayeux sessions at once; a handshake past it is refused (`503::Too many sessions`).
+    /// Default 100000.
+    pub max_sessions: usize,
+    /// Messages one session holds for its client until the next `/meta/connect` takes them;
+    /// when full, the oldest is dropped and counted. Default 1000.
+    pub max_queued: usize,
+    /// Bytes of one request body or WebSocket frame of Bayeux messages; larger is a `400`
+    /// (a close with 1009 on a WebSocket). Default 1048576.
+    pub max_request_bytes: usize,
+}
+
+impl Default for BayeuxConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 30,
+            interval_ms: 0,
+            session_grace_secs: 30,
+            max_sessions: 100_000,
+            max_queued: 1000,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
 /// Pushpin's default `sockjs_url`.
 pub const DEFAULT_SOCKJS_URL: &str = "http://cdn.jsdelivr.net/sockjs/0.3.4/sockjs.min.js";
 
@@ -894,6 +934,14 @@ impl Config {
             ("sockjs.max_queued", self.sockjs.max_queued as u64),
             ("sockjs.streaming_limit", self.sockjs.streaming_limit as u64),
             ("sockjs.max_sessions", self.sockjs.max_sessions as u64),
+            ("bayeux.timeout_secs", self.bayeux.timeout_secs),
+            ("bayeux.session_grace_secs", self.bayeux.session_grace_secs),
+            ("bayeux.max_sessions", self.bayeux.max_sessions as u64),
+            ("bayeux.max_queued", self.bayeux.max_queued as u64),
+            (
+                "bayeux.max_request_bytes",
+                self.bayeux.max_request_bytes as u64,
+            ),
             (
                 "timeouts.origin_concurrency_per_target",
                 t.origin_concurrency_per_target as u64,

@@ -102,6 +102,8 @@ pub enum Want {
     HttpStream,
     /// WebSockets: `ws-message`.
     WsMessage,
+    /// Bayeux sessions: `json-object`.
+    Bayeux,
 }
 
 impl Want {
@@ -110,11 +112,12 @@ impl Want {
             Want::HttpResponse => item.formats.http_response.is_some(),
             Want::HttpStream => item.formats.http_stream.is_some(),
             Want::WsMessage => item.formats.ws_message.is_some(),
+            Want::Bayeux => item.formats.json_object.is_some(),
         }
     }
 
     fn is_http(self) -> bool {
-        self != Want::WsMessage
+        matches!(self, Want::HttpResponse | Want::HttpStream)
     }
 
     fn index(self) -> usize {
@@ -122,15 +125,18 @@ impl Want {
             Want::HttpResponse => 0,
             Want::HttpStream => 1,
             Want::WsMessage => 2,
+            Want::Bayeux => 3,
         }
     }
 
-    /// Pushpin's name for the mode: `response`, `stream` or `ws`.
+    /// Pushpin's name for the mode: `response`, `stream` or `ws`; `bayeux`, which Pushpin
+    /// does not have.
     pub fn mode_name(self) -> &'static str {
         match self {
             Want::HttpResponse => "response",
             Want::HttpStream => "stream",
             Want::WsMessage => "ws",
+            Want::Bayeux => "bayeux",
         }
     }
 }
@@ -220,6 +226,8 @@ pub struct Overview {
     pub streams: usize,
     /// Subscriptions of WebSockets, WebSocket-over-HTTP included (`ws-message`).
     pub websockets: usize,
+    /// Subscriptions of Bayeux sessions (`json-object`).
+    pub bayeux: usize,
     /// The channels with the most subscribers, most first (ties by name), with their counts.
     pub busiest: Vec<(String, usize)>,
 }
@@ -264,6 +272,28 @@ impl Inner {
                 });
             }
         }
+    }
+
+    /// Joins `channel` under its shard lock, reading what a subscriber that has seen `prev_id`
+    /// missed under the same lock.
+    fn join_resuming(
+        self: &Arc<Self>,
+        channel: &str,
+        prev_id: Option<&str>,
+        id: u64,
+        want: Want,
+        tx: mpsc::Sender<Delivery>,
+        sink: Option<Arc<Sink>>,
+    ) -> Resume {
+        let mut shard = self.shard(channel).lock().expect("hub shard poisoned");
+        let resume = match shard.get(channel) {
+            Some(ch) if ch.last_id.is_some() => ch.resume(prev_id),
+            // In a cluster another instance may have published what the client missed.
+            _ if prev_id.is_some() && self.unknown_is_stale => Resume::Stale { last_id: None },
+            _ => Resume::Live,
+        };
+        self.join(&mut shard, channel, id, want, tx, sink);
+        resume
     }
 
     fn leave(&self, channel: &str, id: u64) {
@@ -413,19 +443,14 @@ impl Hub {
             if sub.channels.contains(&name) {
                 continue;
             }
-            let mut shard = self.inner.shard(&name).lock().expect("hub shard poisoned");
-            let unknown = || match (&prev_id, self.inner.unknown_is_stale) {
-                // In a cluster another instance may have published what the client missed.
-                (Some(_), true) => Resume::Stale { last_id: None },
-                _ => Resume::Live,
-            };
-            let resume = match shard.get(&name) {
-                Some(ch) if ch.last_id.is_some() => ch.resume(prev_id.as_deref()),
-                _ => unknown(),
-            };
-            self.inner
-                .join(&mut shard, &name, id, want, tx.clone(), sub.sink.clone());
-            drop(shard);
+            let resume = self.inner.join_resuming(
+                &name,
+                prev_id.as_deref(),
+                id,
+                want,
+                tx.clone(),
+                sub.sink.clone(),
+            );
             resumes.push(resume);
             sub.channels.push(name);
         }
@@ -601,7 +626,12 @@ impl Hub {
         for shard in self.inner.shards.iter() {
             let shard = shard.lock().expect("hub shard poisoned");
             for (name, ch) in shard.iter() {
-                for want in [Want::HttpResponse, Want::HttpStream, Want::WsMessage] {
+                for want in [
+                    Want::HttpResponse,
+                    Want::HttpStream,
+                    Want::WsMessage,
+                    Want::Bayeux,
+                ] {
                     if ch.modes[want.index()] > 0 {
                         out.push((name.clone(), want));
                     }
@@ -698,7 +728,7 @@ impl Hub {
     /// channels (no allocation but the at most `top` names kept): the cost of [`Hub::stats`].
     pub fn overview(&self, top: usize) -> Overview {
         let mut stats = self.counters();
-        let mut by_mode = [0usize; 3];
+        let mut by_mode = [0usize; 4];
         // The best `top` so far, as a min-heap on (subscribers, name) so the least is evicted.
         let mut best: BinaryHeap<Reverse<(usize, String)>> = BinaryHeap::with_capacity(top + 1);
         for shard in self.inner.shards.iter() {
@@ -737,6 +767,7 @@ impl Hub {
             long_polls: by_mode[Want::HttpResponse.index()],
             streams: by_mode[Want::HttpStream.index()],
             websockets: by_mode[Want::WsMessage.index()],
+            bayeux: by_mode[Want::Bayeux.index()],
             busiest,
         }
     }
@@ -747,7 +778,7 @@ impl Hub {
         for shard in self.inner.shards.iter() {
             for ch in shard.lock().expect("hub shard poisoned").values_mut() {
                 ch.subscribers.clear();
-                ch.modes = [0; 3];
+                ch.modes = [0; 4];
             }
         }
     }
@@ -774,6 +805,7 @@ fn hint_item(channel: &str) -> Delivery {
                 content_filters: None,
             }),
             ws_message: None,
+            json_object: None,
             http_request: None,
         },
         meta: BTreeMap::new(),

@@ -20,7 +20,8 @@
 //! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
 //!   relay; errors become responses here.
 //! - [`testhandler`]: the built-in `test` target. [`sockjs`]: SockJS endpoints, each session
-//!   bridged to one origin WebSocket through `ws`.
+//!   bridged to one origin WebSocket through `ws`. [`bayeux`]: Bayeux 1.0 / Faye endpoints,
+//!   sessions held here and authorised by the origin.
 //! - [`ws`]: WebSockets — pass-through, GRIP WebSocket and WebSocket-over-HTTP. [`hold`]: response
 //!   holds (long-polling), stream holds (HTTP streaming, SSE) and next links.
 //! - [`proxy`]: the upstream — sending to origins, one failure classification, GRIP or relay,
@@ -49,6 +50,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod bayeux;
 pub mod bus;
 pub mod config;
 pub mod conns;

@@ -360,6 +360,17 @@ fn metrics_page(app: &App) -> Page {
     );
     app.origins.metrics(&mut page);
     page.gauge(
+        "holdfast_bayeux_sessions",
+        "Bayeux sessions (route bayeux=) open now",
+        app.bayeux_sessions.len() as i64,
+    )
+    .counter(
+        "holdfast_bayeux_dropped_total",
+        "Messages Bayeux sessions dropped because their queue (bayeux.max_queued) was full",
+        app.bayeux_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    page.gauge(
         "holdfast_descriptors_in_use",
         "File descriptors client and origin sockets hold (limits.descriptors)",
         app.descriptors.in_use() as i64,

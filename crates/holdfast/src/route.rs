@@ -233,6 +233,10 @@ async fn dispatch(
     if crate::sockjs::prefix_of(&route, req.uri().path()).is_some() {
         return crate::sockjs::serve(app, &route, req, peer, &info, record).await;
     }
+    // A Bayeux endpoint, likewise, answers with CORS headers of its own.
+    if crate::bayeux::is_endpoint(&route, req.uri().path()) {
+        return crate::bayeux::serve(app, &route, req, peer, &info, record).await;
+    }
     let mut jsonp_body = None;
     if cross_origin(Some(&route)) {
         match read_cross_origin(&mut req, &route.options.jsonp, entrance) {

@@ -924,6 +924,83 @@ async fn a_new_process_takes_over_the_port_and_held_clients_resume_with_nothing_
     );
 }
 
+/// POSTs Bayeux messages to `proxy`'s `/bayeux` endpoint; the replies.
+async fn bayeux(proxy: &Proxy, messages: serde_json::Value) -> Vec<serde_json::Value> {
+    let req = Request::post(proxy.url("/bayeux"))
+        .header("content-type", "application/json")
+        .body(full(messages.to_string()))
+        .unwrap();
+    let body = tokio::time::timeout(DEADLINE, text(send(req).await))
+        .await
+        .expect("answer in time");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn bayeux_sessions_get_publishes_and_patterns_from_other_instances() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    // The application allows every subscription.
+    let origin = Origin::start(|req: Request<Incoming>| async move {
+        use http_body_util::BodyExt;
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let mut r = Response::builder().status(200);
+        if let Some(s) = m["subscription"].as_str() {
+            r = r.header("Grip-Channel", s);
+        }
+        r.body(full("")).unwrap()
+    })
+    .await;
+    let routes = format!("*,bayeux=/bayeux {}\n", origin.target());
+    let a = Proxy::start(&routes, clustered(&redis.url(), 0)).await;
+    let b = Proxy::start(&routes, clustered(&redis.url(), 0)).await;
+
+    let r = bayeux(
+        &b,
+        json!([{"channel": "/meta/handshake", "version": "1.0",
+                "supportedConnectionTypes": ["long-polling"]}]),
+    )
+    .await;
+    let client = r[0]["clientId"].as_str().unwrap().to_string();
+    for channel in ["/room", "/chat/*"] {
+        let r = bayeux(
+            &b,
+            json!([{"channel": "/meta/subscribe", "clientId": client, "subscription": channel}]),
+        )
+        .await;
+        assert_eq!(r[0]["successful"], true, "{r:?}");
+    }
+    redis.wait_subscribed("/room", 1).await;
+    redis.wait_subscribed("/chat/*", 1).await;
+
+    // Published on the other instance: the item, and its copy for the pattern, come through
+    // Redis.
+    for (channel, data) in [("/room", 1), ("/chat/x", 2)] {
+        let item = json!({"channel": channel, "formats": {"json-object": {"data": data}}});
+        let (status, body) = a.publish_json(json!({ "items": [item] })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let r = bayeux(
+            &b,
+            json!([{"channel": "/meta/connect", "clientId": client,
+                    "connectionType": "long-polling"}]),
+        )
+        .await;
+        events.extend(r.into_iter().skip(1));
+    }
+    assert_eq!(
+        events,
+        [
+            json!({"channel": "/room", "data": 1}),
+            json!({"channel": "/chat/x", "data": 2}),
+        ]
+    );
+}
+
 /// `GET`/`POST`/`DELETE` on an instance's `/webhooks` routes: status and JSON (or text).
 async fn webhooks_api(
     proxy: &Proxy,

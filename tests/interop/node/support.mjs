@@ -77,9 +77,9 @@ export async function startOrigin(handler) {
  * Starts the holdfast binary with routes `* 127.0.0.1:<originPort>` (or `routes`, the routes
  * file's text) and waits until it serves. `args` are more command-line arguments; `auth` is the
  * Authorization value sent to the publish API's /metrics when publish authentication is
- * configured.
+ * configured; `port` is the client listener's port (to bring a stopped Holdfast back on it).
  */
-export async function startHoldfast(originPort, { args = [], auth, routes: routesText } = {}) {
+export async function startHoldfast(originPort, { args = [], auth, routes: routesText, port: fixedPort } = {}) {
   const metricsHeaders = auth ? { Authorization: auth } : {};
   await access(holdfastBin, constants.X_OK).catch(() => {
     throw new Error(`holdfast binary not found at ${holdfastBin}: build it (cargo build -p holdfast) or set HOLDFAST_BIN`);
@@ -90,7 +90,7 @@ export async function startHoldfast(originPort, { args = [], auth, routes: route
   const log = [];
   // A port found free can be taken before Holdfast binds it: retry with new ports.
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+    const port = fixedPort ?? await freePort();
     const pubPort = await freePort();
     const child = spawn(
       holdfastBin,

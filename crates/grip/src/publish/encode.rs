@@ -64,6 +64,16 @@ fn formats(f: &Formats) -> Value {
     if let Some(w) = &f.ws_message {
         out.insert("ws-message".into(), ws_message(w));
     }
+    if let Some(j) = &f.json_object {
+        // The text was serialized from a JSON value, so it parses back.
+        let data = serde_json::from_slice(&j.data).unwrap_or(Value::Null);
+        let mut obj = Map::new();
+        obj.insert("data".into(), data);
+        if let Some(c) = &j.channel {
+            obj.insert("channel".into(), c.clone().into());
+        }
+        out.insert("json-object".into(), Value::Object(obj));
+    }
     if let Some(r) = &f.http_request {
         out.insert("http-request".into(), http_request(r));
     }

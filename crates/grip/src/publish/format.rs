@@ -1,5 +1,5 @@
-//! The publish formats: `http-response`, `http-stream` and `ws-message` (Pushpin's three), and
-//! `http-request` for webhook subscribers.
+//! The publish formats: `http-response`, `http-stream` and `ws-message` (Pushpin's three),
+//! `http-request` for webhook subscribers, and `json-object` for Bayeux subscribers.
 //!
 //! As in Pushpin, only the fields that the action uses are read: a `hint` or
 //! `close` needs no content, and its other fields are not checked.
@@ -7,14 +7,15 @@
 use bytes::Bytes;
 
 use super::{
-    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, MessageType,
-    ResponseBody, WsMessageFormat,
+    Action, Formats, HttpRequestFormat, HttpResponseFormat, HttpStreamFormat, JsonObjectFormat,
+    MessageType, ResponseBody, WsMessageFormat,
 };
 use crate::fields::Obj;
 
 const HTTP_RESPONSE: &str = "'http-response'";
 const HTTP_STREAM: &str = "'http-stream'";
 const WS_MESSAGE: &str = "'ws-message'";
+const JSON_OBJECT: &str = "'json-object'";
 const HTTP_REQUEST: &str = "'http-request'";
 
 pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
@@ -29,6 +30,9 @@ pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
             .map(http_stream)
             .transpose()?,
         ws_message: get("ws-message", WS_MESSAGE)?.map(ws_message).transpose()?,
+        json_object: get("json-object", JSON_OBJECT)?
+            .map(json_object)
+            .transpose()?,
         http_request: get("http-request", HTTP_REQUEST)?
             .map(http_request)
             .transpose()?,
@@ -36,6 +40,7 @@ pub(super) fn parse_formats(formats: Obj<'_>) -> Result<Formats, String> {
     if out.http_response.is_none()
         && out.http_stream.is_none()
         && out.ws_message.is_none()
+        && out.json_object.is_none()
         && out.http_request.is_none()
     {
         return Err("no formats specified".to_string());
@@ -186,4 +191,27 @@ fn ws_message(format: Obj<'_>) -> Result<WsMessageFormat, String> {
         Action::Hint | Action::Refresh => {}
     }
     Ok(out)
+}
+
+/// `{"data": <any JSON>, "channel": "/a/b"}`: `data` is required (`null` is a value) and is
+/// kept as compact JSON; `channel`, optional, must be a Bayeux channel name.
+fn json_object(format: Obj<'_>) -> Result<JsonObjectFormat, String> {
+    let data = format
+        .raw("data")
+        .ok_or_else(|| format!("{JSON_OBJECT} does not contain 'data'"))?;
+    let text = serde_json::to_vec(data).map_err(|e| format!("{JSON_OBJECT} 'data': {e}"))?;
+    let channel = format
+        .str_opt("channel")?
+        .map(|c| {
+            if crate::bayeux::is_channel(c) {
+                Ok(c.to_string())
+            } else {
+                Err(format.invalid_value("channel", format!("'{c}'")))
+            }
+        })
+        .transpose()?;
+    Ok(JsonObjectFormat {
+        data: Bytes::from(text),
+        channel,
+    })
 }

@@ -299,6 +299,31 @@ fn patches() {
 }
 
 #[test]
+fn json_object_format() {
+    let f = formats(json!({"json-object": {"data": {"text": "hi", "n": [1, 2]}}})).unwrap();
+    let j = f.json_object.unwrap();
+    assert_eq!(&j.data[..], br#"{"n":[1,2],"text":"hi"}"#);
+    let f = formats(json!({"json-object": {"data": null}})).unwrap();
+    assert_eq!(&f.json_object.unwrap().data[..], b"null");
+    assert_eq!(
+        formats(json!({"json-object": {}})).unwrap_err(),
+        "Invalid format: 'json-object' does not contain 'data'"
+    );
+    assert_eq!(
+        formats(json!({"json-object": "x"})).unwrap_err(),
+        "Invalid format: 'json-object' is not an object"
+    );
+    assert_eq!(
+        formats(json!({"json-object": {"data": 1, "channel": "/a/*"}})).unwrap_err(),
+        "Invalid format: 'json-object' contains 'channel' with invalid value '/a/*'"
+    );
+    let item = one(json!({"channel": "/a/*", "id": "1",
+        "formats": {"json-object": {"data": {"x": "é\n"}, "channel": "/a/b"}}}))
+    .unwrap();
+    assert_eq!(parse_publish_item(&item.to_json()).unwrap(), item);
+}
+
+#[test]
 fn http_request_format() {
     let f = formats(json!({"http-request": {}})).unwrap();
     let r = f.http_request.unwrap();

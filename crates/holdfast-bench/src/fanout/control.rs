@@ -93,6 +93,15 @@ pub fn publish_item(channel: &str, mode: Mode, stamp: Stamp, opts: &ItemOpts) ->
             let content = format!("{}{}", stamp.to_line().trim_end_matches('\n'), opts.suffix);
             serde_json::json!({ "ws-message": { "content": content } })
         }
+        Mode::BayeuxLp | Mode::BayeuxWs => {
+            let data = format!("{}{}", stamp.to_line().trim_end_matches('\n'), opts.suffix);
+            serde_json::json!({ "json-object": { "data": data } })
+        }
+    };
+    // Bayeux subscribers are on Bayeux channel `/<channel>`.
+    let channel = match mode {
+        Mode::BayeuxLp | Mode::BayeuxWs => format!("/{channel}"),
+        _ => channel.to_string(),
     };
     let mut item = serde_json::json!({ "channel": channel, "formats": formats });
     if let Some(meta) = &opts.meta {
@@ -446,6 +455,15 @@ mod tests {
             ws["items"][0]["formats"]["ws-message"]["content"],
             "seq=1 ts=2"
         );
+        for mode in [Mode::BayeuxLp, Mode::BayeuxWs] {
+            let bayeux: serde_json::Value =
+                serde_json::from_str(&publish_body("c", mode, stamp)).unwrap();
+            assert_eq!(bayeux["items"][0]["channel"], "/c");
+            assert_eq!(
+                bayeux["items"][0]["formats"]["json-object"]["data"],
+                "seq=1 ts=2"
+            );
+        }
     }
 
     #[test]

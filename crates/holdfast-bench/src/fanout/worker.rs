@@ -44,6 +44,7 @@ use super::stamp::{self, Stamp};
 use super::wire::{self, Counters, ProxyTally, Report, WorkerResult};
 use super::Mode;
 
+mod bayeux;
 mod ws;
 
 /// Connection attempts a subscriber makes before giving up.
@@ -101,6 +102,9 @@ pub struct WorkerArgs {
     /// Request path.
     #[arg(long)]
     pub path: String,
+    /// The channel (Bayeux modes subscribe to `/<channel>`).
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
     /// Exit after this many seconds even if the parent never asks.
     #[arg(long)]
     pub deadline_secs: u64,
@@ -119,6 +123,8 @@ struct Shared {
     /// The SSE request for each proxy, ready to write.
     sse_requests: Vec<Vec<u8>>,
     path: String,
+    /// The Bayeux channel of the Bayeux modes.
+    bayeux_channel: String,
     source_ips: Vec<IpAddr>,
     messages: usize,
     permits: Semaphore,
@@ -254,6 +260,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             .collect(),
         proxies: args.proxies.clone(),
         path: args.path.clone(),
+        bayeux_channel: format!("/{}", args.channel),
         source_ips,
         messages: args.messages,
         permits: Semaphore::new(args.connect_concurrency),
@@ -292,6 +299,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 Mode::Longpoll => tokio::spawn(longpoll_subscriber(shared, index, false)),
                 Mode::LongpollReliable => tokio::spawn(longpoll_subscriber(shared, index, true)),
                 Mode::Woh => tokio::spawn(ws::subscriber(shared, index)),
+                Mode::BayeuxLp => tokio::spawn(bayeux::long_polling(shared, index)),
+                Mode::BayeuxWs => tokio::spawn(bayeux::websocket(shared, index)),
             };
         }
         tokio::spawn(report_progress(Arc::clone(&shared)));

@@ -90,6 +90,8 @@ pub struct RouteOptions {
     /// `sockjs_as_path=`: the path the origin's WebSocket is opened on for SockJS sessions,
     /// instead of the `sockjs=` prefix.
     pub sockjs_as_path: Option<String>,
+    /// `bayeux=`: the path of a Bayeux endpoint on this route (see docs/bayeux.md).
+    pub bayeux: Option<String>,
 }
 
 /// The prefix of the copies `orig_headers` makes of the client's headers (Pushpin's marker).
@@ -590,6 +592,13 @@ fn parse_route(
                     return Err(format!("sockjs={v:?}: expected a path starting with '/'"));
                 }
                 options.sockjs = Some(v);
+            }
+            "bayeux" => {
+                let v = value()?;
+                if !v.starts_with('/') {
+                    return Err(format!("bayeux={v:?}: expected a path starting with '/'"));
+                }
+                options.bayeux = Some(v);
             }
             "sockjs_as_path" => {
                 let v = value()?;

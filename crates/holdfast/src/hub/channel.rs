@@ -55,7 +55,7 @@ pub enum Resume {
 pub(super) struct Channel {
     pub subscribers: HashMap<u64, Subscriber>,
     /// Subscribers per mode ([`Want::index`]), for the per-mode interest listeners.
-    pub modes: [u32; 3],
+    pub modes: [u32; 4],
     pub last_id: Option<String>,
     pub pending: VecDeque<Pending>,
     history: VecDeque<Stored>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Delivery, Inner, Want};
+use super::{Delivery, Inner, Resume, Want};
 use crate::sink::Sink;
 
 /// A connection's membership in its channels; dropping it leaves them all.
@@ -47,6 +47,21 @@ impl Subscription {
         drop(shard);
         self.channels.push(channel);
         true
+    }
+
+    /// Adds a channel as [`Subscription::add`] does, telling what a subscriber that has seen
+    /// `prev_id` missed ([`Hub::subscribe_resuming`](super::Hub::subscribe_resuming)). `None`
+    /// when it was already subscribed, or the connection's queue is gone.
+    pub fn add_resuming(&mut self, channel: String, prev_id: Option<&str>) -> Option<Resume> {
+        if self.channels.contains(&channel) {
+            return None;
+        }
+        let tx = self.tx.upgrade()?;
+        let resume =
+            self.inner
+                .join_resuming(&channel, prev_id, self.id, self.want, tx, self.sink.clone());
+        self.channels.push(channel);
+        Some(resume)
     }
 
     /// Leaves one channel. Returns false when it was not subscribed.

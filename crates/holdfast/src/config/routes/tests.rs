@@ -278,3 +278,19 @@ fn sockjs_options() {
         assert!(e.message.contains(needle), "{text:?}: {e}");
     }
 }
+
+#[test]
+fn bayeux_option() {
+    let t = parse("*,bayeux=/bayeux,prefix=app: x:1\n").unwrap();
+    assert_eq!(t.routes[0].options.bayeux.as_deref(), Some("/bayeux"));
+    for (text, needle) in [
+        (
+            "*,bayeux=faye x:1",
+            "bayeux=\"faye\": expected a path starting with '/'",
+        ),
+        ("*,bayeux x:1", "'bayeux' needs a value"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.message.contains(needle), "{text:?}: {e}");
+    }
+}
