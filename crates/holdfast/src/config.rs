@@ -10,6 +10,7 @@
 
 mod effective;
 pub mod keys;
+pub mod postgres;
 pub mod publish;
 pub mod pushpin;
 pub mod redis_url;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use effective::REDACTED;
+pub use postgres::PostgresConfig;
 pub use publish::{PublishConfig, PublishOverrides};
 pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
@@ -58,6 +60,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Pushpin's ZeroMQ sockets: publish inputs, command socket, stats socket.
     pub zmq: ZmqConfig,
+    /// PostgreSQL publish sources: `LISTEN`/`NOTIFY` channels and outbox tables.
+    pub postgres: PostgresConfig,
     /// Logging.
     pub log: LogConfig,
     /// Where the values came from, to point validation errors at a line.
@@ -938,6 +942,7 @@ impl Config {
             .check(self.server.publish_listen, self.publish_open_by_pushpin())?;
         self.tls.check()?;
         self.zmq.check(self.publish.allow_unauthenticated)?;
+        self.postgres.check()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         if !(0.0..=1.0).contains(&self.log.access_sample) {

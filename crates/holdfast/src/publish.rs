@@ -305,10 +305,14 @@ fn metrics_page(app: &App) -> Page {
     app.connections.register(&mut page);
     page.counters(
         "holdfast_items_received_total",
-        "Publish items received, by input: the HTTP publish API, ZeroMQ (inputs and command socket), the cluster bus (Redis)",
+        "Publish items received, by input: the HTTP publish API, ZeroMQ (inputs and command socket), PostgreSQL sources, the cluster bus (Redis)",
         vec![
             (label("input", "http"), app.traffic.received_at(Input::Http)),
             (label("input", "zmq"), app.traffic.received_at(Input::Zmq)),
+            (
+                label("input", "postgres"),
+                app.traffic.received_at(Input::Postgres),
+            ),
             (label("input", "cluster"), app.bus.items_received()),
         ],
     )
@@ -398,5 +402,6 @@ fn metrics_page(app: &App) -> Page {
     }
     app.bus.metrics(&mut page);
     app.zmq_metrics(&mut page);
+    app.postgres_metrics(&mut page);
     page
 }

@@ -170,6 +170,7 @@ impl Server {
         let _bus = app.bus.start();
         on_sigusr1(app.clone());
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
+        let _postgres = crate::postgres::start(app.clone());
         let sweeper = {
             let hub = app.hub.clone();
             let app = app.clone();

@@ -3,7 +3,7 @@
 //!
 //! Secrets are shown as `"<redacted>"`: inline keys (`grip.sig_key` other than Pushpin's public
 //! default `changeme`, `grip.upstream_key`, `publish.jwt_key`), static tokens, Basic passwords
-//! and Redis passwords. A `file:` key shows its path, which is not secret. The output is for
+//! Redis and PostgreSQL passwords. A `file:` key shows its path, which is not secret. The output is for
 //! reading; a redacted key would not work if the output were loaded as a configuration.
 
 use super::{redis_url, Config, DEFAULT_SIG_KEY};
@@ -32,6 +32,9 @@ impl Config {
             .iter()
             .map(|u| redis_url::redact(u))
             .collect();
+        for source in &mut shown.postgres.sources {
+            source.url = super::postgres::redact(&source.url);
+        }
         toml::to_string_pretty(&shown).map_err(|e| e.to_string())
     }
 }
