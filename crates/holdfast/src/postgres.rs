@@ -43,7 +43,7 @@ pub(crate) struct Stats {
     rejected: AtomicU64,
     /// Notification items the bus refused (cluster bus unavailable), lost.
     unpublished: AtomicU64,
-    /// Connections made after the first.
+    /// Connection attempts after the first, failed ones included.
     reconnects: AtomicU64,
     /// Whether the connection is up.
     connected: AtomicBool,
@@ -101,7 +101,7 @@ fn write_metrics(sources: &[(String, Arc<Stats>)], page: &mut Page) {
     )
     .counters(
         "holdfast_postgres_reconnects_total",
-        "Connections to PostgreSQL made again after one failed or was lost",
+        "Connection attempts to PostgreSQL after the first, failed ones included",
         each(&|s| get(&s.reconnects)),
     )
     .gauges(
