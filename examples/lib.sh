@@ -28,7 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# start_example ORIGIN_COMMAND...: the origin on ORIGIN_PORT, Holdfast in front of it.
+# start_example ORIGIN_COMMAND...: the origin on ORIGIN_PORT, Holdfast in front of it (with
+# the configuration file HOLDFAST_CONFIG, when set).
 start_example() {
   local bin routes
   bin="$(holdfast_bin)"
@@ -36,7 +37,7 @@ start_example() {
   echo "* 127.0.0.1:$ORIGIN_PORT${TARGET_OPTIONS:-}" > "$routes"
   "$@" &
   pids+=($!)
-  "$bin" --routes "$routes" --listen "127.0.0.1:$HOLDFAST_PORT" \
+  "$bin" ${HOLDFAST_CONFIG:+--config "$HOLDFAST_CONFIG"} --routes "$routes" --listen "127.0.0.1:$HOLDFAST_PORT" \
     --publish-listen "127.0.0.1:$PUBLISH_PORT" --log-level warn &
   pids+=($!)
   echo "open http://127.0.0.1:$HOLDFAST_PORT/ (Ctrl-C stops the example)"
