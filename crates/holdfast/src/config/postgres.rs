@@ -144,6 +144,12 @@ impl PostgresConfig {
                     ));
                 }
             }
+            if s.notify.as_ref().is_some_and(|n| s.listen.contains(n)) {
+                return Err((
+                    "postgres.notify",
+                    which("is also in `listen`: a wake-up channel carries no items"),
+                ));
+            }
             if s.notify.is_some() && s.outbox.is_none() {
                 return Err(("postgres.notify", which("is set but there is no `outbox`")));
             }

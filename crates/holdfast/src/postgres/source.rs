@@ -101,11 +101,13 @@ impl Source {
 
     /// One connection, from connecting to its first error.
     async fn session(&self, backoff: &mut Backoff) -> SessionError {
-        let (client, connection) =
-            match tokio_postgres::connect(&self.config.url, tokio_postgres::NoTls).await {
+        let (client, connection) = match connect_config(&self.config.url) {
+            Ok(pg) => match pg.connect(tokio_postgres::NoTls).await {
                 Ok(pair) => pair,
                 Err(e) => return e.into(),
-            };
+            },
+            Err(e) => return e.into(),
+        };
         let (tx, rx) = mpsc::channel(self.config.queue);
         let wake = Arc::new(Notify::new());
         let driver = drive(
@@ -150,6 +152,24 @@ impl Source {
             () = relay(&self.app, &self.config.name, rx, &self.stats) => SessionError::Closed,
         }
     }
+}
+
+/// How long a connection attempt may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time before TCP keep-alive probes, unless the URL says (`keepalives_idle`): a
+/// connection to a server that vanished is noticed in about a minute, not two hours.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+
+/// The client settings of `url`, with Holdfast's defaults where the URL sets nothing.
+fn connect_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let mut pg: tokio_postgres::Config = url.parse()?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if !url.contains("keepalives_idle") {
+        pg.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    Ok(pg)
 }
 
 /// `name` as a quoted SQL identifier.
@@ -256,6 +276,16 @@ mod tests {
         assert!(parse_payload(r#"{"formats":{}}"#)
             .unwrap_err()
             .contains("channel"));
+    }
+
+    #[test]
+    fn the_url_decides_timeouts_else_holdfast_does() {
+        let pg = connect_config("postgres://h/db").unwrap();
+        assert_eq!(pg.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(pg.get_keepalives_idle(), KEEPALIVES_IDLE);
+        let pg = connect_config("postgres://h/db?connect_timeout=3&keepalives_idle=7").unwrap();
+        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(7));
     }
 
     #[test]
