@@ -13,6 +13,7 @@ CREATE TABLE holdfast_outbox (
   item jsonb NOT NULL
 );
 CREATE INDEX ON holdfast_outbox ((item->>'channel'), tx, id);
+CREATE INDEX ON holdfast_outbox (tx, id);
 
 -- The board as the API shows it: {"version": N, "scores": [{"player", "score"}, ...]}.
 CREATE FUNCTION board(version bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$

@@ -152,6 +152,7 @@ async fn create_outbox(db: &tokio_postgres::Client) {
            item jsonb NOT NULL
          );
          CREATE INDEX ON outbox ((item->>'channel'), tx, id);
+         CREATE INDEX ON outbox (tx, id);
          CREATE FUNCTION outbox_wake() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN PERFORM pg_notify('outbox_wake', ''); RETURN NULL; END $$;
          CREATE TRIGGER outbox_wake AFTER INSERT ON outbox
@@ -321,6 +322,11 @@ async fn a_notify_payload_reaches_sse_clients_and_a_bad_one_is_counted_and_skipp
     assert_eq!(
         metric(&proxy, "holdfast_postgres_notifications_total", "events").await,
         3
+    );
+    let page = text(get(&proxy.publish_url("/metrics")).await).await;
+    assert!(
+        page.contains("holdfast_items_received_total{input=\"postgres\"} 1\n"),
+        "{page}"
     );
 }
 

@@ -67,10 +67,21 @@ basic = [\"alice:pa55\"]
 jwt_key = [\"jwt-s3cret\", \"file:/keys/pub.pem\"]
 [cluster]
 redis = [\"redis://:redispa55@127.0.0.1:6379\"]
+[[postgres.sources]]
+name = \"app\"
+url = \"postgres://app:pgsecret@127.0.0.1/app?password=pgsecret2\"
+listen = [\"c\"]
 ";
         let config = Config::parse(text, Path::new("c.toml")).unwrap();
         let out = config.to_effective_toml().unwrap();
-        for secret in ["s3cret-key", "t0ken", "pa55", "jwt-s3cret", "redispa55"] {
+        for secret in [
+            "s3cret-key",
+            "t0ken",
+            "pa55",
+            "jwt-s3cret",
+            "redispa55",
+            "pgsecret",
+        ] {
             assert!(!out.contains(secret), "{secret} shown:\n{out}");
         }
         let back: toml::Value = toml::from_str(&out).unwrap();
@@ -85,6 +96,7 @@ redis = [\"redis://:redispa55@127.0.0.1:6379\"]
             "cluster",
             "publish",
             "tls",
+            "postgres",
             "log",
         ] {
             assert!(back.get(section).is_some(), "[{section}] missing:\n{out}");
