@@ -69,14 +69,16 @@ impl Default for PostgresSource {
     }
 }
 
-/// Whether `name` is a plain SQL identifier, or two joined by a dot (`schema.table`), which
-/// Holdfast then quotes itself.
+/// Whether `name` is a plain lower-case SQL identifier, or two joined by a dot
+/// (`schema.table`), which Holdfast then quotes itself. Lower case only: PostgreSQL folds
+/// unquoted names to lower case, so `Outbox` in SQL is the table `outbox`.
 fn is_table_name(name: &str) -> bool {
     let ident = |s: &str| {
         !s.is_empty()
             && s.len() <= 63
-            && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
     match name.split_once('.') {
         Some((schema, table)) => ident(schema) && ident(table),
@@ -161,7 +163,7 @@ impl PostgresConfig {
                     return Err((
                         field,
                         which(&format!(
-                            "{t:?} is not a table name (letters, digits and '_', optionally `schema.table`)"
+                            "{t:?} is not a table name (lower-case letters, digits and '_', optionally `schema.table`)"
                         )),
                     ));
                 }
@@ -268,7 +270,7 @@ mod tests {
     fn table_names_are_plain_identifiers_and_quoted() {
         assert!(is_table_name("outbox"));
         assert!(is_table_name("app.outbox_2"));
-        for bad in ["", "1x", "a.b.c", "a-b", "o\"", "a b"] {
+        for bad in ["", "1x", "a.b.c", "a-b", "o\"", "a b", "Outbox"] {
             assert!(!is_table_name(bad), "{bad}");
         }
         assert_eq!(quote_table("app.outbox"), "\"app\".\"outbox\"");
