@@ -645,7 +645,26 @@ async fn in_a_cluster_one_instance_consumes_and_every_instance_delivers() {
     let stays = proxies.remove(1 - gone);
     let mut stream = streams.remove(1 - gone);
     drop(streams);
+    let lease_key = "holdfast:postgres-lease:outbox";
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(lease_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(holder.is_some(), "the consumer holds no lease");
     proxies.pop().unwrap().shutdown().await;
+    // It gave the lease up as it shut down, rather than leaving it to expire.
+    let after: Option<String> = redis::cmd("GET")
+        .arg(lease_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_ne!(after, holder, "the lease outlived its holder's shutdown");
     wait_metric(&stays, "holdfast_postgres_consuming", "outbox", 1, false).await;
     insert(&db, "scores", "r4").await;
     assert_eq!(stream.until("\n\n").await, data(&["r4"]));

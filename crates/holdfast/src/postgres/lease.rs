@@ -144,19 +144,20 @@ impl Held<'_> {
         Ok(renewed == 1)
     }
 
-    /// Gives the lease up, so another instance need not wait for it to expire.
+    /// Gives the lease up, so another instance need not wait for it to expire; gives up itself
+    /// after a second (the lease then expires as it would).
     pub async fn release(mut self) {
         let lease = self.lease;
         if let Some(conn) = &mut self.conn {
-            let released: redis::RedisResult<i64> = redis::cmd("EVAL")
-                .arg(RELEASE)
-                .arg(1)
-                .arg(&lease.key)
-                .arg(&lease.token)
-                .query_async(conn)
-                .await;
-            if let Err(e) = released {
-                tracing::debug!(key = %lease.key, error = %e, "postgres: lease not released");
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(RELEASE).arg(1).arg(&lease.key).arg(&lease.token);
+            let release = cmd.query_async::<i64>(conn);
+            match tokio::time::timeout(Duration::from_secs(1), release).await {
+                Ok(Ok(_)) => tracing::info!(key = %lease.key, "postgres: lease given up"),
+                Ok(Err(e)) => {
+                    tracing::debug!(key = %lease.key, error = %e, "postgres: lease not released")
+                }
+                Err(_) => tracing::debug!(key = %lease.key, "postgres: lease release timed out"),
             }
         }
     }

@@ -60,23 +60,35 @@ impl Source {
         }
     }
 
-    /// Consumes the source until the task is stopped: in cluster mode while holding its lease.
+    /// Consumes the source until the task is stopped: in cluster mode while holding its lease,
+    /// which is given up when the server shuts down (the drain waits for that), so another
+    /// instance takes over at once instead of when the lease expires.
     pub async fn run(self) {
         let Some(lease) = &self.lease else {
             self.stats.consuming.store(true, Ordering::Relaxed);
             self.consume().await;
             return;
         };
+        let mut stop = self.app.shutdown.signal();
         loop {
-            let mut held = lease.acquire().await;
+            let mut held = tokio::select! {
+                held = lease.acquire() => held,
+                () = stop.stopped() => return,
+            };
+            let drain = self.app.shutdown.guard();
             self.stats.consuming.store(true, Ordering::Relaxed);
-            tokio::select! {
-                _ = self.consume() => {}
-                _ = held.lost() => {}
-            }
+            let stopping = tokio::select! {
+                _ = self.consume() => false,
+                () = held.lost() => false,
+                () = stop.stopped() => true,
+            };
             self.stats.consuming.store(false, Ordering::Relaxed);
             self.stats.connected.store(false, Ordering::Relaxed);
             held.release().await;
+            drop(drain);
+            if stopping {
+                return;
+            }
         }
     }
 
