@@ -49,8 +49,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# start_example ORIGIN_COMMAND...: the origin on ORIGIN_PORT, Holdfast in front of it, on a route
-# with ROUTE_OPTIONS (",bayeux=/bayeux") and a target with TARGET_OPTIONS (",over_http").
+# start_example ORIGIN_COMMAND...: the origin on ORIGIN_PORT, Holdfast in front of it (with the
+# configuration file HOLDFAST_CONFIG, when set), on a route with ROUTE_OPTIONS
+# (",bayeux=/bayeux") and a target with TARGET_OPTIONS (",over_http").
 start_example() {
   local bin routes
   bin="$(holdfast_bin)"
@@ -58,7 +59,7 @@ start_example() {
   echo "*${ROUTE_OPTIONS:-} 127.0.0.1:$ORIGIN_PORT${TARGET_OPTIONS:-}" > "$routes"
   "$@" &
   pids+=($!)
-  "$bin" --routes "$routes" --listen "127.0.0.1:$HOLDFAST_PORT" \
+  "$bin" ${HOLDFAST_CONFIG:+--config "$HOLDFAST_CONFIG"} --routes "$routes" --listen "127.0.0.1:$HOLDFAST_PORT" \
     --publish-listen "127.0.0.1:$PUBLISH_PORT" --log-level warn &
   pids+=($!)
   echo "open http://127.0.0.1:$HOLDFAST_PORT/ (Ctrl-C stops the example)"

@@ -253,6 +253,14 @@ pub struct FanoutArgs {
     /// the certificate is not checked.
     #[arg(long, value_name = "FILE", requires = "tls")]
     tls_ca: Option<PathBuf>,
+    /// Publish by inserting each message into the outbox table `--postgres-outbox` of this
+    /// PostgreSQL (`postgres://…`), one autocommitted `INSERT` each, for Holdfast's PostgreSQL
+    /// source to publish, instead of posting it; the stamp is taken just before the `INSERT`.
+    #[arg(long, value_name = "URL", conflicts_with = "burst")]
+    publish_postgres: Option<String>,
+    /// The outbox table `--publish-postgres` inserts into.
+    #[arg(long, value_name = "TABLE", default_value = "holdfast_outbox")]
+    postgres_outbox: String,
     /// Label copied into the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -467,6 +475,9 @@ async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
         eprintln!("fanout: {e:#}; publishing without item options");
         control::ItemOpts::default()
     });
+    if let Some(url) = &args.publish_postgres {
+        return publish_postgres(args, url, &opts, pool).await;
+    }
     let targets = match args.publish_to {
         PublishTo::One => &args.publish[..1],
         PublishTo::Each => &args.publish[..],
@@ -499,6 +510,45 @@ async fn publish_all(args: &FanoutArgs, pool: &mut Pool) -> Vec<Publication> {
             seq: stamp.seq,
             publish_ms,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
+        });
+    }
+    published
+}
+
+/// `--publish-postgres`: each message an outbox row, inserted on the same schedule.
+async fn publish_postgres(
+    args: &FanoutArgs,
+    url: &str,
+    opts: &control::ItemOpts,
+    pool: &mut Pool,
+) -> Vec<Publication> {
+    let client = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(e) => {
+            eprintln!("fanout: cannot connect to {url}: {e}");
+            return Vec::new();
+        }
+    };
+    let insert = format!(
+        "INSERT INTO {} (item) VALUES ($1::text::jsonb)",
+        args.postgres_outbox
+    );
+    let mut published = Vec::with_capacity(args.messages);
+    let first_at = Instant::now();
+    for k in 0..args.messages {
+        let at = first_at + Duration::from_millis(args.interval_ms * k as u64);
+        pool.pump_until(at).await;
+        let stamp = stamp::Stamp::now(k as u64 + 1);
+        let item = control::publish_item(&args.channel, args.mode, stamp, opts).to_string();
+        let sent = Instant::now();
+        let outcome = client.execute(insert.as_str(), &[&item]).await;
+        published.push(Publication {
+            seq: stamp.seq,
+            publish_ms: sent.elapsed().as_secs_f64() * 1000.0,
+            error: outcome.err().map(|e| format!("INSERT: {e}")),
         });
     }
     published

@@ -61,6 +61,7 @@ pub struct App {
     signatures: Mutex<Vec<CachedSig>>,
     /// Writes the ZeroMQ sockets' counters into `GET /metrics`, once they run.
     zmq_metrics: std::sync::OnceLock<MetricsFn>,
+    postgres_metrics: std::sync::OnceLock<MetricsFn>,
     /// SockJS sessions over HTTP transports, which outlive each of their requests.
     pub sockjs_sessions: SessionTable,
     /// Bayeux sessions by client id, which outlive each of their requests.
@@ -135,6 +136,7 @@ impl App {
             config,
             signatures: Mutex::new(Vec::new()),
             zmq_metrics: std::sync::OnceLock::new(),
+            postgres_metrics: std::sync::OnceLock::new(),
             shutdown: Shutdown::default(),
         })
     }
@@ -316,6 +318,18 @@ impl App {
     /// Writes the ZeroMQ sockets' figures, when they run.
     pub fn zmq_metrics(&self, page: &mut crate::metrics::Page) {
         if let Some(f) = self.zmq_metrics.get() {
+            f(page);
+        }
+    }
+
+    /// Sets what writes the PostgreSQL sources' figures (once; later calls are ignored).
+    pub fn set_postgres_metrics(&self, f: MetricsFn) {
+        let _ = self.postgres_metrics.set(f);
+    }
+
+    /// Writes the PostgreSQL sources' figures, when there are sources.
+    pub fn postgres_metrics(&self, page: &mut crate::metrics::Page) {
+        if let Some(f) = self.postgres_metrics.get() {
             f(page);
         }
     }

@@ -12,6 +12,7 @@ mod effective;
 pub mod keys;
 pub mod outbound;
 pub mod presence;
+pub mod postgres;
 pub mod publish;
 pub mod pushpin;
 pub mod redis_url;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use effective::REDACTED;
 pub use outbound::{OutboundConfig, WebhooksConfig};
 pub use presence::PresenceConfig;
+pub use postgres::PostgresConfig;
 pub use publish::{PublishConfig, PublishOverrides};
 pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
@@ -66,6 +68,8 @@ pub struct Config {
     pub zmq: ZmqConfig,
     /// Channel state events, subscriber counts and members.
     pub presence: PresenceConfig,
+    /// PostgreSQL publish sources: `LISTEN`/`NOTIFY` channels and outbox tables.
+    pub postgres: PostgresConfig,
     /// Logging.
     pub log: LogConfig,
     /// The policy for requests to URLs not from the routes file (webhook deliveries).
@@ -1001,6 +1005,7 @@ impl Config {
         self.outbound.check()?;
         self.webhooks.check()?;
         self.presence.check()?;
+        self.postgres.check()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", format!("{:?}: {e}", self.log.level)))?;
         if !(0.0..=1.0).contains(&self.log.access_sample) {

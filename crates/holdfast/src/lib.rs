@@ -16,7 +16,8 @@
 //! - [`reload`]: reloading the routes file and the TLS certificate folder on change and on
 //!   SIGHUP. [`publish`]: the publish/control API, its authentication and its input limits.
 //!   [`zmq`]: Pushpin's ZeroMQ sockets — the PULL and SUB publish inputs, the command socket
-//!   and the stats socket.
+//!   and the stats socket. [`postgres`]: PostgreSQL as a publish source (`LISTEN`/`NOTIFY`
+//!   and outbox tables).
 //! - [`route`]: the entrance — route a request, dispatch it to the test handler, `ws`, a hold or a
 //!   relay; errors become responses here.
 //! - [`testhandler`]: the built-in `test` target. [`sockjs`]: SockJS endpoints, each session
@@ -67,6 +68,7 @@ pub mod metrics;
 pub mod origin;
 pub mod outbound;
 pub mod presence;
+pub mod postgres;
 pub mod proxy;
 pub mod publish;
 pub mod publisher;

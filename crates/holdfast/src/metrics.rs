@@ -365,6 +365,7 @@ pub struct Traffic {
     requests: AtomicU64,
     received_http: AtomicU64,
     received_zmq: AtomicU64,
+    received_postgres: AtomicU64,
     /// Client connection time, in milliseconds summed over connections.
     connected_ms: AtomicU64,
 }
@@ -376,6 +377,8 @@ pub enum Input {
     Http,
     /// A ZeroMQ publish input or the command socket.
     Zmq,
+    /// A PostgreSQL source: notifications and outbox rows.
+    Postgres,
 }
 
 impl Traffic {
@@ -389,6 +392,7 @@ impl Traffic {
         let counter = match input {
             Input::Http => &self.received_http,
             Input::Zmq => &self.received_zmq,
+            Input::Postgres => &self.received_postgres,
         };
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -409,12 +413,15 @@ impl Traffic {
         match input {
             Input::Http => self.received_http.load(Ordering::Relaxed),
             Input::Zmq => self.received_zmq.load(Ordering::Relaxed),
+            Input::Postgres => self.received_postgres.load(Ordering::Relaxed),
         }
     }
 
-    /// Publish items received so far, over the HTTP and ZeroMQ inputs.
+    /// Publish items received so far, over the HTTP, ZeroMQ and PostgreSQL inputs.
     pub fn items_received(&self) -> u64 {
-        self.received_at(Input::Http) + self.received_at(Input::Zmq)
+        self.received_at(Input::Http)
+            + self.received_at(Input::Zmq)
+            + self.received_at(Input::Postgres)
     }
 
     /// Whole minutes of client connection time so far.

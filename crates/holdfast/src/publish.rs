@@ -313,10 +313,14 @@ fn metrics_page(app: &App) -> Page {
     app.presence.metrics(&mut page);
     page.counters(
         "holdfast_items_received_total",
-        "Publish items received, by input: the HTTP publish API, ZeroMQ (inputs and command socket), the cluster bus (Redis)",
+        "Publish items received, by input: the HTTP publish API, ZeroMQ (inputs and command socket), PostgreSQL sources, the cluster bus (Redis)",
         vec![
             (label("input", "http"), app.traffic.received_at(Input::Http)),
             (label("input", "zmq"), app.traffic.received_at(Input::Zmq)),
+            (
+                label("input", "postgres"),
+                app.traffic.received_at(Input::Postgres),
+            ),
             (label("input", "cluster"), app.bus.items_received()),
         ],
     )
@@ -424,5 +428,6 @@ fn metrics_page(app: &App) -> Page {
     app.bus.metrics(&mut page);
     app.webhooks.metrics(&mut page);
     app.zmq_metrics(&mut page);
+    app.postgres_metrics(&mut page);
     page
 }

@@ -178,6 +178,7 @@ impl Server {
             .start(&app.config, app.shutdown.signal().into_stopped());
         on_sigusr1(app.clone());
         let _zmq = crate::zmq::start(app.clone(), self.zmq).await;
+        let _postgres = crate::postgres::start(app.clone());
         let sweeper = {
             let hub = app.hub.clone();
             let app = app.clone();

@@ -2,8 +2,9 @@
 //! with secrets hidden.
 //!
 //! Secrets are shown as `"<redacted>"`: inline keys (`grip.sig_key` other than Pushpin's public
-//! default `changeme`, `grip.upstream_key`, `publish.jwt_key`, `presence.sign_key`), static tokens, Basic passwords
-//! and Redis passwords. A `file:` key shows its path, which is not secret. The output is for
+//! default `changeme`, `grip.upstream_key`, `publish.jwt_key`, `webhooks.sig_key`,
+//! `presence.sign_key`), static tokens, Basic passwords, and Redis and PostgreSQL passwords. A
+//! `file:` key shows its path, which is not secret. The output is for
 //! reading; a redacted key would not work if the output were loaded as a configuration.
 
 use super::{redis_url, Config, DEFAULT_SIG_KEY};
@@ -36,6 +37,9 @@ impl Config {
             .iter()
             .map(|u| redis_url::redact(u))
             .collect();
+        for source in &mut shown.postgres.sources {
+            source.url = super::postgres::redact(&source.url);
+        }
         toml::to_string_pretty(&shown).map_err(|e| e.to_string())
     }
 }
@@ -72,6 +76,10 @@ redis = [\"redis://:redispa55@127.0.0.1:6379\"]
 sig_key = \"hook-s3cret\"
 [presence]
 sign_key = \"presence-s3cret\"
+[[postgres.sources]]
+name = \"app\"
+url = \"postgres://app:pgsecret@127.0.0.1/app?password=pgsecret2\"
+listen = [\"c\"]
 ";
         let config = Config::parse(text, Path::new("c.toml")).unwrap();
         let out = config.to_effective_toml().unwrap();
@@ -83,6 +91,7 @@ sign_key = \"presence-s3cret\"
             "jwt-s3cret",
             "redispa55",
             "presence-s3cret",
+            "pgsecret",
         ] {
             assert!(!out.contains(secret), "{secret} shown:\n{out}");
         }
@@ -99,6 +108,7 @@ sign_key = \"presence-s3cret\"
             "publish",
             "tls",
             "presence",
+            "postgres",
             "log",
             "outbound",
             "webhooks",
