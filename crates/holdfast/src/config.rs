@@ -11,8 +11,8 @@
 mod effective;
 pub mod keys;
 pub mod outbound;
-pub mod presence;
 pub mod postgres;
+pub mod presence;
 pub mod publish;
 pub mod pushpin;
 pub mod redis_url;
@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 pub use effective::REDACTED;
 pub use outbound::{OutboundConfig, WebhooksConfig};
-pub use presence::PresenceConfig;
 pub use postgres::PostgresConfig;
+pub use presence::PresenceConfig;
 pub use publish::{PublishConfig, PublishOverrides};
 pub use pushpin::{is_pushpin_conf, Report as PushpinReport};
 pub use tls::{TlsConfig, TlsOverrides};
