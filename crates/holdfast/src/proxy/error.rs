@@ -114,6 +114,19 @@ impl ProxyError {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            // A policy refusal is the routes file's and the policy's doing, not the origin's
+            // state: the client is told, without the addresses.
+            (ProxyError::Unreachable(tried), false) => format!(
+                "Unable to connect to any targets. Tried: {}",
+                tried
+                    .iter()
+                    .map(|(t, why)| match why.starts_with(crate::outbound::REFUSED) {
+                        true => format!("{t} ({why})"),
+                        false => t.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             (ProxyError::Origin { .. } | ProxyError::BadInstructions { .. }, false) => {
                 "Error while proxying to origin.".to_string()
             }
