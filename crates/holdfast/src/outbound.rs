@@ -509,6 +509,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_brief_refusal_names_the_class_and_not_the_address() {
+        for (ip, want) in [
+            ("127.0.0.1", "a loopback address"),
+            ("169.254.169.254", "a link-local address"),
+            ("0.0.0.0", "an unspecified address"),
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let refused = Refused {
+                host: "h".into(),
+                addr,
+                class: Class::of(addr).unwrap(),
+            };
+            let brief = refused.brief();
+            assert_eq!(
+                brief,
+                format!("{REFUSED}: {want}, which outbound.allow does not list")
+            );
+            assert!(!brief.contains(ip), "{brief}");
+        }
+    }
+
     async fn refused_by_default(url: &str) -> OutboundError {
         let out = Outbound::new(&OutboundConfig::default(), Refusals::default());
         let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();

@@ -186,6 +186,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_policy_refusal_is_told_without_debug_and_other_reasons_are_not() {
+        let refused = crate::outbound::Refused {
+            host: "internal".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            class: crate::outbound::Class::Private,
+        };
+        let e = ProxyError::Unreachable(vec![
+            ("internal:80".into(), refused.brief()),
+            ("b:2".into(), "connection refused".into()),
+        ]);
+        assert_eq!(
+            text_of(e.to_response(false, None)).await,
+            (
+                StatusCode::BAD_GATEWAY,
+                "Unable to connect to any targets. Tried: internal:80 (refused by the outbound \
+                 policy: a private address, which outbound.allow does not list), b:2\n"
+                    .to_string()
+            )
+        );
+    }
+
+    #[tokio::test]
     async fn a_broken_request_body_is_the_clients_fault() {
         let e = ProxyError::RequestBody("invalid chunk size line".into());
         assert_eq!(e.source_of(), Source::Client);
