@@ -95,7 +95,9 @@ impl App {
         let xff_trusted = config.xff_trusted_rules().expect("config was validated");
         let upstream = config.upstream_verifier().expect("config was validated");
         let descriptors = Descriptors::from_limits(&config.limits);
-        let origins = OriginClients::new(&config.timeouts, &descriptors);
+        let refused = crate::outbound::Refusals::default();
+        let origins =
+            OriginClients::new(&config.timeouts, &descriptors, &config.outbound, &refused);
         let hub = Hub::new(HubLimits::from(&config));
         let instance = format!("holdfast_{}", std::process::id());
         let zmq = &config.zmq;
@@ -132,7 +134,7 @@ impl App {
             sockjs_sessions: SessionTable::new(config.sockjs.max_sessions),
             bayeux_sessions: SessionTable::new(config.bayeux.max_sessions),
             bayeux_dropped: Default::default(),
-            webhooks: crate::webhook::Webhooks::new(&config),
+            webhooks: crate::webhook::Webhooks::new(&config, refused),
             config,
             signatures: Mutex::new(Vec::new()),
             zmq_metrics: std::sync::OnceLock::new(),

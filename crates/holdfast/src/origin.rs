@@ -1,5 +1,7 @@
 //! Pooled HTTP/1.1 clients towards origins: one verifying TLS against the system roots, one for
-//! targets marked `insecure`; and the request body they carry, which a failed connect hands back.
+//! targets marked `insecure`, and the same two for `untrusted` targets, whose connections go
+//! through the outbound policy ([`crate::outbound::Guarded`]); and the request body they carry,
+//! which a failed connect hands back.
 //!
 //! The pool is a shared resource, like the descriptor budget whose descriptors its connections
 //! take: it stands below [`crate::app`], which owns it, and [`crate::proxy`] sends through it.
@@ -8,6 +10,7 @@
 pub mod health;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,26 +23,85 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::config::outbound::OutboundConfig;
+use crate::config::routes::Target;
 use crate::config::TimeoutsConfig;
 use crate::descriptors::{Budgeted, Descriptors};
 use crate::http::{Body, BoxError};
 use crate::metrics::{Histogram, Page};
+use crate::outbound::{Guarded, Policy, Refusals};
 
 /// The client type used for every origin request.
-pub type HttpClient = Client<HttpsConnector<Budgeted<HttpConnector>>, Reclaimable>;
+pub type HttpClient = Client<HttpsConnector<Budgeted<Connector>>, Reclaimable>;
 
-/// Both origin clients; each keeps its own keep-alive pool. Requests to one target are limited
-/// to `timeouts.origin_concurrency_per_target` in flight ([`OriginClients::slot`]).
+/// How a target's connections are made: as the routes file says (`Plain`), or, for an
+/// `untrusted` target, only to addresses the outbound policy allows (`Guarded`).
+#[derive(Clone)]
+pub enum Connector {
+    /// Connects to whatever the target's host resolves to.
+    Plain(HttpConnector),
+    /// Resolves, checks every address against the outbound policy, connects to a checked one.
+    Guarded(Guarded),
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Connector::Plain(c) => c.poll_ready(cx).map_err(Into::into),
+            Connector::Guarded(c) => c.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        match self {
+            Connector::Plain(c) => {
+                let connecting = c.call(uri);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Connector::Guarded(c) => c.call(uri),
+        }
+    }
+}
+
+/// How a target is reached: its TLS check and whether the outbound policy applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// `insecure`: no TLS certificate check.
+    pub insecure: bool,
+    /// `untrusted`: connect only to addresses the outbound policy allows.
+    pub untrusted: bool,
+}
+
+impl Access {
+    /// How `target` is reached.
+    pub fn of(target: &Target) -> Access {
+        Access {
+            insecure: target.insecure,
+            untrusted: target.untrusted,
+        }
+    }
+}
+
+/// The origin clients; each keeps its own keep-alive pool, so a connection made for a trusted
+/// target is never reused for an untrusted one. Requests to one target are limited to
+/// `timeouts.origin_concurrency_per_target` in flight ([`OriginClients::slot`]).
 #[derive(Clone)]
 pub struct OriginClients {
     verified: HttpClient,
     insecure: HttpClient,
+    untrusted_verified: HttpClient,
+    untrusted_insecure: HttpClient,
     per_target: usize,
     /// One semaphore per target label, made on first use. Targets come from the routes file, so
     /// the map is as small as the set of targets ever configured.
@@ -95,8 +157,14 @@ pub struct Slot {
 
 impl OriginClients {
     /// Builds the clients with the configured timeouts; every connection they open takes a
-    /// descriptor from `budget`.
-    pub fn new(timeouts: &TimeoutsConfig, budget: &Descriptors) -> OriginClients {
+    /// descriptor from `budget`. Connections to `untrusted` targets follow `outbound`'s allow
+    /// list (validated) and count refusals in `refused`.
+    pub fn new(
+        timeouts: &TimeoutsConfig,
+        budget: &Descriptors,
+        outbound: &OutboundConfig,
+        refused: &Refusals,
+    ) -> OriginClients {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verified = system_roots_tls();
         let insecure = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -105,9 +173,24 @@ impl OriginClients {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
             .with_no_client_auth();
+        let plain = {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(timeouts.origin_connect()));
+            Connector::Plain(http)
+        };
+        let guarded = Connector::Guarded(Guarded::new(
+            Policy::new(outbound.allow_nets().unwrap_or_default()),
+            timeouts.origin_connect(),
+            "timeouts.origin_connect_secs",
+            refused.clone(),
+        ));
         OriginClients {
-            verified: build(verified, timeouts, budget),
-            insecure: build(insecure, timeouts, budget),
+            verified: build(verified.clone(), plain.clone(), timeouts, budget),
+            insecure: build(insecure.clone(), plain, timeouts, budget),
+            untrusted_verified: build(verified, guarded.clone(), timeouts, budget),
+            untrusted_insecure: build(insecure, guarded, timeouts, budget),
             per_target: timeouts.origin_concurrency_per_target.max(1),
             slots: Arc::default(),
             waiting: Arc::default(),
@@ -151,7 +234,7 @@ impl OriginClients {
     pub async fn request(
         &self,
         label: &str,
-        insecure: bool,
+        access: Access,
         req: hyper::Request<Reclaimable>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
         let slot = self.slot(label).await;
@@ -160,7 +243,7 @@ impl OriginClients {
             start: std::time::Instant::now(),
             done: false,
         };
-        let mut resp = match self.get(insecure).request(req).await {
+        let mut resp = match self.get(access).request(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 timing.end(5);
@@ -200,11 +283,12 @@ impl OriginClients {
     }
 
     /// The client for a target.
-    pub fn get(&self, insecure: bool) -> &HttpClient {
-        if insecure {
-            &self.insecure
-        } else {
-            &self.verified
+    pub fn get(&self, access: Access) -> &HttpClient {
+        match (access.untrusted, access.insecure) {
+            (false, false) => &self.verified,
+            (false, true) => &self.insecure,
+            (true, false) => &self.untrusted_verified,
+            (true, true) => &self.untrusted_insecure,
         }
     }
 }
@@ -215,16 +299,17 @@ pub fn system_roots_tls() -> rustls::ClientConfig {
     crate::tls::client_config()
 }
 
-fn build(tls: rustls::ClientConfig, timeouts: &TimeoutsConfig, budget: &Descriptors) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeouts.origin_connect()));
+fn build(
+    tls: rustls::ClientConfig,
+    connector: Connector,
+    timeouts: &TimeoutsConfig,
+    budget: &Descriptors,
+) -> HttpClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(Budgeted::new(http, budget.clone()));
+        .wrap_connector(Budgeted::new(connector, budget.clone()));
     Client::builder(TokioExecutor::new())
         // Without a timer the pool never reaps idle connections: the idle timeout is only
         // checked when a connection is taken out again, so an origin's quiet hour kept every

@@ -1,5 +1,6 @@
 //! Requests to URLs Holdfast did not take from the routes file (webhook deliveries), and the
-//! policy that keeps them off internal addresses (docs/webhooks.md#the-outbound-policy).
+//! policy that keeps them off internal addresses (docs/webhooks.md#the-outbound-policy). The
+//! origin clients connect to `untrusted` route targets through the same [`Guarded`] connector.
 //!
 //! A request's host is resolved first, every address it resolves to is checked against
 //! [`Policy`], and the connection goes to one of the checked addresses itself, never to the
@@ -175,6 +176,18 @@ pub struct Refused {
     pub class: Class,
 }
 
+/// How a refusal starts when it is told to a client.
+pub const REFUSED: &str = "refused by the outbound policy";
+
+impl Refused {
+    /// The refusal without the host's addresses: what a client may be told.
+    pub fn brief(&self) -> String {
+        let class = self.class.label().replace('_', "-");
+        let article = if class.starts_with('u') { "an" } else { "a" };
+        format!("{REFUSED}: {article} {class} address, which outbound.allow does not list")
+    }
+}
+
 /// Why an outbound request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -203,13 +216,44 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+/// Refusals by [`Class`], shared by every client that applies the policy, for
+/// `holdfast_outbound_refused_total`.
+#[derive(Clone, Default)]
+pub struct Refusals(Arc<[AtomicU64; 5]>);
+
+impl Refusals {
+    fn count(&self, class: Class) {
+        let at = Class::ALL.iter().position(|c| *c == class);
+        self.0[at.unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds the refusals by class to `page`.
+    pub fn metrics(&self, page: &mut Page) {
+        let counts = (Class::ALL.iter().zip(self.0.iter()))
+            .map(|(c, n)| {
+                (
+                    vec![("class", c.label().to_string())],
+                    n.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        page.counters(
+            "holdfast_outbound_refused_total",
+            "Outbound connections (webhook deliveries, untrusted route targets) refused by the outbound policy, by the class of the address",
+            counts,
+        );
+    }
+}
+
 /// A connector that resolves, checks each address against the policy, and connects to a
 /// checked address.
 #[derive(Clone)]
 pub struct Guarded {
     policy: Arc<Policy>,
     connect_timeout: Duration,
-    refused: Arc<[AtomicU64; 5]>,
+    /// The setting `connect_timeout` comes from, for the error.
+    timeout_setting: &'static str,
+    refused: Refusals,
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -230,6 +274,22 @@ impl tower_service::Service<Uri> for Guarded {
 }
 
 impl Guarded {
+    /// A connector that lets through what `policy` allows, gives each address
+    /// `connect_timeout` (from the setting `timeout_setting`), and counts refusals in `refused`.
+    pub fn new(
+        policy: Policy,
+        connect_timeout: Duration,
+        timeout_setting: &'static str,
+        refused: Refusals,
+    ) -> Guarded {
+        Guarded {
+            policy: Arc::new(policy),
+            connect_timeout,
+            timeout_setting,
+            refused,
+        }
+    }
+
     async fn connect(self, uri: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
         let host = uri.host().ok_or("the URL has no host")?;
         let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
@@ -260,8 +320,7 @@ impl Guarded {
         }
         if checked.is_empty() {
             let refused = refused.ok_or_else(|| format!("{bare} resolves to no address"))?;
-            let at = Class::ALL.iter().position(|c| *c == refused.class);
-            self.refused[at.unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
+            self.refused.count(refused.class);
             return Err(Box::new(refused));
         }
         let mut last = None;
@@ -274,7 +333,8 @@ impl Guarded {
                 Ok(Err(e)) => last = Some(format!("cannot connect to {addr}: {e}")),
                 Err(_) => {
                     last = Some(format!(
-                        "cannot connect to {addr} within outbound.connect_timeout_secs"
+                        "cannot connect to {addr} within {}",
+                        self.timeout_setting
                     ))
                 }
             }
@@ -287,21 +347,21 @@ impl Guarded {
 #[derive(Clone)]
 pub struct Outbound {
     client: Client<HttpsConnector<Guarded>, Full<Bytes>>,
-    refused: Arc<[AtomicU64; 5]>,
+    refused: Refusals,
     max_response_size: usize,
     timeout: Duration,
 }
 
 impl Outbound {
     /// A client with `config`'s policy and limits; TLS is checked against the system's roots.
-    /// `config` was validated, so its allow list parses.
-    pub fn new(config: &OutboundConfig) -> Outbound {
-        let refused: Arc<[AtomicU64; 5]> = Arc::default();
-        let guarded = Guarded {
-            policy: Arc::new(Policy::new(config.allow_nets().unwrap_or_default())),
-            connect_timeout: config.connect_timeout(),
-            refused: refused.clone(),
-        };
+    /// `config` was validated, so its allow list parses. Refusals are counted in `refused`.
+    pub fn new(config: &OutboundConfig, refused: Refusals) -> Outbound {
+        let guarded = Guarded::new(
+            Policy::new(config.allow_nets().unwrap_or_default()),
+            config.connect_timeout(),
+            "outbound.connect_timeout_secs",
+            refused.clone(),
+        );
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(crate::tls::client_config())
             .https_or_http()
@@ -356,20 +416,13 @@ impl Outbound {
 
     /// Adds the policy's refusals by class to `page`.
     pub fn metrics(&self, page: &mut Page) {
-        let counts = (Class::ALL.iter().zip(self.refused.iter()))
-            .map(|(c, n)| {
-                (
-                    vec![("class", c.label().to_string())],
-                    n.load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        page.counters(
-            "holdfast_outbound_refused_total",
-            "Outbound requests (webhook deliveries) refused by the outbound policy, by the class of the address",
-            counts,
-        );
+        self.refused.metrics(page);
     }
+}
+
+/// The policy's refusal in `err`'s source chain, if that is why it failed.
+pub fn refusal<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Refused> {
+    find::<Refused>(err)
 }
 
 /// The first error of type `T` in `err`'s source chain.
@@ -456,8 +509,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_brief_refusal_names_the_class_and_not_the_address() {
+        for (ip, want) in [
+            ("127.0.0.1", "a loopback address"),
+            ("169.254.169.254", "a link-local address"),
+            ("0.0.0.0", "an unspecified address"),
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let refused = Refused {
+                host: "h".into(),
+                addr,
+                class: Class::of(addr).unwrap(),
+            };
+            let brief = refused.brief();
+            assert_eq!(
+                brief,
+                format!("{REFUSED}: {want}, which outbound.allow does not list")
+            );
+            assert!(!brief.contains(ip), "{brief}");
+        }
+    }
+
     async fn refused_by_default(url: &str) -> OutboundError {
-        let out = Outbound::new(&OutboundConfig::default());
+        let out = Outbound::new(&OutboundConfig::default(), Refusals::default());
         let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
         out.send(req).await.unwrap_err()
     }

@@ -166,7 +166,8 @@ async fn send_with<'r>(
         match exchange(
             app,
             &label,
-            app.origins.request(&label, target.insecure, req),
+            app.origins
+                .request(&label, crate::origin::Access::of(target), req),
         )
         .await
         {
@@ -256,7 +257,14 @@ fn classify(
             ProxyError::NoDescriptors(Exhausted(app.descriptors.total())),
         )),
         Ok(Err(e)) if e.is_connect() => {
-            let why = error_chain(&e);
+            let why = match crate::outbound::refusal(&e) {
+                Some(refused) => {
+                    tracing::warn!(target = %label, host = %refused.host, address = %refused.addr,
+                        class = refused.class.label(), "untrusted target refused by the outbound policy");
+                    refused.brief()
+                }
+                None => error_chain(&e),
+            };
             health.record(label, Outcome::Failed(&format!("connect: {why}")));
             Err(Failure::Unreachable(why))
         }

@@ -210,8 +210,9 @@ fn unix_now() -> u64 {
 
 impl Webhooks {
     /// The subscribers `config` asks for: none yet; [`Webhooks::start`] loads the store.
-    /// `config` was validated, so its keys and allow list read.
-    pub fn new(config: &Config) -> Webhooks {
+    /// `config` was validated, so its keys and allow list read. Policy refusals are counted in
+    /// `refused`.
+    pub fn new(config: &Config, refused: crate::outbound::Refusals) -> Webhooks {
         let key = if config.webhooks.sig_key.is_empty() {
             &config.grip.sig_key
         } else {
@@ -241,7 +242,7 @@ impl Webhooks {
             policy: Policy::new(config.outbound.allow_nets().unwrap_or_default()),
             shared: Arc::new(Shared {
                 config: config.webhooks.clone(),
-                outbound: Outbound::new(&config.outbound),
+                outbound: Outbound::new(&config.outbound, refused),
                 signer,
                 hosts: Mutex::default(),
                 outcomes: Default::default(),

@@ -134,6 +134,25 @@ fn start(routes: &str) -> Binary {
     ])
 }
 
+/// Like [`start`], with `outbound.allow` letting `untrusted` targets on loopback through (the
+/// config file lives in `dir`).
+fn start_allowing_loopback(routes: &str, dir: &tempfile::TempDir) -> Binary {
+    let config = dir.path().join("holdfast.toml");
+    std::fs::write(&config, "[outbound]\nallow = [\"127.0.0.0/8\"]\n").unwrap();
+    Binary::start([
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--publish-listen",
+        "127.0.0.1:0",
+        "--routes",
+        routes,
+        "--log-level",
+        "info",
+    ])
+}
+
 #[tokio::test]
 async fn log_level_quiets_a_routes_access_log() {
     let (origin, _) = named_origin("o").await;
@@ -262,7 +281,7 @@ async fn an_untrusted_target_cannot_send_links_to_another_host() {
         "*,path_beg=/u/ {t},untrusted\n* {t}\n",
         t = origin.target()
     ));
-    let running = start(&routes);
+    let running = start_allowing_loopback(&routes, &_dir);
     // The first answer reaches the client; its next link is not followed and the stream ends.
     assert_eq!(
         get_with(&running.url("/u/start"), &[]).await,
@@ -302,14 +321,14 @@ async fn a_trusted_target_and_a_same_host_link_are_followed() {
         "*,path_beg=/u/ {t},untrusted\n* {t}\n",
         t = origin.target()
     ));
-    let running = start(&routes);
+    let running = start_allowing_loopback(&routes, &_dir);
     assert_eq!(
         get_with(&running.url("/t/start"), &[]).await,
         (200, "first\nsecond\n".into())
     );
     let (same, _) = linking_origin("/u/next", "/u/gone").await;
     let (_dir2, routes) = routes_file(&format!("* {},untrusted\n", same.target()));
-    let untrusted = start(&routes);
+    let untrusted = start_allowing_loopback(&routes, &_dir2);
     assert_eq!(
         get_with(&untrusted.url("/u/start"), &[]).await,
         (200, "first\nsecond\n".into())

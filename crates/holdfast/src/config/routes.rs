@@ -181,8 +181,9 @@ pub struct Target {
     pub subs: Vec<String>,
     /// `insecure`: skip TLS verification.
     pub insecure: bool,
-    /// `untrusted`: the origin is not trusted to send Holdfast elsewhere: its next and gone
-    /// links may only point at the host the client asked for.
+    /// `untrusted`: connections to the target go through the outbound policy, and the origin
+    /// is not trusted to send Holdfast elsewhere: its next and gone links may only point at the
+    /// host the client asked for.
     pub untrusted: bool,
     /// `one_event`: WebSocket-over-HTTP requests carry at most one event each.
     pub one_event: bool,

@@ -114,6 +114,19 @@ impl ProxyError {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            // A policy refusal is the routes file's and the policy's doing, not the origin's
+            // state: the client is told, without the addresses.
+            (ProxyError::Unreachable(tried), false) => format!(
+                "Unable to connect to any targets. Tried: {}",
+                tried
+                    .iter()
+                    .map(|(t, why)| match why.starts_with(crate::outbound::REFUSED) {
+                        true => format!("{t} ({why})"),
+                        false => t.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             (ProxyError::Origin { .. } | ProxyError::BadInstructions { .. }, false) => {
                 "Error while proxying to origin.".to_string()
             }
@@ -169,6 +182,28 @@ mod tests {
         assert_eq!(
             text_of(e.to_response(true, None)).await.1,
             "Unable to connect to any targets. Tried: a:1 (connection refused), b:2 (timed out)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_policy_refusal_is_told_without_debug_and_other_reasons_are_not() {
+        let refused = crate::outbound::Refused {
+            host: "internal".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            class: crate::outbound::Class::Private,
+        };
+        let e = ProxyError::Unreachable(vec![
+            ("internal:80".into(), refused.brief()),
+            ("b:2".into(), "connection refused".into()),
+        ]);
+        assert_eq!(
+            text_of(e.to_response(false, None)).await,
+            (
+                StatusCode::BAD_GATEWAY,
+                "Unable to connect to any targets. Tried: internal:80 (refused by the outbound \
+                 policy: a private address, which outbound.allow does not list), b:2\n"
+                    .to_string()
+            )
         );
     }
 

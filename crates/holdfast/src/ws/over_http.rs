@@ -86,7 +86,7 @@ struct Origin {
     app: Arc<App>,
     route: Arc<Route>,
     uri: Uri,
-    insecure: bool,
+    access: crate::origin::Access,
     label: String,
     headers: HeaderMap,
 }
@@ -106,7 +106,7 @@ impl Origin {
             h.extend(extra.clone());
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             self.app.grip_headers(&self.route, h);
-            let sent = self.app.origins.request(&self.label, self.insecure, req);
+            let sent = self.app.origins.request(&self.label, self.access, req);
             let why = match crate::proxy::exchange(&self.app, &self.label, sent).await {
                 Ok(resp) => return self.read(resp).await,
                 Err(Failure::Unreachable(why)) => why,
@@ -207,7 +207,7 @@ pub async fn open(
         app: app.clone(),
         route: route.clone(),
         uri: crate::proxy::origin_uri(target, path)?,
-        insecure: target.insecure,
+        access: crate::origin::Access::of(target),
         label: label.clone(),
         headers: h,
     };

@@ -57,7 +57,10 @@ pub async fn open(
     *req.uri_mut() = crate::proxy::origin_uri(target, path)?;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = h;
-    let sent = app.origins.get(target.insecure).request(req);
+    let sent = app
+        .origins
+        .get(crate::origin::Access::of(target))
+        .request(req);
     let mut resp = match crate::proxy::exchange(app, &label, sent).await {
         Ok(resp) => resp,
         Err(Failure::Unreachable(why)) => return Ok(Opened::Unreachable(why)),
