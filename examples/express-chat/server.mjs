@@ -1,14 +1,15 @@
 // A stateless WebSocket chat: an Express origin with @fanoutio/serve-grip behind Holdfast's
 // WebSocket-over-HTTP. The origin keeps no connection state: each WebSocket event arrives as an
 // HTTP request, an opening connection is accepted and subscribed to channel "room", and each
-// text message is published to the room, so every client (the sender too) receives it.
+// text message is published to the room, so every client (the sender too) receives it. The page
+// is the websocket-chat example's: the two chats differ only in their origin.
 import { readFileSync } from 'node:fs';
 
 import { WebSocketMessageFormat } from '@fanoutio/grip';
 import { ServeGrip } from '@fanoutio/serve-grip';
 import express from 'express';
 
-const page = readFileSync(new URL('./index.html', import.meta.url));
+const page = readFileSync(new URL('../websocket-chat/index.html', import.meta.url));
 const serveGrip = new ServeGrip({
   grip: { control_uri: process.env.PUBLISH_URL ?? 'http://127.0.0.1:5561' },
 });
