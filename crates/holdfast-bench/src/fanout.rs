@@ -3,7 +3,9 @@
 //! A run has four phases, each with a time cap:
 //!
 //! 1. **Subscribe.** `--subscribers` are spread over `--workers` processes ([`pool`], each one a
-//!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. With several `--proxy`
+//!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. With `--http2` each
+//!    subscriber is an HTTP/2 stream, `--streams-per-connection` of them on one cleartext
+//!    prior-knowledge connection. With several `--proxy`
 //!    addresses, subscriber `i` (counted over all workers) goes to proxy `i % proxies`: every
 //!    worker gets the whole list, so each proxy gets an equal share (±1) whatever the number of
 //!    workers. The driver then waits until they are all subscribed, decided by `--ready`:
@@ -242,6 +244,15 @@ pub struct FanoutArgs {
     /// the certificate is not checked.
     #[arg(long, value_name = "FILE", requires = "tls")]
     tls_ca: Option<PathBuf>,
+    /// Subscribers are HTTP/2 streams over cleartext connections with prior knowledge (h2c, no
+    /// upgrade), read with hyper's client (`--mode sse` only, not with `--tls`). Each stream is
+    /// one subscriber for readiness, delivery and loss, as an HTTP/1.1 one is.
+    #[arg(long)]
+    http2: bool,
+    /// With `--http2`, SSE streams per connection: each worker opens its share of the
+    /// subscribers in connections of K streams (its last connection may have fewer).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    streams_per_connection: usize,
     /// Label copied into the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -265,6 +276,15 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     if args.tls && args.mode != Mode::Sse {
         bail!("--tls works with --mode sse only");
+    }
+    if args.http2 && (args.mode != Mode::Sse || args.tls) {
+        bail!("--http2 works with --mode sse only, without --tls");
+    }
+    if args.streams_per_connection == 0 {
+        bail!("--streams-per-connection must be at least 1");
+    }
+    if args.streams_per_connection != 1 && !args.http2 {
+        bail!("--streams-per-connection needs --http2");
     }
     if args.mode == Mode::LongpollReliable {
         if args.origin.is_none() {
@@ -327,7 +347,10 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
 
     let ctx = Context {
         label: args.label.clone(),
-        mode: args.mode.name().into(),
+        mode: match args.http2 {
+            true => format!("sse-h2x{}", args.streams_per_connection),
+            false => args.mode.name().into(),
+        },
         subscribers: n as u64,
         workers,
         interval_ms: args.interval_ms,
@@ -526,6 +549,13 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
             }
             if let Some(ca) = &args.tls_ca {
                 list.push(format!("--tls-ca={}", ca.display()));
+            }
+            if args.http2 {
+                list.push("--http2".into());
+                list.push(format!(
+                    "--streams-per-connection={}",
+                    args.streams_per_connection
+                ));
             }
             first += count;
             list
