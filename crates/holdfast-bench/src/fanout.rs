@@ -684,3 +684,79 @@ async fn drain(args: &FanoutArgs, pool: &mut Pool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FanoutArgs,
+    }
+
+    fn parse(extra: &[&str]) -> FanoutArgs {
+        let base = ["fanout", "--proxy=127.0.0.1:1", "--publish=127.0.0.1:2"];
+        Cli::try_parse_from(base.iter().chain(extra))
+            .expect("flags parse")
+            .args
+    }
+
+    #[test]
+    fn http2_streams_per_connection_reach_every_worker() {
+        let args = parse(&[
+            "--mode=sse",
+            "--subscribers=250",
+            "--http2",
+            "--streams-per-connection=100",
+        ]);
+        let lists = worker_args(&args, 2, &[]);
+        assert_eq!(lists.len(), 2);
+        for list in &lists {
+            assert!(list.contains(&"--http2".to_string()), "{list:?}");
+            assert!(
+                list.contains(&"--streams-per-connection=100".to_string()),
+                "{list:?}"
+            );
+        }
+        // HTTP/1.1 workers are given neither flag.
+        let plain = worker_args(&parse(&["--mode=sse", "--subscribers=4"]), 2, &[]);
+        assert!(plain[0].iter().all(|a| !a.contains("http2")), "{plain:?}");
+    }
+
+    #[test]
+    fn http2_flags_that_cannot_work_are_refused_by_name() {
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["--mode=longpoll", "--subscribers=1", "--http2"],
+                "--http2 works with --mode sse only",
+            ),
+            (
+                &["--mode=sse", "--subscribers=1", "--http2", "--tls"],
+                "without --tls",
+            ),
+            (
+                &[
+                    "--mode=sse",
+                    "--subscribers=1",
+                    "--streams-per-connection=5",
+                ],
+                "--streams-per-connection needs --http2",
+            ),
+            (
+                &[
+                    "--mode=sse",
+                    "--subscribers=1",
+                    "--http2",
+                    "--streams-per-connection=0",
+                ],
+                "--streams-per-connection must be at least 1",
+            ),
+        ];
+        for (flags, needle) in cases {
+            let err = run(parse(flags)).expect_err("refused").to_string();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+    }
+}
