@@ -3,7 +3,9 @@
 //! A run has four phases, each with a time cap:
 //!
 //! 1. **Subscribe.** `--subscribers` are spread over `--workers` processes ([`pool`], each one a
-//!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. With several `--proxy`
+//!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. With `--http2` each
+//!    subscriber is an HTTP/2 stream, `--streams-per-connection` of them on one cleartext
+//!    prior-knowledge connection. With several `--proxy`
 //!    addresses, subscriber `i` (counted over all workers) goes to proxy `i % proxies`: every
 //!    worker gets the whole list, so each proxy gets an equal share (±1) whatever the number of
 //!    workers. The driver then waits until they are all subscribed, decided by `--ready`:
@@ -261,6 +263,15 @@ pub struct FanoutArgs {
     /// The outbox table `--publish-postgres` inserts into.
     #[arg(long, value_name = "TABLE", default_value = "holdfast_outbox")]
     postgres_outbox: String,
+    /// Subscribers are HTTP/2 streams over cleartext connections with prior knowledge (h2c, no
+    /// upgrade), read with hyper's client (`--mode sse` only, not with `--tls`). Each stream is
+    /// one subscriber for readiness, delivery and loss, as an HTTP/1.1 one is.
+    #[arg(long)]
+    http2: bool,
+    /// With `--http2`, SSE streams per connection: each worker opens its share of the
+    /// subscribers in connections of K streams (its last connection may have fewer).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    streams_per_connection: usize,
     /// Label copied into the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -284,6 +295,15 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     if args.tls && args.mode != Mode::Sse {
         bail!("--tls works with --mode sse only");
+    }
+    if args.http2 && (args.mode != Mode::Sse || args.tls) {
+        bail!("--http2 works with --mode sse only, without --tls");
+    }
+    if args.streams_per_connection == 0 {
+        bail!("--streams-per-connection must be at least 1");
+    }
+    if args.streams_per_connection != 1 && !args.http2 {
+        bail!("--streams-per-connection needs --http2");
     }
     if args.mode == Mode::LongpollReliable {
         if args.origin.is_none() {
@@ -346,7 +366,10 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
 
     let ctx = Context {
         label: args.label.clone(),
-        mode: args.mode.name().into(),
+        mode: match args.http2 {
+            true => format!("sse-h2x{}", args.streams_per_connection),
+            false => args.mode.name().into(),
+        },
         subscribers: n as u64,
         workers,
         interval_ms: args.interval_ms,
@@ -589,6 +612,13 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
             if let Some(ca) = &args.tls_ca {
                 list.push(format!("--tls-ca={}", ca.display()));
             }
+            if args.http2 {
+                list.push("--http2".into());
+                list.push(format!(
+                    "--streams-per-connection={}",
+                    args.streams_per_connection
+                ));
+            }
             first += count;
             list
         })
@@ -713,6 +743,82 @@ async fn drain(args: &FanoutArgs, pool: &mut Pool) {
         }
         if r >= expected || now - changed >= DRAIN_IDLE || now >= cap {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FanoutArgs,
+    }
+
+    fn parse(extra: &[&str]) -> FanoutArgs {
+        let base = ["fanout", "--proxy=127.0.0.1:1", "--publish=127.0.0.1:2"];
+        Cli::try_parse_from(base.iter().chain(extra))
+            .expect("flags parse")
+            .args
+    }
+
+    #[test]
+    fn http2_streams_per_connection_reach_every_worker() {
+        let args = parse(&[
+            "--mode=sse",
+            "--subscribers=250",
+            "--http2",
+            "--streams-per-connection=100",
+        ]);
+        let lists = worker_args(&args, 2, &[]);
+        assert_eq!(lists.len(), 2);
+        for list in &lists {
+            assert!(list.contains(&"--http2".to_string()), "{list:?}");
+            assert!(
+                list.contains(&"--streams-per-connection=100".to_string()),
+                "{list:?}"
+            );
+        }
+        // HTTP/1.1 workers are given neither flag.
+        let plain = worker_args(&parse(&["--mode=sse", "--subscribers=4"]), 2, &[]);
+        assert!(plain[0].iter().all(|a| !a.contains("http2")), "{plain:?}");
+    }
+
+    #[test]
+    fn http2_flags_that_cannot_work_are_refused_by_name() {
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["--mode=longpoll", "--subscribers=1", "--http2"],
+                "--http2 works with --mode sse only",
+            ),
+            (
+                &["--mode=sse", "--subscribers=1", "--http2", "--tls"],
+                "without --tls",
+            ),
+            (
+                &[
+                    "--mode=sse",
+                    "--subscribers=1",
+                    "--streams-per-connection=5",
+                ],
+                "--streams-per-connection needs --http2",
+            ),
+            (
+                &[
+                    "--mode=sse",
+                    "--subscribers=1",
+                    "--http2",
+                    "--streams-per-connection=0",
+                ],
+                "--streams-per-connection must be at least 1",
+            ),
+        ];
+        for (flags, needle) in cases {
+            let err = run(parse(flags)).expect_err("refused").to_string();
+            assert!(err.contains(needle), "{flags:?}: {err}");
         }
     }
 }

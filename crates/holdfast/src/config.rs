@@ -108,6 +108,8 @@ struct FieldOrigin {
 
 /// The smallest `limits.max_header_size` (hyper's smallest read buffer).
 pub const MIN_HEADER_SIZE: usize = 8192;
+/// HTTP/2's largest flow-control window (RFC 9113 §6.9.1); hyper panics on a larger one.
+pub const MAX_HTTP2_WINDOW: u32 = (1 << 31) - 1;
 
 /// A configuration file as read, in the format its syntax shows.
 #[derive(Debug, Clone)]
@@ -245,6 +247,18 @@ pub struct LimitsConfig {
     /// bursts of the same size; a further one is closed as soon as it is accepted. 0 (the
     /// default) turns it off.
     pub connection_rate_per_ip: u32,
+    /// Streams one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// a held stream counts until it ends. Default 200 (hyper's).
+    pub http2_max_concurrent_streams: u32,
+    /// Bytes of request body an HTTP/2 client may send on one stream before Holdfast reads it
+    /// (the initial stream window). Default 1 MiB (hyper's); at most 2^31 - 1.
+    pub http2_stream_window: u32,
+    /// The same over a whole HTTP/2 connection (the initial connection window). Default 1 MiB
+    /// (hyper's); at most 2^31 - 1.
+    pub http2_connection_window: u32,
+    /// Bytes hyper buffers per HTTP/2 stream for a client that is slow to read, before it stops
+    /// taking more from Holdfast. Default 409600 (hyper's 400 KiB); at most 2^31 - 1.
+    pub http2_max_send_buffer: u32,
 }
 
 impl Default for LimitsConfig {
@@ -262,6 +276,10 @@ impl Default for LimitsConfig {
             max_publish_connections: 1024,
             max_connections_per_ip: 0,
             connection_rate_per_ip: 0,
+            http2_max_concurrent_streams: 200,
+            http2_stream_window: 1024 * 1024,
+            http2_connection_window: 1024 * 1024,
+            http2_max_send_buffer: 400 * 1024,
         }
     }
 }
@@ -908,6 +926,22 @@ impl Config {
             ("limits.max_connections", l.max_connections as u64),
             ("limits.max_headers", l.max_headers as u64),
             (
+                "limits.http2_max_concurrent_streams",
+                u64::from(l.http2_max_concurrent_streams),
+            ),
+            (
+                "limits.http2_stream_window",
+                u64::from(l.http2_stream_window),
+            ),
+            (
+                "limits.http2_connection_window",
+                u64::from(l.http2_connection_window),
+            ),
+            (
+                "limits.http2_max_send_buffer",
+                u64::from(l.http2_max_send_buffer),
+            ),
+            (
                 "limits.max_publish_connections",
                 l.max_publish_connections as u64,
             ),
@@ -957,6 +991,18 @@ impl Config {
         ];
         if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return fail(field, "must be at least 1");
+        }
+        for (field, n) in [
+            ("limits.http2_stream_window", l.http2_stream_window),
+            ("limits.http2_connection_window", l.http2_connection_window),
+            ("limits.http2_max_send_buffer", l.http2_max_send_buffer),
+        ] {
+            if n > MAX_HTTP2_WINDOW {
+                return Err((
+                    field,
+                    format!("{n} is above HTTP/2's largest window, {MAX_HTTP2_WINDOW}"),
+                ));
+            }
         }
         if let Some(c) = self
             .sockjs

@@ -276,8 +276,8 @@ impl Server {
 /// The header field count hyper allows when not told otherwise.
 const HYPER_MAX_HEADERS: usize = 100;
 
-/// hyper's connection settings: the header limits, and `head_timeout` for the request heads
-/// after a connection's first (HTTP/1.1 keep-alive).
+/// hyper's connection settings: the header limits, `head_timeout` for the request heads after a
+/// connection's first (HTTP/1.1 keep-alive), and HTTP/2's stream count, windows and send buffer.
 fn builder(
     config: &Config,
     head_timeout: Duration,
@@ -299,7 +299,11 @@ fn builder(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .initial_stream_window_size(limits.http2_stream_window)
+        .initial_connection_window_size(limits.http2_connection_window)
+        .max_send_buf_size(limits.http2_max_send_buffer as usize);
     builder
 }
 

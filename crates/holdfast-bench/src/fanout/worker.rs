@@ -32,7 +32,8 @@ use clap::Args;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
 };
@@ -114,6 +115,12 @@ pub struct WorkerArgs {
     /// The CA the proxy's certificate is checked against (else it is not checked).
     #[arg(long)]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// SSE subscribers are HTTP/2 streams (cleartext, prior knowledge).
+    #[arg(long)]
+    pub http2: bool,
+    /// With `--http2`, SSE streams per connection (the last connection may have fewer).
+    #[arg(long, default_value_t = 1)]
+    pub streams_per_connection: usize,
 }
 
 /// Counters and samples shared by the subscribers of one worker.
@@ -291,7 +298,15 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the worker runtime")?;
     runtime.block_on(async {
-        for i in 0..args.subscribers {
+        if args.http2 {
+            let k = args.streams_per_connection.max(1);
+            for first in (0..args.subscribers).step_by(k) {
+                let streams = k.min(args.subscribers - first);
+                let shared = Arc::clone(&shared);
+                tokio::spawn(h2_connection(shared, args.first_index + first, streams));
+            }
+        }
+        for i in (0..args.subscribers).filter(|_| !args.http2) {
             let shared = Arc::clone(&shared);
             let index = args.first_index + i;
             match args.mode {
@@ -534,6 +549,153 @@ async fn sse_exchange<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         StreamEnd::AfterData
     }
+}
+
+/// One HTTP/2 connection (cleartext, prior knowledge) carrying `streams` SSE subscribers, the
+/// first of global index `first` (whose proxy and source address the connection uses). The
+/// connection is retried like an SSE subscriber's until its handshake completes; then each
+/// stream is its own subscriber, retried on that connection until its first body bytes, then
+/// held. If the connection fails for good, its streams count as failed.
+async fn h2_connection(shared: Arc<Shared>, first: usize, streams: usize) {
+    let proxy = shared.proxy_of(first);
+    let mut backoff = Backoff::new();
+    for _ in 0..MAX_CONNECT_ATTEMPTS {
+        let sender = {
+            let Ok(_permit) = shared.permits.acquire().await else {
+                return;
+            };
+            h2_connect(&shared, first).await
+        };
+        match sender {
+            Ok(sender) => {
+                shared
+                    .connected
+                    .fetch_add(streams as u64, Ordering::Relaxed);
+                let uri: http::Uri = format!("http://{}{}", shared.hosts[proxy], shared.path)
+                    .parse()
+                    .unwrap_or_else(|_| "/".parse().expect("a path"));
+                let tasks: Vec<_> = (0..streams)
+                    .map(|_| {
+                        let shared = Arc::clone(&shared);
+                        tokio::spawn(h2_stream(shared, proxy, sender.clone(), uri.clone()))
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+                return;
+            }
+            Err(e) => {
+                shared.error(proxy, format!("connect: {e:#}"));
+                backoff.wait().await;
+            }
+        }
+    }
+    shared.error(proxy, "gave up subscribing");
+    shared.failed.fetch_add(streams as u64, Ordering::Relaxed);
+}
+
+async fn h2_connect(
+    shared: &Shared,
+    index: usize,
+) -> anyhow::Result<http2::SendRequest<Empty<Bytes>>> {
+    let stream = open(shared, index).await?;
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // Its streams see the end themselves.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// One SSE subscriber as an HTTP/2 stream on `sender`'s connection: retried there until its
+/// first body bytes arrive (holding a connect permit meanwhile), then read to the end.
+async fn h2_stream(
+    shared: Arc<Shared>,
+    proxy: usize,
+    mut sender: http2::SendRequest<Empty<Bytes>>,
+    uri: http::Uri,
+) {
+    let mut seen = vec![false; shared.messages];
+    let mut backoff = Backoff::new();
+    for _ in 0..MAX_CONNECT_ATTEMPTS {
+        let Ok(permit) = shared.permits.acquire().await else {
+            return;
+        };
+        let mut permit = Some(permit);
+        let mut req = Request::new(Empty::new());
+        *req.uri_mut() = uri.clone();
+        req.headers_mut().insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
+        let sent = match sender.ready().await {
+            Ok(()) => sender.send_request(req).await,
+            Err(e) => Err(e),
+        };
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                shared.error(proxy, format!("request: {e}"));
+                if sender.is_closed() {
+                    break;
+                }
+                drop(permit);
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let status = response.status();
+        let mut body = response.into_body();
+        if status != StatusCode::OK {
+            let excerpt = tokio::time::timeout(RECONNECT_PAUSE, body.collect()).await;
+            let text = match excerpt {
+                Ok(Ok(b)) => body_excerpt(&b.to_bytes()),
+                _ => String::new(),
+            };
+            shared.error(proxy, format!("status {status}: {text}"));
+            drop(permit);
+            backoff.wait().await;
+            continue;
+        }
+        shared.headers.fetch_add(1, Ordering::Relaxed);
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Err(e)) => {
+                    shared.error(proxy, format!("stream: {e}"));
+                    break;
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    pending.extend_from_slice(&data);
+                }
+            }
+            if !pending.is_empty() && permit.take().is_some() {
+                shared.mark_ready(proxy);
+            }
+            // Only whole lines are parsed; a partial line waits for the next frame.
+            if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+                shared.record(&String::from_utf8_lossy(&pending[..=end]), &mut seen, proxy);
+                pending.drain(..=end);
+            }
+        }
+        if permit.is_none() {
+            shared.closed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        shared.error(proxy, "stream ended before any data");
+        drop(permit);
+        if sender.is_closed() {
+            break;
+        }
+        backoff.wait().await;
+    }
+    shared.error(proxy, "gave up subscribing");
+    shared.failed.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Describes a subscription answered with `head` (not `200`): `status 404 Not Found: ` and the

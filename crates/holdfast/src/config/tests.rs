@@ -46,6 +46,22 @@ fn bad_values_are_named() {
         ("[server]\nlisten = []\n", "server.listen"),
         ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
         (
+            "[limits]\nhttp2_max_concurrent_streams = 0\n",
+            "limits.http2_max_concurrent_streams: must be at least 1",
+        ),
+        (
+            "[limits]\nhttp2_stream_window = 2147483648\n",
+            "limits.http2_stream_window: 2147483648 is above HTTP/2's largest window, 2147483647",
+        ),
+        (
+            "[limits]\nhttp2_connection_window = 0\n",
+            "limits.http2_connection_window",
+        ),
+        (
+            "[limits]\nhttp2_max_send_buffer = 4294967295\n",
+            "limits.http2_max_send_buffer: 4294967295 is above",
+        ),
+        (
             "[limits]\nmax_publish_connections = 0\n",
             "limits.max_publish_connections",
         ),
