@@ -51,6 +51,8 @@ const DRAIN_IDLE: Duration = Duration::from_secs(2);
 const DRAIN_MAX: Duration = Duration::from_secs(15);
 /// Cap on the subscribe phase and on the wait for the proxy's count.
 const SUBSCRIBE_MAX: Duration = Duration::from_secs(300);
+/// Attempts at one subscribe before it counts as failed.
+const SUBSCRIBE_ATTEMPTS: u32 = 6;
 /// Cap on one publish request.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,7 +78,7 @@ pub struct ChannelsArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "250,500,1000,2000,3000,4000,6000,8000,12000,16000"
+        default_value = "250,500,1000,2000,4000,8000,12000,16000,24000,32000,48000"
     )]
     rates: Vec<u64>,
     /// Seconds of publishing per step.
@@ -116,6 +118,8 @@ struct Shared {
     ready: AtomicUsize,
     /// Subscribers whose stream failed or ended.
     failed: AtomicUsize,
+    /// Subscribe attempts refused and tried again.
+    retried: AtomicUsize,
     first_error: Mutex<Option<String>>,
     /// Per step: deliveries received, and their latencies in microseconds.
     received: Vec<AtomicU64>,
@@ -150,6 +154,7 @@ async fn drive(args: ChannelsArgs, source_ips: Vec<IpAddr>) -> anyhow::Result<()
     let shared = Arc::new(Shared {
         ready: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
+        retried: AtomicUsize::new(0),
         first_error: Mutex::new(None),
         received: (0..MAX_STEPS).map(|_| AtomicU64::new(0)).collect(),
         latencies: (0..MAX_STEPS).map(|_| Mutex::new(Vec::new())).collect(),
@@ -211,6 +216,7 @@ async fn drive(args: ChannelsArgs, source_ips: Vec<IpAddr>) -> anyhow::Result<()
             "best_p99_ms": best.as_ref().map(|b| b["p99_ms"].clone()),
             "stopped": stopped,
             "failed_subscribers": shared.failed.load(Ordering::Relaxed),
+            "subscribe_retries": shared.retried.load(Ordering::Relaxed),
             "first_error": shared.first_error.lock().unwrap().clone(),
         })
     );
@@ -274,35 +280,25 @@ async fn subscriber(
 ) {
     // Held until the first body bytes: at most `--connect-concurrency` subscribes in flight.
     let mut permit = permits.acquire_owned().await.ok();
-    let mut stream = match open(proxy, source).await {
-        Ok(s) => s,
-        Err(e) => return shared.error(format!("connect: {e}")),
-    };
-    if let Err(e) = stream
-        .write_all(&sse::to_request(&path, &crate::host_header(proxy)))
-        .await
-    {
-        return shared.error(format!("request: {e}"));
-    }
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let (head, mut body) = loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) => return shared.error(format!("{path}: closed before the response head")),
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-            Err(e) => return shared.error(format!("{path}: {e}")),
-        }
-        match sse::parse_head(&buf) {
-            Ok(Some(head)) => break (head, Body::new(head.framing)),
-            Ok(None) => {}
-            Err(e) => return shared.error(format!("{path}: {e}")),
+    // A proxy may refuse a subscribe while it warms up (Pushpin answers 502 at first): tried
+    // again with a growing pause, at most SUBSCRIBE_ATTEMPTS times.
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    let (mut stream, rest, mut body) = loop {
+        match establish(proxy, source, &path).await {
+            Ok(ok) => break ok,
+            Err(e) if attempt >= SUBSCRIBE_ATTEMPTS => return shared.error(e),
+            Err(_) => {
+                shared.retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(3));
+                attempt += 1;
+            }
         }
     };
-    if head.status != 200 {
-        return shared.error(format!("{path}: status {}", head.status));
-    }
     let mut text = Vec::new();
-    let mut first = buf[head.len..].to_vec();
+    let mut first = rest;
+    let mut chunk = [0u8; 4096];
     let mut ready = false;
     loop {
         if !first.is_empty() {
@@ -338,6 +334,40 @@ async fn subscriber(
             Ok(0) => return shared.error(format!("{path}: the stream was closed")),
             Ok(k) => first.extend_from_slice(&chunk[..k]),
             Err(e) => return shared.error(format!("{path}: {e}")),
+        }
+    }
+}
+
+/// Connects, sends the subscribe request and reads the response head: the stream, the bytes read
+/// past the head, and the body's decoder; or why not, for a `200` with a readable head only.
+async fn establish(
+    proxy: SocketAddr,
+    source: Option<IpAddr>,
+    path: &str,
+) -> Result<(TcpStream, Vec<u8>, Body), String> {
+    let mut stream = open(proxy, source)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(&sse::to_request(path, &crate::host_header(proxy)))
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => return Err(format!("{path}: closed before the response head")),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) => return Err(format!("{path}: {e}")),
+        }
+        match sse::parse_head(&buf) {
+            Ok(Some(head)) if head.status == 200 => {
+                let rest = buf[head.len..].to_vec();
+                return Ok((stream, rest, Body::new(head.framing)));
+            }
+            Ok(Some(head)) => return Err(format!("{path}: status {}", head.status)),
+            Ok(None) => {}
+            Err(e) => return Err(format!("{path}: {e}")),
         }
     }
 }
