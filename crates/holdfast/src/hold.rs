@@ -56,7 +56,7 @@ pub struct HeldRequest {
     /// Counted in `holdfast_connections` while it holds.
     pub held: std::sync::OnceLock<crate::metrics::Held>,
     /// The server can take the client's socket from hyper while a long-poll is held
-    /// ([`crate::http::CanDefer`]); the first response hold uses it and clears it.
+    /// (`can_defer` of [`crate::route::handle`]); the first response hold uses it and clears it.
     pub defer: std::sync::atomic::AtomicBool,
 }
 
@@ -195,9 +195,12 @@ pub async fn hold(
             if ctx.defer.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 // Answered at once with a placeholder: the server frees hyper's connection while
                 // the request waits, and writes the response when it comes.
+                // The gone link is rare: boxed, a waiting hold keeps a pointer, not room for it.
+                let gone = gone.map(Box::new);
                 let held = response::later(ctx, base, positions, ins.timeout_secs, gone);
                 return Ok(crate::http::Deferred::response(held));
             }
+            let gone = gone.map(Box::new);
             Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
         }
         hold => {

@@ -48,6 +48,9 @@ pub struct RequestInfo {
     /// origin's GRIP answer goes back to it as it is, for it to act on (Pushpin's trusted
     /// client).
     pub trusted: bool,
+    /// The server can take the socket and write the response itself, so a long-poll held on
+    /// this request may wait outside hyper ([`crate::route::handle`]'s `can_defer`).
+    pub can_defer: bool,
 }
 
 impl RequestInfo {
@@ -84,6 +87,7 @@ impl RequestInfo {
             tls,
             websocket,
             trusted: app.is_trusted_upstream(req.headers()),
+            can_defer: false,
         }
     }
 }

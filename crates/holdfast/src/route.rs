@@ -34,6 +34,13 @@ use crate::proxy::{Answer, OriginRequest, RequestInfo};
 /// The header a client picks its route with, under `server.accept_pushpin_route`.
 const PUSHPIN_ROUTE: HeaderName = HeaderName::from_static("pushpin-route");
 
+/// How a request arrived (see [`handle`]).
+#[derive(Clone, Copy)]
+struct Arrival {
+    tls: bool,
+    can_defer: bool,
+}
+
 /// What the entrance learns about a request while it dispatches it, for the response.
 struct Entrance {
     /// Error details in responses (`server.debug`, route `debug`).
@@ -45,12 +52,15 @@ struct Entrance {
 }
 
 /// Handles one client request end to end; never fails (errors become responses). `tls`: the
-/// request arrived on a TLS listener.
+/// request arrived on a TLS listener. `can_defer`: the server can take the socket and write the
+/// response itself (HTTP/1.1 over plain TCP, not `HEAD`), so a long-poll held on this request
+/// answers at once with a [`crate::http::Deferred`] placeholder.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
     tls: bool,
+    can_defer: bool,
 ) -> Response<Body> {
     app.traffic.request();
     let mut record = AccessRecord {
@@ -74,22 +84,32 @@ pub async fn handle(
         log_level: None,
         cross: None,
     };
-    let resp = match dispatch(&app, req, peer, tls, &mut record, &mut entrance).await {
+    let arrival = Arrival { tls, can_defer };
+    let resp = match dispatch(&app, req, peer, arrival, &mut record, &mut entrance).await {
         Ok(resp) => resp,
         Err(e) => e.to_response(entrance.debug, entrance.log_level),
     };
     if let Some(later) = crate::http::Deferred::of(&resp) {
         // A held long-poll: the same finishing steps, once its response comes.
-        let max_body = app.config.limits.max_accept_body;
-        later.then(move |resp| async move {
-            let resp = match &entrance.cross {
-                Some(co) => crate::crossorigin::finish(co, resp, max_body).await,
-                None => resp,
-            };
-            record.status = resp.status().as_u16();
-            record.log_level = entrance.log_level;
-            resp.map(|b| boxed(Logged::new(b, record)))
-        });
+        // Kept for as long as the long-poll is held: only a cross-origin request pays for a
+        // second future.
+        let log_level = entrance.log_level;
+        match entrance.cross {
+            Some(co) => {
+                let max_body = app.config.limits.max_accept_body;
+                later.then(move |resp| async move {
+                    let resp = crate::crossorigin::finish(&co, resp, max_body).await;
+                    record.status = resp.status().as_u16();
+                    record.log_level = log_level;
+                    resp.map(|b| boxed(Logged::new(b, record)))
+                });
+            }
+            None => later.map(move |resp| {
+                record.status = resp.status().as_u16();
+                record.log_level = log_level;
+                resp.map(|b| boxed(Logged::new(b, record)))
+            }),
+        }
         return resp;
     }
     let resp = match &entrance.cross {
@@ -195,12 +215,13 @@ async fn dispatch(
     app: &Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    tls: bool,
+    arrival: Arrival,
     record: &mut AccessRecord,
     entrance: &mut Entrance,
 ) -> Result<Response<Body>, ProxyError> {
     let mut req = req;
-    let info = RequestInfo::of(&req, tls, app);
+    let mut info = RequestInfo::of(&req, arrival.tls, app);
+    info.can_defer = arrival.can_defer;
     if !info.trusted && is_websocket_events(req.headers()) {
         return Ok(text_response(
             http::StatusCode::FORBIDDEN,
@@ -275,7 +296,7 @@ async fn to_origins(
 ) -> Result<Response<Body>, ProxyError> {
     let path = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let (parts, body) = req.into_parts();
-    let defer = parts.extensions.get::<crate::http::CanDefer>().is_some();
+    let defer = info.can_defer;
     let request = OriginRequest {
         method: parts.method,
         path,

@@ -636,13 +636,14 @@ fn respond<S: Transport>(
     cell.mark_requested();
     let (app, api) = (app.clone(), api.clone());
     let mut later = None;
+    let mut can_defer = false;
     if let Some(plain) = S::plain(cell) {
         // Only an upgrade can take the socket; other requests skip the extension map.
         if req.headers().contains_key(hyper::header::UPGRADE) {
             req.extensions_mut().insert(ClientSocket(plain.clone()));
         } else if matches!(kind, Kind::Client) && direct::request_allows(&req) {
             // A long-poll held on this request may leave hyper while it waits.
-            req.extensions_mut().insert(crate::http::CanDefer);
+            can_defer = true;
             later = Some((plain.clone(), direct::keeps_alive(&req), builder.clone()));
         }
     }
@@ -652,7 +653,7 @@ fn respond<S: Transport>(
     // soon as the response head is ready (a held connection can last for hours).
     Box::pin(async move {
         let resp: hyper::Response<Body> = match kind {
-            Kind::Client => crate::route::handle(app.clone(), req, peer, S::TLS).await,
+            Kind::Client => crate::route::handle(app.clone(), req, peer, S::TLS, can_defer).await,
             Kind::Publish => api.handle(req, peer).await,
             Kind::Prometheus => prometheus_page(&app, &api, &req),
         };
@@ -660,7 +661,7 @@ fn respond<S: Transport>(
             let Some(held) = deferred.take() else {
                 return Ok(hyper::Response::new(crate::http::full("")));
             };
-            // Only a request marked CanDefer gets a deferred answer, and only on a plain socket.
+            // Only a request with `can_defer` gets a deferred answer, and only on a plain socket.
             if let Some((plain, keep_alive, builder)) = later {
                 if let Some(owned) = plain.take() {
                     let (stream, guards) = owned.into_parts();

@@ -106,6 +106,9 @@ impl Positions {
                 max,
             });
         }
+        // Kept for the life of the hold: no room for channels that will never come (a push to
+        // an empty `Vec` makes room for four).
+        out.channels.shrink_to_fit();
         Ok(out)
     }
 

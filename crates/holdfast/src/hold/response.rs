@@ -34,7 +34,7 @@ pub async fn hold(
     mut base: BaseResponse,
     mut positions: Positions,
     mut timeout_secs: u64,
-    _gone: Option<GoneLink>,
+    _gone: Option<Box<GoneLink>>,
 ) -> Response<Body> {
     // The previous round's subscription, kept across a retry so nothing published while the
     // origin was being asked is lost.
@@ -113,7 +113,7 @@ pub fn later(
     base: BaseResponse,
     positions: Positions,
     timeout_secs: u64,
-    gone: Option<GoneLink>,
+    gone: Option<Box<GoneLink>>,
 ) -> crate::http::Later {
     Box::pin(hold(ctx, base, positions, timeout_secs, gone))
 }

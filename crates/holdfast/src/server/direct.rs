@@ -241,9 +241,15 @@ impl Drop for LongPollCount<'_> {
 
 /// Resolves when the client has closed its side (or the socket failed). Bytes it sends ahead
 /// are left unread, for hyper; after them, closing can no longer be seen, and this waits forever.
+///
+/// `poll_peek`, not `peek`: `peek` waits in the socket's list of waiters, so the waker that
+/// hyper's finished connection task left in the socket's read slot would stay there and keep
+/// that task's memory (~2 KiB) alive for as long as the long-poll is held; `poll_peek` waits in
+/// the read slot itself, replacing it.
 async fn client_left(stream: &TcpStream) {
     let mut byte = [0u8; 1];
-    match stream.peek(&mut byte).await {
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    match std::future::poll_fn(|cx| stream.poll_peek(cx, &mut buf)).await {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending().await,
     }
