@@ -457,10 +457,26 @@ async fn establish(
                 let rest = buf[head.len..].to_vec();
                 return Ok((stream, rest, Body::new(head.framing)));
             }
-            Ok(Some(head)) => return Err(format!("status {}", head.status)),
+            Ok(Some(head)) => return Err(refusal(head.status, &head.framing, &buf[head.len..])),
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+/// Why a subscribe was refused: the status, and the first line of a `Content-Length` body if it
+/// came with the head (Pushpin's `Accept service unavailable.`), at most 80 characters.
+fn refusal(status: u16, framing: &sse::Framing, body: &[u8]) -> String {
+    let text = match framing {
+        sse::Framing::Length(_) => String::from_utf8_lossy(body),
+        _ => "".into(),
+    };
+    match text.lines().map(str::trim).find(|l| !l.is_empty()) {
+        Some(line) => format!(
+            "status {status}: {}",
+            line.chars().take(80).collect::<String>()
+        ),
+        None => format!("status {status}"),
     }
 }
 
@@ -740,6 +756,26 @@ mod tests {
         let best = pick_best(best, step(4, 3000.0, true));
         let best = pick_best(best, step(5, 9000.0, false));
         assert_eq!(best.unwrap()["step"], 3);
+    }
+
+    #[test]
+    fn refusal_names_status_and_body_line() {
+        let length = sse::Framing::Length(28);
+        assert_eq!(
+            refusal(500, &length, b"Accept service unavailable.\n"),
+            "status 500: Accept service unavailable."
+        );
+        assert_eq!(refusal(502, &length, b""), "status 502");
+        // A chunked body's first line is a chunk size, not a reason.
+        assert_eq!(
+            refusal(503, &sse::Framing::Chunked, b"1c\r\nbusy\r\n"),
+            "status 503"
+        );
+        let long = "x".repeat(200);
+        assert_eq!(
+            refusal(500, &length, long.as_bytes()).len(),
+            "status 500: ".len() + 80
+        );
     }
 
     #[test]
