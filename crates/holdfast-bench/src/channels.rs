@@ -15,12 +15,13 @@
 //!    fixed schedule (late sends go at once, never skipped), one message per request to a
 //!    random channel, stamped with its send time. Then a drain: until every subscriber of each
 //!    accepted message has it, or nothing arrives for [`DRAIN_IDLE`], or [`DRAIN_MAX`].
-//! 3. **Report.** One JSON line per step (offered and achieved publish rate, deliveries/s,
-//!    p50/p99/max publish → delivery, lost, publish errors, and the CPU seconds the target's
-//!    processes (`--target-pid`) and this driver used over the step and its drain), then a
-//!    summary line naming the highest step with p99 within `--p99-limit-ms`, 0 lost and 0
-//!    publish errors. The run stops at the first step that misses, or when the publisher cannot
-//!    reach 90 % of the offered rate (the publish API's ceiling, not the fan-out's).
+//! 3. **Report.** One JSON line per step (offered and achieved publish rate, mean publish round
+//!    trip, deliveries/s, p50/p99/max publish → delivery, lost, publish errors, and the CPU
+//!    seconds the target's processes (`--target-pid`) and this driver used over the step and
+//!    its drain), then a summary line naming the step with the most deliveries/s among those
+//!    with p99 within `--p99-limit-ms`, 0 lost and 0 publish errors. The run stops at the first
+//!    step that misses, or when the publisher cannot reach 90 % of the offered rate because the
+//!    target's publish answers slowed down (the summary gives their mean round trip).
 //!
 //! # Threads
 //!
