@@ -110,7 +110,8 @@ pub struct ChannelsArgs {
     /// Keep-alive publish connections, one request at a time on each.
     #[arg(long, default_value_t = 32)]
     publish_connections: usize,
-    /// Worker threads of the publishers' runtime (the subscribers read on the main thread).
+    /// Worker threads of the publishers' runtime (the subscribers read on the main thread); the
+    /// default, 2, is one per core of the two-core machine the benchmarks are recorded on.
     #[arg(long, default_value_t = 2)]
     publish_threads: usize,
     /// Attempts at one subscribe before it counts as failed (pauses of 0.1 s doubling to 3 s
@@ -250,7 +251,15 @@ async fn drive(
     let mut best: Option<serde_json::Value> = None;
     let mut stopped = "every rate passed".to_string();
     for (step, &rate) in args.rates.iter().enumerate() {
-        let outcome = run_step(&args, &shared, &publishers, step, rate).await?;
+        let outcome = match run_step(&args, &shared, &publishers, step, rate).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // E.g. a target process gone: the summary still says why the run ended.
+                let why = format!("step {} could not be measured: {e:#}", step + 1);
+                print_summary(&args, &shared, subscribe_secs, best, &why, false);
+                return Err(e);
+            }
+        };
         println!("{outcome}");
         let passed = outcome["passed"].as_bool() == Some(true);
         let publish_limited = outcome["publish_limited"].as_bool() == Some(true);
