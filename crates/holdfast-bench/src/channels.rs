@@ -7,9 +7,9 @@
 //!    as the fan-out workers do. Ready when every one has its first body bytes, then (with
 //!    `--metric`) when the proxy's count reaches them all, then `--settle-ms`. A refused
 //!    subscribe (in a burst of subscribes Pushpin answers some with `502` or `500 Accept service
-//!    unavailable.`) is tried again, at most `--subscribe-attempts` times; the
-//!    summary counts the refusals by reason, and a subscriber that runs out of attempts fails
-//!    the run, which then has no result: every target is measured with all its subscribers.
+//!    unavailable.`) is tried again, at most `--subscribe-attempts` times; the summary counts
+//!    the refusals by reason, and a subscriber that runs out of attempts fails the run, which
+//!    then has no result: every target is measured with all its subscribers.
 //! 2. **Steps.** For each rate of `--rates` (messages per second), `--step-secs` of publishing:
 //!    `--publish-connections` keep-alive connections each send their share of the rate on a
 //!    fixed schedule (late sends go at once, never skipped), one message per request to a
