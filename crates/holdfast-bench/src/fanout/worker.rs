@@ -56,6 +56,10 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_millis(3200);
 /// Read buffer of one SSE subscriber (it also has to hold the response head).
 const SSE_READ_BUFFER: usize = 4096;
+/// What an SSE subscriber keeps for reading its body once the head is in: a published message
+/// is a few hundred bytes, and a million subscribers over many workers should not each hold
+/// 4 KiB of it (a longer frame takes more reads).
+const SSE_BODY_READ_BUFFER: usize = 1024;
 
 /// Exponential pacing of a subscriber's retries, so a proxy that is failing requests is not
 /// also flooded with immediate retries.
@@ -532,6 +536,10 @@ async fn sse_exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if body.is_done() {
             break;
+        }
+        if buf.len() > SSE_BODY_READ_BUFFER {
+            buf.truncate(SSE_BODY_READ_BUFFER);
+            buf.shrink_to_fit();
         }
         start = 0;
         filled = match stream.read(&mut buf).await {
