@@ -593,6 +593,163 @@ async fn an_instance_cut_off_from_redis_catches_up_on_what_it_missed() {
     nothing_more(&b, "gap", &mut streams).await;
 }
 
+/// One of an instance's two connections to a Redis server, told apart by what the instance
+/// sends: only the pubsub connection sends `SUBSCRIBE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Command,
+    Pubsub,
+}
+
+/// A TCP relay in front of Redis that can hold the `PING`s an instance sends on one kind of
+/// connection — Redis answering late there only — and tells when it is holding one. Counts the
+/// connections it accepted.
+struct Staller {
+    addr: SocketAddr,
+    hold: tokio::sync::watch::Sender<Option<Link>>,
+    held: tokio::sync::watch::Sender<Option<Link>>,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Staller {
+    async fn start(redis: &Redis) -> Staller {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let target: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hold, _) = tokio::sync::watch::channel(None);
+        let (held, _) = tokio::sync::watch::channel(None);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (hold, held, accepted) = (hold.clone(), held.clone(), accepted.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        continue;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    });
+                    let (mut hold, held) = (hold.subscribe(), held.clone());
+                    tokio::spawn(async move {
+                        let mut link = Link::Command;
+                        let mut buf = vec![0; 16 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            let sent = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                            if sent.contains("SUBSCRIBE") {
+                                link = Link::Pubsub;
+                            }
+                            if *hold.borrow_and_update() == Some(link) && sent.contains("PING") {
+                                held.send_replace(Some(link));
+                                if hold.wait_for(|h| *h != Some(link)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Staller {
+            addr,
+            hold,
+            held,
+            accepted,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Holds from now on the `PING`s sent on `link` connections, until told otherwise; `None`
+    /// lets everything through.
+    fn hold(&self, link: Option<Link>) {
+        self.hold.send_replace(link);
+    }
+
+    /// Waits until a `PING` on a `link` connection is being held.
+    async fn holding(&self, link: Link) {
+        let mut held = self.held.subscribe();
+        tokio::time::timeout(DEADLINE, held.wait_for(|h| *h == Some(link)))
+            .await
+            .unwrap_or_else(|_| panic!("the instance sent nothing on its {link:?} connection"))
+            .unwrap();
+    }
+}
+
+impl Drop for Staller {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The value of the one sample of `name` on a metrics page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn pings_answered_late_but_within_ping_timeout_keep_the_link() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let staller = Staller::start(&redis).await;
+    let origin = sse_origin(Arc::default()).await;
+    let slow_url = staller.url();
+    let slow = Proxy::routed_to(&origin, move |c| {
+        clustered(&slow_url, 60)(c);
+        c.cluster.ping_timeout_secs = 10;
+    })
+    .await;
+    let publisher = Proxy::routed_to(&origin, clustered(&redis.url(), 60)).await;
+    let mut stream = listen(&slow.url("/slow"), None).await;
+    redis.wait_subscribed("slow", 1).await;
+    let connections = staller.accepted.load(Ordering::SeqCst);
+
+    // Redis answers the next PING on the pubsub connection 2.5 s late, then the PING on the
+    // command connection (sent once the first is answered) 2.5 s late too: both longer than
+    // the 2 s other Redis calls get, both within `ping_timeout_secs`.
+    let late = Duration::from_millis(2500);
+    staller.hold(Some(Link::Pubsub));
+    staller.holding(Link::Pubsub).await;
+    tokio::time::sleep(late).await;
+    staller.hold(Some(Link::Command));
+    staller.holding(Link::Command).await;
+    let since = tokio::time::Instant::now();
+    // Read now: the next round of PINGs, due as soon as this one ends, replaces it.
+    until("the gauge shows the late PING", || async {
+        sample(&metrics(&slow).await, "holdfast_cluster_redis_ping_seconds")
+            .is_some_and(|s| s > 2.0)
+    })
+    .await;
+    tokio::time::sleep_until(since + late).await;
+    staller.hold(None);
+
+    publish_ok(&publisher, "slow", "after;").await;
+    assert_eq!(stream.until("after;").await, "after;");
+    // Never lost: no reconnect, no new connection.
+    let m = metrics(&slow).await;
+    assert!(m.contains("holdfast_cluster_connected 1\n"), "{m}");
+    assert!(m.contains("holdfast_cluster_reconnects_total 0\n"), "{m}");
+    assert!(slow.app.bus.is_connected());
+    assert_eq!(staller.accepted.load(Ordering::SeqCst), connections);
+}
+
 /// A Holdfast binary in cluster mode (a process of its own, to be killed with SIGKILL).
 fn clustered_binary(dir: &Path, origin: &Origin, redis: &Redis) -> Binary {
     let routes = dir.join("routes");

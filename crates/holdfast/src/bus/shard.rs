@@ -293,6 +293,11 @@ impl Shard {
                 tracing::info!(shard = %self.label, subscriptions, "cluster: connected to Redis")
             }
         }
+        // The command connection's own response timeout (2 s, for publishes and history reads)
+        // would cut its PING short; a handle of its own, on the same socket, waits the PING
+        // deadline instead. The pubsub connection has no response timeout of its own.
+        let mut pinger = cmd.clone();
+        pinger.set_response_timeout(ctx.ping_timeout);
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         loop {
             let linger = wanted.next_deadline();
@@ -333,7 +338,7 @@ impl Shard {
                     }
                     let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.last_ping_us.store(us.max(1), Ordering::Relaxed);
-                    if let Err(e) = within_for(ctx.ping_timeout, redis::cmd("PING").query_async::<redis::Value>(&mut cmd)).await {
+                    if let Err(e) = within_for(ctx.ping_timeout, redis::cmd("PING").query_async::<redis::Value>(&mut pinger)).await {
                         return e.during("ping on the command connection");
                     }
                 }
