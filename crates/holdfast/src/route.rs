@@ -113,7 +113,15 @@ pub async fn handle(
         return resp;
     }
     let resp = match &entrance.cross {
-        Some(co) => crate::crossorigin::finish(co, resp, app.config.limits.max_accept_body).await,
+        // Boxed, as only cross-origin requests need it (it doubled every request's future).
+        Some(co) => {
+            Box::pin(crate::crossorigin::finish(
+                co,
+                resp,
+                app.config.limits.max_accept_body,
+            ))
+            .await
+        }
         None => resp,
     };
     record.status = resp.status().as_u16();
@@ -251,12 +259,15 @@ async fn dispatch(
     }
     // As in Pushpin, a SockJS endpoint comes before anything else on its route, cross-origin
     // support included: SockJS answers carry CORS headers of their own.
+    // The endpoints other than the origins' are boxed: an `async fn` is sized for its largest
+    // branch, and every proxied request allocates this one's future (they took it from 4.4 to
+    // 9.6 KB).
     if crate::sockjs::prefix_of(&route, req.uri().path()).is_some() {
-        return crate::sockjs::serve(app, &route, req, peer, &info, record).await;
+        return Box::pin(crate::sockjs::serve(app, &route, req, peer, &info, record)).await;
     }
     // A Bayeux endpoint, likewise, answers with CORS headers of its own.
     if crate::bayeux::is_endpoint(&route, req.uri().path()) {
-        return crate::bayeux::serve(app, &route, req, peer, &info, record).await;
+        return Box::pin(crate::bayeux::serve(app, &route, req, peer, &info, record)).await;
     }
     let mut jsonp_body = None;
     if cross_origin(Some(&route)) {
@@ -275,10 +286,10 @@ async fn dispatch(
             peer: Some(peer.ip()),
             tls: info.tls,
         };
-        return crate::testhandler::serve(app, route, req, record, client).await;
+        return Box::pin(crate::testhandler::serve(app, route, req, record, client)).await;
     }
     if info.websocket {
-        return crate::ws::serve(app, route, req, peer, &info, record, None).await;
+        return Box::pin(crate::ws::serve(app, route, req, peer, &info, record, None)).await;
     }
     to_origins(app, route, req, jsonp_body, peer, info, record).await
 }
