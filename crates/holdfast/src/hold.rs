@@ -192,15 +192,14 @@ pub async fn hold(
         Some(HoldMode::Response) => {
             record.hold = Some("response");
             ctx.register(crate::metrics::Transport::LongPoll);
+            // The gone link is rare: boxed, a waiting hold keeps a pointer, not room for it.
+            let gone = gone.map(Box::new);
             if ctx.defer.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 // Answered at once with a placeholder: the server frees hyper's connection while
                 // the request waits, and writes the response when it comes.
-                // The gone link is rare: boxed, a waiting hold keeps a pointer, not room for it.
-                let gone = gone.map(Box::new);
                 let held = response::later(ctx, base, positions, ins.timeout_secs, gone);
                 return Ok(crate::http::Deferred::response(held));
             }
-            let gone = gone.map(Box::new);
             Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
         }
         hold => {

@@ -34,13 +34,6 @@ use crate::proxy::{Answer, OriginRequest, RequestInfo};
 /// The header a client picks its route with, under `server.accept_pushpin_route`.
 const PUSHPIN_ROUTE: HeaderName = HeaderName::from_static("pushpin-route");
 
-/// How a request arrived (see [`handle`]).
-#[derive(Clone, Copy)]
-struct Arrival {
-    tls: bool,
-    can_defer: bool,
-}
-
 /// What the entrance learns about a request while it dispatches it, for the response.
 struct Entrance {
     /// Error details in responses (`server.debug`, route `debug`).
@@ -84,8 +77,9 @@ pub async fn handle(
         log_level: None,
         cross: None,
     };
-    let arrival = Arrival { tls, can_defer };
-    let resp = match dispatch(&app, req, peer, arrival, &mut record, &mut entrance).await {
+    let mut info = RequestInfo::of(&req, tls, &app);
+    info.can_defer = can_defer;
+    let resp = match dispatch(&app, req, peer, info, &mut record, &mut entrance).await {
         Ok(resp) => resp,
         Err(e) => e.to_response(entrance.debug, entrance.log_level),
     };
@@ -99,16 +93,10 @@ pub async fn handle(
                 let max_body = app.config.limits.max_accept_body;
                 later.then(move |resp| async move {
                     let resp = crate::crossorigin::finish(&co, resp, max_body).await;
-                    record.status = resp.status().as_u16();
-                    record.log_level = log_level;
-                    resp.map(|b| boxed(Logged::new(b, record)))
+                    logged(resp, record, log_level)
                 });
             }
-            None => later.map(move |resp| {
-                record.status = resp.status().as_u16();
-                record.log_level = log_level;
-                resp.map(|b| boxed(Logged::new(b, record)))
-            }),
+            None => later.map(move |resp| logged(resp, record, log_level)),
         }
         return resp;
     }
@@ -124,8 +112,18 @@ pub async fn handle(
         }
         None => resp,
     };
+    logged(resp, record, entrance.log_level)
+}
+
+/// The response with its access-log line: written when its body ends, with its status and the
+/// route's `log_level`.
+fn logged(
+    resp: Response<Body>,
+    mut record: AccessRecord,
+    log_level: Option<tracing::Level>,
+) -> Response<Body> {
     record.status = resp.status().as_u16();
-    record.log_level = entrance.log_level;
+    record.log_level = log_level;
     resp.map(|b| boxed(Logged::new(b, record)))
 }
 
@@ -223,13 +221,11 @@ async fn dispatch(
     app: &Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    arrival: Arrival,
+    info: RequestInfo,
     record: &mut AccessRecord,
     entrance: &mut Entrance,
 ) -> Result<Response<Body>, ProxyError> {
     let mut req = req;
-    let mut info = RequestInfo::of(&req, arrival.tls, app);
-    info.can_defer = arrival.can_defer;
     if !info.trusted && is_websocket_events(req.headers()) {
         return Ok(text_response(
             http::StatusCode::FORBIDDEN,
