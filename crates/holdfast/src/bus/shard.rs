@@ -296,8 +296,9 @@ impl Shard {
             }
         }
         // The command connection's own response timeout (`command_timeout_secs`, for publishes
-        // and history reads) would cut its PING short; a handle of its own, on the same socket, waits the PING
-        // deadline instead. The pubsub connection has no response timeout of its own.
+        // and history reads) would cut its PING short; a handle of its own, on the same socket,
+        // waits the PING deadline instead. The pubsub connection has no response timeout of its
+        // own.
         let mut pinger = cmd.clone();
         pinger.set_response_timeout(ctx.ping_timeout);
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
