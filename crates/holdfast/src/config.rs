@@ -527,6 +527,12 @@ pub struct ClusterConfig {
     /// (pings go every 5 s). Long enough that a busy instance — 15,000 clients disconnecting at
     /// once — does not mistake its own delay for Redis's. Default 10.
     pub ping_timeout_secs: u64,
+    /// Seconds any other Redis call — a publish, a history read, a `SUBSCRIBE`, a presence or
+    /// webhook-registry command — may go unanswered. Past it a publish answers `503` (Redis may
+    /// still apply it) and the connection is treated as lost. Default 2.
+    pub command_timeout_secs: u64,
+    /// Seconds connecting to a Redis server (TCP, TLS and the handshake) may take. Default 2.
+    pub connect_timeout_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -537,11 +543,23 @@ impl Default for ClusterConfig {
             prefix: "holdfast:".to_string(),
             unsubscribe_delay_secs: 60,
             ping_timeout_secs: 10,
+            command_timeout_secs: 2,
+            connect_timeout_secs: 2,
         }
     }
 }
 
 impl ClusterConfig {
+    /// `command_timeout_secs` as a duration.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_secs)
+    }
+
+    /// `connect_timeout_secs` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
     /// The certificates of `redis_ca_file`, when one is set.
     pub fn redis_ca(&self) -> Result<Option<Vec<u8>>, String> {
         self.redis_ca_file
@@ -967,6 +985,14 @@ impl Config {
                 self.websocket.over_http_max_pending as u64,
             ),
             ("cluster.ping_timeout_secs", self.cluster.ping_timeout_secs),
+            (
+                "cluster.command_timeout_secs",
+                self.cluster.command_timeout_secs,
+            ),
+            (
+                "cluster.connect_timeout_secs",
+                self.cluster.connect_timeout_secs,
+            ),
             ("sockjs.heartbeat_secs", self.sockjs.heartbeat_secs),
             ("sockjs.disconnect_secs", self.sockjs.disconnect_secs),
             ("sockjs.max_queued", self.sockjs.max_queued as u64),

@@ -238,7 +238,7 @@ impl Presence {
             let client = crate::config::redis_url::client(&config.cluster.redis[0], ca.as_deref())
                 .expect("config was validated");
             let id = format!("{instance}-{:08x}", rand::random::<u32>());
-            cluster::Cluster::new(client, &config.cluster.prefix, id, p.instance_ttl_secs)
+            cluster::Cluster::new(client, &config.cluster, id, p.instance_ttl_secs)
         });
         let shared = Arc::new(Shared {
             config: p.clone(),

@@ -228,7 +228,7 @@ impl Webhooks {
                 Backend::Redis(Arc::new(store::RedisStore::new(
                     client,
                     addr,
-                    &config.cluster.prefix,
+                    &config.cluster,
                 )))
             }
             (None, Some(path)) => Backend::File(path.clone()),

@@ -601,12 +601,12 @@ enum Link {
     Pubsub,
 }
 
-/// A TCP relay in front of Redis that can hold the `PING`s an instance sends on one kind of
-/// connection — Redis answering late there only — and tells when it is holding one. Counts the
-/// connections it accepted.
+/// A TCP relay in front of Redis that can hold one command (`PING`, `PUBLISH`) an instance sends
+/// on one kind of connection — Redis answering late there only — and tells when it is holding
+/// one. Counts the connections it accepted.
 struct Staller {
     addr: SocketAddr,
-    hold: tokio::sync::watch::Sender<Option<Link>>,
+    hold: tokio::sync::watch::Sender<Option<(Link, &'static str)>>,
     held: tokio::sync::watch::Sender<Option<Link>>,
     accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -647,10 +647,13 @@ impl Staller {
                             if sent.contains("SUBSCRIBE") {
                                 link = Link::Pubsub;
                             }
-                            if *hold.borrow_and_update() == Some(link) && sent.contains("PING") {
-                                held.send_replace(Some(link));
-                                if hold.wait_for(|h| *h != Some(link)).await.is_err() {
-                                    return;
+                            let holding = *hold.borrow_and_update();
+                            if let Some((on, command)) = holding {
+                                if on == link && sent.contains(command) {
+                                    held.send_replace(Some(link));
+                                    if hold.wait_for(|h| *h != holding).await.is_err() {
+                                        return;
+                                    }
                                 }
                             }
                             if to_server.write_all(&buf[..n]).await.is_err() {
@@ -674,13 +677,13 @@ impl Staller {
         format!("redis://{}", self.addr)
     }
 
-    /// Holds from now on the `PING`s sent on `link` connections, until told otherwise; `None`
-    /// lets everything through.
-    fn hold(&self, link: Option<Link>) {
-        self.hold.send_replace(link);
+    /// Holds from now on the writes carrying `command` (upper case) sent on `link`
+    /// connections, until told otherwise; `None` lets everything through.
+    fn hold(&self, what: Option<(Link, &'static str)>) {
+        self.hold.send_replace(what);
     }
 
-    /// Waits until a `PING` on a `link` connection is being held.
+    /// Waits until a command on a `link` connection is being held.
     async fn holding(&self, link: Link) {
         let mut held = self.held.subscribe();
         tokio::time::timeout(DEADLINE, held.wait_for(|h| *h == Some(link)))
@@ -723,12 +726,12 @@ async fn pings_answered_late_but_within_ping_timeout_keep_the_link() {
 
     // Redis answers the next PING on the pubsub connection 2.5 s late, then the PING on the
     // command connection (sent once the first is answered) 2.5 s late too: both longer than
-    // the 2 s other Redis calls get, both within `ping_timeout_secs`.
+    // the 2 s other Redis calls get by default, both within `ping_timeout_secs`.
     let late = Duration::from_millis(2500);
-    staller.hold(Some(Link::Pubsub));
+    staller.hold(Some((Link::Pubsub, "PING")));
     staller.holding(Link::Pubsub).await;
     tokio::time::sleep(late).await;
-    staller.hold(Some(Link::Command));
+    staller.hold(Some((Link::Command, "PING")));
     staller.holding(Link::Command).await;
     let since = tokio::time::Instant::now();
     // Read now: the next round of PINGs, due as soon as this one ends, replaces it.
@@ -748,6 +751,123 @@ async fn pings_answered_late_but_within_ping_timeout_keep_the_link() {
     assert!(m.contains("holdfast_cluster_reconnects_total 0\n"), "{m}");
     assert!(slow.app.bus.is_connected());
     assert_eq!(staller.accepted.load(Ordering::SeqCst), connections);
+}
+
+#[tokio::test]
+async fn a_publish_answered_late_but_within_command_timeout_is_delivered_and_keeps_the_link() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let staller = Staller::start(&redis).await;
+    let origin = sse_origin(Arc::default()).await;
+    let slow_url = staller.url();
+    let slow = Proxy::routed_to(&origin, move |c| {
+        clustered(&slow_url, 60)(c);
+        c.cluster.command_timeout_secs = 10;
+    })
+    .await;
+    let mut stream = listen(&slow.url("/late"), None).await;
+    redis.wait_subscribed("late", 1).await;
+    let connections = staller.accepted.load(Ordering::SeqCst);
+
+    // Redis answers the publish's transaction 3 s late: past the default 2 s, within the 10 s
+    // set. The publishing instance does not deliver locally, so its subscriber gets the item
+    // only once Redis has it.
+    let late = Duration::from_secs(3);
+    staller.hold(Some((Link::Command, "PUBLISH")));
+    let release = async {
+        staller.holding(Link::Command).await;
+        tokio::time::sleep(late).await;
+        staller.hold(None);
+    };
+    let ((status, body), ()) = tokio::join!(publish(&slow, "late", None, None, "late;"), release);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stream.until("late;").await, "late;");
+    // Never lost: no reconnect, no new connection, and the next publish goes straight through.
+    publish_ok(&slow, "late", "next;").await;
+    assert_eq!(stream.until("next;").await, "next;");
+    let m = metrics(&slow).await;
+    assert!(m.contains("holdfast_cluster_connected 1\n"), "{m}");
+    assert!(m.contains("holdfast_cluster_reconnects_total 0\n"), "{m}");
+    assert_eq!(staller.accepted.load(Ordering::SeqCst), connections);
+}
+
+#[tokio::test]
+async fn a_publish_redis_answers_too_late_gets_503_saying_it_may_still_be_delivered() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let staller = Staller::start(&redis).await;
+    let origin = sse_origin(Arc::default()).await;
+    let slow_url = staller.url();
+    let slow = Proxy::routed_to(&origin, move |c| {
+        clustered(&slow_url, 60)(c);
+        c.cluster.command_timeout_secs = 1;
+    })
+    .await;
+    let other = Proxy::routed_to(&origin, clustered(&redis.url(), 60)).await;
+    let mut stream = listen(&other.url("/maybe"), None).await;
+    redis.wait_subscribed("maybe", 1).await;
+    until("the publishing instance is connected", || async {
+        slow.app.bus.is_connected()
+    })
+    .await;
+
+    // The transaction reaches Redis only after the publisher was answered: the 503 must not
+    // claim that nothing was published.
+    staller.hold(Some((Link::Command, "PUBLISH")));
+    let (status, body) = publish(&slow, "maybe", None, None, "maybe;").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("did not answer within cluster.command_timeout_secs (1 s); the item may still be delivered"),
+        "{body}"
+    );
+    staller.holding(Link::Command).await;
+    staller.hold(None);
+    assert_eq!(stream.until("maybe;").await, "maybe;");
+}
+
+#[test]
+fn a_redis_timeout_of_zero_is_refused_at_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("holdfast.toml");
+    for field in ["command_timeout_secs", "connect_timeout_secs"] {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\npublish_listen = \"127.0.0.1:0\"\n\n\
+                 [cluster]\nredis = [\"redis://127.0.0.1:1\"]\n{field} = 0\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: a server that accepted the value would run until killed. Its stderr ends
+        // when it exits.
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            let _ = tx.send(text);
+        });
+        let Ok(err) = rx.recv_timeout(DEADLINE) else {
+            let _ = child.kill();
+            panic!("{field} = 0 was accepted: the server started");
+        };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(2), "{err}");
+        let named = format!(
+            "{}:7: cluster.{field}: must be at least 1",
+            config.display()
+        );
+        assert!(err.contains(&named), "{err}");
+    }
 }
 
 /// A Holdfast binary in cluster mode (a process of its own, to be killed with SIGKILL).

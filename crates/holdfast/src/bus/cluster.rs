@@ -63,6 +63,10 @@ pub(super) struct ClusterShared {
     pub unsubscribe_delay: Duration,
     /// How long a `PING` may go unanswered.
     pub ping_timeout: Duration,
+    /// How long any other call may go unanswered (`cluster.command_timeout_secs`).
+    pub command_timeout: Duration,
+    /// How long connecting to a server may take (`cluster.connect_timeout_secs`).
+    pub connect_timeout: Duration,
     /// How many Redis servers channels are spread over.
     pub shards: usize,
 }
@@ -104,6 +108,8 @@ impl RedisBus {
             },
             unsubscribe_delay: Duration::from_secs(c.unsubscribe_delay_secs),
             ping_timeout: Duration::from_secs(c.ping_timeout_secs),
+            command_timeout: c.command_timeout(),
+            connect_timeout: c.connect_timeout(),
             shards: shards.len(),
         });
         let dispatch = shards.clone();
@@ -160,7 +166,7 @@ impl RedisBus {
         for (shard, generation, result) in join_all(sends).await {
             if let Err(e) = result {
                 shard.command_failed(generation, &e);
-                failure.get_or_insert(format!("{}: {e}", shard.label));
+                failure.get_or_insert_with(|| self.failed(shard, &e, items.len()));
             }
         }
         if let Some(mut message) = failure {
@@ -173,6 +179,21 @@ impl RedisBus {
             tracing::info!(channel = %item.channel, via = "redis", "publish");
         }
         Ok(0)
+    }
+
+    /// Why a publish to `shard` failed, in the publisher's words. A call that timed out may
+    /// still have been applied: Redis can take the transaction after the client gave up on it.
+    fn failed(&self, shard: &Shard, e: &::redis::RedisError, items: usize) -> String {
+        if e.is_timeout() {
+            let what = if items == 1 { "the item" } else { "the items" };
+            format!(
+                "{} did not answer within cluster.command_timeout_secs ({} s); {what} may still be delivered",
+                shard.label,
+                self.ctx.command_timeout.as_secs()
+            )
+        } else {
+            format!("{}: {e}", shard.label)
+        }
     }
 
     /// The items after `after` in the channel's history stream in Redis.

@@ -15,9 +15,10 @@
 //! - while the task is connected, Redis has confirmed every channel in `subscribed`, and items
 //!   reach the hub in the order Redis sent them (one reader, no reordering);
 //! - [`Shard::connection`] is `None` whenever the task is not connected, so publishes fail at
-//!   once with 503 instead of waiting; on any connection error (or a `PING` unanswered for `cluster.ping_timeout_secs`)
-//!   the task drops both connections, reconnects with backoff (100 ms doubling to 2 s, with
-//!   jitter) and resubscribes to what the hub needs then;
+//!   once with 503 instead of waiting; on any connection error (or a `PING` unanswered for
+//!   `cluster.ping_timeout_secs`, or another call for `cluster.command_timeout_secs`) the task
+//!   drops both connections, reconnects with backoff (100 ms doubling to 2 s, with jitter) and
+//!   resubscribes to what the hub needs then;
 //! - after (re)subscribing and before taking publishes, the task hands the hub the items of each
 //!   subscribed channel that the history stream has after the hub's last id — what others
 //!   published while this instance was cut off — and skips them if they also arrive live.
@@ -43,8 +44,6 @@ use crate::hub::Wanted;
 
 /// Interest changes queued for the task; past it the shard resyncs from the hub.
 const INTEREST_QUEUE: usize = 4096;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -202,7 +201,7 @@ impl Shard {
             while let Ok((channel, on)) = rx.try_recv() {
                 wanted.note(&ctx.hub, channel, on);
             }
-            match self.connect().await {
+            match self.connect(&ctx).await {
                 Ok((cmd, pubsub)) => {
                     backoff = BACKOFF_MIN;
                     if ever_connected {
@@ -236,15 +235,18 @@ impl Shard {
         }
     }
 
-    async fn connect(&self) -> Result<(MultiplexedConnection, PubSub), LinkError> {
+    async fn connect(
+        &self,
+        ctx: &ClusterShared,
+    ) -> Result<(MultiplexedConnection, PubSub), LinkError> {
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            .set_connection_timeout(Some(ctx.connect_timeout))
+            .set_response_timeout(Some(ctx.command_timeout));
         let cmd = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let pubsub = within(self.client.get_async_pubsub()).await?;
+        let pubsub = within(ctx.connect_timeout, self.client.get_async_pubsub()).await?;
         Ok((cmd, pubsub))
     }
 
@@ -293,9 +295,10 @@ impl Shard {
                 tracing::info!(shard = %self.label, subscriptions, "cluster: connected to Redis")
             }
         }
-        // The command connection's own response timeout (2 s, for publishes and history reads)
-        // would cut its PING short; a handle of its own, on the same socket, waits the PING
-        // deadline instead. The pubsub connection has no response timeout of its own.
+        // The command connection's own response timeout (`command_timeout_secs`, for publishes
+        // and history reads) would cut its PING short; a handle of its own, on the same socket,
+        // waits the PING deadline instead. The pubsub connection has no response timeout of its
+        // own.
         let mut pinger = cmd.clone();
         pinger.set_response_timeout(ctx.ping_timeout);
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
@@ -333,12 +336,12 @@ impl Shard {
                 }
                 _ = ping.tick() => {
                     let sent = Instant::now();
-                    if let Err(e) = within_for(ctx.ping_timeout, sink.ping::<redis::Value>()).await {
+                    if let Err(e) = within(ctx.ping_timeout, sink.ping::<redis::Value>()).await {
                         return e.during("ping on the pubsub connection");
                     }
                     let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.last_ping_us.store(us.max(1), Ordering::Relaxed);
-                    if let Err(e) = within_for(ctx.ping_timeout, redis::cmd("PING").query_async::<redis::Value>(&mut pinger)).await {
+                    if let Err(e) = within(ctx.ping_timeout, redis::cmd("PING").query_async::<redis::Value>(&mut pinger)).await {
                         return e.during("ping on the command connection");
                     }
                 }
@@ -375,7 +378,7 @@ impl Shard {
             .collect();
         for batch in behind.chunks(CATCH_UP_BATCH) {
             let keys: Vec<String> = batch.iter().map(|(c, _)| ctx.keys.history(c)).collect();
-            let streams = within(history::read(cmd, &keys, &ctx.history))
+            let streams = within(ctx.command_timeout, history::read(cmd, &keys, &ctx.history))
                 .await
                 .map_err(|e| e.during("reading history"))?;
             for ((channel, last), entries) in batch.iter().zip(streams) {
@@ -492,7 +495,7 @@ impl Shard {
     ) -> Result<(), LinkError> {
         for batch in channels.chunks(BATCH) {
             let keys: Vec<String> = batch.iter().map(|c| ctx.keys.pubsub(c)).collect();
-            within(sink.subscribe(&keys))
+            within(ctx.command_timeout, sink.subscribe(&keys))
                 .await
                 .map_err(|e| e.during("SUBSCRIBE"))?;
             let mut subscribed = self.subscribed.lock().expect("shard lock poisoned");
@@ -511,7 +514,7 @@ impl Shard {
     ) -> Result<(), LinkError> {
         for batch in channels.chunks(BATCH) {
             let keys: Vec<String> = batch.iter().map(|c| ctx.keys.pubsub(c)).collect();
-            within(sink.unsubscribe(&keys))
+            within(ctx.command_timeout, sink.unsubscribe(&keys))
                 .await
                 .map_err(|e| e.during("UNSUBSCRIBE"))?;
             let mut subscribed = self.subscribed.lock().expect("shard lock poisoned");
@@ -537,15 +540,8 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Runs a Redis call with the response timeout.
-async fn within<T>(
-    f: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, LinkError> {
-    within_for(RESPONSE_TIMEOUT, f).await
-}
-
 /// Runs a Redis call with a timeout.
-async fn within_for<T>(
+async fn within<T>(
     limit: Duration,
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, LinkError> {

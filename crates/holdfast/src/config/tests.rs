@@ -75,6 +75,14 @@ fn bad_values_are_named() {
         ),
         ("[cluster]\nredis = [\"http://r:1\"]\n", "cluster.redis"),
         (
+            "[cluster]\ncommand_timeout_secs = 0\n",
+            "cluster.command_timeout_secs: must be at least 1",
+        ),
+        (
+            "[cluster]\nconnect_timeout_secs = 0\n",
+            "cluster.connect_timeout_secs: must be at least 1",
+        ),
+        (
             "[cluster]\nredis = [\"redis://a:1\", \"redis://a:1\"]\n",
             "listed twice",
         ),

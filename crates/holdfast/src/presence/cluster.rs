@@ -25,9 +25,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
 use super::{ChannelState, Key, PresenceError, Shared};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::config::ClusterConfig;
 
 /// Makes a key present for an instance. KEYS: holders, the instance's set, info, the index
 /// set (live channels or the channel's members), the instances. ARGV: id, key, info, index
@@ -120,16 +118,28 @@ pub(super) struct Cluster {
     prefix: String,
     id: String,
     ttl_ms: u64,
+    /// `cluster.connect_timeout_secs`.
+    connect_timeout: Duration,
+    /// `cluster.command_timeout_secs`: how long any command may go unanswered.
+    command_timeout: Duration,
     conn: Arc<Mutex<Option<MultiplexedConnection>>>,
 }
 
 impl Cluster {
-    pub fn new(client: redis::Client, prefix: &str, id: String, ttl_secs: u64) -> Cluster {
+    /// Presence in the Redis of `client`, with the key prefix and timeouts of `cluster`.
+    pub fn new(
+        client: redis::Client,
+        cluster: &ClusterConfig,
+        id: String,
+        ttl_secs: u64,
+    ) -> Cluster {
         Cluster {
             client,
-            prefix: prefix.to_string(),
+            prefix: cluster.prefix.clone(),
             id,
             ttl_ms: ttl_secs * 1000,
+            connect_timeout: cluster.connect_timeout(),
+            command_timeout: cluster.command_timeout(),
             conn: Arc::default(),
         }
     }
@@ -151,8 +161,8 @@ impl Cluster {
     /// Connects the command connection.
     pub async fn connect(&self) -> redis::RedisResult<()> {
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -393,24 +403,36 @@ pub(super) async fn listen(shared: Arc<Shared>) {
     let cluster = shared.cluster.clone().expect("cluster mode");
     let channel = cluster.key("events");
     loop {
-        match cluster.client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        if let Ok(json) = msg.get_payload::<String>() {
-                            shared.broadcast(json.into());
+        match within(cluster.connect_timeout, cluster.client.get_async_pubsub()).await {
+            Ok(mut pubsub) => {
+                match within(cluster.command_timeout, pubsub.subscribe(&channel)).await {
+                    Ok(()) => {
+                        let mut messages = pubsub.on_message();
+                        while let Some(msg) = messages.next().await {
+                            if let Ok(json) = msg.get_payload::<String>() {
+                                shared.broadcast(json.into());
+                            }
                         }
+                        tracing::debug!("presence: event subscription to Redis ended");
                     }
-                    tracing::debug!("presence: event subscription to Redis ended");
+                    Err(e) => tracing::debug!(error = %e, "presence: cannot subscribe to events"),
                 }
-                Err(e) => tracing::debug!(error = %e, "presence: cannot subscribe to events"),
-            },
+            }
             Err(e) => tracing::debug!(error = %e, "presence: cannot connect for events"),
         }
         let wait = super::tracker::HEARTBEAT;
         tokio::time::sleep(wait + crate::retry::jitter(wait / 2)).await;
     }
+}
+
+/// Runs a Redis call that has no timeout of its own with one.
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
 }
 
 #[cfg(test)]

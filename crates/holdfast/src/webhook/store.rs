@@ -93,16 +93,26 @@ pub(super) struct RedisStore {
     addr: String,
     key: String,
     version_key: String,
+    /// `cluster.connect_timeout_secs` and `cluster.command_timeout_secs`.
+    connect_timeout: std::time::Duration,
+    command_timeout: std::time::Duration,
     conn: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl RedisStore {
-    pub(super) fn new(client: redis::Client, addr: String, prefix: &str) -> RedisStore {
+    pub(super) fn new(
+        client: redis::Client,
+        addr: String,
+        cluster: &crate::config::ClusterConfig,
+    ) -> RedisStore {
+        let prefix = &cluster.prefix;
         RedisStore {
             client,
             addr,
             key: format!("{prefix}webhooks"),
             version_key: format!("{prefix}webhooks:version"),
+            connect_timeout: cluster.connect_timeout(),
+            command_timeout: cluster.command_timeout(),
             conn: std::sync::Mutex::default(),
         }
     }
@@ -118,8 +128,8 @@ impl RedisStore {
             return Ok(conn);
         }
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(5)));
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
