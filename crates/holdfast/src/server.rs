@@ -472,8 +472,8 @@ struct Conn {
 }
 
 impl Conn {
-    /// What serving a connection again, after a response written without hyper, needs: the
-    /// header timeout runs anew from now.
+    /// What serving a connection again, after a response written without hyper, needs; whoever
+    /// writes that response sets `deadline` anew once it is written.
     fn again(
         peer: SocketAddr,
         kind: Kind,

@@ -622,6 +622,47 @@ async fn a_held_long_poll_leaves_hyper_and_its_connection_carries_the_next_reque
     proxy.wait_subscribers("lpw", 0).await;
 }
 
+/// The header timeout after a held long-poll's answer runs from the answer, not from when the
+/// hold began: a poll held longer than `client_header_secs` leaves its connection open for the
+/// client's next request.
+#[tokio::test]
+async fn a_long_poll_held_past_the_header_timeout_keeps_its_connection_for_the_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = grip_origin(
+        200,
+        &[("grip-hold", "response"), ("grip-channel", "lpt")],
+        "timeout\n",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |c| c.timeouts.client_header_secs = 1).await;
+    let mut stream = send_raw(proxy.addr, b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    proxy.wait_subscribers("lpt", 1).await;
+    proxy.wait_direct_long_polls(1).await;
+    // The condition under test, not a synchronisation: the hold outlasts the header timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.publish_items([response_item("lpt", "first\n")]).await;
+    let mut got = Vec::new();
+    read_raw_until(&mut stream, &mut got, b"\r\n\r\nfirst\n").await;
+
+    stream
+        .write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    proxy.wait_direct_long_polls(1).await;
+    proxy
+        .publish_items([response_item("lpt", "second\n")])
+        .await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&rest).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(body, "second\n");
+}
+
 /// A client that leaves a long-poll held outside hyper ends its hold and its subscription.
 #[tokio::test]
 async fn a_client_leaving_a_held_long_poll_ends_its_subscription() {

@@ -214,6 +214,10 @@ pub async fn answer_later(
         let _ = stream.shutdown().await;
         return;
     }
+    // The header timeout for the next request runs from the end of this response, not from
+    // when the hold began (which may be longer ago than the timeout itself).
+    let mut conn = conn;
+    conn.deadline = crate::deadline::after(super::head_timeout(&conn.app, conn.kind));
     // Boxed as a trait object: the connection's own future contains this one.
     let again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
         Box::pin(super::serve_connection(Cell::new(stream, guards), conn));
