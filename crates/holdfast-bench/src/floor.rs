@@ -1,6 +1,6 @@
 //! The floor server: the fastest SSE fan-out this machine can do, as the benchmarks' baseline.
 //!
-//! No proxying, no origin, no channels, no GRIP. `--listen` accepts HTTP/1.1 requests, reads
+//! No proxying, no origin, no GRIP, and one channel unless `--fanout channels`. `--listen` accepts HTTP/1.1 requests, reads
 //! each request head with `httparse` (at most [`MAX_HEAD`] bytes within [`HEAD_TIMEOUT`], bytes
 //! after it ignored), answers `200 OK` with `Content-Type: text/event-stream`,
 //! `Cache-Control: no-cache`, `Transfer-Encoding: chunked` and a first chunk carrying the 5-byte
@@ -11,7 +11,9 @@
 //! - `POST /publish/` takes Pushpin's publish JSON ([`publish`]); the `http-stream` content of
 //!   the items is encoded once as chunks and written to every held stream, whatever the item's
 //!   channel (the floor has just one). The answer, `200 Published`, is sent once the chunk is
-//!   queued for every shard, not after it is written.
+//!   queued for every shard, not after it is written. With `--fanout channels` a subscriber for
+//!   `/sub/NAME` is held on channel NAME, each item goes to its own channel's streams only, and
+//!   the answer is sent once every item has been written ([`hub`]).
 //! - `GET /metrics` answers `holdfast_subscriptions N`, the streams held, so the fan-out driver's
 //!   `--ready metrics` works as it does for Holdfast.
 //!
@@ -124,30 +126,37 @@ async fn accept_streams(listener: TcpListener, hub: Arc<Hub>) -> anyhow::Result<
         let stream = crate::accept::next(&listener, "floor").await;
         let hub = Arc::clone(&hub);
         tokio::spawn(async move {
-            if let Some(stream) = open_stream(stream).await {
-                hub.hold(stream).await;
+            if let Some((stream, channel)) = open_stream(stream).await {
+                hub.hold(stream, &channel).await;
             }
         });
     }
 }
 
-/// Reads the request head and writes the stream's response head; `None` if the client went away
-/// or sent something that is not HTTP/1.x.
-async fn open_stream(mut stream: TcpStream) -> Option<TcpStream> {
+/// Reads the request head and writes the stream's response head; the stream and its channel
+/// (NAME for a path `/sub/NAME`, else empty), or `None` if the client went away or sent
+/// something that is not HTTP/1.x.
+async fn open_stream(mut stream: TcpStream) -> Option<(TcpStream, String)> {
     let handshake = async {
-        if !read_head(&mut stream).await? {
+        let Some(path) = read_head(&mut stream).await? else {
             let _ = stream.write_all(BAD_REQUEST).await;
             return None;
-        }
-        stream.write_all(STREAM_HEAD).await.ok()
+        };
+        stream.write_all(STREAM_HEAD).await.ok()?;
+        Some(channel_of(&path).to_string())
     };
-    tokio::time::timeout(HEAD_TIMEOUT, handshake).await.ok()??;
-    Some(stream)
+    let channel = tokio::time::timeout(HEAD_TIMEOUT, handshake).await.ok()??;
+    Some((stream, channel))
 }
 
-/// Reads until a complete request head; `Some(false)` if it does not parse or is too long,
-/// `None` if the connection ends first.
-async fn read_head(stream: &mut TcpStream) -> Option<bool> {
+/// The channel a subscriber's path names: NAME for `/sub/NAME`, else the empty channel.
+fn channel_of(path: &str) -> &str {
+    path.strip_prefix("/sub/").unwrap_or("")
+}
+
+/// Reads until a complete request head; `Some(Some(path))` for a complete one, `Some(None)` if
+/// it does not parse or is too long, `None` if the connection ends first.
+async fn read_head(stream: &mut TcpStream) -> Option<Option<String>> {
     let mut buf = Vec::with_capacity(1024);
     while buf.len() < MAX_HEAD {
         let mut more = [0u8; 1024];
@@ -160,17 +169,18 @@ async fn read_head(stream: &mut TcpStream) -> Option<bool> {
             return Some(done);
         }
     }
-    Some(false)
+    Some(None)
 }
 
-/// `Some(true)` for a complete request head, `Some(false)` for an invalid one, `None` if more
-/// bytes are needed.
-fn parse_head(buf: &[u8]) -> Option<bool> {
+/// `Some(Some(path))` for a complete request head, `Some(None)` for an invalid one, `None` if
+/// more bytes are needed.
+fn parse_head(buf: &[u8]) -> Option<Option<String>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
-    match httparse::Request::new(&mut headers).parse(buf) {
-        Ok(httparse::Status::Complete(_)) => Some(true),
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Some(Some(req.path.unwrap_or("/").to_string())),
         Ok(httparse::Status::Partial) => None,
-        Err(_) => Some(false),
+        Err(_) => Some(None),
     }
 }
 
@@ -215,6 +225,17 @@ async fn answer_publisher(
                     ))
                 }
             };
+            if hub.by_channel() {
+                return Ok(match publish::parse_items(&body) {
+                    Ok(items) => {
+                        for (channel, chunk) in items {
+                            hub.publish_to(&channel, chunk).await;
+                        }
+                        text(StatusCode::OK, "Published\n".into())
+                    }
+                    Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                });
+            }
             match publish::parse_publish(&body) {
                 Ok(chunk) => {
                     hub.publish(chunk).await;
@@ -245,9 +266,14 @@ mod tests {
 
     #[test]
     fn request_heads() {
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Some(true));
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(Some("/".to_string()))
+        );
         assert_eq!(parse_head(b"GET /sub/bench HTTP/1.1\r\nHo"), None);
-        assert_eq!(parse_head(b"\x16\x03\x01 hello\r\n\r\n"), Some(false));
+        assert_eq!(parse_head(b"\x16\x03\x01 hello\r\n\r\n"), Some(None));
+        assert_eq!(channel_of("/sub/c42"), "c42");
+        assert_eq!(channel_of("/x"), "");
     }
 
     async fn read_until(stream: &mut TcpStream, got: &mut Vec<u8>, want: &[u8]) {
@@ -334,6 +360,63 @@ mod tests {
             wait_held(publish, 2.0).await;
             server.abort();
         }
+    }
+
+    /// With `--fanout channels` an item reaches the streams of its own channel and no others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn channels_get_only_their_own_items() {
+        let streams = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let publisher = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, publish) = (
+            streams.local_addr().unwrap(),
+            publisher.local_addr().unwrap(),
+        );
+        let server = tokio::spawn(serve(streams, publisher, Hub::new(Fanout::Channels, 1)));
+        let mut clients = Vec::new();
+        for path in ["/sub/a", "/sub/a", "/sub/b"] {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            c.write_all(head.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            read_until(&mut c, &mut got, b"5\r\n:ok\n\n\r\n").await;
+            clients.push((c, got));
+        }
+        wait_held(publish, 3.0).await;
+        let item = |channel: &str, content: &str| {
+            format!(
+                r#"{{"channel":"{channel}","formats":{{"http-stream":{{"content":"{content}"}}}}}}"#
+            )
+        };
+        // One request with an item for each channel, then one for b alone, then one for a.
+        for body in [
+            format!(
+                r#"{{"items":[{},{}]}}"#,
+                item("a", "for-a;"),
+                item("b", "for-b;")
+            ),
+            format!(r#"{{"items":[{}]}}"#, item("b", "end-b;")),
+            format!(r#"{{"items":[{}]}}"#, item("a", "end-a;")),
+        ] {
+            let (status, _) = control::send(publish, Method::POST, "/publish/", Some(body))
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+        }
+        // Each stream has its channel's items in order and nothing of the other's.
+        for (i, (c, got)) in clients.iter_mut().enumerate() {
+            let (first, last) = if i < 2 {
+                ("for-a;", "end-a;")
+            } else {
+                ("for-b;", "end-b;")
+            };
+            read_until(c, got, format!("6\r\n{last}\r\n").as_bytes()).await;
+            let text = String::from_utf8_lossy(got);
+            let want = format!("5\r\n:ok\n\n\r\n6\r\n{first}\r\n6\r\n{last}\r\n");
+            assert!(text.ends_with(&want), "stream {i}: {text}");
+        }
+        drop(clients.pop());
+        wait_held(publish, 2.0).await;
+        server.abort();
     }
 
     #[tokio::test]

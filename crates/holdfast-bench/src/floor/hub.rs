@@ -16,12 +16,22 @@
 //!   `tokio::sync::broadcast` channel of [`LAG_QUEUE`] chunks and writing them itself; a stream
 //!   that falls further behind, or whose write stalls for [`WRITE_TIMEOUT`], is closed.
 //!
+//! - [`Fanout::Channels`]: the many-channels benchmark's floor. A subscriber for `/sub/NAME` is
+//!   held on channel NAME (any other path on the empty channel), and an item goes only to the
+//!   streams of its channel. Each channel keeps its streams' write halves in a map split over
+//!   [`CHANNEL_LOCKS`] locks; the publish request writes the item's chunk to them itself with
+//!   `try_write`, under that lock, with the shard strategy's policy for a stream that cannot
+//!   take it at once (a task of its own, then closed when [`LAG_QUEUE`] is full or a write
+//!   stalls).
+//!
 //! Either way a stream counts in [`Hub::held`] from once it is registered to receive chunks
 //! (its join queued to its shard, or its broadcast receiver created) until its client closes or
 //! a write fails, so any publish made after the count includes a stream reaches that stream.
 
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -49,7 +59,12 @@ pub enum Fanout {
     Shards,
     /// A task per stream, fed by a broadcast channel.
     Broadcast,
+    /// A stream per channel list, written with `try_write` by the publish request itself.
+    Channels,
 }
+
+/// Locks the channel map of [`Fanout::Channels`] is split over, by a hash of the channel name.
+const CHANNEL_LOCKS: usize = 64;
 
 /// The held streams.
 pub struct Hub {
@@ -64,6 +79,7 @@ enum Kind {
         next: AtomicUsize,
     },
     Broadcast(broadcast::Sender<Bytes>),
+    Channels(Vec<Mutex<HashMap<String, Vec<Held>>>>),
 }
 
 impl Hub {
@@ -83,6 +99,11 @@ impl Hub {
                 next: AtomicUsize::new(0),
             },
             Fanout::Broadcast => Kind::Broadcast(broadcast::channel(LAG_QUEUE).0),
+            Fanout::Channels => Kind::Channels(
+                (0..CHANNEL_LOCKS)
+                    .map(|_| Mutex::new(HashMap::new()))
+                    .collect(),
+            ),
         };
         Hub { held, kind }
     }
@@ -93,8 +114,8 @@ impl Hub {
     }
 
     /// Holds `stream` (its response head already written) until its client closes it or a
-    /// write to it fails.
-    pub async fn hold(&self, stream: TcpStream) {
+    /// write to it fails. `channel` matters only to [`Fanout::Channels`].
+    pub async fn hold(&self, stream: TcpStream, channel: &str) {
         match &self.kind {
             Kind::Shards { shards, next } => {
                 let (read, write) = stream.into_split();
@@ -118,6 +139,45 @@ impl Hub {
                 hold_broadcast(read, write, rx).await;
                 self.held.fetch_sub(1, Ordering::Relaxed);
             }
+            Kind::Channels(locks) => {
+                let (read, write) = stream.into_split();
+                let presence = Arc::new(Presence::default());
+                let held = Held {
+                    sink: Sink::Direct(write),
+                    presence: Arc::clone(&presence),
+                };
+                lock_of(locks, channel)
+                    .entry(channel.to_string())
+                    .or_default()
+                    .push(held);
+                self.held.fetch_add(1, Ordering::Relaxed);
+                wait_for_close(read).await;
+                // Dropped from the list by the next publish to the channel.
+                presence.leave(&self.held);
+            }
+        }
+    }
+
+    /// Whether publishes are per channel ([`Fanout::Channels`]).
+    pub fn by_channel(&self) -> bool {
+        matches!(self.kind, Kind::Channels(_))
+    }
+
+    /// Sends `chunk` to every stream held on `channel`: written at once, in this call, under the
+    /// channel's lock ([`Fanout::Channels`]; the other strategies send it to every stream).
+    pub async fn publish_to(&self, channel: &str, chunk: Bytes) {
+        let Kind::Channels(locks) = &self.kind else {
+            return self.publish(chunk).await;
+        };
+        if chunk.is_empty() {
+            return;
+        }
+        let mut map = lock_of(locks, channel);
+        if let Some(streams) = map.get_mut(channel) {
+            deliver(streams, &chunk, &self.held);
+            if streams.is_empty() {
+                map.remove(channel);
+            }
         }
     }
 
@@ -137,8 +197,29 @@ impl Hub {
                 // No receivers is not an error: nobody is subscribed.
                 let _ = tx.send(chunk);
             }
+            Kind::Channels(locks) => {
+                for lock in locks {
+                    let mut map = lock.lock().expect("floor channel lock poisoned");
+                    for streams in map.values_mut() {
+                        deliver(streams, &chunk, &self.held);
+                    }
+                    map.retain(|_, streams| !streams.is_empty());
+                }
+            }
         }
     }
+}
+
+/// The lock of `channel`'s part of the map.
+fn lock_of<'a>(
+    locks: &'a [Mutex<HashMap<String, Vec<Held>>>],
+    channel: &str,
+) -> std::sync::MutexGuard<'a, HashMap<String, Vec<Held>>> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    channel.hash(&mut hasher);
+    // The remainder is below `locks.len()`, so it fits a usize.
+    let i = (hasher.finish() % locks.len() as u64) as usize;
+    locks[i].lock().expect("floor channel lock poisoned")
 }
 
 /// Whether a sharded stream is still counted; whoever sees it end first uncounts it.

@@ -18,7 +18,8 @@ struct PublishBody {
     items: Vec<Item>,
 }
 
-/// One publish item; the floor has a single implicit channel, so `channel` is only checked.
+/// One publish item; `channel` is only checked unless the floor keeps channels
+/// (`--fanout channels`).
 #[derive(Debug, Deserialize)]
 struct Item {
     channel: String,
@@ -53,6 +54,27 @@ pub fn parse_publish(body: &[u8]) -> anyhow::Result<Bytes> {
         }
     }
     Ok(out.freeze())
+}
+
+/// Parses a publish body into each item's channel and chunk, in order, for a floor that keeps
+/// channels; items without `http-stream` content are left out. Errors as [`parse_publish`].
+pub fn parse_items(body: &[u8]) -> anyhow::Result<Vec<(String, Bytes)>> {
+    let body: PublishBody =
+        serde_json::from_slice(body).map_err(|e| anyhow::anyhow!("invalid publish body: {e}"))?;
+    let mut out = Vec::with_capacity(body.items.len());
+    for (i, item) in body.items.into_iter().enumerate() {
+        if item.channel.is_empty() {
+            anyhow::bail!("invalid publish body: items[{i}].channel is empty");
+        }
+        let mut chunk = BytesMut::new();
+        if let Some(stream) = &item.formats.http_stream {
+            to_chunk(stream.content.as_bytes(), &mut chunk);
+        }
+        if !chunk.is_empty() {
+            out.push((item.channel, chunk.freeze()));
+        }
+    }
+    Ok(out)
 }
 
 /// Appends `content` to `out` as one HTTP/1.1 chunk; empty content appends nothing.
