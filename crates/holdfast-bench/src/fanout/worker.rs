@@ -296,16 +296,15 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             per_proxy: vec![ProxyTally::new(args.messages); args.proxies.len()],
         }),
         errors: Mutex::new(BTreeMap::new()),
-        tls: match (args.tls, args.http2) {
-            (true, false) => Some(crate::tls::connector(
-                args.tls_ca.as_deref(),
-                crate::tls::Alpn::Http1,
-            )?),
-            (true, true) => Some(crate::tls::connector(
-                args.tls_ca.as_deref(),
-                crate::tls::Alpn::H2,
-            )?),
-            (false, _) => None,
+        tls: match args.tls {
+            true => {
+                let alpn = match args.http2 {
+                    true => crate::tls::Alpn::H2,
+                    false => crate::tls::Alpn::Http1,
+                };
+                Some(crate::tls::connector(args.tls_ca.as_deref(), alpn)?)
+            }
+            false => None,
         },
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
