@@ -5,7 +5,8 @@
 //! 1. **Subscribe.** `--subscribers` are spread over `--workers` processes ([`pool`], each one a
 //!    [`worker`]), none holding more than [`MAX_PER_WORKER`] sockets. With `--http2` each
 //!    subscriber is an HTTP/2 stream, `--streams-per-connection` of them on one cleartext
-//!    prior-knowledge connection. With several `--proxy`
+//!    prior-knowledge connection, or with `--tls` on one TLS connection that negotiated ALPN
+//!    `h2` (checked once per proxy before the workers start). With several `--proxy`
 //!    addresses, subscriber `i` (counted over all workers) goes to proxy `i % proxies`: every
 //!    worker gets the whole list, so each proxy gets an equal share (±1) whatever the number of
 //!    workers. The driver then waits until they are all subscribed, decided by `--ready`:
@@ -47,7 +48,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use tokio::time::Instant;
 
@@ -69,6 +70,8 @@ pub const MAX_PER_WORKER: usize = 19_000;
 const DRAIN_IDLE: Duration = Duration::from_secs(3);
 /// How often the drain and the publish pauses check on the workers.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Longest wait for the TLS handshake that checks a proxy selects ALPN `h2`.
+const H2_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the readiness signal is read while subscribing.
 const SUBSCRIBE_POLL_EVERY: Duration = Duration::from_millis(50);
 
@@ -248,7 +251,8 @@ pub struct FanoutArgs {
     /// With `--burst`, items per publish request.
     #[arg(long, default_value_t = 1, value_name = "K")]
     items_per_publish: usize,
-    /// Subscribers connect over TLS (SSE only); the publish address stays plain HTTP.
+    /// Subscribers connect over TLS (SSE only; HTTP/1.1, or HTTP/2 with `--http2`); the publish
+    /// address stays plain HTTP.
     #[arg(long)]
     tls: bool,
     /// PEM file of the CA the proxy's certificate is checked against, with `--tls`; without it
@@ -263,9 +267,11 @@ pub struct FanoutArgs {
     /// The outbox table `--publish-postgres` inserts into.
     #[arg(long, value_name = "TABLE", default_value = "holdfast_outbox")]
     postgres_outbox: String,
-    /// Subscribers are HTTP/2 streams over cleartext connections with prior knowledge (h2c, no
-    /// upgrade), read with hyper's client (`--mode sse` only, not with `--tls`). Each stream is
-    /// one subscriber for readiness, delivery and loss, as an HTTP/1.1 one is.
+    /// Subscribers are HTTP/2 streams, read with hyper's client (`--mode sse` only): over
+    /// cleartext connections with prior knowledge (h2c, no upgrade), or with `--tls` over TLS
+    /// offering ALPN `h2` alone (the run is refused, naming ALPN, if a proxy selects anything
+    /// else). Each stream is one subscriber for readiness, delivery and loss, as an HTTP/1.1 one
+    /// is.
     #[arg(long)]
     http2: bool,
     /// With `--http2`, SSE streams per connection: each worker opens its share of the
@@ -296,8 +302,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     if args.tls && args.mode != Mode::Sse {
         bail!("--tls works with --mode sse only");
     }
-    if args.http2 && (args.mode != Mode::Sse || args.tls) {
-        bail!("--http2 works with --mode sse only, without --tls");
+    if args.http2 && args.mode != Mode::Sse {
+        bail!("--http2 works with --mode sse only");
     }
     if args.streams_per_connection == 0 {
         bail!("--streams-per-connection must be at least 1");
@@ -347,6 +353,14 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
         // Forget an earlier run's items, or the first polls would be answered with them.
         control::set_origin_last(origin, 0, None).await?;
     }
+    if args.http2 && args.tls {
+        // A server that does not select h2 would fail every subscriber; say so before any.
+        for &proxy in &args.proxies {
+            crate::tls::check_h2(proxy, args.tls_ca.as_deref(), H2_CHECK_TIMEOUT)
+                .await
+                .with_context(|| format!("--http2 --tls: proxy {proxy}"))?;
+        }
+    }
     let mut usage = Usage::default();
     usage.take(args, &[]);
     let requests_before = origin_requests().await;
@@ -366,9 +380,10 @@ async fn drive(args: &FanoutArgs, source_ips: &[IpAddr]) -> anyhow::Result<repor
 
     let ctx = Context {
         label: args.label.clone(),
-        mode: match args.http2 {
-            true => format!("sse-h2x{}", args.streams_per_connection),
-            false => args.mode.name().into(),
+        mode: match (args.http2, args.tls) {
+            (true, false) => format!("sse-h2x{}", args.streams_per_connection),
+            (true, true) => format!("sse-h2x{}-tls", args.streams_per_connection),
+            (false, _) => args.mode.name().into(),
         },
         subscribers: n as u64,
         workers,
@@ -789,14 +804,10 @@ mod tests {
 
     #[test]
     fn http2_flags_that_cannot_work_are_refused_by_name() {
-        let cases: [(&[&str], &str); 4] = [
+        let cases: [(&[&str], &str); 3] = [
             (
                 &["--mode=longpoll", "--subscribers=1", "--http2"],
                 "--http2 works with --mode sse only",
-            ),
-            (
-                &["--mode=sse", "--subscribers=1", "--http2", "--tls"],
-                "without --tls",
             ),
             (
                 &[

@@ -149,7 +149,7 @@ pub fn run(args: HandshakeArgs) -> anyhow::Result<()> {
 /// One client process: `--concurrency` loops of handshakes until `--secs` have passed.
 pub fn run_worker(args: HandshakeWorkerArgs) -> anyhow::Result<()> {
     let source_ips = crate::parse_ip_list(&args.source_ips).map_err(anyhow::Error::msg)?;
-    let connector = crate::tls::connector(None)?;
+    let connector = crate::tls::connector(None, crate::tls::Alpn::Http1)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -48,7 +48,7 @@ pub fn run(args: SessionArgs) -> anyhow::Result<()> {
         .context("the certificate and key")?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let server = Arc::new(server);
-    let client = crate::tls::client_config(None)?;
+    let client = crate::tls::client_config(None, crate::tls::Alpn::Http1)?;
     let mut kept = Vec::with_capacity(args.count + WARM);
     let mut before = 0;
     let mut suite = String::new();

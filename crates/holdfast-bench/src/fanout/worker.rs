@@ -9,12 +9,15 @@
 //! [`MAX_CONNECT_ATTEMPTS`] times, with a [`Backoff`]) until its stream delivers its first bytes,
 //! then holds that stream and never reconnects (a stream that breaks afterwards is counted as
 //! closed); with `--tls` it makes a full TLS handshake first ([`crate::tls`]) and reads the same
-//! way through the TLS session. A long-poll subscriber uses hyper's client: it re-polls on the same keep-alive
-//! connection as soon as a response completes, and opens a new connection if the old one
-//! closes; a reliable one (`--mode longpoll-reliable`) names the highest seq it has received in
-//! each re-poll, as `?last=m<seq>` appended to the path. A WebSocket subscriber ([`ws`]) opens its TCP connection the same way as the others
-//! and retries like an SSE one until its handshake completes. Every failed attempt is tallied by
-//! its error text.
+//! way through the TLS session. With `--http2` the SSE subscribers are streams of HTTP/2
+//! connections read with hyper's client, cleartext with prior knowledge or, with `--tls`, over
+//! TLS with ALPN `h2` (a server that selects anything else fails those streams at once). A
+//! long-poll subscriber uses hyper's client: it re-polls on the same keep-alive connection as
+//! soon as a response completes, and opens a new connection if the old one closes; a reliable
+//! one (`--mode longpoll-reliable`) names the highest seq it has received in each re-poll, as
+//! `?last=m<seq>` appended to the path. A WebSocket subscriber ([`ws`]) opens its TCP
+//! connection the same way as the others and retries like an SSE one until its handshake
+//! completes. Every failed attempt is tallied by its error text.
 //!
 //! The worker runs on a single-threaded runtime; it reports over stdout (see [`super::wire`]) and
 //! exits when asked on stdin, when stdin closes, or at `--deadline-secs`, whichever comes first.
@@ -119,7 +122,8 @@ pub struct WorkerArgs {
     /// The CA the proxy's certificate is checked against (else it is not checked).
     #[arg(long)]
     pub tls_ca: Option<std::path::PathBuf>,
-    /// SSE subscribers are HTTP/2 streams (cleartext, prior knowledge).
+    /// SSE subscribers are HTTP/2 streams (cleartext with prior knowledge, or with `--tls`
+    /// over TLS with ALPN `h2`).
     #[arg(long)]
     pub http2: bool,
     /// With `--http2`, SSE streams per connection (the last connection may have fewer).
@@ -293,7 +297,13 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }),
         errors: Mutex::new(BTreeMap::new()),
         tls: match args.tls {
-            true => Some(crate::tls::connector(args.tls_ca.as_deref())?),
+            true => {
+                let alpn = match args.http2 {
+                    true => crate::tls::Alpn::H2,
+                    false => crate::tls::Alpn::Http1,
+                };
+                Some(crate::tls::connector(args.tls_ca.as_deref(), alpn)?)
+            }
             false => None,
         },
     });
@@ -559,11 +569,13 @@ async fn sse_exchange<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// One HTTP/2 connection (cleartext, prior knowledge) carrying `streams` SSE subscribers, the
-/// first of global index `first` (whose proxy and source address the connection uses). The
-/// connection is retried like an SSE subscriber's until its handshake completes; then each
-/// stream is its own subscriber, retried on that connection until its first body bytes, then
-/// held. If the connection fails for good, its streams count as failed.
+/// One HTTP/2 connection (cleartext with prior knowledge, or TLS with ALPN `h2`) carrying
+/// `streams` SSE subscribers, the first of global index `first` (whose proxy and source address
+/// the connection uses). The connection is retried like an SSE subscriber's until its handshake
+/// completes; then each stream is its own subscriber, retried on that connection until its
+/// first body bytes, then held. If the connection fails for good, or the TLS server does not
+/// select `h2` (not retried: it would not on the next attempt either), its streams count as
+/// failed.
 async fn h2_connection(shared: Arc<Shared>, first: usize, streams: usize) {
     let proxy = shared.proxy_of(first);
     let mut backoff = Backoff::new();
@@ -579,7 +591,12 @@ async fn h2_connection(shared: Arc<Shared>, first: usize, streams: usize) {
                 shared
                     .connected
                     .fetch_add(streams as u64, Ordering::Relaxed);
-                let uri: http::Uri = format!("http://{}{}", shared.hosts[proxy], shared.path)
+                let scheme = if shared.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let uri: http::Uri = format!("{scheme}://{}{}", shared.hosts[proxy], shared.path)
                     .parse()
                     .unwrap_or_else(|_| "/".parse().expect("a path"));
                 let tasks: Vec<_> = (0..streams)
@@ -593,7 +610,12 @@ async fn h2_connection(shared: Arc<Shared>, first: usize, streams: usize) {
                 }
                 return;
             }
-            Err(e) => {
+            Err(H2ConnectError::Alpn(e)) => {
+                shared.error(proxy, format!("ALPN: {e}"));
+                shared.failed.fetch_add(streams as u64, Ordering::Relaxed);
+                return;
+            }
+            Err(H2ConnectError::Failed(e)) => {
                 shared.error(proxy, format!("connect: {e:#}"));
                 backoff.wait().await;
             }
@@ -603,12 +625,41 @@ async fn h2_connection(shared: Arc<Shared>, first: usize, streams: usize) {
     shared.failed.fetch_add(streams as u64, Ordering::Relaxed);
 }
 
+/// Why an HTTP/2 connection could not be set up.
+enum H2ConnectError {
+    /// The TLS server did not select `h2`.
+    Alpn(String),
+    /// Anything else; worth another attempt.
+    Failed(anyhow::Error),
+}
+
 async fn h2_connect(
     shared: &Shared,
     index: usize,
-) -> anyhow::Result<http2::SendRequest<Empty<Bytes>>> {
-    let stream = open(shared, index).await?;
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+) -> Result<http2::SendRequest<Empty<Bytes>>, H2ConnectError> {
+    let stream = open(shared, index)
+        .await
+        .map_err(|e| H2ConnectError::Failed(e.into()))?;
+    let Some(connector) = &shared.tls else {
+        return h2_handshake(stream).await;
+    };
+    let tls = crate::tls::handshake(connector, stream)
+        .await
+        .map_err(|e| match crate::tls::alpn_refusal(&e) {
+            Some(why) => H2ConnectError::Alpn(why),
+            None => H2ConnectError::Failed(anyhow::Error::new(e).context("TLS handshake")),
+        })?;
+    crate::tls::selected_h2(&tls).map_err(H2ConnectError::Alpn)?;
+    h2_handshake(tls).await
+}
+
+/// The HTTP/2 handshake on `io`, its connection driven by a task of its own.
+async fn h2_handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: S,
+) -> Result<http2::SendRequest<Empty<Bytes>>, H2ConnectError> {
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .map_err(|e| H2ConnectError::Failed(e.into()))?;
     tokio::spawn(async move {
         // Its streams see the end themselves.
         let _ = conn.await;
