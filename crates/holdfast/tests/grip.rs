@@ -572,7 +572,6 @@ async fn a_held_http11_stream_is_chunked_on_the_wire_and_ends_with_the_last_chun
 /// the same way; `Connection: close` closes it after the answer.
 #[tokio::test]
 async fn a_held_long_poll_leaves_hyper_and_its_connection_carries_the_next_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = grip_origin(
         200,
         &[
@@ -602,21 +601,7 @@ async fn a_held_long_poll_leaves_hyper_and_its_connection_carries_the_next_reque
     proxy.wait_direct_long_polls(0).await;
 
     // The same connection, served by hyper again: the next request is held and answered too.
-    stream
-        .write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    proxy.wait_direct_long_polls(1).await;
-    proxy
-        .publish_items([response_item("lpw", "second\n")])
-        .await;
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
-        .await
-        .expect("answered and closed within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&rest).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    let (head, body) = last_poll_answered(&proxy, &mut stream, "lpw", "second\n").await;
     assert!(head.lines().any(|l| l == "connection: close"), "{head}");
     assert_eq!(body, "second\n");
     proxy.wait_subscribers("lpw", 0).await;
@@ -627,7 +612,6 @@ async fn a_held_long_poll_leaves_hyper_and_its_connection_carries_the_next_reque
 /// client's next request.
 #[tokio::test]
 async fn a_long_poll_held_past_the_header_timeout_keeps_its_connection_for_the_next_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = grip_origin(
         200,
         &[("grip-hold", "response"), ("grip-channel", "lpt")],
@@ -644,14 +628,26 @@ async fn a_long_poll_held_past_the_header_timeout_keeps_its_connection_for_the_n
     let mut got = Vec::new();
     read_raw_until(&mut stream, &mut got, b"\r\n\r\nfirst\n").await;
 
+    let (head, body) = last_poll_answered(&proxy, &mut stream, "lpt", "second\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(body, "second\n");
+}
+
+/// Sends a last poll (`Connection: close`) on `stream`, publishes `content` to `channel` once
+/// it is held outside hyper, and returns the answer's head and body, read until the close.
+async fn last_poll_answered(
+    proxy: &Proxy,
+    stream: &mut tokio::net::TcpStream,
+    channel: &str,
+    content: &str,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     proxy.wait_direct_long_polls(1).await;
-    proxy
-        .publish_items([response_item("lpt", "second\n")])
-        .await;
+    proxy.publish_items([response_item(channel, content)]).await;
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
         .await
@@ -659,8 +655,7 @@ async fn a_long_poll_held_past_the_header_timeout_keeps_its_connection_for_the_n
         .unwrap();
     let text = String::from_utf8_lossy(&rest).to_string();
     let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert_eq!(body, "second\n");
+    (head.to_string(), body.to_string())
 }
 
 /// A client that leaves a long-poll held outside hyper ends its hold and its subscription.
