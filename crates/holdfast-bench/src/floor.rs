@@ -1,10 +1,11 @@
 //! The floor server: the fastest SSE fan-out this machine can do, as the benchmarks' baseline.
 //!
-//! No proxying, no origin, no GRIP, and one channel unless `--fanout channels`. `--listen` accepts HTTP/1.1 requests, reads
-//! each request head with `httparse` (at most [`MAX_HEAD`] bytes within [`HEAD_TIMEOUT`], bytes
-//! after it ignored), answers `200 OK` with `Content-Type: text/event-stream`,
-//! `Cache-Control: no-cache`, `Transfer-Encoding: chunked` and a first chunk carrying the 5-byte
-//! SSE comment `:ok\n\n`, whatever the method and path, and holds the stream ([`hub`]).
+//! No proxying, no origin, no GRIP, and one channel unless `--fanout channels`. `--listen`
+//! accepts HTTP/1.1 requests, reads each request head with `httparse` (at most [`MAX_HEAD`] bytes
+//! within [`HEAD_TIMEOUT`], bytes after it ignored), answers `200 OK` with
+//! `Content-Type: text/event-stream`, `Cache-Control: no-cache`, `Transfer-Encoding: chunked` and
+//! a first chunk carrying the 5-byte SSE comment `:ok\n\n`, whatever the method and path, and
+//! holds the stream ([`hub`]).
 //!
 //! `--publish-listen` is a hyper HTTP/1.1 server:
 //!

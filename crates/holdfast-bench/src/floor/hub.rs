@@ -24,9 +24,10 @@
 //!   take it at once (a task of its own, then closed when [`LAG_QUEUE`] is full or a write
 //!   stalls).
 //!
-//! Either way a stream counts in [`Hub::held`] from once it is registered to receive chunks
-//! (its join queued to its shard, or its broadcast receiver created) until its client closes or
-//! a write fails, so any publish made after the count includes a stream reaches that stream.
+//! Whatever the strategy, a stream counts in [`Hub::held`] from once it is registered to receive
+//! chunks (its join queued to its shard, its broadcast receiver created, or its write half in its
+//! channel's list) until its client closes or a write fails, so any publish made after the count
+//! includes a stream reaches that stream.
 
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -59,7 +60,7 @@ pub enum Fanout {
     Shards,
     /// A task per stream, fed by a broadcast channel.
     Broadcast,
-    /// A stream per channel list, written with `try_write` by the publish request itself.
+    /// A list of streams per channel, written with `try_write` by the publish request itself.
     Channels,
 }
 
