@@ -153,8 +153,16 @@ impl Hub {
                     .push(held);
                 self.held.fetch_add(1, Ordering::Relaxed);
                 wait_for_close(read).await;
-                // Dropped from the list by the next publish to the channel.
                 presence.leave(&self.held);
+                // Out of the list now, not at the channel's next publish, which may never come:
+                // the write half would keep the socket open until then.
+                let mut map = lock_of(locks, channel);
+                if let Some(streams) = map.get_mut(channel) {
+                    streams.retain(|s| !s.presence.is_gone());
+                    if streams.is_empty() {
+                        map.remove(channel);
+                    }
+                }
             }
         }
     }
