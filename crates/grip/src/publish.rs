@@ -11,6 +11,7 @@
 //! Pushpin gives none.
 
 mod encode;
+mod fast;
 mod format;
 mod zmq;
 
@@ -221,6 +222,14 @@ pub enum PublishError {
 /// );
 /// ```
 pub fn parse_publish_body(body: &[u8]) -> Result<Vec<PublishItem>, PublishError> {
+    if let Some(items) = fast::parse(body) {
+        return Ok(items);
+    }
+    parse_publish_body_general(body)
+}
+
+/// [`parse_publish_body`] without its fast path for the common shapes: every field, every error.
+fn parse_publish_body_general(body: &[u8]) -> Result<Vec<PublishItem>, PublishError> {
     let doc: Value = serde_json::from_slice(body).map_err(|_| PublishError::InvalidJson)?;
     let doc = Obj::new(&doc, "body").map_err(PublishError::InvalidFormat)?;
     let items = match doc.get("items") {

@@ -470,36 +470,44 @@ impl Hub {
         }
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         let item = Arc::new(item);
-        let name = item.channel.clone();
+        // Borrowed from the item, which outlives every use below, rather than copied.
+        let name = item.channel.as_str();
         let inner = &self.inner;
-        let mut shard = inner.shard(&name).lock().expect("hub shard poisoned");
-        if !shard.contains_key(&name) {
+        let mut shard = inner.shard(name).lock().expect("hub shard poisoned");
+        if !shard.contains_key(name) {
             if inner.limits.history_items == 0 {
                 return 0;
             }
-            shard.insert(name.clone(), Channel::default());
+            shard.insert(name.to_string(), Channel::default());
         }
-        let ch = shard.get_mut(&name).expect("present");
+        let ch = shard.get_mut(name).expect("present");
         if ch.must_wait(&item) {
             let mut sent = 0;
             if ch.pending.len() >= inner.limits.max_pending {
                 let oldest = ch.pending.pop_front().expect("pending is full");
-                sent += inner.deliver(&mut shard, &name, &oldest.item);
-                sent += inner.release_ready(&mut shard, &name);
+                sent += inner.deliver(&mut shard, name, &oldest.item);
+                sent += inner.release_ready(&mut shard, name);
             }
             // `reliability.message_wait_ms` is the operator's: it may be anything.
             let deadline = crate::deadline::after(inner.limits.message_wait);
-            if let Some(ch) = shard.get_mut(&name) {
-                ch.pending.push_back(Pending { item, deadline });
+            if let Some(ch) = shard.get_mut(name) {
+                ch.pending.push_back(Pending {
+                    item: Arc::clone(&item),
+                    deadline,
+                });
             }
             drop(shard);
-            inner.schedule(inner.limits.message_wait, name, |hub, channel| {
-                hub.flush_expired(&channel);
-            });
+            inner.schedule(
+                inner.limits.message_wait,
+                name.to_string(),
+                |hub, channel| {
+                    hub.flush_expired(&channel);
+                },
+            );
             return sent;
         }
-        let mut sent = inner.deliver(&mut shard, &name, &item);
-        sent += inner.release_ready(&mut shard, &name);
+        let mut sent = inner.deliver(&mut shard, name, &item);
+        sent += inner.release_ready(&mut shard, name);
         sent
     }
 
