@@ -251,6 +251,12 @@ pub struct FanoutArgs {
     /// With `--burst`, items per publish request.
     #[arg(long, default_value_t = 1, value_name = "K")]
     items_per_publish: usize,
+    /// Long-poll subscribers wait this long after each answer before they poll again (0: at
+    /// once). With a delay longer than a message's answers take, the answers are measured
+    /// without re-polls competing with them; keep it well under `--interval-ms`, or the
+    /// re-polls miss the next message.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    repoll_delay_ms: u64,
     /// Subscribers connect over TLS (SSE only; HTTP/1.1, or HTTP/2 with `--http2`); the publish
     /// address stays plain HTTP.
     #[arg(long)]
@@ -620,6 +626,7 @@ fn worker_args(args: &FanoutArgs, workers: usize, source_ips: &[IpAddr]) -> Vec<
                 format!("--path={}", args.path),
                 format!("--channel={}", args.channel),
                 format!("--deadline-secs={deadline}"),
+                format!("--repoll-delay-ms={}", args.repoll_delay_ms),
             ]);
             if args.tls {
                 list.push("--tls".into());
@@ -800,6 +807,27 @@ mod tests {
         // HTTP/1.1 workers are given neither flag.
         let plain = worker_args(&parse(&["--mode=sse", "--subscribers=4"]), 2, &[]);
         assert!(plain[0].iter().all(|a| !a.contains("http2")), "{plain:?}");
+    }
+
+    #[test]
+    fn the_repoll_delay_reaches_every_worker() {
+        #[derive(Parser)]
+        struct WorkerCli {
+            #[command(flatten)]
+            args: worker::WorkerArgs,
+        }
+        let args = parse(&[
+            "--mode=longpoll",
+            "--subscribers=3",
+            "--repoll-delay-ms=1500",
+        ]);
+        for list in worker_args(&args, 2, &[]) {
+            let flags = std::iter::once("fanout-worker".to_string()).chain(list);
+            let worker = WorkerCli::try_parse_from(flags)
+                .expect("worker flags parse")
+                .args;
+            assert_eq!(worker.repoll_delay_ms, 1500);
+        }
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct WorkerArgs {
     /// With `--http2`, SSE streams per connection (the last connection may have fewer).
     #[arg(long, default_value_t = 1)]
     pub streams_per_connection: usize,
+    /// Long-poll subscribers wait this long after an answer before they poll again.
+    #[arg(long, default_value_t = 0)]
+    pub repoll_delay_ms: u64,
 }
 
 /// Counters and samples shared by the subscribers of one worker.
@@ -142,6 +145,8 @@ struct Shared {
     bayeux_channel: String,
     source_ips: Vec<IpAddr>,
     messages: usize,
+    /// Long-poll subscribers' pause between an answer and the next poll.
+    repoll_delay: std::time::Duration,
     permits: Semaphore,
     connected: AtomicU64,
     headers: AtomicU64,
@@ -278,6 +283,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         bayeux_channel: format!("/{}", args.channel),
         source_ips,
         messages: args.messages,
+        repoll_delay: std::time::Duration::from_millis(args.repoll_delay_ms),
         permits: Semaphore::new(args.connect_concurrency),
         connected: AtomicU64::new(0),
         headers: AtomicU64::new(0),
@@ -888,6 +894,9 @@ async fn longpoll_subscriber(shared: Arc<Shared>, index: usize, reliable: bool) 
             backoff.reset();
             let got = shared.record(&String::from_utf8_lossy(&body), &mut seen, proxy);
             highest = highest.max(got);
+            if !shared.repoll_delay.is_zero() {
+                tokio::time::sleep(shared.repoll_delay).await;
+            }
         }
     }
     shared.error(proxy, "gave up reconnecting");
