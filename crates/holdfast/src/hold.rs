@@ -34,7 +34,7 @@ use crate::hub::Delivery;
 use crate::proxy::body::AccessRecord;
 use crate::proxy::error::ProxyError;
 use crate::proxy::{headers, Accepted, OriginRequest};
-use crate::sink::{HeldStream, Sink};
+use crate::sink::{HeldAnswer, HeldStream, Sink};
 pub use positions::{ChannelPos, ChannelsError, Positions, Verdict};
 
 /// What a session needs to ask its origin again: for retries, next links and gone links.
@@ -146,6 +146,18 @@ impl BaseResponse {
         })
     }
 
+    /// A sink the hub may answer this hold through ([`Sink::answering`]) with its header
+    /// lines; `None` when they say `Connection: close` (that answer ends the connection, and
+    /// the server writes it).
+    fn answering_sink(&self) -> Option<Arc<Sink>> {
+        if crate::http::says_close(&self.headers) {
+            return None;
+        }
+        let mut head = Vec::with_capacity(self.headers.len() * 32);
+        let dated = crate::sink::header_lines(&self.headers, &mut head);
+        Some(Sink::answering(head, dated))
+    }
+
     fn into_response(self, body: Body) -> Response<Body> {
         let mut resp = Response::new(body);
         *resp.status_mut() = self.status;
@@ -196,11 +208,18 @@ pub async fn hold(
             let gone = gone.map(Box::new);
             if ctx.defer.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 // Answered at once with a placeholder: the server frees hyper's connection while
-                // the request waits, and writes the response when it comes.
-                let held = response::later(ctx, base, positions, ins.timeout_secs, gone);
-                return Ok(crate::http::Deferred::response(held));
+                // the request waits, and writes the response when it comes, or lets the hub
+                // write a plain one through the sink.
+                let sink = base.answering_sink();
+                let held =
+                    response::later(ctx, base, positions, ins.timeout_secs, gone, sink.clone());
+                let mut resp = crate::http::Deferred::response(held);
+                if let Some(sink) = sink {
+                    resp.extensions_mut().insert(HeldAnswer(sink));
+                }
+                return Ok(resp);
             }
-            Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone).await)
+            Ok(response::hold(ctx, base, positions, ins.timeout_secs, gone, None).await)
         }
         hold => {
             if hold == Some(HoldMode::Stream) {

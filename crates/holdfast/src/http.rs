@@ -102,6 +102,14 @@ impl Deferred {
     }
 }
 
+/// Whether `headers` have a `Connection` header with the `close` option.
+pub fn says_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
 /// An error and its sources, joined: hyper's top-level messages alone say little.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -410,6 +410,16 @@ impl Hub {
         self.subscribe_with(channels, Want::HttpStream, Some(sink))
     }
 
+    /// [`Hub::subscribe_resuming`] for a held long-poll whose answer the fan-out may write to
+    /// `sink` itself while the hold is idle ([`Sink::answering`]).
+    pub fn subscribe_response(
+        &self,
+        channels: Vec<(String, Option<String>)>,
+        sink: Option<Arc<Sink>>,
+    ) -> (Subscription, mpsc::Receiver<Delivery>, Vec<Resume>) {
+        self.subscribe_with(channels, Want::HttpResponse, sink)
+    }
+
     /// [`Hub::subscribe`] for a WebSocket whose plain messages the fan-out may write to `sink`
     /// itself while the session is idle.
     pub fn subscribe_websocket(

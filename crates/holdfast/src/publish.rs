@@ -336,7 +336,7 @@ fn metrics_page(app: &App) -> Page {
     )
     .counter(
         "holdfast_deliveries_written_total",
-        "Of the deliveries, those the hub wrote to an idle held stream's or WebSocket's socket itself",
+        "Of the deliveries, those the hub wrote to an idle held stream's, WebSocket's or long-poll's socket itself",
         s.written,
     )
     .counters(

@@ -79,7 +79,7 @@ pub async fn handle(
     };
     let mut info = RequestInfo::of(&req, tls, &app);
     info.can_defer = can_defer;
-    let resp = match dispatch(&app, req, peer, info, &mut record, &mut entrance).await {
+    let mut resp = match dispatch(&app, req, peer, info, &mut record, &mut entrance).await {
         Ok(resp) => resp,
         Err(e) => e.to_response(entrance.debug, entrance.log_level),
     };
@@ -90,6 +90,8 @@ pub async fn handle(
         let log_level = entrance.log_level;
         match entrance.cross {
             Some(co) => {
+                // Its answer is wrapped: the hub cannot write it as published.
+                resp.extensions_mut().remove::<crate::sink::HeldAnswer>();
                 let max_body = app.config.limits.max_accept_body;
                 later.then(move |resp| async move {
                     let resp = crate::crossorigin::finish(&co, resp, max_body).await;

@@ -52,7 +52,7 @@ use crate::http::{Body, BoxError};
 mod direct;
 
 use crate::shutdown::Signal;
-use crate::sink::Wire;
+use crate::sink::{HeldAnswer, Wire};
 use crate::socket::{Cell, ClientSocket, Guards, Shared};
 
 /// A bound, not yet running, Holdfast server.
@@ -666,7 +666,10 @@ fn respond<S: Transport>(
                 if let Some(owned) = plain.take() {
                     let (stream, guards) = owned.into_parts();
                     let conn = Conn::again(peer, kind, &app, &api, &builder);
-                    tokio::spawn(direct::answer_later(stream, guards, held, keep_alive, conn));
+                    let sink = resp.extensions().get::<HeldAnswer>().map(|a| a.0.clone());
+                    tokio::spawn(direct::answer_later(
+                        stream, guards, held, keep_alive, conn, sink,
+                    ));
                     // As for a held stream: hyper finds no socket and ends the connection.
                     return Ok(hyper::Response::new(crate::http::full("")));
                 }

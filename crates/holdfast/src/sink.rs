@@ -1,7 +1,8 @@
 //! A client socket as the hub sees it, so that a publish can be written to an idle connection
 //! by the fan-out itself, without a trip through the connection's queue and task: a held
-//! HTTP/1.1 stream (the hub writes a chunk) or a WebSocket taken back from hyper (the hub writes
-//! a frame).
+//! HTTP/1.1 stream (the hub writes a chunk), a WebSocket taken back from hyper (the hub writes
+//! a frame) or a held HTTP/1.1 long-poll waiting outside hyper (the hub writes the whole
+//! answer, once: [`Sink::answering`]).
 //!
 //! Three parties write to one socket: the connection's writer (`server::direct` for a stream:
 //! the response head, the session's output; the WebSocket framer, through [`Sink::poll_write`],
@@ -22,6 +23,12 @@
 //!
 //! So a connection gets its bytes in the order the hub published them, whichever way each went.
 //!
+//! A long-poll is answered once. The hold parks its sink while it waits with nothing queued and
+//! nothing of its own to apply; a reservation then makes the sink busy for good, so every later
+//! item is queued. Before the hold answers by itself (an item through its queue, the timeout,
+//! a retry) it claims the sink ([`Sink::claim`]): either the hub has it, and the hold waits for
+//! the write ([`Sink::answered`]), or no reservation can come any more.
+//!
 //! Which items the hub may write itself is decided here too ([`plain_chunk`], [`plain_ws_frame`]),
 //! with the wire encoders ([`chunk`], [`frame`], [`ws_frame`]) and the [`HeldStream`] marker a
 //! held session's response carries to the server: the hub holds state and shared bytes, this
@@ -37,11 +44,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use grip::publish::{Action, MessageType, PublishItem};
+use grip::publish::{Action, MessageType, PublishItem, ResponseBody};
+use http::{HeaderMap, StatusCode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A held stream's socket, shared by its writer, its session and the hub.
+/// A held stream's socket, shared by its writer, its session and the hub; or a held long-poll's,
+/// shared by the server's waiting task, the hold and the hub ([`Sink::answering`]).
 #[derive(Default)]
 pub struct Sink {
     state: Mutex<State>,
@@ -66,6 +75,50 @@ struct State {
     tail: bool,
     /// The WebSocket framer's write, waiting for a reservation or for `out` to be written.
     waker: Option<Waker>,
+    /// A held long-poll's part of its answer, and whether the hub wrote it (boxed: streams and
+    /// WebSockets keep a pointer's room for it).
+    answering: Option<Box<Answering>>,
+}
+
+/// What the fan-out needs to answer a held long-poll itself, besides the item.
+struct Answering {
+    /// The hold's header lines, each ending in CRLF: no status line, no framing.
+    head: Box<[u8]>,
+    /// `head` has a `date` line (the origin's), so the answer gets no fresh one.
+    dated: bool,
+    /// What the hub answered (status and body), once it has written it.
+    answered: Option<(StatusCode, Bytes)>,
+}
+
+/// What a fan-out writes to the connections it reserved.
+#[derive(Clone)]
+pub enum Payload {
+    /// The same bytes to each (an HTTP/1.1 chunk, a WebSocket frame).
+    Bytes(Bytes),
+    /// A held long-poll's whole answer: the shared parts, around each hold's own header lines.
+    Answer(Arc<PlainAnswer>),
+}
+
+/// The shared parts of a published `http-response` a held long-poll answers with unchanged
+/// ([`plain_answer`]).
+pub struct PlainAnswer {
+    status: StatusCode,
+    /// The status line.
+    lead: Vec<u8>,
+    /// A `date` line, then the `content-length` line and the blank line; `date_len` is the
+    /// length of the first.
+    framing: Vec<u8>,
+    date_len: usize,
+    body: Bytes,
+}
+
+/// Who answers a held long-poll, as [`Sink::claim`] finds it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The hold: the hub has not written to it, and will not.
+    Hold,
+    /// The hub has written the answer, or is about to ([`Sink::answered`] waits for it).
+    Hub,
 }
 
 /// What [`Sink::offer`] did with an item.
@@ -80,6 +133,19 @@ impl Sink {
     /// A sink with no socket yet: until one is attached every item is queued.
     pub fn new() -> Arc<Sink> {
         Arc::new(Sink::default())
+    }
+
+    /// A held long-poll's sink, whose answer the fan-out may write itself once a socket is
+    /// attached and the hold parks: a published plain `http-response` ([`plain_answer`]) with
+    /// the hold's header lines `head` ([`header_lines`]; `dated` when they have a `date`).
+    pub fn answering(head: Vec<u8>, dated: bool) -> Arc<Sink> {
+        let sink = Sink::default();
+        sink.lock().answering = Some(Box::new(Answering {
+            head: head.into_boxed_slice(),
+            dated,
+            answered: None,
+        }));
+        Arc::new(sink)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -97,42 +163,104 @@ impl Sink {
         let quiet = st.wire.as_ref().is_some_and(|w| !w.is_pending());
         if direct && st.idle && !st.reserved && !st.tail && st.out.is_empty() && quiet {
             st.reserved = true;
+            // A long-poll is answered once: later items are queued (and dropped with the hold).
+            if st.answering.is_some() {
+                st.idle = false;
+            }
             return Offer::Reserved;
         }
         st.idle = false;
         Offer::Queued(queue())
     }
 
-    /// Writes the chunk of a reservation: what the socket does not take at once is left, in
+    /// Writes the payload of a reservation: what the socket does not take at once is left, in
     /// front of anything queued since, for the writer to send.
-    pub fn write_reserved(&self, chunk: &Bytes, now: Instant) {
+    pub fn write_reserved(&self, payload: &Payload, now: Instant) {
         let mut st = self.lock();
+        let st = &mut *st;
         st.reserved = false;
         st.last_write = Some(now);
-        let written = match st.wire.as_mut().map(|w| w.try_write(chunk)) {
+        let answer;
+        let parts: &[&[u8]] = match (payload, &mut st.answering) {
+            (Payload::Bytes(bytes), _) => &[bytes],
+            (Payload::Answer(a), Some(ours)) => {
+                ours.answered = Some((a.status, a.body.clone()));
+                let date = if ours.dated { a.date_len } else { 0 };
+                answer = [&a.lead[..], &ours.head, &a.framing[date..], &a.body];
+                &answer
+            }
+            // Only a long-poll's sink is offered an answer.
+            (Payload::Answer(_), None) => &[],
+        };
+        let total = parts.iter().map(|p| p.len()).sum::<usize>();
+        let written = match st.wire.as_mut().map(|w| w.try_write_vectored(parts)) {
             Some(Ok(n)) => n,
             Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => 0,
             // The client is gone; its writer finds out by itself.
-            Some(Err(_)) | None => chunk.len(),
+            Some(Err(_)) | None => total,
         };
-        if written < chunk.len() {
-            st.out.splice(0..0, chunk[written..].iter().copied());
+        if written < total {
+            let mut rest = Vec::with_capacity(total - written + st.out.len());
+            let mut skip = written;
+            for part in parts {
+                rest.extend_from_slice(&part[skip.min(part.len())..]);
+                skip = skip.saturating_sub(part.len());
+            }
+            rest.append(&mut st.out);
+            st.out = rest;
         }
         if let Some(waker) = st.waker.take() {
             waker.wake();
         }
-        if !st.out.is_empty() || st.wire.as_ref().is_some_and(Wire::is_pending) {
-            drop(st);
+        // A long-poll's hold is woken by `answered_wake`, once the whole batch is written.
+        if st.answering.is_none()
+            && (!st.out.is_empty() || st.wire.as_ref().is_some_and(Wire::is_pending))
+        {
             self.notify.notify_one();
+        }
+    }
+
+    /// Wakes a long-poll's hold after [`Sink::write_reserved`] wrote its answer.
+    pub fn answered_wake(&self) {
+        self.notify.notify_one();
+    }
+
+    // --- a held long-poll's side
+
+    /// The hold has something to do by itself (an item came through its queue, its timeout,
+    /// a retry): from now on the hub queues everything, unless it has already taken the
+    /// answer ([`Claim::Hub`]).
+    pub fn claim(&self) -> Claim {
+        let mut st = self.lock();
+        let hub = st.reserved || st.answering.as_ref().is_some_and(|a| a.answered.is_some());
+        st.idle = false;
+        if hub {
+            Claim::Hub
+        } else {
+            Claim::Hold
+        }
+    }
+
+    /// Resolves once the hub has written the long-poll's answer, with its status and body.
+    pub async fn answered(&self) -> (StatusCode, Bytes) {
+        loop {
+            if let Some(answered) =
+                (self.lock().answering.as_ref()).and_then(|a| a.answered.clone())
+            {
+                return answered;
+            }
+            self.notify.notified().await;
         }
     }
 
     // --- the session's side
 
-    /// The session is about to wait: idle when `queue_empty` says nothing is queued.
+    /// The session is about to wait: idle when `queue_empty` says nothing is queued (a
+    /// long-poll's only until it is answered).
     pub fn park(&self, queue_empty: impl FnOnce() -> bool) {
         let mut st = self.lock();
-        st.idle = queue_empty();
+        let answered = st.answering.as_ref().is_some_and(|a| a.answered.is_some());
+        st.idle = !answered && queue_empty();
     }
 
     /// The session woke up and may produce output.
@@ -301,6 +429,74 @@ pub fn frame(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends the status line of an HTTP/1.1 response: `reason`, or the status's own.
+pub fn status_line(status: StatusCode, reason: Option<&[u8]>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    let reason = reason.or_else(|| status.canonical_reason().map(str::as_bytes));
+    out.extend_from_slice(reason.unwrap_or_default());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the header lines of a response but its framing (`content-length`,
+/// `transfer-encoding`, `connection`, which the writer sets); true when there is a `date`.
+pub fn header_lines(headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    headers.contains_key(http::header::DATE)
+}
+
+/// Appends a `date` line for now.
+pub fn date_line(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The parts of an answer a held long-poll sends unchanged, as the hub writes it: an
+/// `http-response` send with no headers, no reason, no content filters and a body that is not
+/// a patch, with a status that has a body. (Whether the hold would send it unchanged, with no
+/// position or filter of its own, is the hold's to say when it parks.)
+pub fn plain_answer(item: &PublishItem) -> Option<PlainAnswer> {
+    let f = item.formats.http_response.as_ref()?;
+    let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
+    let plain = f.action == Action::Send && f.headers.is_empty() && f.reason.is_none();
+    let body = match &f.body {
+        ResponseBody::Empty => Bytes::new(),
+        ResponseBody::Bytes(b) => b.clone(),
+        ResponseBody::Patch(_) => return None,
+    };
+    let status = StatusCode::from_u16(f.code).ok()?;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !plain || !unfiltered || bodiless {
+        return None;
+    }
+    let mut lead = Vec::with_capacity(24);
+    status_line(status, None, &mut lead);
+    let mut framing = Vec::with_capacity(64);
+    date_line(&mut framing);
+    let date_len = framing.len();
+    framing.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    Some(PlainAnswer {
+        status,
+        lead,
+        framing,
+        date_len,
+        body,
+    })
+}
+
 /// An item's `http-stream` content as the chunk the hub writes.
 pub fn chunk(content: &[u8]) -> Bytes {
     let mut out = Vec::new();
@@ -322,6 +518,16 @@ pub fn ws_frame(content: &Bytes, binary: bool) -> Option<Bytes> {
     frame.format(&mut out).ok()?;
     Some(Bytes::from(out))
 }
+
+/// On a held long-poll's placeholder response ([`crate::http::Deferred`]): the sink the hub
+/// may answer it through, once the server attaches the socket.
+#[derive(Clone)]
+pub struct HeldAnswer(pub Arc<Sink>);
+
+/// Marks the response a held long-poll returns when the hub has written its answer (status and
+/// body as written, for the access log): the server sends nothing more of it.
+#[derive(Clone, Copy)]
+pub struct AnsweredByHub;
 
 /// Marks a response whose body is a held session (a stream hold, or a chain of next links):
 /// on HTTP/1.1 the server writes it to the socket itself instead of through hyper, through the
@@ -392,6 +598,83 @@ mod tests {
         got
     }
 
+    /// A long-poll's sink, attached and parked, and the client side.
+    async fn answering_sink(head: &[u8], dated: bool) -> (Arc<Sink>, TcpStream) {
+        let (plain, client) = idle_sink().await;
+        let sink = Sink::answering(head.to_vec(), dated);
+        sink.attach(plain.detach().unwrap(), Vec::new());
+        sink.park(|| true);
+        (sink, client)
+    }
+
+    fn answer(body: &str) -> Payload {
+        let item = grip::publish::parse_publish_item(&serde_json::json!({
+            "channel": "c", "formats": {"http-response": {"body": body}}
+        }))
+        .unwrap();
+        Payload::Answer(Arc::new(plain_answer(&item).expect("a plain answer")))
+    }
+
+    #[tokio::test]
+    async fn the_hub_answers_a_long_poll_once_with_its_head_and_a_date() {
+        let (sink, mut client) = answering_sink(b"x-a: 1\r\n", false).await;
+        assert!(matches!(sink.offer(true, || ()), Offer::Reserved));
+        // Until the answer is written, and after, later items are queued.
+        assert!(matches!(sink.offer(true, || ()), Offer::Queued(())));
+        assert_eq!(sink.claim(), Claim::Hub);
+        sink.write_reserved(&answer("hello"), Instant::now());
+        sink.answered_wake();
+        assert_eq!(
+            sink.answered().await,
+            (StatusCode::OK, Bytes::from_static(b"hello"))
+        );
+        sink.park(|| true);
+        assert!(matches!(sink.offer(true, || ()), Offer::Queued(())));
+        let mut got = Vec::new();
+        while !got.ends_with(b"hello") {
+            let mut buf = [0u8; 256];
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        let (head, date) = text.split_once("date: ").unwrap();
+        assert_eq!(head, "HTTP/1.1 200 OK\r\nx-a: 1\r\n");
+        let (date, rest) = date.split_once("\r\n").unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        assert_eq!(rest, "content-length: 5\r\n\r\nhello");
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_that_claimed_its_answer_gets_no_write_from_the_hub() {
+        let (sink, _client) = answering_sink(b"", true).await;
+        assert_eq!(sink.claim(), Claim::Hold);
+        assert!(matches!(sink.offer(true, || ()), Offer::Queued(())));
+        // Parked again (the item was not for it), it may be answered by the hub.
+        sink.park(|| true);
+        assert!(matches!(sink.offer(true, || ()), Offer::Reserved));
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_of_an_answer_is_flushed_after_it() {
+        let (sink, mut client) =
+            answering_sink(b"date: Tue, 01 Dec 2026 00:00:00 GMT\r\n", true).await;
+        // More than the socket buffers take while nobody reads.
+        let body = "y".repeat(32 << 20);
+        assert!(matches!(sink.offer(true, || ()), Offer::Reserved));
+        sink.write_reserved(&answer(&body), Instant::now());
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let len = head.len() + body.len();
+        let reader = tokio::spawn(async move { read_exactly(&mut client, len).await });
+        sink.flush().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(&got[..head.len()], head.as_bytes());
+        assert!(got[head.len()..].iter().all(|&b| b == b'y'));
+    }
+
     #[tokio::test]
     async fn a_framer_write_waits_for_the_reserved_chunk_and_goes_after_it() {
         let (sink, mut client) = idle_sink().await;
@@ -401,7 +684,10 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(sink.poll_write(&mut cx, b"second").is_pending());
         assert!(!flag.0.load(Ordering::SeqCst));
-        sink.write_reserved(&Bytes::from_static(b"first"), Instant::now());
+        sink.write_reserved(
+            &Payload::Bytes(Bytes::from_static(b"first")),
+            Instant::now(),
+        );
         assert!(flag.0.load(Ordering::SeqCst), "the framer was not woken");
         match sink.poll_write(&mut cx, b"second") {
             Poll::Ready(Ok(6)) => {}

@@ -265,6 +265,32 @@ async fn a_preflight_reaches_the_origin_and_gets_what_it_asked_for() {
     assert_eq!(seen[0].2["access-control-request-method"], "PUT");
 }
 
+/// A plain published answer, which the hub writes itself to a long-poll that is not
+/// cross-origin, is wrapped like any other here: the CORS headers come with it.
+#[tokio::test]
+async fn a_plain_published_answer_to_a_cross_origin_long_poll_gets_cors_headers() {
+    let (origin, _) = recording_origin(answers).await;
+    let proxy = aco_proxy(&origin, |_| {}).await;
+    let url = proxy.url("/lp");
+    let client =
+        tokio::spawn(async move { request(&url, "GET", &[("origin", "http://a.example")]).await });
+    proxy.wait_subscribers("lp", 1).await;
+    let written = proxy.app.hub.stats().written;
+    proxy
+        .publish_items([
+            json!({"channel": "lp", "formats": {"http-response": {"body": "plain\n"}}}),
+        ])
+        .await;
+    let resp = client.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "http://a.example"
+    );
+    assert_eq!(text(resp).await, "plain\n");
+    assert_eq!(proxy.app.hub.stats().written, written);
+}
+
 #[tokio::test]
 async fn a_long_poll_answered_by_a_publish_gets_cors_headers() {
     let (origin, _) = recording_origin(answers).await;

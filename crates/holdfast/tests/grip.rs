@@ -607,6 +607,79 @@ async fn a_held_long_poll_leaves_hyper_and_its_connection_carries_the_next_reque
     proxy.wait_subscribers("lpw", 0).await;
 }
 
+/// A plain published answer to a long-poll held outside hyper is written by the hub's fan-out;
+/// one the hold must shape (here, with a reason) by the hold. The client sees the same bytes
+/// either way (the `date` aside), and its connection carries the next request after both.
+#[tokio::test]
+async fn a_long_poll_answer_the_hub_writes_is_the_one_the_hold_would_write() {
+    use tokio::io::AsyncWriteExt;
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "response"),
+            ("grip-channel", "lph"),
+            ("content-type", "text/plain"),
+            ("x-app", "kept"),
+        ],
+        "timeout\n",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let mut stream = send_raw(proxy.addr, b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut heads = Vec::new();
+    let items = [
+        response_item("lph", "first\n"),
+        json!({"channel": "lph", "formats": {"http-response": {"body": "again\n", "reason": "OK"}}}),
+    ];
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            stream
+                .write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        proxy.wait_direct_long_polls(1).await;
+        let written = proxy.app.hub.stats().written;
+        let body = item["formats"]["http-response"]["body"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        proxy.publish_items([item]).await;
+        let mut got = Vec::new();
+        read_raw_until(&mut stream, &mut got, format!("\r\n\r\n{body}").as_bytes()).await;
+        let text = String::from_utf8(got).unwrap();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(rest, body);
+        assert_eq!(
+            proxy.app.hub.stats().written - written,
+            u64::from(i == 0),
+            "only the plain answer is written by the hub"
+        );
+        let lines: Vec<&str> = head.lines().collect();
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("date: ")).count(),
+            1,
+            "{head}"
+        );
+        heads.push(
+            (lines.into_iter())
+                .filter(|l| !l.starts_with("date: "))
+                .collect::<Vec<_>>()
+                .join("\r\n"),
+        );
+        proxy.wait_direct_long_polls(0).await;
+    }
+    assert_eq!(heads[0], heads[1]);
+    assert_eq!(
+        heads[0],
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-app: kept\r\ncontent-length: 6"
+    );
+    // The connection is still served: a last poll, answered and closed.
+    let (head, body) = last_poll_answered(&proxy, &mut stream, "lph", "last\n").await;
+    assert!(head.lines().any(|l| l == "connection: close"), "{head}");
+    assert_eq!(body, "last\n");
+}
+
 /// The header timeout after a held long-poll's answer runs from the answer, not from when the
 /// hold began: a poll held longer than `client_header_secs` leaves its connection open for the
 /// client's next request.

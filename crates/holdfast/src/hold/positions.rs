@@ -120,6 +120,12 @@ impl Positions {
             .collect()
     }
 
+    /// Whether this session passes every item through as it comes: no channel has a position
+    /// (so none can be stale or already had) or a filter.
+    pub fn is_plain(&self) -> bool {
+        (self.channels.iter()).all(|c| c.position.is_none() && c.filters.is_empty())
+    }
+
     /// Adds `Grip-Last: <channel>; last-id=<id>` for every channel with a position.
     pub fn grip_last(&self, headers: &mut HeaderMap) {
         headers.remove("grip-last");

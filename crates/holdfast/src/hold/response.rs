@@ -15,9 +15,10 @@ use super::link::GoneLink;
 use super::{BaseResponse, HeldRequest, Positions, Verdict};
 use crate::crossorigin::Shape;
 use crate::http::{full, Body};
-use crate::hub::{Delivery, Subscription, Want};
+use crate::hub::{Delivery, Subscription};
 use crate::proxy::body::AccessRecord;
 use crate::proxy::Answer;
+use crate::sink::{AnsweredByHub, Claim, Sink};
 use tokio::sync::mpsc;
 
 /// What a retry of the original request led to.
@@ -28,13 +29,17 @@ enum Next {
     Done(Response<Body>),
 }
 
-/// Holds a long-poll until a publish, the timeout, or shutdown.
+/// Holds a long-poll until a publish, the timeout, or shutdown. With a `sink`
+/// ([`Sink::answering`]) the hub may write a plain answer itself while the hold waits with
+/// nothing queued and nothing of its own to apply (no position, no filter); the hold then
+/// returns a response marked [`AnsweredByHub`].
 pub async fn hold(
     ctx: Arc<HeldRequest>,
     mut base: BaseResponse,
     mut positions: Positions,
     mut timeout_secs: u64,
     _gone: Option<Box<GoneLink>>,
+    mut sink: Option<Arc<Sink>>,
 ) -> Response<Body> {
     // The previous round's subscription, kept across a retry so nothing published while the
     // origin was being asked is lost.
@@ -46,7 +51,7 @@ pub async fn hold(
     loop {
         let requests = positions.requests();
         (ctx.app.presence).note_route(requests.iter().map(|(c, _)| c.as_str()), &ctx.route);
-        let (sub, mut rx, resumes) = ctx.app.hub.subscribe_resuming(requests, Want::HttpResponse);
+        let (sub, mut rx, resumes) = ctx.app.hub.subscribe_response(requests, sink.clone());
         let (mut pending, stale) = positions.resume(resumes);
         let mut update = false;
         if !stale.is_empty() {
@@ -78,10 +83,20 @@ pub async fn hold(
         }
         let deadline = crate::deadline::after_secs(timeout_secs);
         while !update {
+            if let Some(sink) = &sink {
+                sink.park(|| rx.is_empty() && positions.is_plain());
+            }
             let item = tokio::select! {
                 item = rx.recv() => item,
                 _ = tokio::time::sleep_until(deadline) => None,
+                answer = answered(sink.as_deref()) => return by_hub(answer),
             };
+            if let Some(sink) = &sink {
+                // An item queued after the hub took the answer, or a timeout that raced it.
+                if sink.claim() == Claim::Hub {
+                    return by_hub(sink.answered().await);
+                }
+            }
             let Some(item) = item else {
                 let body = full(base.body.clone());
                 return Shape::Held.mark(base.into_response(body));
@@ -95,6 +110,12 @@ pub async fn hold(
                 Verdict::Skip => {}
                 Verdict::Update if can_update(&ctx) => update = true,
                 Verdict::Update => {}
+            }
+        }
+        if let Some(sink) = sink.take() {
+            // The answer may change with the retry: from here on the hold answers itself.
+            if sink.claim() == Claim::Hub {
+                return by_hub(sink.answered().await);
             }
         }
         match retry(&ctx, &positions).await {
@@ -114,8 +135,26 @@ pub fn later(
     positions: Positions,
     timeout_secs: u64,
     gone: Option<Box<GoneLink>>,
+    sink: Option<Arc<Sink>>,
 ) -> crate::http::Later {
-    Box::pin(hold(ctx, base, positions, timeout_secs, gone))
+    Box::pin(hold(ctx, base, positions, timeout_secs, gone, sink))
+}
+
+/// Resolves when the hub has answered through `sink`; never without one.
+async fn answered(sink: Option<&Sink>) -> (StatusCode, Bytes) {
+    match sink {
+        Some(sink) => sink.answered().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The response a hold returns when the hub has written its answer: what was written, for the
+/// access log, marked so that the server does not send it again.
+fn by_hub((status, body): (StatusCode, Bytes)) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.extensions_mut().insert(AnsweredByHub);
+    Shape::Held.mark(resp)
 }
 
 fn can_update(ctx: &HeldRequest) -> bool {

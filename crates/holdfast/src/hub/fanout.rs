@@ -7,12 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{Channel, Delivery, Inner, Want};
 use crate::metrics::Histogram;
-use crate::sink::{plain_chunk, plain_ws_frame, Offer, Sink};
+use crate::sink::{plain_answer, plain_chunk, plain_ws_frame, Offer, Payload, Sink};
 
 /// Streams one fan-out task writes to: small enough that a task does not hold its worker long.
 const WRITE_BATCH: usize = 256;
@@ -55,10 +54,18 @@ impl Inner {
         let mut closed = 0u64;
         let direct_latency = self.write_latency.get("direct");
         // Encoded once for every connection the fan-out writes to itself: the chunk for held
-        // streams, the frame for WebSockets; each with the connections reserved for it.
+        // streams, the frame for WebSockets, the shared parts of a long-poll's answer; each
+        // with the connections reserved for it.
         let mut direct = [
-            (plain_chunk(item).map(crate::sink::chunk), Vec::new()),
-            (plain_ws_frame(item), Vec::new()),
+            (
+                plain_chunk(item).map(|c| Payload::Bytes(crate::sink::chunk(c))),
+                Vec::new(),
+            ),
+            (plain_ws_frame(item).map(Payload::Bytes), Vec::new()),
+            (
+                plain_answer(item).map(|a| Payload::Answer(Arc::new(a))),
+                Vec::new(),
+            ),
         ];
         let mut written = 0u64;
         let mut responses = 0u64;
@@ -69,13 +76,18 @@ impl Inner {
             let queue = || sub.tx.try_send(item.clone());
             let queued = match &sub.sink {
                 Some(sink) => {
-                    let (bytes, batch) = &mut direct[usize::from(sub.want == Want::WsMessage)];
+                    let (bytes, batch) = &mut direct[match sub.want {
+                        Want::WsMessage => 1,
+                        Want::HttpResponse => 2,
+                        _ => 0,
+                    }];
                     match sink.offer(bytes.is_some(), queue) {
                         Offer::Reserved => {
+                            responses += u64::from(sub.want == Want::HttpResponse);
                             batch.push(sink.clone());
-                            if let Some(bytes) =
-                                bytes.as_ref().filter(|_| batch.len() == WRITE_BATCH)
-                            {
+                            // Answers go in one batch (see `write_batch`).
+                            let full = batch.len() == WRITE_BATCH && sub.want != Want::HttpResponse;
+                            if let Some(bytes) = bytes.as_ref().filter(|_| full) {
                                 let batch = std::mem::take(batch);
                                 written += write_batch(batch, bytes, start, direct_latency);
                             }
@@ -99,10 +111,22 @@ impl Inner {
                 Err(mpsc::error::TrySendError::Closed(_)) => closed += 1,
             }
         }
-        for (bytes, batch) in direct {
-            if let Some(bytes) = bytes.as_ref().filter(|_| !batch.is_empty()) {
-                written += write_batch(batch, bytes, start, direct_latency);
+        for (bytes, mut batch) in direct {
+            let Some(bytes) = bytes.as_ref().filter(|_| !batch.is_empty()) else {
+                continue;
+            };
+            if let Payload::Answer(_) = bytes {
+                // One part per worker (see `write_batch`).
+                let workers = tokio::runtime::Handle::try_current()
+                    .map_or(1, |rt| rt.metrics().num_workers());
+                let part = batch.len().div_ceil(workers).max(INLINE_WRITES + 1);
+                while batch.len() > part {
+                    let rest = batch.split_off(part);
+                    written += write_batch(batch, bytes, start, direct_latency);
+                    batch = rest;
+                }
             }
+            written += write_batch(batch, bytes, start, direct_latency);
         }
         // Queued deliveries are written by their connections' tasks: the histogram gets the
         // time until the last of them was queued, once per publish.
@@ -165,20 +189,35 @@ impl Inner {
     }
 }
 
-/// Writes `chunk` to the reserved connections of `batch`; returns how many. A batch of at most
+/// Writes `payload` to the reserved connections of `batch`; returns how many. A batch of at most
 /// [`INLINE_WRITES`] is written at once, by the publishing task (outside a runtime, any batch
 /// is); a bigger one by a new task, so that big fan-outs spread over the workers. Once the batch
 /// is written, `latency` gets one observation: the time since `start`.
-fn write_batch(batch: Vec<Arc<Sink>>, chunk: &Bytes, start: Instant, latency: &Histogram) -> u64 {
+///
+/// A fan-out's long-poll answers are split into one batch per worker, however many, and the
+/// holds of a batch are woken only once all its answers are written: a woken hold reads its
+/// client's re-poll and sends it to the origin, far more work than the answer, and the answers
+/// not yet written would wait behind it (see docs/performance.md).
+fn write_batch(
+    batch: Vec<Arc<Sink>>,
+    payload: &Payload,
+    start: Instant,
+    latency: &Histogram,
+) -> u64 {
     let n = batch.len() as u64;
-    let chunk = chunk.clone();
+    let payload = payload.clone();
     let latency = latency.clone();
     let write = move || {
         let now = tokio::time::Instant::now();
         for sink in &batch {
-            sink.write_reserved(&chunk, now);
+            sink.write_reserved(&payload, now);
         }
         latency.observe(start.elapsed());
+        if let Payload::Answer(_) = payload {
+            for sink in &batch {
+                sink.answered_wake();
+            }
+        }
     };
     match tokio::runtime::Handle::try_current() {
         Ok(rt) if n as usize > INLINE_WRITES => drop(rt.spawn(async move { write() })),

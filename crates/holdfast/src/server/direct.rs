@@ -14,19 +14,18 @@
 //! go, and the sink keeps the TCP socket and rustls's record state ([`Wire`]), so a held stream
 //! over TLS costs what one in plaintext does plus rustls's own state.
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::http::{Body, BoxError, Later};
-use crate::sink::{HeldStream, Input, Sink, Wire};
+use crate::http::{says_close, Body, BoxError, Later};
+use crate::sink::{
+    date_line, header_lines, status_line, AnsweredByHub, HeldStream, Input, Sink, Wire,
+};
 use crate::socket::{Cell, Guards};
 
 /// Whether a request's response may be written by [`write`]: HTTP/1.1, and a method whose
@@ -146,14 +145,7 @@ fn push(frame: Option<Result<Frame<Bytes>, BoxError>>, sink: &Sink) -> Result<(b
 /// Whether the connection of `req` may carry another request after this one's response (an
 /// HTTP/1.1 request without `Connection: close`).
 pub fn keeps_alive<B>(req: &http::Request<B>) -> bool {
-    !has_close(req.headers())
-}
-
-fn has_close(headers: &http::HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-    })
+    !says_close(req.headers())
 }
 
 /// Answers a held long-poll with the socket out of hyper's hands. The hold's future (`held`, from
@@ -163,6 +155,11 @@ fn has_close(headers: &http::HeaderMap) -> bool {
 /// the client's next request — unless the request or the response said `Connection: close`,
 /// or shutdown has begun, which close it instead.
 ///
+/// With a `sink` ([`crate::sink::HeldAnswer`]) on a connection that stays open, the socket is attached to it
+/// while the hold waits, so that the hub can write a plain published answer itself, as it
+/// writes plain chunks to held streams ([`crate::sink`]): the hold then returns a response
+/// marked [`AnsweredByHub`], and only what the socket did not take at once is left to write.
+///
 /// A client that pipelined its next request behind a held one is not supported: hyper may have
 /// read part of it before the socket left it.
 pub async fn answer_later(
@@ -171,14 +168,41 @@ pub async fn answer_later(
     held: Later,
     keep_alive: bool,
     conn: super::Conn,
+    sink: Option<std::sync::Arc<Sink>>,
 ) {
     let waiting = LongPollCount::new(&conn.app);
+    let stream = std::sync::Arc::new(stream);
+    let sink = sink.filter(|_| keep_alive);
+    if let Some(sink) = &sink {
+        sink.attach(Wire::Tcp(stream.clone()), Vec::new());
+    }
     let resp = tokio::select! {
         resp = held => resp,
-        () = client_left(&stream) => return,
+        () = client_left(&stream) => {
+            drop(sink.map(|s| s.detach()));
+            return;
+        }
     };
     drop(waiting);
-    let keep_alive = keep_alive && !has_close(resp.headers()) && !conn.app.shutdown.is_announced();
+    if resp.extensions().get::<AnsweredByHub>().is_some() {
+        // The access log's body: ended, not written.
+        let _ = resp.into_body().collect().await;
+        let sink = sink.expect("only an attached sink is answered by the hub");
+        let flushed = sink.flush().await;
+        drop(sink.detach());
+        let Ok(stream) = std::sync::Arc::try_unwrap(stream) else {
+            return;
+        };
+        if flushed.is_ok() {
+            serve_next(stream, guards, conn).await;
+        }
+        return;
+    }
+    drop(sink.and_then(|s| s.detach()));
+    let Ok(mut stream) = std::sync::Arc::try_unwrap(stream) else {
+        return;
+    };
+    let keep_alive = keep_alive && !says_close(resp.headers()) && !conn.app.shutdown.is_announced();
     let (parts, body) = resp.into_parts();
     let bodiless = parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
@@ -205,12 +229,21 @@ pub async fn answer_later(
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     drop(body);
-    let mut stream = stream;
     if stream.write_all(&out).await.is_err() {
         return;
     }
     drop(out);
     if !keep_alive {
+        let _ = stream.shutdown().await;
+        return;
+    }
+    serve_next(stream, guards, conn).await;
+}
+
+/// Serves the client's next request on a connection whose held long-poll was answered; closes
+/// it instead once shutdown has begun.
+async fn serve_next(mut stream: TcpStream, guards: Guards, conn: super::Conn) {
+    if conn.app.shutdown.is_announced() {
         let _ = stream.shutdown().await;
         return;
     }
@@ -267,30 +300,10 @@ fn head(parts: &http::response::Parts, out: &mut Vec<u8>) {
 
 /// The status line, the headers but the body's framing, and a `date` if there is none.
 fn head_lines(parts: &http::response::Parts, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    let reason = parts
-        .extensions
-        .get::<hyper::ext::ReasonPhrase>()
-        .map(|r| r.as_bytes())
-        .or_else(|| parts.status.canonical_reason().map(str::as_bytes))
-        .unwrap_or_default();
-    out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !parts.headers.contains_key(DATE) {
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
-        out.extend_from_slice(b"\r\n");
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    status_line(parts.status, reason.map(|r| r.as_bytes()), out);
+    if !header_lines(&parts.headers, out) {
+        date_line(out);
     }
 }
 
