@@ -155,10 +155,11 @@ pub fn keeps_alive<B>(req: &http::Request<B>) -> bool {
 /// the client's next request — unless the request or the response said `Connection: close`,
 /// or shutdown has begun, which close it instead.
 ///
-/// With a `sink` ([`crate::sink::HeldAnswer`]) on a connection that stays open, the socket is attached to it
-/// while the hold waits, so that the hub can write a plain published answer itself, as it
-/// writes plain chunks to held streams ([`crate::sink`]): the hold then returns a response
-/// marked [`AnsweredByHub`], and only what the socket did not take at once is left to write.
+/// With a `sink` ([`crate::sink::HeldAnswer`]) on a connection that stays open, the socket is
+/// attached to it while the hold waits, so that the hub can write a plain published answer
+/// itself, as it writes plain chunks to held streams ([`crate::sink`]): the hold then returns a
+/// response marked [`AnsweredByHub`], and only what the socket did not take at once is left to
+/// write.
 ///
 /// A client that pipelined its next request behind a held one is not supported: hyper may have
 /// read part of it before the socket left it.
@@ -187,7 +188,8 @@ pub async fn answer_later(
     if resp.extensions().get::<AnsweredByHub>().is_some() {
         // The access log's body: ended, not written.
         let _ = resp.into_body().collect().await;
-        let sink = sink.expect("only an attached sink is answered by the hub");
+        // Only an attached sink is answered by the hub.
+        let Some(sink) = sink else { return };
         let flushed = sink.flush().await;
         drop(sink.detach());
         let Ok(stream) = std::sync::Arc::try_unwrap(stream) else {
