@@ -680,6 +680,39 @@ async fn a_long_poll_answer_the_hub_writes_is_the_one_the_hold_would_write() {
     assert_eq!(body, "last\n");
 }
 
+/// A long-poll that names its position on a channel judges each item itself, so the hub never
+/// writes its answer, however plain the item: the item it already has is skipped, and the next
+/// one answers it.
+#[tokio::test]
+async fn a_long_poll_with_a_position_skips_what_it_has_even_when_plain() {
+    let origin = grip_origin(
+        200,
+        &[
+            ("grip-hold", "response"),
+            ("grip-channel", "lpq; prev-id=a1"),
+        ],
+        "timeout\n",
+    )
+    .await;
+    let proxy = Proxy::routed_to(&origin, |_| {}).await;
+    let mut stream = send_raw(proxy.addr, b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    proxy.wait_direct_long_polls(1).await;
+    let written = proxy.app.hub.stats().written;
+    proxy
+        .publish_items([
+            json!({"channel": "lpq", "id": "a1", "formats": {"http-response": {"body": "old\n"}}}),
+            json!({"channel": "lpq", "id": "a2", "prev-id": "a1",
+                "formats": {"http-response": {"body": "next\n"}}}),
+        ])
+        .await;
+    let mut got = Vec::new();
+    read_raw_until(&mut stream, &mut got, b"\r\n\r\nnext\n").await;
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(!text.contains("old"), "{text}");
+    assert_eq!(proxy.app.hub.stats().written, written);
+}
+
 /// The header timeout after a held long-poll's answer runs from the answer, not from when the
 /// hold began: a poll held longer than `client_header_secs` leaves its connection open for the
 /// client's next request.
