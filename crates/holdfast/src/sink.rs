@@ -462,14 +462,17 @@ pub fn date_line(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The parts of an answer a held long-poll sends unchanged, as the hub writes it: an
+/// The status and body of an answer a held long-poll sends unchanged, as the hub writes it: an
 /// `http-response` send with no headers, no reason, no content filters and a body that is not
 /// a patch, with a status that has a body. (Whether the hold would send it unchanged, with no
-/// position or filter of its own, is the hold's to say when it parks.)
-pub fn plain_answer(item: &PublishItem) -> Option<PlainAnswer> {
+/// position or filter of its own, is the hold's to say when it parks.) Cheap: the bytes are
+/// made by [`PlainAnswer::new`], once a hold is reserved for them.
+pub fn plain_answer(item: &PublishItem) -> Option<(StatusCode, Bytes)> {
     let f = item.formats.http_response.as_ref()?;
     let unfiltered = f.content_filters.as_ref().is_none_or(|c| c.is_empty());
-    let plain = f.action == Action::Send && f.headers.is_empty() && f.reason.is_none();
+    if f.action != Action::Send || !f.headers.is_empty() || f.reason.is_some() || !unfiltered {
+        return None;
+    }
     let body = match &f.body {
         ResponseBody::Empty => Bytes::new(),
         ResponseBody::Bytes(b) => b.clone(),
@@ -479,22 +482,26 @@ pub fn plain_answer(item: &PublishItem) -> Option<PlainAnswer> {
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    if !plain || !unfiltered || bodiless {
-        return None;
+    (!bodiless).then_some((status, body))
+}
+
+impl PlainAnswer {
+    /// The shared parts of an answer with `status` and `body` ([`plain_answer`]), dated now.
+    pub fn new(status: StatusCode, body: Bytes) -> PlainAnswer {
+        let mut lead = Vec::with_capacity(24);
+        status_line(status, None, &mut lead);
+        let mut framing = Vec::with_capacity(64);
+        date_line(&mut framing);
+        let date_len = framing.len();
+        framing.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        PlainAnswer {
+            status,
+            lead,
+            framing,
+            date_len,
+            body,
+        }
     }
-    let mut lead = Vec::with_capacity(24);
-    status_line(status, None, &mut lead);
-    let mut framing = Vec::with_capacity(64);
-    date_line(&mut framing);
-    let date_len = framing.len();
-    framing.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-    Some(PlainAnswer {
-        status,
-        lead,
-        framing,
-        date_len,
-        body,
-    })
 }
 
 /// An item's `http-stream` content as the chunk the hub writes.
@@ -612,7 +619,8 @@ mod tests {
             "channel": "c", "formats": {"http-response": {"body": body}}
         }))
         .unwrap();
-        Payload::Answer(Arc::new(plain_answer(&item).expect("a plain answer")))
+        let (status, body) = plain_answer(&item).expect("a plain answer");
+        Payload::Answer(Arc::new(PlainAnswer::new(status, body)))
     }
 
     #[tokio::test]

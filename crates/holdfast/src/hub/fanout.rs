@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{Channel, Delivery, Inner, Want};
 use crate::metrics::Histogram;
-use crate::sink::{plain_answer, plain_chunk, plain_ws_frame, Offer, Payload, Sink};
+use crate::sink::{plain_answer, plain_chunk, plain_ws_frame, Offer, Payload, PlainAnswer, Sink};
 
 /// Streams one fan-out task writes to: small enough that a task does not hold its worker long.
 const WRITE_BATCH: usize = 256;
@@ -54,19 +54,17 @@ impl Inner {
         let mut closed = 0u64;
         let direct_latency = self.write_latency.get("direct");
         // Encoded once for every connection the fan-out writes to itself: the chunk for held
-        // streams, the frame for WebSockets, the shared parts of a long-poll's answer; each
-        // with the connections reserved for it.
+        // streams, the frame for WebSockets; each with the connections reserved for it. A
+        // long-poll's answer is made only once some hold is reserved for it (`answers`).
         let mut direct = [
             (
                 plain_chunk(item).map(|c| Payload::Bytes(crate::sink::chunk(c))),
                 Vec::new(),
             ),
             (plain_ws_frame(item).map(Payload::Bytes), Vec::new()),
-            (
-                plain_answer(item).map(|a| Payload::Answer(Arc::new(a))),
-                Vec::new(),
-            ),
         ];
+        let answer = plain_answer(item);
+        let mut answers = Vec::new();
         let mut written = 0u64;
         let mut responses = 0u64;
         for (id, sub) in &ch.subscribers {
@@ -75,19 +73,26 @@ impl Inner {
             }
             let queue = || sub.tx.try_send(item.clone());
             let queued = match &sub.sink {
+                Some(sink) if sub.want == Want::HttpResponse => {
+                    match sink.offer(answer.is_some(), queue) {
+                        Offer::Reserved => {
+                            // All written at the end (see `write_batch`).
+                            answers.push(sink.clone());
+                            responses += 1;
+                            sent += 1;
+                            continue;
+                        }
+                        Offer::Queued(r) => r,
+                    }
+                }
                 Some(sink) => {
-                    let (bytes, batch) = &mut direct[match sub.want {
-                        Want::WsMessage => 1,
-                        Want::HttpResponse => 2,
-                        _ => 0,
-                    }];
+                    let (bytes, batch) = &mut direct[usize::from(sub.want == Want::WsMessage)];
                     match sink.offer(bytes.is_some(), queue) {
                         Offer::Reserved => {
-                            responses += u64::from(sub.want == Want::HttpResponse);
                             batch.push(sink.clone());
-                            // Answers go in one batch (see `write_batch`).
-                            let full = batch.len() == WRITE_BATCH && sub.want != Want::HttpResponse;
-                            if let Some(bytes) = bytes.as_ref().filter(|_| full) {
+                            if let Some(bytes) =
+                                bytes.as_ref().filter(|_| batch.len() == WRITE_BATCH)
+                            {
                                 let batch = std::mem::take(batch);
                                 written += write_batch(batch, bytes, start, direct_latency);
                             }
@@ -111,22 +116,23 @@ impl Inner {
                 Err(mpsc::error::TrySendError::Closed(_)) => closed += 1,
             }
         }
-        for (bytes, mut batch) in direct {
-            let Some(bytes) = bytes.as_ref().filter(|_| !batch.is_empty()) else {
-                continue;
-            };
-            if let Payload::Answer(_) = bytes {
-                // One part per worker (see `write_batch`).
-                let workers = tokio::runtime::Handle::try_current()
-                    .map_or(1, |rt| rt.metrics().num_workers());
-                let part = batch.len().div_ceil(workers).max(INLINE_WRITES + 1);
-                while batch.len() > part {
-                    let rest = batch.split_off(part);
-                    written += write_batch(batch, bytes, start, direct_latency);
-                    batch = rest;
-                }
+        for (bytes, batch) in direct {
+            if let Some(bytes) = bytes.as_ref().filter(|_| !batch.is_empty()) {
+                written += write_batch(batch, bytes, start, direct_latency);
             }
-            written += write_batch(batch, bytes, start, direct_latency);
+        }
+        if let Some((status, body)) = answer.filter(|_| !answers.is_empty()) {
+            // One batch per worker (see `write_batch`).
+            let answer = Payload::Answer(Arc::new(PlainAnswer::new(status, body)));
+            let workers =
+                tokio::runtime::Handle::try_current().map_or(1, |rt| rt.metrics().num_workers());
+            let part = answers.len().div_ceil(workers).max(INLINE_WRITES + 1);
+            while answers.len() > part {
+                let rest = answers.split_off(part);
+                written += write_batch(answers, &answer, start, direct_latency);
+                answers = rest;
+            }
+            written += write_batch(answers, &answer, start, direct_latency);
         }
         // Queued deliveries are written by their connections' tasks: the histogram gets the
         // time until the last of them was queued, once per publish.

@@ -92,6 +92,9 @@ impl Wire {
     /// the first four parts at most), over TLS the parts encrypted one after another until one
     /// is not taken whole.
     pub fn try_write_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
+        if let [one] = bufs {
+            return self.try_write(one);
+        }
         match self {
             Wire::Tcp(tcp) => {
                 let mut slices = [io::IoSlice::new(&[]); 4];
