@@ -89,36 +89,21 @@ impl Wire {
     }
 
     /// [`Wire::try_write`] for the parts of `bufs` in order: over TCP one gathering write (of
-    /// the first four parts at most), over TLS the parts encrypted one after another until one
-    /// is not taken whole.
+    /// the first four parts at most), over TLS the first part that is not empty (a partial
+    /// write, as any write may be: the caller keeps the rest).
     pub fn try_write_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
-        if let [one] = bufs {
-            return self.try_write(one);
-        }
         match self {
-            Wire::Tcp(tcp) => {
+            Wire::Tcp(tcp) if bufs.len() > 1 => {
                 let mut slices = [io::IoSlice::new(&[]); 4];
                 for (slice, buf) in slices.iter_mut().zip(bufs) {
                     *slice = io::IoSlice::new(buf);
                 }
                 tcp.try_write_vectored(&slices[..bufs.len().min(4)])
             }
-            Wire::Tls(_) => {
-                let mut total = 0;
-                for buf in bufs.iter().filter(|b| !b.is_empty()) {
-                    match self.try_write(buf) {
-                        Ok(n) => {
-                            total += n;
-                            if n < buf.len() {
-                                break;
-                            }
-                        }
-                        Err(e) if total == 0 => return Err(e),
-                        Err(_) => break,
-                    }
-                }
-                Ok(total)
-            }
+            _ => match bufs.iter().find(|b| !b.is_empty()) {
+                Some(buf) => self.try_write(buf),
+                None => Ok(0),
+            },
         }
     }
 
